@@ -1,0 +1,47 @@
+# One-command entry points (see README.md).
+#   make demo   install everything, then run the agent against the bundled simulator
+#   make test   install everything, then run the whole test suite
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := python3-venv libvlc5 libvlc-bin vlc-plugin-base espeak-ng mosquitto \
+	mosquitto-clients rtl-sdr libasound2-dev sox lame gpiod openssl systemd \
+	debootstrap
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_WORKERS ?= 4
+
+.PHONY: install apt venv demo test lint bench image-chroot-test clean
+
+install: apt venv
+
+apt: .stamp-apt
+.stamp-apt:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES)
+	touch $@
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: install
+	$(PY) -m agent.demo
+
+test: install
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup tests
+
+lint: venv
+	$(VENV)/bin/ruff check agent drivers tests bench
+	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) -m bench.run_all
+
+image-chroot-test: install
+	$(SUDO) firmware-image/test-in-chroot.sh
+
+clean:
+	rm -rf $(VENV) .stamp-apt build *.egg-info

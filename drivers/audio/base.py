@@ -1,0 +1,47 @@
+"""The audio output interface: a sound card that consumes interleaved s16le frames."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+
+class AudioOutputError(RuntimeError):
+    """The device failed (unplugged, cannot open, write error)."""
+
+
+class AudioOutput(ABC):
+    """A device consuming frames at ``rate`` in real time.
+
+    Frames are numbered from 0 at :meth:`open`. The device keeps its own clock: when the
+    writer is late it plays silence (an underrun) and the frame numbering moves on, so the
+    next written frame always gets :meth:`next_frame_index`.
+    """
+
+    channels = 2
+    sample_width = 2
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+
+    @abstractmethod
+    def open(self) -> None: ...
+
+    @abstractmethod
+    def write(self, frames: bytes, timeout: float) -> None:
+        """Queue interleaved s16le frames; blocks (up to ``timeout`` s) while the device
+        buffer is full. Raises AudioOutputError on device failure."""
+
+    @abstractmethod
+    def next_frame_index(self) -> int:
+        """The index the next written frame will get."""
+
+    @abstractmethod
+    def frame_time(self, index: int) -> float:
+        """Wall-clock Unix time at which frame ``index`` leaves the device."""
+
+    @abstractmethod
+    def buffered_frames(self) -> int:
+        """Frames written but not yet played."""
+
+    @abstractmethod
+    def close(self) -> None: ...

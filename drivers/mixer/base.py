@@ -1,0 +1,20 @@
+"""Mixer interface: where the output level is applied."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+
+class Mixer(ABC):
+    @property
+    @abstractmethod
+    def hardware(self) -> bool:
+        """True when the level is applied by the device; False for software gain."""
+
+    @abstractmethod
+    def set_volume(self, volume: int) -> None:
+        """Set the level, 0..100 on the agent's own curve (docs/audio.md)."""
+
+    @abstractmethod
+    def software_gain(self) -> float:
+        """Linear factor the playout engine multiplies samples by (1.0 for hardware)."""
