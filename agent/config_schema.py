@@ -1,0 +1,468 @@
+"""The keys of agent.yaml (docs/config.md) and the walker that checks a merged document.
+
+A document arrives as a tree of `Marked` values that remember the file and line each value
+was written on, so every problem can be reported like a compiler would, and the walker
+keeps going after a problem so that one run lists every error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import enum
+import ipaddress
+import re
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class Mark:
+    file: Path
+    line: int
+
+
+@dataclass(frozen=True)
+class Problem:
+    mark: Mark
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.mark.file}:{self.mark.line}: {self.key}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Marked:
+    """A YAML value (a dict of Marked, a list of Marked, or a scalar) and where it was written."""
+
+    value: object
+    mark: Mark
+
+
+class Invalid(ValueError):
+    """Raised by a check; the message says what is wrong with the value."""
+
+
+Check = Callable[[object], object]
+
+
+class _Required(enum.Enum):
+    REQUIRED = enum.auto()
+
+
+REQUIRED = _Required.REQUIRED
+
+
+@dataclass(frozen=True)
+class Key:
+    check: Check
+    default: object = REQUIRED
+
+
+@dataclass(frozen=True)
+class ListKey:
+    """A list whose items each pass `item`; the default is the empty list."""
+
+    item: Check
+
+
+@dataclass(frozen=True)
+class Section:
+    keys: Mapping[str, Key | ListKey | Section]
+    nullable: bool = False  # null (the default) or a mapping with these keys
+
+
+@dataclass
+class Validated:
+    values: dict[str, object]
+    marks: dict[str, Mark] = field(default_factory=dict)  # dotted key -> where it was written
+    problems: list[Problem] = field(default_factory=list)
+
+
+def describe(value: object) -> str:
+    """How a parsed YAML value reads in an error message: `string '60'`, `null`, `a list`."""
+    if value is None or isinstance(value, bool):
+        return str(value).lower() if value is not None else "null"
+    if isinstance(value, list | dict):
+        return "a list" if isinstance(value, list) else "a mapping"
+    kind = {int: "integer", float: "number", str: "string"}.get(type(value), type(value).__name__)
+    return f"{kind} {value!r}"
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def validate_document(doc: Marked, schema: Section) -> Validated:
+    result = Validated(values={})
+    result.values = _walk_section(doc, schema, "", result)
+    return result
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _walk_section(node: Marked, section: Section, prefix: str, out: Validated) -> dict[str, object]:
+    assert isinstance(node.value, dict)
+    given: dict[str, Marked] = node.value
+    for name, child in given.items():
+        if name not in section.keys:
+            message = "unknown key" + did_you_mean(name, list(section.keys))
+            out.problems.append(Problem(child.mark, _join(prefix, name), message))
+    values: dict[str, object] = {}
+    for name, spec in section.keys.items():
+        key = _join(prefix, name)
+        written = given.get(name)
+        if written is not None:
+            out.marks[key] = written.mark
+            values[name] = _walk_value(written, spec, key, out)
+        elif isinstance(spec, Key) and spec.default is REQUIRED:
+            out.problems.append(Problem(node.mark, key, "required key missing"))
+        elif isinstance(spec, Key):
+            values[name] = spec.default
+        elif isinstance(spec, ListKey):
+            values[name] = ()
+        elif spec.nullable:
+            values[name] = None
+        else:
+            values[name] = _walk_section(Marked({}, node.mark), spec, key, out)
+    return values
+
+
+def _walk_value(node: Marked, spec: Key | ListKey | Section, key: str, out: Validated) -> object:
+    if isinstance(spec, Section):
+        if node.value is None and spec.nullable:
+            return None
+        if not isinstance(node.value, dict):
+            return _fail(node, key, f"expected a mapping, got {describe(plain(node))}", out)
+        return _walk_section(node, spec, key, out)
+    if isinstance(spec, ListKey):
+        if not isinstance(node.value, list):
+            return _fail(node, key, f"expected a list, got {describe(plain(node))}", out)
+        items = enumerate(node.value)
+        return tuple(_check(item, spec.item, f"{key}[{i}]", out) for i, item in items)
+    return _check(node, spec.check, key, out)
+
+
+def _check(node: Marked, check: Check, key: str, out: Validated) -> object:
+    try:
+        return check(plain(node))
+    except Invalid as problem:
+        return _fail(node, key, str(problem), out)
+
+
+def _fail(node: Marked, key: str, message: str, out: Validated) -> object:
+    """Records the problem; the value becomes None (never used: the config is refused)."""
+    out.problems.append(Problem(node.mark, key, message))
+    return None
+
+
+def plain(node: Marked) -> object:
+    if isinstance(node.value, dict):
+        return {name: plain(child) for name, child in node.value.items()}
+    if isinstance(node.value, list):
+        return [plain(item) for item in node.value]
+    return node.value
+
+
+# ---- checks -------------------------------------------------------------------------------
+
+def optional(check: Check) -> Check:
+    return lambda value: None if value is None else check(value)
+
+
+def number(minimum: float | None = None, maximum: float | None = None
+           ) -> Callable[[object], float]:
+    def check(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise Invalid(f"expected a number, got {describe(value)}")
+        _in_range(value, minimum, maximum)
+        return float(value)
+    return check
+
+
+def integer(minimum: int | None = None, maximum: int | None = None
+            ) -> Callable[[object], int]:
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid(f"expected an integer, got {describe(value)}")
+        _in_range(value, minimum, maximum)
+        return value
+    return check
+
+
+def _in_range(value: float, minimum: float | None, maximum: float | None) -> None:
+    if minimum is not None and maximum is not None and not minimum <= value <= maximum:
+        raise Invalid(f"must be between {minimum:g} and {maximum:g}, got {value:g}")
+    if minimum is not None and value < minimum:
+        raise Invalid(f"must be at least {minimum:g}, got {value:g}")
+    if maximum is not None and value > maximum:
+        raise Invalid(f"must be at most {maximum:g}, got {value:g}")
+
+
+def boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(f"expected true or false, got {describe(value)}")
+    return value
+
+
+def text(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise Invalid(f"expected a non-empty string, got {describe(value)}")
+    return value
+
+
+def one_of(*choices: str) -> Check:
+    def check(value: object) -> str:
+        if value not in choices:
+            got = value if isinstance(value, str) else describe(value)
+            raise Invalid(f"must be one of {', '.join(choices)}, got '{got}'"
+                          + did_you_mean(str(value), list(choices)))
+        return str(value)
+    return check
+
+
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+
+
+def name_segment(value: object) -> str:
+    """A name that goes into MQTT topics and URL paths as one segment."""
+    if not re.fullmatch(_NAME, text(value)):
+        raise Invalid(f"{value!r} must be letters, digits, '.', '_' or '-' (no '/', '+', '#', "
+                      "spaces)")
+    return str(value)
+
+
+def topic_prefix(value: object) -> str:
+    if not re.fullmatch(rf"{_NAME}(/{_NAME})*", text(value)):
+        raise Invalid(f"{value!r} must be '/'-separated names of letters, digits, '.', '_' "
+                      "or '-', with no wildcard and no leading or trailing '/'")
+    return str(value)
+
+
+def timezone(value: object) -> str:
+    name = text(value)
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise Invalid(f"unknown time zone {name!r} (an IANA name such as Asia/Ho_Chi_Minh)"
+                      ) from None
+    return name
+
+
+def http_url(value: object) -> str:
+    url = text(value)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid(f"expected an http:// or https:// URL with a host, got {url!r}")
+    return url.rstrip("/")
+
+
+def public_key(value: object) -> bytes:
+    """Raw 32-byte Ed25519 public key, standard base64 with padding."""
+    try:
+        raw = base64.b64decode(text(value), validate=True)
+    except (binascii.Error, ValueError):
+        raise Invalid("not valid base64") from None
+    if len(raw) != 32:
+        raise Invalid(f"an Ed25519 public key is 32 bytes, this one decodes to {len(raw)}")
+    return raw
+
+
+class HostPort(NamedTuple):
+    host: str
+    port: int
+
+
+def parse_host_port(value: str) -> HostPort:
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ipaddress.IPv6Address(host)
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(value)
+    return HostPort(host, int(port))
+
+
+def host_port(value: object) -> str:
+    try:
+        parse_host_port(text(value))
+    except ValueError:
+        raise Invalid(f"expected HOST:PORT (port 1-65535, IPv6 in brackets), got {value!r}"
+                      ) from None
+    return str(value)
+
+
+class BrokerUri(NamedTuple):
+    scheme: str  # "mqtt" or "mqtts" (TLS)
+    host: str
+    port: int
+
+
+def parse_broker_uri(value: str) -> BrokerUri:
+    parts = urlsplit(value)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.username \
+            or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(value)
+    port = parts.port  # raises ValueError when out of range
+    return BrokerUri(parts.scheme, parts.hostname, port or (8883 if parts.scheme == "mqtts"
+                                                            else 1883))
+
+
+def broker_uri(value: object) -> str:
+    try:
+        parse_broker_uri(text(value))
+    except ValueError:
+        raise Invalid(f"expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {value!r}"
+                      ) from None
+    return str(value)
+
+
+def gain_db(value: object) -> float | None:
+    """`auto` (None: the tuner's automatic gain) or a gain in dB."""
+    return None if value == "auto" else _gain_number(value)
+
+
+def _gain_number(value: object) -> float:
+    try:
+        return number()(value)
+    except Invalid:
+        raise Invalid(f"expected auto or a number of dB, got {describe(value)}") from None
+
+
+def sdr_sample_rate(value: object) -> int:
+    rate = integer(240_000, 3_200_000)(value)
+    if 300_000 < rate <= 900_000:
+        raise Invalid(f"the RTL2832U cannot sample between 300000 and 900000 S/s, got {rate}")
+    return rate
+
+
+def path_in(base: Path, must_exist: bool = False) -> Check:
+    """A path; a relative one is taken from `base`, the main config file's directory."""
+    def check(value: object) -> Path:
+        path = base / text(value)
+        if must_exist and not path.is_file():
+            raise Invalid(f"no such file: {path}")
+        return path
+    return check
+
+
+def audio_output(base: Path) -> Check:
+    def check(value: object) -> str:
+        kind, _, arg = text(value).partition(":")
+        if kind == "alsa" and arg:
+            return str(value)
+        if kind == "wav" and arg:
+            path = base / arg
+            if not path.parent.is_dir():
+                raise Invalid(f"directory {path.parent} does not exist")
+            return f"wav:{path}"
+        raise Invalid(f"expected alsa:<pcm name> or wav:<path>, got {value!r}")
+    return check
+
+
+def chime(base: Path) -> Check:
+    """`builtin` (None) or a sound file."""
+    sound_file = path_in(base, must_exist=True)
+    return lambda value: None if value == "builtin" else sound_file(value)
+
+
+def schema(base: Path) -> Section:
+    """Every key of agent.yaml with its check and default; paths are taken from `base`."""
+    seconds = number(minimum=0)
+    interval = number(minimum=5)
+    volume = integer(0, 100)
+    secret = Key(optional(text), None)
+    secret_file = Key(optional(path_in(base)), None)
+    tls_file = Key(optional(path_in(base, must_exist=True)), None)
+    dbfs = number(maximum=0)
+    return Section({
+        "device_id": Key(name_segment),
+        "groups": ListKey(name_segment),
+        "timezone": Key(timezone, "Asia/Ho_Chi_Minh"),
+        "state_dir": Key(path_in(base), Path("/var/lib/broadcast-agent")),
+        "late_start_grace_s": Key(seconds, 120.0),
+        "log_level": Key(one_of("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+        "source": Section({
+            "url": Key(http_url),
+            "token": secret,
+            "token_file": secret_file,
+            "poll_interval_s": Key(interval, 60.0),
+            "max_backoff_s": Key(number(minimum=1), 600.0),
+            "verify_tls": Key(boolean, True),
+            "ca_file": tls_file,
+            "client_cert": tls_file,
+            "client_key": tls_file,
+            "public_key": Key(optional(public_key), None),
+        }),
+        "cache": Section({
+            "dir": Key(path_in(base), Path("/var/cache/broadcast-agent")),
+            "max_bytes": Key(integer(minimum=1), 2_000_000_000),
+        }),
+        "mqtt": Section({
+            "brokers": ListKey(broker_uri),
+            "username": Key(optional(text), None),
+            "password": secret,
+            "password_file": secret_file,
+            "ca_file": tls_file,
+            "client_cert": tls_file,
+            "client_key": tls_file,
+            "topic_prefix": Key(topic_prefix, "tt"),
+            "heartbeat_s": Key(interval, 60.0),
+            "keepalive_s": Key(interval, 30.0),
+            "command_public_key": Key(optional(public_key), None),
+            "max_command_age_s": Key(seconds, 300.0),
+            "outbox_max": Key(integer(minimum=100), 10_000),
+            "max_payload_bytes": Key(integer(minimum=1024), 65_536),
+        }),
+        "health": Section({
+            "listen": Key(host_port, "127.0.0.1:8787"),
+            "token": secret,
+            "token_file": secret_file,
+            "max_connections": Key(integer(1, 256), 8),
+            "request_timeout_s": Key(number(minimum=0.5), 5.0),
+        }),
+        "audio": Section({
+            "output": Key(audio_output(base), "alsa:default"),
+            "rate": Key(integer(8_000, 192_000), 48_000),
+            "mixer": Section({"card": Key(integer(minimum=0)), "control": Key(text)},
+                             nullable=True),
+            "default_volume": Key(volume, 70),
+            "emergency_volume": Key(volume, 100),
+            "chime": Key(chime(base), None),
+            "dead_air_s": Key(seconds, 5.0),
+            "dead_air_dbfs": Key(dbfs, -50.0),
+            "decoder_hang_s": Key(number(minimum=1), 5.0),
+            "stream_caching_ms": Key(integer(minimum=0), 300),
+        }),
+        "amplifier": Section({
+            "backend": Key(one_of("gpio", "sim", "none"), "gpio"),
+            "gpio": Section({
+                "chip": Key(text, "gpiochip0"),
+                "line": Key(integer(minimum=0), 17),
+                "active_high": Key(boolean, True),
+            }),
+            "warmup_s": Key(seconds, 2.0),
+            "idle_off_s": Key(seconds, 300.0),
+        }),
+        "fm": Section({
+            "backend": Key(one_of("rtl_fm", "rtl_tcp", "none"), "rtl_fm"),
+            "rtl_tcp": Key(host_port, "127.0.0.1:1234"),
+            "gain_db": Key(gain_db, None),
+            "ppm": Key(integer(-1000, 1000), 0),
+            "squelch_dbfs": Key(dbfs, -30.0),
+            "sample_rate": Key(sdr_sample_rate, 240_000),
+        }),
+        "tts": Section({
+            "engine": Key(one_of("espeak-ng"), "espeak-ng"),
+            "voice": Key(text, "vi"),
+        }),
+    })
