@@ -81,6 +81,7 @@ class Section:
 @dataclass
 class Validated:
     values: dict[str, object]
+    homes: dict[str, list[str]]  # key name -> the dotted paths of every section that has it
     marks: dict[str, Mark] = field(default_factory=dict)  # dotted key -> where it was written
     problems: list[Problem] = field(default_factory=list)
 
@@ -101,9 +102,27 @@ def did_you_mean(word: str, choices: list[str]) -> str:
 
 
 def validate_document(doc: Marked, schema: Section) -> Validated:
-    result = Validated(values={})
+    result = Validated(values={}, homes={})
+    _index_homes(schema, "", result.homes)
     result.values = _walk_section(doc, schema, "", result)
     return result
+
+
+def _index_homes(section: Section, prefix: str, homes: dict[str, list[str]]) -> None:
+    for name, spec in section.keys.items():
+        homes.setdefault(name, []).append(prefix)
+        if isinstance(spec, Section):
+            _index_homes(spec, _join(prefix, name), homes)
+
+
+def _unknown_key_message(name: str, section: Section, homes: dict[str, list[str]]) -> str:
+    """Suggests a near miss in the same section, else the section(s) where the key belongs."""
+    suggestion = did_you_mean(name, list(section.keys))
+    if not suggestion and name in homes:
+        places = " or ".join(f"'{_join(home, name)}'" if home else f"top-level '{name}'"
+                             for home in homes[name])
+        suggestion = f"; did you mean {places}?"
+    return "unknown key" + suggestion
 
 
 def _join(prefix: str, name: str) -> str:
@@ -115,7 +134,7 @@ def _walk_section(node: Marked, section: Section, prefix: str, out: Validated) -
     given: dict[str, Marked] = node.value
     for name, child in given.items():
         if name not in section.keys:
-            message = "unknown key" + did_you_mean(name, list(section.keys))
+            message = _unknown_key_message(name, section, out.homes)
             out.problems.append(Problem(child.mark, _join(prefix, name), message))
     values: dict[str, object] = {}
     for name, spec in section.keys.items():
