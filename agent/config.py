@@ -257,7 +257,7 @@ def _to_marked(node: yaml.Node, file: Path, line: int, key: str, problems: list[
             name = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             child_key = f"{key}.{name}" if key else str(name)
             if not isinstance(name, str) or key_node.tag != "tag:yaml.org,2002:str":
-                message = f"key {name!r} is not a string" if name else "a key is not a string"
+                message = f"key {name} is not a string" if name else "a key is not a string"
                 problems.append(Problem(key_mark, key or DOCUMENT, message))
             elif name in items:
                 message = f"duplicate key (first given on line {items[name].mark.line})"

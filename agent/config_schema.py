@@ -88,8 +88,10 @@ class Validated:
 
 def describe(value: object) -> str:
     """How a parsed YAML value reads in an error message: `string '60'`, `null`, `a list`."""
-    if value is None or isinstance(value, bool):
-        return str(value).lower() if value is not None else "null"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
     if isinstance(value, list | dict):
         return "a list" if isinstance(value, list) else "a mapping"
     kind = {int: "integer", float: "number", str: "string"}.get(type(value), type(value).__name__)
@@ -219,12 +221,14 @@ def integer(minimum: int | None = None, maximum: int | None = None
 
 
 def _in_range(value: float, minimum: float | None, maximum: float | None) -> None:
+    def show(number: float) -> str:
+        return str(int(number)) if float(number).is_integer() else str(number)
     if minimum is not None and maximum is not None and not minimum <= value <= maximum:
-        raise Invalid(f"must be between {minimum:g} and {maximum:g}, got {value:g}")
+        raise Invalid(f"must be between {show(minimum)} and {show(maximum)}, got {show(value)}")
     if minimum is not None and value < minimum:
-        raise Invalid(f"must be at least {minimum:g}, got {value:g}")
+        raise Invalid(f"must be at least {show(minimum)}, got {show(value)}")
     if maximum is not None and value > maximum:
-        raise Invalid(f"must be at most {maximum:g}, got {value:g}")
+        raise Invalid(f"must be at most {show(maximum)}, got {show(value)}")
 
 
 def boolean(value: object) -> bool:
