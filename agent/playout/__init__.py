@@ -1,0 +1,1 @@
+"""Playout: carries out the arbiter's decisions as audio leaving the sound card."""

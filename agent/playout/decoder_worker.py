@@ -1,0 +1,105 @@
+"""One-shot libvlc decoder process: ``python -m agent.playout.decoder_worker``.
+
+Loads libvlc first (so an idle worker is warm), then reads one JSON job line from stdin:
+``{"mrl": ..., "start_s": 0.0, "rate": 48000, "caching_ms": 300}``. It decodes through
+libvlc's audio callbacks as S16N stereo and writes framed PCM, state changes and
+heartbeats to stdout (agent/playout/framing.py). It exits when the media ends or fails,
+or when stdin closes (the agent is gone or wants it dead).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+import threading
+from typing import Any, BinaryIO
+
+import vlc
+
+from agent.playout.framing import HEARTBEAT, PCM, STATE, write_frame
+
+HEARTBEAT_S = 0.5
+
+
+class Worker:
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self.instance = vlc.Instance(["--no-video", "--quiet", "--no-xlib", "--aout=amem",
+                                      "--no-audio-time-stretch", "--no-stats"])
+        self.player = self.instance.media_player_new()
+        # ctypes callbacks must stay referenced for as long as libvlc may call them.
+        self._play_cb = vlc.CallbackDecorators.AudioPlayCb(self._on_play)
+        self.player.audio_set_callbacks(self._play_cb, None, None, None, None, None)
+        events = self.player.event_manager()
+        events.event_attach(vlc.EventType.MediaPlayerEndReached, self._on_end)
+        events.event_attach(vlc.EventType.MediaPlayerEncounteredError, self._on_error)
+        events.event_attach(vlc.EventType.MediaPlayerPlaying, self._on_playing)
+
+    def send(self, kind: bytes, payload: bytes) -> None:
+        with self._lock:
+            try:
+                write_frame(self._out, kind, payload)
+            except (BrokenPipeError, ValueError):
+                os._exit(0)
+
+    def state(self, state: str, **extra: Any) -> None:
+        self.send(STATE, json.dumps({"state": state, **extra}).encode())
+
+    def _on_play(self, _data: Any, samples: Any, count: int, _pts: int) -> None:
+        self.send(PCM, ctypes.string_at(samples, count * 4))
+
+    def _on_playing(self, _event: Any) -> None:
+        self.state("playing")
+
+    def _on_end(self, _event: Any) -> None:
+        self.state("ended")
+        self._done.set()
+
+    def _on_error(self, _event: Any) -> None:
+        self.state("error", message="libvlc could not open or decode the media")
+        self._done.set()
+
+    def run(self, job: dict[str, Any]) -> int:
+        self.player.audio_set_format("S16N", int(job.get("rate", 48000)), 2)
+        media = self.instance.media_new(job["mrl"])
+        caching = int(job.get("caching_ms", 300))
+        media.add_option(f":file-caching={min(caching, 50)}")
+        media.add_option(f":network-caching={caching}")
+        if job.get("start_s"):
+            media.add_option(f":start-time={float(job['start_s']):.3f}")
+        self.player.set_media(media)
+        if self.player.play() != 0:
+            self.state("error", message="libvlc refused to play")
+            return 1
+        while not self._done.wait(HEARTBEAT_S):
+            self.send(HEARTBEAT, b"")
+        return 0
+
+
+def _exit_when_stdin_closes(stdin: BinaryIO) -> None:
+    while stdin.read(4096):
+        pass
+    os._exit(0)
+
+
+def main() -> int:
+    out = sys.stdout.buffer
+    stdin = sys.stdin.buffer
+    worker = Worker(out)
+    worker.send(HEARTBEAT, b"")  # warm and ready
+    line = stdin.readline()
+    if not line:
+        return 0
+    threading.Thread(target=_exit_when_stdin_closes, args=(stdin,), name="stdin-watch",
+                     daemon=True).start()
+    code = worker.run(json.loads(line))
+    sys.stdout.flush()
+    os._exit(code)  # libvlc teardown is where it hangs; the process is one-shot anyway
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

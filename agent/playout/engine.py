@@ -1,0 +1,331 @@
+"""The playout engine: the real-time thread that feeds the sound card.
+
+It produces periods of PCM from *voices* (a PCM source with a gain) and writes them to
+the AudioOutput, keeping a small, steady amount buffered. Because the output numbers its
+frames and maps them to wall time, a voice cued for frame F starts on exactly that frame.
+Every transition is ramped: a voice fades in over ``FADE_IN_S`` and the voice it replaces
+fades out over ``FADE_OUT_S`` (both well under the 50 ms the contract allows), so nothing
+clicks. The engine decides nothing: the control loop tells it what to play.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from drivers.audio.base import AudioOutput, AudioOutputError
+
+log = logging.getLogger(__name__)
+
+FADE_IN_S = 0.005
+FADE_OUT_S = 0.020
+PERIOD_S = 0.010
+BYTES_PER_FRAME = 4
+
+Block = npt.NDArray[np.float32]
+
+
+class PcmSource(Protocol):
+    """Interleaved s16le stereo PCM at the engine's rate. ``read`` never blocks."""
+
+    def read(self, max_bytes: int) -> bytes: ...
+
+    @property
+    def finished(self) -> bool:
+        """No more PCM will come and everything was read."""
+
+
+class Voice:
+    """One thing to play, and what happened to it (filled in by the engine)."""
+
+    def __init__(self, name: str, source: PcmSource, gain: float, tag: object = None) -> None:
+        self.name = name
+        self.source = source
+        self.gain = gain  # target linear gain; changes are ramped over one period
+        self.tag = tag
+        self.first_frame: int | None = None
+        self.end_frame: int | None = None
+        self.frames_played = 0
+        self.underrun_frames = 0
+        self.cut = False
+        self._applied_gain = gain
+        self._fade_in_left = 0
+        self._fade_out_left = 0
+        self._fade_out_total = 0
+        self._carry = b""
+
+    def __repr__(self) -> str:
+        return f"Voice({self.name})"
+
+    @property
+    def done(self) -> bool:
+        return self.end_frame is not None
+
+    def _pull(self, frames: int) -> Block:
+        """Up to ``frames`` frames as float32 (n, 2); fewer when the source is short."""
+        want = frames * BYTES_PER_FRAME - len(self._carry)
+        data = self._carry + (self.source.read(want) if want > 0 else b"")
+        usable = len(data) - len(data) % BYTES_PER_FRAME
+        self._carry = data[usable:]
+        pcm = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32)
+        return pcm.reshape(-1, 2)
+
+
+@dataclass(frozen=True)
+class VoiceStarted:
+    voice: Voice
+    frame: int
+
+
+@dataclass(frozen=True)
+class VoiceEnded:
+    voice: Voice
+    frame: int  # one past the last frame it contributed
+    cut: bool  # True when replaced or stopped, False when its source ran out
+
+
+@dataclass(frozen=True)
+class OutputFailed:
+    message: str
+
+
+@dataclass(frozen=True)
+class OutputRecovered:
+    pass
+
+
+EngineEvent = VoiceStarted | VoiceEnded | OutputFailed | OutputRecovered
+
+
+@dataclass
+class _Cue:
+    voice: Voice
+    at_frame: int | None  # None: right after the voice before it (or now, if none)
+
+
+class PlayoutEngine:
+    def __init__(self, output: AudioOutput, on_event: Callable[[EngineEvent], None],
+                 buffer_s: float = 0.030) -> None:
+        self.output = output
+        self.rate = output.rate
+        self._on_event = on_event
+        self._period = int(self.rate * PERIOD_S)
+        self._target_buffer = max(int(self.rate * buffer_s), 2 * self._period)
+        self._lock = threading.Lock()
+        self._current: Voice | None = None
+        self._fading: list[Voice] = []
+        self._queue: list[_Cue] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failed = False
+        self.idle_since_frame: int | None = 0
+        self.periods = 0
+
+    # --- control side ------------------------------------------------------------------
+    def start(self) -> None:
+        self.output.open()
+        self._thread = threading.Thread(target=self._run, name="playout", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.output.close()
+
+    def frame_at(self, wall_time: float) -> int:
+        return round((wall_time - self.output.frame_time(0)) * self.rate)
+
+    def time_of(self, frame: int) -> float:
+        return self.output.frame_time(frame)
+
+    def play(self, voices: list[Voice], at_frame: int | None = None) -> None:
+        """Replace everything queued with ``voices`` played back to back from ``at_frame``
+        (or as soon as possible); what plays then fades out."""
+        with self._lock:
+            dropped = [cue.voice for cue in self._queue]
+            self._queue = [_Cue(v, at_frame if i == 0 else None) for i, v in enumerate(voices)]
+            if at_frame is None and voices:
+                self._queue[0].at_frame = -1  # "now", also replacing the current voice
+        for voice in dropped:
+            voice.cut = True
+
+    def append(self, voice: Voice) -> None:
+        """Play ``voice`` right after the last queued (or current) one, without a gap."""
+        with self._lock:
+            self._queue.append(_Cue(voice, None))
+
+    def cut(self) -> None:
+        """Fade out what plays and drop the queue."""
+        with self._lock:
+            dropped = [cue.voice for cue in self._queue]
+            self._queue = []
+            if self._current is not None:
+                self._fade_out_now(self._current)
+                self._current = None
+        for voice in dropped:
+            voice.cut = True
+
+    def cancel(self, voice: Voice) -> None:
+        """Fade out ``voice`` if it plays, or drop it from the queue."""
+        with self._lock:
+            if self._current is voice:
+                self._fade_out_now(voice)
+                self._current = None
+            self._queue = [cue for cue in self._queue if cue.voice is not voice]
+        voice.cut = True
+
+    def _fade_out_now(self, voice: Voice) -> None:
+        """Begin a fade from the next period the engine renders."""
+        self._begin_fade_out(voice)
+        voice.end_frame = self.output.next_frame_index() + voice._fade_out_left
+        self._on_event(VoiceEnded(voice, voice.end_frame, cut=True))
+
+    @property
+    def current(self) -> Voice | None:
+        return self._current
+
+    def queued(self) -> list[Voice]:
+        with self._lock:
+            return [cue.voice for cue in self._queue]
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # --- the real-time thread ----------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                excess = self.output.buffered_frames() - (self._target_buffer - self._period)
+                if excess > 0:
+                    time.sleep(min(excess / self.rate, 0.05))
+                    continue
+                first = self.output.next_frame_index()
+                block = self._render(first)
+                self.output.write(block, timeout=1.0)
+                self.periods += 1
+                if self._failed:
+                    self._failed = False
+                    self._on_event(OutputRecovered())
+            except AudioOutputError as exc:
+                if not self._failed:
+                    self._failed = True
+                    log.error("audio output failed: %s", exc)
+                    self._on_event(OutputFailed(str(exc)))
+                self._stop.wait(0.5)
+            except Exception:  # keep the card fed whatever a voice did
+                log.exception("playout period failed")
+                self._stop.wait(0.05)
+
+    def _render(self, first: int) -> bytes:
+        n = self._period
+        mix = np.zeros((n, 2), dtype=np.float32)
+        events: list[EngineEvent] = []
+        with self._lock:
+            for voice in list(self._fading):
+                self._mix_fade(voice, mix, 0)
+            pos = 0
+            while pos < n:
+                if self._queue and self._due(self._queue[0], first + pos):
+                    self._start_head(first, pos, mix, events)
+                limit = self._limit(first, pos, n)
+                if self._current is None or limit == pos:
+                    pos = limit if limit > pos else n
+                    continue
+                pos = self._mix_current(mix, first, pos, limit, events)
+            if self._current is not None or self._fading:
+                self.idle_since_frame = None
+            elif self.idle_since_frame is None:
+                self.idle_since_frame = first
+        for event in events:
+            self._on_event(event)
+        return np.clip(mix, -32768, 32767).astype("<i2").tobytes()
+
+    def _due(self, cue: _Cue, frame: int) -> bool:
+        if cue.at_frame is None:
+            return self._current is None
+        return cue.at_frame < 0 or cue.at_frame <= frame
+
+    def _limit(self, first: int, pos: int, n: int) -> int:
+        """End of the stretch from ``pos`` before a timed cue must start."""
+        if self._queue and self._queue[0].at_frame is not None:
+            at = self._queue[0].at_frame
+            if at >= 0:
+                return min(n, max(at - first, pos))
+        return n
+
+    def _start_head(self, first: int, pos: int, mix: Block, events: list[EngineEvent]) -> None:
+        voice = self._queue.pop(0).voice
+        if self._current is not None:
+            old = self._current
+            self._begin_fade_out(old)
+            old.end_frame = first + pos + old._fade_out_left
+            events.append(VoiceEnded(old, old.end_frame, cut=True))
+            self._mix_fade(old, mix, pos)
+        voice.first_frame = first + pos
+        voice._fade_in_left = int(self.rate * FADE_IN_S)
+        voice._applied_gain = voice.gain
+        self._current = voice
+        events.append(VoiceStarted(voice, first + pos))
+
+    def _begin_fade_out(self, voice: Voice) -> None:
+        voice.cut = True
+        voice._fade_out_total = voice._fade_out_left = int(self.rate * FADE_OUT_S)
+        self._fading.append(voice)
+
+    def _mix_fade(self, voice: Voice, mix: Block, offset: int) -> None:
+        take = min(voice._fade_out_left, len(mix) - offset)
+        pcm = voice._pull(take)
+        got = len(pcm)
+        if got:
+            done = voice._fade_out_total - voice._fade_out_left
+            ramp = 1.0 - (np.arange(done, done + got, dtype=np.float32) + 1) \
+                / voice._fade_out_total
+            mix[offset:offset + got] += pcm * (ramp * voice._applied_gain)[:, None]
+        voice._fade_out_left -= take
+        if voice._fade_out_left <= 0 or (got < take and voice.source.finished):
+            self._fading.remove(voice)
+
+    def _mix_current(self, mix: Block, first: int, pos: int, limit: int,
+                     events: list[EngineEvent]) -> int:
+        voice = self._current
+        assert voice is not None
+        want = limit - pos
+        pcm = voice._pull(want)
+        got = len(pcm)
+        if got:
+            mix[pos:pos + got] += pcm * self._gain_curve(voice, got)[:, None]
+            voice.frames_played += got
+        if got == want:
+            return limit
+        if voice.source.finished:
+            voice.end_frame = first + pos + got
+            self._current = None
+            events.append(VoiceEnded(voice, voice.end_frame, cut=False))
+            return pos + got
+        voice.underrun_frames += want - got
+        return limit
+
+    def _gain_curve(self, voice: Voice, frames: int) -> Block:
+        start, target = voice._applied_gain, voice.gain
+        if start == target:
+            gains = np.full(frames, target, dtype=np.float32)
+        else:
+            gains = np.linspace(start, target, frames, dtype=np.float32)
+            voice._applied_gain = target
+        if voice._fade_in_left > 0:
+            total = int(self.rate * FADE_IN_S)
+            done = total - voice._fade_in_left
+            ramp = np.minimum((np.arange(done, done + frames, dtype=np.float32) + 1) / total,
+                              1.0)
+            gains *= ramp
+            voice._fade_in_left = max(voice._fade_in_left - frames, 0)
+        return gains
