@@ -1,0 +1,243 @@
+"""`wav:<path>`: the virtual sound card of hil.md.
+
+A thread ("wav-dac") consumes frames at exactly the nominal rate, paced by the monotonic
+clock like a DAC: frame ``n`` is consumed at ``mono_start + n / rate`` and so left the card
+at ``start_epoch + n / rate``. What the writer has not supplied in time is padded with
+silence (an underrun) and the numbering moves on. Every consumed frame lands at its own
+index in the WAV file, whose data chunk is the last chunk so that a reader can take the
+data up to the end of the file; the header is rewritten twice a second and on close.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import struct
+import threading
+import time
+from pathlib import Path
+
+from agent.clock import Clock, SystemClock
+from drivers.audio.base import AudioOutput, AudioOutputError
+
+log = logging.getLogger(__name__)
+
+HEADER_BYTES = 44
+_RIFF_SIZE_OFFSET = 4
+_DATA_SIZE_OFFSET = 40
+_MAX_CHUNK_SIZE = 0xFFFF_FFFF  # a WAV size field is 32 bits: about 6.2 h of 48 kHz stereo
+
+
+def wav_header(rate: int, channels: int, sample_width: int, data_bytes: int) -> bytes:
+    """A canonical 44-byte PCM WAV header (RIFF, fmt, data last)."""
+    block_align = channels * sample_width
+    data_size = min(data_bytes, _MAX_CHUNK_SIZE - 36)
+    return (
+        struct.pack("<4sI4s", b"RIFF", 36 + data_size, b"WAVE")
+        + struct.pack(
+            "<4sIHHIIHH", b"fmt ", 16, 1, channels, rate, rate * block_align, block_align,
+            sample_width * 8,
+        )
+        + struct.pack("<4sI", b"data", data_size)
+    )
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_sidecar(path: Path, document: dict[str, object]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(document), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+class ClockedWavSink(AudioOutput):
+    """Consumes frames in real time into ``path``; see the module docstring and hil.md."""
+
+    def __init__(
+        self,
+        path: Path,
+        rate: int,
+        clock: Clock | None = None,
+        *,
+        buffer_s: float = 0.040,
+        tick_s: float = 0.005,
+        header_interval_s: float = 0.5,
+    ) -> None:
+        super().__init__(rate)
+        self.path = path
+        self.sidecar_path = path.with_name(path.name + ".json")
+        self._clock: Clock = clock or SystemClock()
+        self._frame_bytes = self.channels * self.sample_width
+        self._capacity_frames = max(1, round(buffer_s * rate))
+        self._tick_s = tick_s
+        self._header_interval_s = header_interval_s
+        self._cond = threading.Condition()
+        self._pending = bytearray()  # frames written, not yet consumed
+        self._consumed = 0  # frames that left the card, silence padding included
+        self._underrun_frames = 0
+        self._file_frames = 0  # frames on disk; touched by the wav-dac thread only while it runs
+        self._failure: str | None = None
+        self._fd = -1
+        self._mono_start = 0.0
+        self._start_epoch: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def underrun_frames(self) -> int:
+        """Silent frames the card played because the writer was late."""
+        with self._cond:
+            return self._underrun_frames
+
+    def open(self) -> None:
+        if self._thread is not None:
+            raise AudioOutputError(f"wav:{self.path} is already open")
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            _write_all(self._fd, wav_header(self.rate, self.channels, self.sample_width, 0))
+        except OSError as error:
+            self._close_fd()
+            message = f"wav:{self.path}: cannot create the capture: {error}"
+            raise AudioOutputError(message) from error
+        # Sample the two clocks back to back so that frame 0 has one instant in both.
+        self._mono_start = self._clock.monotonic()
+        start_epoch = self._clock.now()
+        try:
+            _write_sidecar(self.sidecar_path, {
+                "start_epoch": start_epoch, "rate": self.rate,
+                "channels": self.channels, "format": "s16le",
+            })
+        except OSError as error:
+            self._close_fd()
+            raise AudioOutputError(
+                f"wav:{self.path}: cannot write the sidecar {self.sidecar_path}: {error}"
+            ) from error
+        with self._cond:
+            self._pending.clear()
+            self._consumed = 0
+            self._underrun_frames = 0
+            self._failure = None
+            self._file_frames = 0
+            self._start_epoch = start_epoch
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="wav-dac", daemon=True)
+        self._thread.start()
+
+    def write(self, frames: bytes, timeout: float) -> None:
+        if len(frames) % self._frame_bytes:
+            raise ValueError(f"{len(frames)} bytes is not a whole number of s16le stereo frames")
+        data = memoryview(frames)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while data:
+                self._check_alive()
+                free_bytes = self._capacity_frames * self._frame_bytes - len(self._pending)
+                if free_bytes > 0:
+                    self._pending += data[:free_bytes]
+                    data = data[free_bytes:]
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AudioOutputError(
+                        f"wav:{self.path}: buffer still full after {timeout:.3f} s "
+                        "(the wav-dac thread is not consuming)"
+                    )
+                self._cond.wait(remaining)
+
+    def next_frame_index(self) -> int:
+        with self._cond:
+            return self._consumed + len(self._pending) // self._frame_bytes
+
+    def frame_time(self, index: int) -> float:
+        if self._start_epoch is None:
+            raise AudioOutputError(f"wav:{self.path} is not open")
+        return self._start_epoch + index / self.rate
+
+    def buffered_frames(self) -> int:
+        with self._cond:
+            return len(self._pending) // self._frame_bytes
+
+    def close(self) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        self._stop.set()
+        thread.join(timeout=2.0)
+        if thread.is_alive():
+            raise AudioOutputError(f"wav:{self.path}: the wav-dac thread did not stop within 2 s")
+        self._thread = None
+        with self._cond:
+            self._pending.clear()
+            self._failure = self._failure or f"wav:{self.path} is closed"
+            self._cond.notify_all()
+        try:
+            self._rewrite_header()
+            os.fsync(self._fd)
+        except OSError as error:
+            message = f"wav:{self.path}: cannot finalise the header: {error}"
+            raise AudioOutputError(message) from error
+        finally:
+            self._close_fd()
+
+    def _check_alive(self) -> None:
+        if self._failure is not None:
+            raise AudioOutputError(self._failure)
+        if self._thread is None or not self._thread.is_alive():
+            raise AudioOutputError(f"wav:{self.path}: the wav-dac thread is not running")
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _rewrite_header(self) -> None:
+        data_bytes = self._file_frames * self._frame_bytes
+        header = wav_header(self.rate, self.channels, self.sample_width, data_bytes)
+        # pwrite leaves the file offset where the data is appended.
+        os.pwrite(self._fd, header[_RIFF_SIZE_OFFSET:_RIFF_SIZE_OFFSET + 4], _RIFF_SIZE_OFFSET)
+        os.pwrite(self._fd, header[_DATA_SIZE_OFFSET:], _DATA_SIZE_OFFSET)
+
+    def _run(self) -> None:
+        try:
+            self._consume_until_stopped()
+        except OSError as error:
+            reason = "disk full" if error.errno == errno.ENOSPC else "write failed"
+            self._fail(f"wav:{self.path}: {reason} after {self._file_frames} frames: {error}")
+        except Exception as error:  # the writer must learn that the card is gone
+            self._fail(f"wav:{self.path}: the wav-dac thread failed: {error!r}")
+            raise
+
+    def _fail(self, message: str) -> None:
+        log.error("%s", message)
+        with self._cond:
+            self._failure = message
+            self._cond.notify_all()
+
+    def _consume_until_stopped(self) -> None:
+        next_header = self._clock.monotonic() + self._header_interval_s
+        while not self._stop.is_set():
+            now = self._clock.monotonic()
+            # Absolute pacing: after a stall, everything due is consumed at once (no drift).
+            due = int((now - self._mono_start) * self.rate) + 1
+            with self._cond:
+                count = due - self._consumed
+                if count > 0:
+                    taken = bytes(self._pending[:count * self._frame_bytes])
+                    del self._pending[:len(taken)]
+                    padding = count * self._frame_bytes - len(taken)
+                    self._consumed = due
+                    self._underrun_frames += padding // self._frame_bytes
+                    self._cond.notify_all()
+            if count > 0:
+                _write_all(self._fd, taken + bytes(padding) if padding else taken)
+                self._file_frames += count
+            if now >= next_header:
+                self._rewrite_header()
+                next_header = now + self._header_interval_s
+            self._stop.wait(self._tick_s)

@@ -1,0 +1,122 @@
+"""Reading what the clocked WAV sink (hil.md) captured, for the whole team's tests.
+
+The capture may still be growing and its header may lag behind the data, so the RIFF
+chunks are parsed here and the data chunk is taken to the end of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+Samples = npt.NDArray[np.int16]
+T = TypeVar("T")
+
+FULL_SCALE = 32768.0
+
+
+@dataclass(frozen=True)
+class Capture:
+    samples: Samples  # shape (frames, 2), int16
+    rate: int
+    start_epoch: float  # wall time at which frame 0 left the card
+
+    @property
+    def frames(self) -> int:
+        return int(self.samples.shape[0])
+
+    def time_of(self, index: int) -> float:
+        """Wall time at which frame ``index`` left the card."""
+        return self.start_epoch + index / self.rate
+
+    def index_at(self, epoch: float) -> int:
+        """The frame that left the card at wall time ``epoch`` (nearest)."""
+        return round((epoch - self.start_epoch) * self.rate)
+
+    def segment(self, start_epoch: float, duration_s: float) -> Samples:
+        begin = max(0, self.index_at(start_epoch))
+        return self.samples[begin:begin + round(duration_s * self.rate)]
+
+    def first_non_silent(self, threshold: int = 64, after_epoch: float | None = None) -> int | None:
+        """Index of the first frame with a sample of magnitude ≥ ``threshold``."""
+        begin = 0 if after_epoch is None else max(0, self.index_at(after_epoch))
+        loud = np.abs(self.samples[begin:].astype(np.int32)).max(axis=1) >= threshold
+        hits = np.flatnonzero(loud)
+        return begin + int(hits[0]) if hits.size else None
+
+
+def _parse_wav(blob: bytes, path: Path) -> tuple[int, Samples]:
+    if len(blob) < 12 or blob[:4] != b"RIFF" or blob[8:12] != b"WAVE":
+        raise ValueError(f"{path}: not a RIFF/WAVE file")
+    offset, rate = 12, None
+    while offset + 8 <= len(blob):
+        chunk_id, size = struct.unpack_from("<4sI", blob, offset)
+        body = offset + 8
+        if chunk_id == b"fmt ":
+            fmt, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", blob, body)
+            if (fmt, channels, bits) != (1, 2, 16):
+                raise ValueError(f"{path}: expected PCM s16 stereo, got {fmt=} {channels=} {bits=}")
+        elif chunk_id == b"data":
+            if rate is None:
+                raise ValueError(f"{path}: data chunk before fmt chunk")
+            usable = (len(blob) - body) // 4 * 4  # the header may lag: take data to EOF
+            samples = np.frombuffer(blob, dtype="<i2", count=usable // 2, offset=body)
+            return rate, samples.reshape(-1, 2)
+        offset = body + size + (size & 1)
+    raise ValueError(f"{path}: no data chunk")
+
+
+def read_capture(path: Path) -> Capture:
+    """The WAV written so far and its sidecar ``<path>.json``."""
+    sidecar = json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8"))
+    rate, samples = _parse_wav(path.read_bytes(), path)
+    if sidecar["rate"] != rate:
+        raise ValueError(f"{path}: sidecar rate {sidecar['rate']} != WAV rate {rate}")
+    return Capture(samples=samples, rate=rate, start_epoch=float(sidecar["start_epoch"]))
+
+
+def rms_dbfs(segment: Samples) -> float:
+    """RMS level relative to full scale; -inf for digital silence or an empty segment."""
+    if segment.size == 0:
+        return -math.inf
+    rms = math.sqrt(float(np.mean(np.square(segment.astype(np.float64)))))
+    return 20 * math.log10(rms / FULL_SCALE) if rms > 0 else -math.inf
+
+
+def tone_frequency(segment: Samples, rate: int) -> float:
+    """Frequency in Hz of the strongest spectral peak of the left channel."""
+    mono = segment[:, 0].astype(np.float64) if segment.ndim == 2 else segment.astype(np.float64)
+    if mono.size < 2:
+        raise ValueError("segment too short for a frequency estimate")
+    spectrum = np.abs(np.fft.rfft((mono - mono.mean()) * np.hanning(mono.size)))
+    return float(np.fft.rfftfreq(mono.size, 1 / rate)[int(np.argmax(spectrum))])
+
+
+def max_step(segment: Samples) -> int:
+    """Largest sample-to-sample jump on any channel (a click shows up as a big one)."""
+    if segment.shape[0] < 2:
+        return 0
+    return int(np.abs(np.diff(segment.astype(np.int32), axis=0)).max())
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.02,
+             what: str = "condition") -> T:
+    """Poll ``predicate`` until it returns something truthy; return it. TimeoutError after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} not reached within {timeout} s")
+        time.sleep(interval)
