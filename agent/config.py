@@ -6,6 +6,7 @@ The keys and their checks are in agent/config_schema.py; docs/config.md explains
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import stat
 import sys
@@ -187,12 +188,11 @@ def load_config(path: Path) -> Config:
     warnings += [Problem(Mark(p, 1), DOCUMENT, "ignored: only *.yaml files are read")
                  for p in overrides if p.suffix != ".yaml"]
     files = (path, *(p for p in overrides if p.suffix == ".yaml"))
-    merged: Marked | None = None
-    for file in files:
-        document = _read_document(file, problems)
-        merged = document if merged is None else _merge(merged, document)
-    assert merged is not None
-    checked = validate_document(merged, schema(path.parent))
+    documents = [_read_document(file, problems) for file in files]
+    readable = [document for document in documents if document is not None]
+    if len(readable) < len(documents):  # without that file, the merge would mislead
+        raise ConfigError([str(p) for p in _in_reading_order(problems, files)])
+    checked = validate_document(functools.reduce(_merge, readable), schema(path.parent))
     problems += checked.problems
     values = checked.values
     for section, name in (("source", "token"), ("health", "token"), ("mqtt", "password")):
@@ -214,40 +214,43 @@ def _in_reading_order(problems: list[Problem], files: tuple[Path, ...]) -> list[
     return sorted(problems, key=position)
 
 
-_CONSTRUCTOR = SafeConstructor()
-
-
-def _read_document(file: Path, problems: list[Problem]) -> Marked:
-    """The file as a Marked tree; an unreadable or malformed file counts as empty."""
-    empty = Marked({}, Mark(file, 1))
+def _read_document(file: Path, problems: list[Problem]) -> Marked | None:
+    """The file as a Marked tree, or None when it cannot be read as a mapping."""
+    mark = Mark(file, 1)
     try:
-        node = yaml.compose(file.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        content = file.read_text(encoding="utf-8")
     except OSError as error:
-        problems.append(Problem(empty.mark, DOCUMENT, f"cannot read: {error.strerror}"))
-        return empty
+        problems.append(Problem(mark, DOCUMENT, f"cannot read: {error.strerror}"))
+        return None
     except UnicodeDecodeError as error:
         line = file.read_bytes()[: error.start].count(b"\n") + 1
         problems.append(Problem(Mark(file, line), DOCUMENT, "not UTF-8 text"))
-        return empty
+        return None
+    try:
+        loader = yaml.SafeLoader(content)
+        node = loader.get_single_node()
+    except yaml.reader.ReaderError as error:
+        line = content[: error.position].count("\n") + 1
+        message = f"unacceptable character #x{error.character:04x}: {error.reason}"
+        problems.append(Problem(Mark(file, line), DOCUMENT, message))
+        return None
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark else 1
+        where = error.problem_mark or error.context_mark
+        line = where.line + 1 if where else 1
         problems.append(Problem(Mark(file, line), DOCUMENT, str(error.problem or error.context)))
-        return empty
-    except yaml.YAMLError as error:
-        problems.append(Problem(empty.mark, DOCUMENT, str(error)))
-        return empty
+        return None
     if node is None:
-        return empty
-    document = _to_marked(node, file, 1, "", problems)
+        return Marked({}, mark)
+    document = _to_marked(node, loader, file, 1, "", problems)
+    loader.dispose()
     if not isinstance(document.value, dict):
         problems.append(Problem(document.mark, DOCUMENT, "expected a mapping of keys at the top"))
-        return empty
+        return None
     return document
 
 
-def _to_marked(node: yaml.Node, file: Path, line: int, key: str, problems: list[Problem]
-               ) -> Marked:
+def _to_marked(node: yaml.Node, constructor: SafeConstructor, file: Path, line: int, key: str,
+               problems: list[Problem]) -> Marked:
     """`line` is where the value's key was written: a block mapping starts one line later."""
     mark = Mark(file, line)
     if isinstance(node, yaml.MappingNode):
@@ -263,13 +266,15 @@ def _to_marked(node: yaml.Node, file: Path, line: int, key: str, problems: list[
                 message = f"duplicate key (first given on line {items[name].mark.line})"
                 problems.append(Problem(key_mark, child_key, message))
             else:
-                items[name] = _to_marked(value_node, file, key_mark.line, child_key, problems)
+                items[name] = _to_marked(value_node, constructor, file, key_mark.line, child_key,
+                                         problems)
         return Marked(items, mark)
     if isinstance(node, yaml.SequenceNode):
-        return Marked([_to_marked(item, file, item.start_mark.line + 1, f"{key}[{i}]", problems)
+        return Marked([_to_marked(item, constructor, file, item.start_mark.line + 1,
+                                  f"{key}[{i}]", problems)
                        for i, item in enumerate(node.value)], mark)
     try:
-        return Marked(_CONSTRUCTOR.construct_object(node, deep=True), mark)
+        return Marked(constructor.construct_object(node, deep=True), mark)
     except yaml.YAMLError as error:
         problems.append(Problem(mark, key or DOCUMENT, str(getattr(error, "problem", error))))
         return Marked(None, mark)

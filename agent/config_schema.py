@@ -238,9 +238,10 @@ def boolean(value: object) -> bool:
 
 
 def text(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise Invalid(f"expected a non-empty string, got {describe(value)}")
-    return value
+    if isinstance(value, str) and value:
+        return value
+    hint = " (quote it to make it a string)" if isinstance(value, int | float) else ""
+    raise Invalid(f"expected a non-empty string, got {describe(value)}{hint}")
 
 
 def one_of(*choices: str) -> Check:

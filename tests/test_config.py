@@ -212,6 +212,8 @@ BAD_VALUES = [
      "4: fm.sample_rate: must be between 240000 and 3200000, got 3200001"),
     ("fm: {squelch_dbfs: 3}\n", "4: fm.squelch_dbfs: must be at most 0, got 3"),
     ("tts: {engine: festival}\n", "4: tts.engine: must be one of espeak-ng, got 'festival'"),
+    ("tts: {voice: 5}\n",
+     "4: tts.voice: expected a non-empty string, got integer 5 (quote it to make it a string)"),
     ("cache: 7\n", "4: cache: expected a mapping, got integer 7"),
     ("device_id: d2\n", "4: device_id: duplicate key (first given on line 1)"),
     ("1: one\n", "4: -: key 1 is not a string"),
@@ -241,6 +243,25 @@ def test_yaml_syntax_errors_name_the_line_and_no_key(tmp_path):
     broken = write(tmp_path / "conf.d/10-broken.yaml", "audio:\n  default_volume: [80\n")
     (error,) = errors_of(main)
     assert re.fullmatch(rf"{re.escape(str(broken))}:3: -: .+", error), error
+
+
+def test_a_broken_file_is_reported_alone_without_misleading_merge_errors(tmp_path):
+    main = write(tmp_path / "agent.yaml", "device_id: d1\nsource:\n  url: 'http://x\n")
+    also_broken = write(tmp_path / "conf.d/10-x.yaml", "audio: {rate: 1}\n- item\n")
+    errors = errors_of(main)
+    assert [error.split(": -: ")[0] for error in errors] == [f"{main}:4", f"{also_broken}:2"]
+
+
+def test_bytes_that_are_not_text_are_reported_at_their_line(tmp_path):
+    main = write(tmp_path / "agent.yaml", MINIMAL)
+    latin1 = tmp_path / "conf.d/10-latin1.yaml"
+    latin1.parent.mkdir()
+    latin1.write_bytes(b"tts:\n  voice: '\xe9'\n")
+    bell = write(tmp_path / "conf.d/20-bell.yaml", "tts:\n  voice: 'vi'\n\n  engine: '\x07'\n")
+    assert errors_of(main) == [
+        f"{latin1}:2: -: not UTF-8 text",
+        f"{bell}:4: -: unacceptable character #x0007: special characters are not allowed",
+    ]
 
 
 def test_a_top_level_that_is_not_a_mapping_is_an_error(tmp_path):
