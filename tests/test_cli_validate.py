@@ -102,3 +102,15 @@ def test_version_and_help_exit_0():
     help_text = run_agent("validate", "--help")
     assert help_text.returncode == 0
     assert "--config PATH" in help_text.stdout
+
+
+def test_every_command_takes_config_after_its_name():
+    from agent.cli import build_parser
+
+    subparsers = build_parser()._subparsers
+    assert subparsers is not None
+    (action,) = subparsers._group_actions
+    for command in action.choices:
+        result = run_agent(command, "--help")
+        assert result.returncode == 0, result.stderr
+        assert "--config PATH" in result.stdout, command
