@@ -15,7 +15,6 @@ and demo tool, never a production server.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -30,8 +29,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.signing import load_private_key, public_key_b64, sign_bytes
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 _MEDIA_ID = re.compile(r"[A-Za-z0-9._~-]+$")
@@ -91,7 +91,7 @@ class SourceSimulator:
         return f"http://{host!s}:{port}"
 
     def start(self) -> SourceSimulator:
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         name="source-sim", daemon=True)
         self._thread.start()
         return self
@@ -256,8 +256,7 @@ class _SimHandler(BaseHTTPRequestHandler):
             return
         headers = {"ETag": etag, "Content-Type": "application/json"}
         if sim.signing_key is not None and faults.sign:
-            signature = base64.b64encode(sim.signing_key.sign(body)).decode("ascii")
-            headers["X-Signature"] = f"ed25519:{signature}"
+            headers["X-Signature"] = sign_bytes(body, sim.signing_key)
         sim.count("schedule_200")
         self._send_bytes(HTTPStatus.OK, body, headers)
 
@@ -358,24 +357,6 @@ class _SimHandler(BaseHTTPRequestHandler):
         self._send_bytes(status, body, {"Content-Type": "application/json", **(headers or {})})
 
 
-def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    """A PEM (PKCS#8) Ed25519 private key, or the raw 32-byte seed in base64."""
-    data = path.read_bytes()
-    if data.lstrip().startswith(b"-----BEGIN"):
-        key = serialization.load_pem_private_key(data, password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path}: not an Ed25519 private key")
-        return key
-    return Ed25519PrivateKey.from_private_bytes(base64.b64decode(data.strip(), validate=True))
-
-
-def public_key_b64(key: Ed25519PrivateKey) -> str:
-    """The public half as config.md wants it: raw 32 bytes, standard base64."""
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw,
-                                        serialization.PublicFormat.Raw)
-    return base64.b64encode(raw).decode("ascii")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="broadcast-source-sim",
                                      description="Simulated provincial source system.")
@@ -387,19 +368,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=None, help="bearer token to demand (none: open)")
     parser.add_argument("--base-path", default="/api/v1")
     parser.add_argument("--signing-key-file", type=Path, default=None,
-                        help="Ed25519 private key (PEM, or base64 raw seed) to sign schedules")
+                        help="PEM Ed25519 private key to sign schedules with")
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         parser.error(f"--dir {args.dir}: not a directory")
     try:
-        key = None if args.signing_key_file is None else load_signing_key(args.signing_key_file)
+        key = None if args.signing_key_file is None else load_private_key(args.signing_key_file)
     except (OSError, ValueError) as exc:
         parser.error(f"--signing-key-file: {exc}")
     sim = SourceSimulator(args.dir, args.device_id, args.token, args.host, args.port,
                           args.base_path, key)
     print(sim.url, flush=True)
     if key is not None:
-        print(f"public_key: {public_key_b64(key)}", flush=True)
+        print(f"public_key: {public_key_b64(key.public_key())}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         sim.serve_forever()
     return 0

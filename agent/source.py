@@ -7,8 +7,6 @@ without knowing HTTP.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 from collections.abc import Iterator
@@ -19,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin
 
 import requests
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.signing import verify_bytes
 
 if TYPE_CHECKING:
     from agent.config import Config
 
 log = logging.getLogger(__name__)
 
-_SIGNATURE_PREFIX = "ed25519:"
 _CHUNK = 64 * 1024
 
 
@@ -144,15 +142,12 @@ class SourceClient:
     def _verify_signature(self, body: bytes, header: str | None) -> None:
         if self._public_key is None:
             return
-        if header is None or not header.startswith(_SIGNATURE_PREFIX):
+        if header is None:
             raise SourceError("schedule_signature",
-                              "schedule has no X-Signature: ed25519:... header")
-        try:
-            signature = base64.b64decode(header[len(_SIGNATURE_PREFIX):], validate=True)
-            self._public_key.verify(signature, body)
-        except (binascii.Error, InvalidSignature) as exc:
+                              "schedule has no X-Signature header; source.public_key is set")
+        if not verify_bytes(body, header, self._public_key):
             raise SourceError("schedule_signature",
-                              "schedule signature does not match source.public_key") from exc
+                              "schedule X-Signature does not match source.public_key")
 
     # --- media -----------------------------------------------------------------------
     @contextmanager
