@@ -168,8 +168,12 @@ def _walk_value(node: Marked, spec: Key | ListKey | Section, key: str, out: Vali
     if isinstance(spec, ListKey):
         if not isinstance(node.value, list):
             return _fail(node, key, f"expected a list, got {describe(plain(node))}", out)
-        items = enumerate(node.value)
-        return tuple(_check(item, spec.item, f"{key}[{i}]", out) for i, item in items)
+        items = tuple(_check(item, spec.item, f"{key}[{i}]", out)
+                      for i, item in enumerate(node.value))
+        for i, item in enumerate(items):
+            if item is not None and item in items[:i]:
+                _fail(node.value[i], f"{key}[{i}]", f"repeats {key}[{items.index(item)}]", out)
+        return items
     return _check(node, spec.check, key, out)
 
 
@@ -254,14 +258,14 @@ def one_of(*choices: str) -> Check:
     return check
 
 
-_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 
 
 def name_segment(value: object) -> str:
     """A name that goes into MQTT topics and URL paths as one segment."""
     if not re.fullmatch(_NAME, text(value)):
-        raise Invalid(f"{value!r} must be letters, digits, '.', '_' or '-' (no '/', '+', '#', "
-                      "spaces)")
+        raise Invalid(f"{value!r} must be up to 128 letters, digits, '.', '_' or '-' (no '/', "
+                      "'+', '#', spaces)")
     return str(value)
 
 

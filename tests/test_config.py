@@ -163,7 +163,9 @@ BAD_VALUES = [
      "4: mqtt.topic_prefix: 'tt/#' must be '/'-separated names of letters, digits, '.', '_' "
      "or '-', with no wildcard and no leading or trailing '/'"),
     ("groups: [ok, 'a/b']\n",
-     "4: groups[1]: 'a/b' must be letters, digits, '.', '_' or '-' (no '/', '+', '#', spaces)"),
+     "4: groups[1]: 'a/b' must be up to 128 letters, digits, '.', '_' or '-' (no '/', '+', "
+     "'#', spaces)"),
+    ("groups:\n  - a\n  - b\n  - a\n", "7: groups[2]: repeats groups[0]"),
     ("timezone: Asia/Hanoi_X\n",
      "4: timezone: unknown time zone 'Asia/Hanoi_X' (an IANA name such as Asia/Ho_Chi_Minh)"),
     ("log_level: VERBOSE\n",
