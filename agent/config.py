@@ -312,7 +312,7 @@ def _resolve_secret(values: dict[str, typing.Any], marks: dict[str, Mark], secti
         return
     if not part[name]:
         problems.append(Problem(mark, file_key, f"{secret_file} is empty"))
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
         message = (f"{secret_file} is readable by other users (mode {stat.S_IMODE(mode):04o}); "
                    f"chmod 600 it")
         warnings.append(Problem(mark, file_key, message))
