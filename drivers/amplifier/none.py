@@ -1,0 +1,17 @@
+"""`amplifier.backend: none`: no switchable amplifier (always-on PA); the state is only kept."""
+
+from __future__ import annotations
+
+from drivers.amplifier.base import Amplifier
+
+
+class NoAmplifier(Amplifier):
+    def __init__(self) -> None:
+        self._on = False
+
+    def set_power(self, on: bool) -> None:
+        self._on = on
+
+    @property
+    def is_on(self) -> bool:
+        return self._on
