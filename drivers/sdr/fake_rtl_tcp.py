@@ -23,7 +23,6 @@ import math
 import select
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -35,11 +34,19 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import numpy.typing as npt
 
-HEADER_MAGIC = b"RTL0"
-TUNER_R820T = 5
-R820T_GAIN_COUNT = 29
-COMMAND_SIZE = 5
-CMD_FREQUENCY, CMD_SAMPLE_RATE, CMD_GAIN_MODE, CMD_GAIN, CMD_PPM = 1, 2, 3, 4, 5
+from drivers.sdr.rtl_tcp import (
+    CMD_FREQUENCY,
+    CMD_GAIN,
+    CMD_GAIN_MODE,
+    CMD_PPM,
+    CMD_SAMPLE_RATE,
+    COMMAND_SIZE,
+    RtlTcpHeader,
+    decode_command,
+    encode_header,
+)
+
+R820T_HEADER = RtlTcpHeader(tuner_type=5, gain_count=29)
 DEFAULT_FREQUENCY_HZ = 100_000_000  # rtl_tcp's defaults before the client tunes
 DEFAULT_SAMPLE_RATE = 2_048_000
 NOISE_DBFS = -45.0
@@ -105,10 +112,6 @@ class _IqGenerator:
             phase.tone = (phase.tone + tone_step * count) % (2 * math.pi)
         floats = iq.view(np.float32) * np.float32(127.5) + np.float32(127.5)
         return bytes(np.clip(np.rint(floats), 0, 255).astype(np.uint8).tobytes())
-
-
-def encode_header(tuner_type: int = TUNER_R820T, gain_count: int = R820T_GAIN_COUNT) -> bytes:
-    return HEADER_MAGIC + struct.pack(">II", tuner_type, gain_count)
 
 
 class FakeRtlTcpServer:
@@ -240,7 +243,7 @@ class FakeRtlTcpServer:
         pending = b""
         try:
             client.settimeout(2.0)
-            client.sendall(encode_header())
+            client.sendall(encode_header(R820T_HEADER))
             deadline = time.monotonic()
             while not self._stop.is_set():
                 wait_s = max(0.0, deadline - time.monotonic())
@@ -270,7 +273,7 @@ class FakeRtlTcpServer:
         with self._lock:
             tuning = self._clients[client]
             for offset in range(0, whole, COMMAND_SIZE):
-                command, param = struct.unpack_from(">BI", data, offset)
+                command, param = decode_command(data[offset : offset + COMMAND_SIZE])
                 self._commands.append((command, param))
                 if command == CMD_FREQUENCY:
                     tuning.frequency_hz = param
@@ -279,10 +282,14 @@ class FakeRtlTcpServer:
                 elif command == CMD_GAIN_MODE:
                     tuning.gain_mode = param
                 elif command == CMD_GAIN:
-                    tuning.gain_tenths_db = struct.unpack(">i", struct.pack(">I", param))[0]
+                    tuning.gain_tenths_db = _signed(param)
                 elif command == CMD_PPM:
-                    tuning.ppm = struct.unpack(">i", struct.pack(">I", param))[0]
+                    tuning.ppm = _signed(param)
         return data[whole:]
+
+
+def _signed(param: int) -> int:
+    return param - (1 << 32) if param >= 1 << 31 else param
 
 
 def _control_server(fake: FakeRtlTcpServer, host: str, port: int) -> ThreadingHTTPServer:

@@ -30,6 +30,7 @@ INTERMEDIATE_MIN_RATE = 240_000  # channel filter transition 100 kHz -> rate - 1
 OFF_CENTRE_MIN_RATE = 560_000  # below this, fs/4 leaves no guard band between DC and the channel
 STOPBAND_ATTENUATION_DB = 50.0
 MAX_MIXER_PERIOD = 1 << 16
+LEVEL_PER_HZ = 10 ** (FULL_DEVIATION_DBFS / 20) / RATED_DEVIATION_HZ  # output per Hz of deviation
 
 
 def default_offset_hz(sample_rate: int) -> float:
@@ -118,15 +119,12 @@ class WbfmDemodulator:
             _lowpass(sample_rate, CHANNEL_HALF_WIDTH_HZ,
                      self.intermediate_rate - CHANNEL_HALF_WIDTH_HZ), 1, decimation, channels=2)
         self._previous = np.complex64(0)
-        b, a = signal.bilinear([1.0], [deemphasis_s, 1.0], self.intermediate_rate)
-        self._deemph_b, self._deemph_a = b.astype(np.float32), a.astype(np.float32)
-        self._deemph_state = np.zeros(1, dtype=np.float32)
+        self._deemphasis = Deemphasis(self.intermediate_rate, deemphasis_s)
         ratio = Fraction(audio_rate * decimation, sample_rate).limit_denominator(10_000)
         audio_taps = _lowpass(self.intermediate_rate * ratio.numerator, AUDIO_PASSBAND_HZ,
                               AUDIO_STOPBAND_HZ)
         # radians/sample -> Hz of deviation -> output level; `up` zero-stuffing loses `up`.
-        volts_per_hz = 10 ** (FULL_DEVIATION_DBFS / 20) / RATED_DEVIATION_HZ
-        scale = self.intermediate_rate / (2 * math.pi) * volts_per_hz * ratio.numerator
+        scale = self.intermediate_rate / (2 * math.pi) * LEVEL_PER_HZ * ratio.numerator
         self._audio = StreamingResampler((audio_taps * scale).astype(np.float32),
                                          ratio.numerator, ratio.denominator)
 
@@ -141,9 +139,7 @@ class WbfmDemodulator:
         shifted = np.concatenate(([self._previous], baseband))
         self._previous = baseband[-1]
         discriminated = np.angle(shifted[1:] * np.conj(shifted[:-1])).astype(np.float32)
-        deemphasised, self._deemph_state = signal.lfilter(
-            self._deemph_b, self._deemph_a, discriminated, zi=self._deemph_state)
-        audio = self._audio.process(deemphasised.astype(np.float32))
+        audio = self._audio.process(self._deemphasis.process(discriminated))
         return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
 
     def channel_power_dbfs(self, iq_u8: bytes | npt.NDArray[np.uint8]) -> float:
@@ -160,6 +156,20 @@ class WbfmDemodulator:
         power = float(np.sum(np.abs(spectrum[in_channel]) ** 2)) / (
             samples.size * float(np.sum(window.astype(np.float64) ** 2)))
         return 10 * math.log10(max(power, 1e-20))
+
+
+class Deemphasis:
+    """First-order de-emphasis 1/(1 + s·tau) (bilinear transform), state carried."""
+
+    def __init__(self, rate: float, tau_s: float) -> None:
+        b, a = signal.bilinear([1.0], [tau_s, 1.0], rate)
+        self._b, self._a = b.astype(np.float32), a.astype(np.float32)
+        self._state = np.zeros(1, dtype=np.float32)
+
+    def process(self, audio: FloatArray) -> FloatArray:
+        filtered, self._state = signal.lfilter(self._b, self._a, audio, zi=self._state)
+        result: FloatArray = filtered.astype(np.float32, copy=False)
+        return result
 
 
 class _Mixer:
@@ -196,3 +206,9 @@ def _lowpass(rate: float, passband_hz: float, stopband_hz: float) -> npt.NDArray
                          fs=rate)
     result: FloatArray = taps.astype(np.float32)
     return result
+
+
+def to_stereo_s16le(audio: FloatArray) -> bytes:
+    """Mono float audio in [-1, 1] -> interleaved s16le stereo (mono duplicated)."""
+    mono = np.rint(np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
+    return np.repeat(mono, 2).tobytes()
