@@ -226,7 +226,9 @@ def check_amplifier(cfg: Config) -> list[CheckResult]:
         try:
             # A scratch state dir: the agent's amplifier-sim.jsonl is left alone.
             with tempfile.TemporaryDirectory(dir=cfg.state_dir, prefix=".doctor-") as scratch:
-                open_amplifier("sim", state_dir=Path(scratch)).close()
+                open_amplifier("sim", state_dir=Path(scratch), chip=amplifier.gpio.chip,
+                               line=amplifier.gpio.line,
+                               active_high=amplifier.gpio.active_high).close()
         except (AmplifierError, OSError) as error:
             hint = msg("The simulated amplifier writes into {path}: create it and make it "
                        "writable by the service user.", path=cfg.state_dir)
@@ -330,7 +332,10 @@ def _receive(conn: socket.socket, size: int, deadline: float) -> bytes:
     data = b""
     while len(data) < size and (remaining := deadline - time.monotonic()) > 0:
         conn.settimeout(remaining)
-        chunk = conn.recv(size - len(data))
+        try:
+            chunk = conn.recv(size - len(data))
+        except TimeoutError:
+            break
         if not chunk:
             break
         data += chunk
