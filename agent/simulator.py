@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import ssl
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -66,7 +67,8 @@ class SourceSimulator:
     def __init__(self, directory: Path, device_id: str, token: str | None,
                  host: str = "127.0.0.1", port: int = 0, base_path: str = "/api/v1",
                  signing_key: Ed25519PrivateKey | None = None,
-                 faults: SimFaults | None = None) -> None:
+                 faults: SimFaults | None = None,
+                 tls_context: ssl.SSLContext | None = None) -> None:
         self.directory = Path(directory)
         self.device_id = device_id
         self.token = token
@@ -78,17 +80,21 @@ class SourceSimulator:
         self._stats = _Stats()
         self._stopping = threading.Event()
         self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._scheme = "http"
+        if tls_context is not None:
+            self._server.socket = tls_context.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}{self.base_path}"
+        return f"{self._scheme}://{host!s}:{port}{self.base_path}"
 
     @property
     def root_url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self._scheme}://{host!s}:{port}"
 
     def start(self) -> SourceSimulator:
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),

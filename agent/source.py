@@ -97,12 +97,14 @@ class SourceClient:
         self._session = session or requests.Session()
         if settings.token:
             self._session.headers["Authorization"] = f"Bearer {settings.token}"
+        # Given per request: a session-level value loses to REQUESTS_CA_BUNDLE in requests.
+        self._verify: bool | str = True
         if not settings.verify_tls:
             log.warning("TLS verification of the source system is OFF (source.verify_tls: "
                         "false): anyone on the path can feed this device a schedule")
-            self._session.verify = False
+            self._verify = False
         elif settings.ca_file:
-            self._session.verify = str(settings.ca_file)
+            self._verify = str(settings.ca_file)
         if settings.client_cert:
             self._session.cert = ((str(settings.client_cert), str(settings.client_key))
                                   if settings.client_key else str(settings.client_cert))
@@ -197,7 +199,8 @@ class SourceClient:
     # --- plumbing --------------------------------------------------------------------
     def _request(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
         try:
-            return self._session.request(method, url, timeout=self._timeout, **kwargs)
+            return self._session.request(method, url, timeout=self._timeout,
+                                         verify=self._verify, **kwargs)
         except requests.RequestException as exc:
             raise SourceError("source_unreachable", f"{what}: {url}: {exc}") from exc
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import socket
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -140,11 +139,3 @@ def test_tls_verification_off_is_logged(caplog):
         SourceClient(SourceSettings(url="https://h.invalid/api/v1", device_id=DEVICE,
                                     verify_tls=False))
     assert "TLS verification" in caplog.text
-
-
-def test_private_ca_and_client_cert_are_used(tmp_path: Path):
-    ca, cert, key = tmp_path / "ca.pem", tmp_path / "c.pem", tmp_path / "c.key"
-    client = SourceClient(SourceSettings(url="https://h.invalid/api/v1", device_id=DEVICE,
-                                         ca_file=ca, client_cert=cert, client_key=key))
-    assert client._session.verify == str(ca)
-    assert client._session.cert == (str(cert), str(key))
