@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS media_cache (
 );
 """
 _DURABLE_STEP = 256 * 1024
+_LAST_USED_RESOLUTION_S = 60.0  # LRU precision; spares the SD card a write per lookup
 _HASH_CHUNK = 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}$")
 
@@ -133,7 +134,9 @@ class MediaCache:
             row = self._row(sha256)
             if row is None or row.state != "ready":
                 return None
-            self._set(sha256, last_used=self._clock.now())
+            now = self._clock.now()
+            if now - row.last_used >= _LAST_USED_RESOLUTION_S:
+                self._set(sha256, last_used=now)
             return self._final(sha256)
 
     def pin(self, sha256: str) -> Path | None:

@@ -107,7 +107,7 @@ def test_quota_evicts_only_unreferenced_unpinned_lru(tmp_path):
         a, b, c, d = (entry_for(rig.content, f"m-{i}", 1_000, seed=i) for i in range(4))
         for entry in (a, b, c):
             cache.fetch(entry, rig.client)
-            rig.clock.advance(1)
+            rig.clock.advance(100)
         cache.set_referenced([c, d])
         assert cache.pin(a.sha256) is not None  # a plays now; b is the only candidate
         cache.fetch(d, rig.client)
@@ -129,7 +129,7 @@ def test_evict_brings_cache_under_quota_least_recently_used_first(tmp_path):
         a, b, c = (entry_for(rig.content, f"m-{i}", 3_000, seed=i) for i in range(3))
         for entry in (a, b, c):
             cache.fetch(entry, rig.client)
-            rig.clock.advance(1)
+            rig.clock.advance(100)
         cache.path(a.sha256)  # a used recently: b is the oldest now
         cache.max_bytes = 6_000
         assert cache.evict() == [b.sha256]
