@@ -4,8 +4,9 @@
 (broadcast-agent-provision.service runs it on every boot where the file exists).
 
 - `<boot>/broadcast-agent.yaml` becomes `<etc>/agent.yaml` (0640 root:broadcast-agent);
-- every file in `<boot>/broadcast-agent-secrets/` becomes `<etc>/secrets/<name>` (0600,
-  owned by broadcast-agent); the config names them relative to itself (`secrets/token`).
+- every file in `<boot>/broadcast-agent-secrets/` becomes `<etc>/<name>`, beside the
+  config (0600, owned by broadcast-agent); the config names them relative to itself
+  (`token_file: source.token`, as in config/agent.yaml).
 
 The new config is validated together with its secrets in a staging directory beside
 `<etc>` first, so an invalid one changes nothing: it stays on the boot partition with
@@ -34,7 +35,6 @@ BOOT_CONFIG = "broadcast-agent.yaml"
 BOOT_SECRETS = "broadcast-agent-secrets"
 BOOT_ERRORS = "broadcast-agent.error.txt"
 CONFIG_NAME = "agent.yaml"
-SECRETS_DIR = "secrets"
 EXIT_OK, EXIT_INVALID = 0, 2
 
 
@@ -70,7 +70,8 @@ def provision(boot: Path, etc: Path, owners: Owners) -> int:
     if not source.is_file():
         log.info("nothing to provision: %s does not exist", source)
         return EXIT_OK
-    secrets = sorted(p for p in (boot / BOOT_SECRETS).glob("*") if p.is_file())
+    secrets = sorted(p for p in (boot / BOOT_SECRETS).glob("*")
+                     if p.is_file() and p.name != CONFIG_NAME)
     etc.mkdir(mode=0o750, parents=True, exist_ok=True)
     _set_owner(etc, 0, owners.service_gid, 0o750)
     errors = _validate_staged(source, secrets, boot, etc)
@@ -79,15 +80,11 @@ def provision(boot: Path, etc: Path, owners: Owners) -> int:
         log.error("%s is invalid, left in place; errors in %s:\n%s",
                   source, boot / BOOT_ERRORS, "\n".join(errors))
         return EXIT_INVALID
-    if secrets:
-        secrets_dir = etc / SECRETS_DIR
-        secrets_dir.mkdir(mode=0o750, exist_ok=True)
-        _set_owner(secrets_dir, 0, owners.service_gid, 0o750)
-        for secret in secrets:
-            target = secrets_dir / secret.name
-            _write_atomically(target, secret.read_bytes(), 0o600,
-                              (owners.service_uid, owners.service_gid))
-            log.info("installed secret %s as %s (0600)", secret, target)
+    for secret in secrets:
+        target = etc / secret.name
+        _write_atomically(target, secret.read_bytes(), 0o600,
+                          (owners.service_uid, owners.service_gid))
+        log.info("installed secret %s as %s (0600)", secret, target)
     config = etc / CONFIG_NAME
     _write_atomically(config, source.read_bytes(), 0o640, (0, owners.service_gid))
     log.info("installed %s as %s (0640)", source, config)
@@ -102,25 +99,22 @@ def provision(boot: Path, etc: Path, owners: Owners) -> int:
 
 def _validate_staged(source: Path, secrets: list[Path], boot: Path, etc: Path) -> list[str]:
     """The errors of the config as the agent would load it once installed: beside the
-    secrets already installed overlaid with the new ones, with `<etc>/conf.d` merged on top.
-    Error lines name the files where the technician wrote them."""
+    files already installed overlaid with the new secrets, with `<etc>/conf.d` merged on
+    top. Error lines name the files where the technician wrote them."""
     with tempfile.TemporaryDirectory(prefix=".provision-", dir=etc) as staging_name:
         staging = Path(staging_name)
         staged_config = staging / CONFIG_NAME
-        shutil.copyfile(source, staged_config)
-        installed = etc / SECRETS_DIR
-        if installed.is_dir():
-            shutil.copytree(installed, staging / SECRETS_DIR)
-        (staging / SECRETS_DIR).mkdir(exist_ok=True)
+        for installed in etc.iterdir():
+            if installed.is_file():
+                shutil.copyfile(installed, staging / installed.name)
         for secret in secrets:
-            shutil.copyfile(secret, staging / SECRETS_DIR / secret.name)
+            shutil.copyfile(secret, staging / secret.name)
+        shutil.copyfile(source, staged_config)
         (staging / "conf.d").symlink_to(etc / "conf.d")
         try:
             load_config(staged_config)
         except ConfigError as error:
-            renames = ((str(staged_config), str(source)),
-                       (str(staging / SECRETS_DIR), str(boot / BOOT_SECRETS)),
-                       (str(staging), str(etc)))
+            renames = ((str(staged_config), str(source)), (str(staging), str(etc)))
             return [_renamed(line, renames) for line in error.errors]
     return []
 

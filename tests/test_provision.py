@@ -17,10 +17,10 @@ CONFIG = """\
 device_id: xa-thu-nghiem-01
 source:
   url: https://nguon.example.invalid/api/v1
-  token_file: secrets/source-token
+  token_file: source.token
 mqtt:
   brokers: []
-  password_file: secrets/mqtt-password
+  password_file: mqtt.password
 """
 
 
@@ -46,18 +46,19 @@ def _mode(path: Path) -> int:
 
 
 def test_config_and_secrets_move_to_etc(root: Path) -> None:
-    boot = _leave_on_boot(root, CONFIG, {"source-token": "s3cret\n", "mqtt-password": "pw\n"})
+    boot = _leave_on_boot(root, CONFIG, {"source.token": "s3cret\n", "mqtt.password": "pw\n"})
     etc = root / "etc/broadcast-agent"
 
     assert provision(boot, etc, NOBODY) == 0
 
     assert (etc / "agent.yaml").read_text() == CONFIG
     assert _mode(etc / "agent.yaml") == 0o640
-    assert _mode(etc / "secrets/source-token") == 0o600
-    assert _mode(etc / "secrets/mqtt-password") == 0o600
+    assert _mode(etc / "source.token") == 0o600
+    assert _mode(etc / "mqtt.password") == 0o600
     assert _mode(etc) == 0o750
     assert sorted(p.name for p in boot.iterdir()) == []
-    assert sorted(p.name for p in etc.iterdir()) == ["agent.yaml", "secrets"]
+    assert sorted(p.name for p in etc.iterdir()) == ["agent.yaml", "mqtt.password",
+                                                     "source.token"]
     installed = load_config(etc / "agent.yaml")
     assert installed.source.token == "s3cret"
     assert installed.mqtt.password == "pw"
@@ -66,13 +67,13 @@ def test_config_and_secrets_move_to_etc(root: Path) -> None:
 def test_invalid_config_stays_on_boot_with_its_errors(root: Path) -> None:
     bad = CONFIG.replace("device_id: xa-thu-nghiem-01", "device_id: xa thu/nghiem") \
         + "audio:\n  volume_defualt: 70\n"
-    boot = _leave_on_boot(root, bad, {"source-token": "s3cret\n"})
+    boot = _leave_on_boot(root, bad, {"source.token": "s3cret\n"})
     etc = root / "etc/broadcast-agent"
 
     assert provision(boot, etc, NOBODY) == 2
 
     assert (boot / "broadcast-agent.yaml").read_text() == bad
-    assert (boot / "broadcast-agent-secrets/source-token").exists()
+    assert (boot / "broadcast-agent-secrets/source.token").exists()
     errors = (boot / "broadcast-agent.error.txt").read_text().splitlines()
     source = boot / "broadcast-agent.yaml"
     assert any(e.startswith(f"{source}:1: device_id: ") for e in errors), errors
@@ -88,7 +89,7 @@ def test_fixed_config_replaces_the_old_one_and_clears_the_error(root: Path) -> N
     assert provision(boot, etc, NOBODY) == 2
     assert (boot / "broadcast-agent.error.txt").exists()
 
-    secrets = {"source-token": "a\n", "mqtt-password": "b\n"}
+    secrets = {"source.token": "a\n", "mqtt.password": "b\n"}
     (boot / "broadcast-agent.yaml").unlink()
     _leave_on_boot(root, CONFIG, secrets)
     assert provision(boot, etc, NOBODY) == 0
@@ -97,7 +98,7 @@ def test_fixed_config_replaces_the_old_one_and_clears_the_error(root: Path) -> N
 
 def test_new_config_may_use_secrets_installed_earlier(root: Path) -> None:
     etc = root / "etc/broadcast-agent"
-    boot = _leave_on_boot(root, CONFIG, {"source-token": "one\n", "mqtt-password": "pw\n"})
+    boot = _leave_on_boot(root, CONFIG, {"source.token": "one\n", "mqtt.password": "pw\n"})
     assert provision(boot, etc, NOBODY) == 0
 
     _leave_on_boot(root, CONFIG.replace("xa-thu-nghiem-01", "xa-thu-nghiem-02"), {})
@@ -110,7 +111,7 @@ def test_conf_d_overrides_are_validated_with_the_new_config(root: Path) -> None:
     etc = root / "etc/broadcast-agent"
     (etc / "conf.d").mkdir(parents=True)
     (etc / "conf.d/10-site.yaml").write_text("audio:\n  default_volume: 400\n")
-    boot = _leave_on_boot(root, CONFIG, {"source-token": "a\n", "mqtt-password": "b\n"})
+    boot = _leave_on_boot(root, CONFIG, {"source.token": "a\n", "mqtt.password": "b\n"})
 
     assert provision(boot, etc, NOBODY) == 2
     errors = (boot / "broadcast-agent.error.txt").read_text()
@@ -127,13 +128,13 @@ def test_owners_come_from_the_target_root(root: Path) -> None:
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
                                      "broadcast-agent:x:4242:4343::/nonexistent:/usr/sbin/nologin\n")
     (root / "etc/group").write_text("root:x:0:\nbroadcast-agent:x:4343:\n")
-    _leave_on_boot(root, CONFIG, {"source-token": "a\n", "mqtt-password": "b\n"})
+    _leave_on_boot(root, CONFIG, {"source.token": "a\n", "mqtt.password": "b\n"})
 
     assert main(["--root", str(root), "--boot", "/boot/firmware",
                  "--etc", "/etc/broadcast-agent"]) == 0
 
     etc = root / "etc/broadcast-agent"
-    config, secret = (etc / "agent.yaml").stat(), (etc / "secrets/source-token").stat()
+    config, secret = (etc / "agent.yaml").stat(), (etc / "source.token").stat()
     if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() == "0":
         assert (config.st_uid, config.st_gid) == (0, 4343)
         assert (secret.st_uid, secret.st_gid) == (4242, 4343)
