@@ -116,7 +116,11 @@ class Mosquitto:
             "allow_anonymous false",
             f"password_file {password_file}",
             f"acl_file {directory / 'acl'}",
-            "persistence false",
+            # Sessions and retained messages survive stop()/restart() like a real broker's.
+            "persistence true",
+            f"persistence_location {directory}/",
+            "autosave_interval 0",
+            "max_queued_messages 5000",
             f"max_packet_size {MESSAGE_SIZE_LIMIT}",
             "log_dest stderr",
             "log_type error",
@@ -169,14 +173,15 @@ class Mosquitto:
         self.process = None
 
     def client(self, user: str = CENTRAL_USER, tls: bool = False,
-               protocol: paho.MQTTProtocolVersion = paho.MQTTProtocolVersion.MQTTv311
-               ) -> TestClient:
-        return TestClient(self, user, tls, protocol)
+               protocol: paho.MQTTProtocolVersion = paho.MQTTProtocolVersion.MQTTv311,
+               session_id: str | None = None) -> TestClient:
+        """``session_id``: a persistent session that outlives broker restarts."""
+        return TestClient(self, user, tls, protocol, session_id)
 
     @contextmanager
-    def central(self, *topics: str) -> Iterator[TestClient]:
+    def central(self, *topics: str, session_id: str | None = None) -> Iterator[TestClient]:
         """A connected central-server client subscribed to ``topics``."""
-        client = self.client()
+        client = self.client(session_id=session_id)
         try:
             client.connect()
             for topic in topics:
@@ -202,11 +207,14 @@ class TestClient:
     __test__ = False  # not a pytest test class
 
     def __init__(self, broker: Mosquitto, user: str, tls: bool,
-                 protocol: paho.MQTTProtocolVersion) -> None:
+                 protocol: paho.MQTTProtocolVersion, session_id: str | None) -> None:
         self.broker = broker
         self.messages: queue.Queue[Received] = queue.Queue()
+        persistent = session_id is not None and protocol != paho.MQTTProtocolVersion.MQTTv5
         self._client = paho.Client(paho.CallbackAPIVersion.VERSION2,
-                                   client_id=f"test-{uuid.uuid4().hex[:8]}", protocol=protocol)
+                                   client_id=session_id or f"test-{uuid.uuid4().hex[:8]}",
+                                   protocol=protocol, clean_session=False if persistent else None)
+        self._client.reconnect_delay_set(1, 1)
         self._client.username_pw_set(user, broker.passwords.get(user, "wrong"))
         if tls:
             self._client.tls_set(ca_certs=str(broker.ca_file))
