@@ -146,9 +146,10 @@ class PlayoutEngine:
     def time_of(self, frame: int) -> float:
         return self.output.frame_time(frame)
 
-    def play(self, voices: list[Voice], at_frame: int | None = None) -> None:
+    def play(self, voices: list[Voice], at_frame: int | None = None) -> list[Voice]:
         """Replace everything queued with ``voices`` played back to back from ``at_frame``
-        (or as soon as possible); what plays then fades out."""
+        (or as soon as possible); what plays then fades out. Returns the queued voices
+        that were dropped without ever starting."""
         with self._lock:
             dropped = [cue.voice for cue in self._queue]
             self._queue = [_Cue(v, at_frame if i == 0 else None) for i, v in enumerate(voices)]
@@ -156,6 +157,7 @@ class PlayoutEngine:
                 self._queue[0].at_frame = -1  # "now", also replacing the current voice
         for voice in dropped:
             voice.cut = True
+        return dropped
 
     def append(self, voice: Voice) -> None:
         """Play ``voice`` right after the last queued (or current) one, without a gap."""

@@ -1,0 +1,147 @@
+"""Run the real agent process for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.05,
+             what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def local_time(epoch: float, tz: str = "Asia/Ho_Chi_Minh") -> str:
+    """HH:MM:SS of ``epoch`` in ``tz``, for schedule ``start`` fields."""
+    return datetime.fromtimestamp(epoch, ZoneInfo(tz)).strftime("%H:%M:%S")
+
+
+def base_config(tmp: Path, source_url: str, **overrides: Any) -> dict[str, Any]:
+    """A config for tests: clocked WAV sink, simulated amplifier, no FM, no MQTT."""
+    cfg: dict[str, Any] = {
+        "device_id": "xa-test-01",
+        "timezone": "Asia/Ho_Chi_Minh",
+        "state_dir": str(tmp / "state"),
+        "source": {"url": source_url, "token": "test-token", "poll_interval_s": 5,
+                   "max_backoff_s": 2},
+        "cache": {"dir": str(tmp / "cache"), "max_bytes": 200_000_000},
+        "mqtt": {"brokers": []},
+        "health": {"listen": f"127.0.0.1:{free_port()}"},
+        "audio": {"output": f"wav:{tmp / 'out.wav'}", "default_volume": 100},
+        "amplifier": {"backend": "sim", "warmup_s": 0.5, "idle_off_s": 2},
+        "fm": {"backend": "none"},
+    }
+    _deep_update(cfg, overrides)
+    return cfg
+
+
+def _deep_update(base: dict[str, Any], over: dict[str, Any]) -> None:
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
+class AgentProcess:
+    """``broadcast-agent run`` in a child process with its own config directory."""
+
+    def __init__(self, tmp: Path, config: dict[str, Any]) -> None:
+        self.tmp = tmp
+        self.config = config
+        self.config_path = tmp / "etc" / "agent.yaml"
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
+        self.log_path = tmp / "agent.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        host, _, port = config["health"]["listen"].rpartition(":")
+        self.health_url = f"http://{host}:{port}"
+        self.wav = Path(config["audio"]["output"].partition(":")[2])
+        self.state_dir = Path(config["state_dir"])
+
+    def start(self, wait: bool = True) -> AgentProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(self.config_path)],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        if wait:
+            wait_for(self._up, 20, what=f"agent health endpoint ({self.log_tail()})")
+        return self
+
+    def _up(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"agent exited with {self.process.returncode}:\n"
+                                 f"{self.log_tail()}")
+        try:
+            return requests.get(self.health_url + "/healthz", timeout=1).status_code in (200,
+                                                                                        503)
+        except requests.RequestException:
+            return False
+
+    def status(self) -> dict[str, Any]:
+        reply = requests.get(self.health_url + "/status", timeout=5)
+        reply.raise_for_status()
+        result: dict[str, Any] = reply.json()
+        return result
+
+    def fault_codes(self) -> set[str]:
+        return {f["code"] for f in self.status()["faults"]}
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return 0 if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"agent did not stop on SIGTERM:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def amplifier_log(self) -> list[dict[str, Any]]:
+        path = self.state_dir / "amplifier-sim.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
