@@ -100,7 +100,7 @@ PLAY_REPORT: dict[str, Any] = {
     "at": "2026-11-23T06:00:31.200+07:00",
     "program_id": "p-1", "media_id": "m-101", "source": "media", "priority": "scheduled",
     "started_at": "2026-11-23T06:00:00.000+07:00", "ended_at": "2026-11-23T06:00:30.100+07:00",
-    "played_s": 30.1, "outcome": "completed", "sha256": SHA,
+    "played_s": 30.1, "outcome": "completed", "sha256": SHA, "title": "Bản tin sáng",
 }
 
 FAULT_REPORT: dict[str, Any] = {
@@ -337,7 +337,8 @@ INVALID: list[tuple[str, str, Any, Any, str]] = [
     ("report", "PLAY_REPORT", "started_at", "2026-11-23T06:00:00", "does not match"),
     ("report", "PLAY_REPORT", "played_s", -1, "less than the minimum"),
     ("report", "PLAY_REPORT", "id", "42", "is not a 'uuid'"),
-    ("report", "PLAY_REPORT", "title", "Bản tin", "Unevaluated properties"),
+    ("report", "PLAY_REPORT", "duration_s", 30.1, "Unevaluated properties"),
+    ("report", "PLAY_REPORT", "title", 7, "is not of type 'string', 'null'"),
     ("report", "PLAY_REPORT", "type", "proof", "is not one of"),
     ("report", "FAULT_REPORT", "cleared_at", _DROP, "'cleared_at' is a required"),
     ("report", "FAULT_REPORT", "code", "stream_down", "is not one of"),
