@@ -45,6 +45,7 @@ from drivers.sdr.rtl_tcp import (
     decode_command,
     encode_header,
 )
+from drivers.sdr.wbfm import LEVEL_PER_HZ
 
 R820T_HEADER = RtlTcpHeader(tuner_type=5, gain_count=29)
 DEFAULT_FREQUENCY_HZ = 100_000_000  # rtl_tcp's defaults before the client tunes
@@ -112,6 +113,31 @@ class _IqGenerator:
             phase.tone = (phase.tone + tone_step * count) % (2 * math.pi)
         floats = iq.view(np.float32) * np.float32(127.5) + np.float32(127.5)
         return bytes(np.clip(np.rint(floats), 0, 255).astype(np.uint8).tobytes())
+
+
+@dataclass(frozen=True)
+class ToneMeasurement:
+    amplitude: float  # peak, full scale = 1.0
+    snr_db: float  # tone power vs everything else in 100 Hz - 15 kHz
+
+
+def measure_tone(pcm: bytes, tone_hz: float, rate: int = 48_000) -> ToneMeasurement:
+    """What a test asserts about the relayed audio: the tone's level and its SNR (Hann window,
+    ±30 Hz around the tone counted as tone), from s16le stereo PCM (left channel)."""
+    left = np.frombuffer(pcm, dtype="<i2")[0::2].astype(np.float64) / 32767
+    if left.size < rate // 10:
+        raise ValueError("need at least 100 ms of audio")
+    spectrum = np.abs(np.fft.rfft(left * np.hanning(left.size))) ** 2
+    freqs = np.fft.rfftfreq(left.size, 1 / rate)
+    tone = np.abs(freqs - tone_hz) <= 30
+    rest = (freqs >= 100) & (freqs <= 15_000) & ~tone
+    snr = 10 * math.log10(spectrum[tone].sum() / max(spectrum[rest].sum(), 1e-30))
+    return ToneMeasurement(float(np.sqrt(2 * np.mean(left**2))), snr)
+
+
+def expected_amplitude(station: FakeStation) -> float:
+    """The demodulated tone's peak level per wbfm's scale (75 kHz -> FULL_DEVIATION_DBFS)."""
+    return station.audio_deviation_hz() * LEVEL_PER_HZ
 
 
 class FakeRtlTcpServer:
