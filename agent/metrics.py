@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
 
 from agent.clock import Clock
 from agent.faults import FAULT_SEVERITY, Fault
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# generate_latest writes the classic text format (underscore names); newer prometheus_client
+# releases label it 1.0.0 in CONTENT_TYPE_LATEST, which older Prometheus servers reject.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SOURCES = ("media", "stream", "fm", "tts")
 PRIORITIES = ("scheduled", "live", "emergency")
 _PREFIX = "broadcast_agent_"
