@@ -291,7 +291,7 @@ def http_url(value: object) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid(f"expected an http:// or https:// URL with a host, got {url!r}")
-    return url.rstrip("/")
+    return url  # a trailing slash matters: relative media URLs resolve under it (RFC 3986)
 
 
 def public_key(value: object) -> bytes:

@@ -453,8 +453,10 @@ class ControlLoop:
         if isinstance(event, VoiceStarted):
             if event.voice is pb.voice and pb.started_at is None:
                 pb.started_at = self._engine.time_of(event.frame)
-                self._journal.event("play_started", **pb.record(self._journal.stamp,
-                                                                 self.s.rate))
+                record = pb.record(self._journal.stamp, self.s.rate)
+                for unknown_yet in ("ended_at", "played_s", "outcome"):
+                    del record[unknown_yet]
+                self._journal.event("play_started", **record)
                 self._remember_onair(pb)
                 self._changed()
             return
@@ -724,11 +726,11 @@ class ControlLoop:
         key = self._arbiter.playing
         pb = self._playbacks.get(key) if key is not None else None
         if pb is not None and pb.started_at is not None:
-            source = "fm" if pb.fallback is not None else pb.item.kind
-            playing = {"source": source, "priority": pb.activation.priority,
+            on_air = pb.fallback if pb.fallback is not None else pb
+            playing = {"source": on_air.item.kind, "priority": pb.activation.priority,
                        "program_id": pb.activation.program_id, "title": pb.activation.title,
                        "started_at": self._journal.stamp(pb.started_at),
-                       **item_ref(pb.item)}
+                       **item_ref(on_air.item)}
         upcoming: list[dict[str, Any]] = []
         if self._schedule is not None:
             now = self._clock.now()
