@@ -71,8 +71,11 @@ ROOTFS_DIR="${ROOT}" bash -e "${INSTALL}/01-run.sh"
 
 step "01-run-chroot.sh in the chroot"
 cp "${INSTALL}/01-run-chroot.sh" "${ROOT}/tmp/01-run-chroot.sh"
-in_root /bin/bash -e /tmp/01-run-chroot.sh
-rm "${ROOT}/tmp/01-run-chroot.sh"
+# pip in the chroot trusts what this host trusts (a host behind a TLS-inspecting proxy has
+# its own CA); the bundle is only given to this step, the image keeps its own.
+cp -L /etc/ssl/certs/ca-certificates.crt "${ROOT}/tmp/host-ca-certificates.crt"
+in_root PIP_CERT=/tmp/host-ca-certificates.crt /bin/bash -e /tmp/01-run-chroot.sh
+rm "${ROOT}/tmp/01-run-chroot.sh" "${ROOT}/tmp/host-ca-certificates.crt"
 
 step "checks"
 failures=0
