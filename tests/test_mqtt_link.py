@@ -27,7 +27,7 @@ from agent.metrics import AgentMetrics
 from agent.mqtt import MqttLink, MqttSettings
 from agent.signing import sign
 from agent.store import StateStore
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto, TestClient
 
 KEY = Ed25519PrivateKey.generate()
 GROUP = "g1"
@@ -197,7 +197,7 @@ def test_clean_stop_leaves_retained_offline(broker, agents):
 CHILD = """
 import sys, time
 from pathlib import Path
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto, TestClient
 from tests.test_mqtt_link import Agent
 broker = Mosquitto(Path(sys.argv[1]), "127.0.0.1", int(sys.argv[2]), 0, Path(sys.argv[3]),
                    {sys.argv[4]: sys.argv[5]})
@@ -228,7 +228,7 @@ def test_abrupt_death_leaves_the_last_will(broker, tmp_path):
         assert will.json() == {"device_id": device, "online": False}
 
 
-def expect_events(central, agent: Agent, count: int) -> list[int]:
+def expect_events(central: TestClient, agent: Agent, count: int) -> list[int]:
     return [central.expect(agent.topic("events"), timeout=20).json()["n"] for _ in range(count)]
 
 
@@ -323,7 +323,7 @@ def test_a_flood_of_commands_is_acked_without_crashing(broker, agents):
             command = signed_command() if n % 2 else signed_command("self_destruct")
             expected[command["id"]] = "accepted" if n % 2 else "rejected"
             central.publish(agent.topic("commands"), payload(command))
-        acked = {}
+        acked: dict[str, str] = {}
         while len(acked) < len(expected):
             ack = central.expect(agent.topic("acks"), timeout=30).json()
             acked[ack["command_id"]] = ack["status"]

@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 PREFIX = "tt"
@@ -173,7 +174,7 @@ class Mosquitto:
         self.process = None
 
     def client(self, user: str = CENTRAL_USER, tls: bool = False,
-               protocol: paho.MQTTProtocolVersion = paho.MQTTProtocolVersion.MQTTv311,
+               protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311,
                session_id: str | None = None) -> TestClient:
         """``session_id``: a persistent session that outlives broker restarts."""
         return TestClient(self, user, tls, protocol, session_id)
@@ -207,11 +208,11 @@ class TestClient:
     __test__ = False  # not a pytest test class
 
     def __init__(self, broker: Mosquitto, user: str, tls: bool,
-                 protocol: paho.MQTTProtocolVersion, session_id: str | None) -> None:
+                 protocol: MQTTProtocolVersion, session_id: str | None) -> None:
         self.broker = broker
         self.messages: queue.Queue[Received] = queue.Queue()
-        persistent = session_id is not None and protocol != paho.MQTTProtocolVersion.MQTTv5
-        self._client = paho.Client(paho.CallbackAPIVersion.VERSION2,
+        persistent = session_id is not None and protocol != MQTTProtocolVersion.MQTTv5
+        self._client = paho.Client(CallbackAPIVersion.VERSION2,
                                    client_id=session_id or f"test-{uuid.uuid4().hex[:8]}",
                                    protocol=protocol, clean_session=False if persistent else None)
         self._client.reconnect_delay_set(1, 1)
@@ -220,7 +221,7 @@ class TestClient:
             self._client.tls_set(ca_certs=str(broker.ca_file))
         self._tls = tls
         self._client.on_message = lambda _c, _u, m: self.messages.put(
-            Received(m.topic, m.payload, bool(m.retain)))
+            Received(m.topic, bytes(m.payload), bool(m.retain)))
 
     def connect(self) -> None:
         self._client.connect(self.broker.host if not self._tls else "localhost",
