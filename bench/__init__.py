@@ -1,0 +1,1 @@
+"""Benchmarks of broadcast-agent (see docs/benchmarks.md)."""
