@@ -70,7 +70,7 @@ class FakeStation:
 
 
 @dataclass
-class _Tuning:
+class Tuning:
     frequency_hz: int = DEFAULT_FREQUENCY_HZ
     sample_rate: int = DEFAULT_SAMPLE_RATE
     gain_mode: int = 0
@@ -85,7 +85,7 @@ class _StationPhase:
 
 
 @dataclass
-class _IqGenerator:
+class IqGenerator:
     """u8 IQ for one connection; phases carried so blocks join without seams."""
 
     stations: list[FakeStation]
@@ -96,7 +96,7 @@ class _IqGenerator:
     def __post_init__(self) -> None:
         self.phases = [_StationPhase() for _ in self.stations]
 
-    def block(self, tuning: _Tuning, count: int, signal_on: bool) -> bytes:
+    def block(self, tuning: Tuning, count: int, signal_on: bool) -> bytes:
         start = int(self.rng.integers(0, self.noise.size - count))
         iq = self.noise[start : start + count].copy()
         n = np.arange(count, dtype=np.float64)
@@ -162,7 +162,7 @@ class FakeRtlTcpServer:
         self._lock = threading.Lock()
         self._signal_on = True
         self._stalled = False
-        self._clients: dict[socket.socket, _Tuning] = {}
+        self._clients: dict[socket.socket, Tuning] = {}
         self._commands: list[tuple[int, int]] = []
         self._stop = threading.Event()
         self._listener: socket.socket | None = None
@@ -260,11 +260,11 @@ class FakeRtlTcpServer:
             except OSError:
                 return
             with self._lock:
-                self._clients[client] = _Tuning()
+                self._clients[client] = Tuning()
             self._spawn(lambda c=client: self._serve(c), "fake-rtl-tcp-client")
 
     def _serve(self, client: socket.socket) -> None:
-        generator = _IqGenerator(self._stations, np.random.default_rng(self._rng.integers(1 << 32)),
+        generator = IqGenerator(self._stations, np.random.default_rng(self._rng.integers(1 << 32)),
                                  self._noise)
         pending = b""
         try:
@@ -281,7 +281,7 @@ class FakeRtlTcpServer:
                     pending = self._apply_commands(client, pending + data)
                     continue
                 with self._lock:
-                    tuning = _Tuning(**vars(self._clients[client]))
+                    tuning = Tuning(**vars(self._clients[client]))
                     stalled, signal_on = self._stalled, self._signal_on
                 count = int(tuning.sample_rate * BLOCK_S)
                 if not stalled:

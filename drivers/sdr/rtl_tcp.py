@@ -22,7 +22,8 @@ CMD_GAIN = 0x04  # tenths of dB
 CMD_PPM = 0x05
 GAIN_MODE_AUTO, GAIN_MODE_MANUAL = 0, 1
 BLOCK_S = 0.02  # demodulate about this much IQ at a time
-SIGNAL_WINDOW_SAMPLES = 8192  # IQ pairs measured for signal_dbfs
+SIGNAL_WINDOW_SAMPLES = 8192  # at most this many IQ pairs measured for signal_dbfs ...
+SIGNAL_INTERVAL_S = 0.1  # ... this often (the FFT costs as much as demodulating)
 SETTLE_S = 0.1  # IQ from before the tuning commands took effect (and tuner settling)
 
 
@@ -83,6 +84,8 @@ class RtlTcpReceiver(FmReceiver):
         self._odd_byte = b""
         self._discard_until = 0.0
         self._signal_dbfs: float | None = None
+        self._unmeasured_samples = 0
+        self._measure_every = round(sample_rate * SIGNAL_INTERVAL_S)
         self.header: RtlTcpHeader | None = None
         self.centre_hz: int | None = None
 
@@ -122,8 +125,11 @@ class RtlTcpReceiver(FmReceiver):
         if whole == 0:
             return b""
         iq = iq[:whole]
-        self._signal_dbfs = self._demodulator.channel_power_dbfs(
-            iq[-2 * SIGNAL_WINDOW_SAMPLES :])
+        self._unmeasured_samples += whole // 2
+        if self._signal_dbfs is None or self._unmeasured_samples >= self._measure_every:
+            self._unmeasured_samples = 0
+            self._signal_dbfs = self._demodulator.channel_power_dbfs(
+                iq[-2 * SIGNAL_WINDOW_SAMPLES :])
         return to_stereo_s16le(self._demodulator.process(iq))
 
     def _receive(self, timeout: float) -> bytes:

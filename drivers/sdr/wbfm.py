@@ -120,6 +120,8 @@ class WbfmDemodulator:
                      self.intermediate_rate - CHANNEL_HALF_WIDTH_HZ), 1, decimation, channels=2)
         self._previous = np.complex64(0)
         self._deemphasis = Deemphasis(self.intermediate_rate, deemphasis_s)
+        self._power_size = 0
+        self._power_weights_cache = self._power_weights(1)
         ratio = Fraction(audio_rate * decimation, sample_rate).limit_denominator(10_000)
         audio_taps = _lowpass(self.intermediate_rate * ratio.numerator, AUDIO_PASSBAND_HZ,
                               AUDIO_STOPBAND_HZ)
@@ -148,14 +150,22 @@ class WbfmDemodulator:
         samples = u8_to_complex(iq_u8)
         if samples.size == 0:
             raise ValueError("empty IQ block")
-        samples = samples - samples.mean()
-        window = np.hanning(samples.size).astype(np.float32)
-        spectrum = np.fft.fft(samples * window)
-        freqs = np.fft.fftfreq(samples.size, 1 / self.sample_rate)
-        in_channel = np.abs(freqs - self.offset_hz) <= CHANNEL_HALF_WIDTH_HZ
-        power = float(np.sum(np.abs(spectrum[in_channel]) ** 2)) / (
-            samples.size * float(np.sum(window.astype(np.float64) ** 2)))
+        window, in_channel, normaliser = self._power_weights(samples.size)
+        spectrum = np.fft.fft((samples - samples.mean()) * window)
+        power = float(np.sum(np.abs(spectrum[in_channel]) ** 2)) / normaliser
         return 10 * math.log10(max(power, 1e-20))
+
+
+    def _power_weights(self, size: int) -> tuple[FloatArray, npt.NDArray[np.bool_], float]:
+        """Hann window, channel bins, and Parseval normaliser for an FFT of ``size``."""
+        if self._power_size != size:
+            window = np.hanning(size).astype(np.float32)
+            freqs = np.fft.fftfreq(size, 1 / self.sample_rate)
+            self._power_weights_cache = (
+                window, np.abs(freqs - self.offset_hz) <= CHANNEL_HALF_WIDTH_HZ,
+                size * float(np.sum(window.astype(np.float64) ** 2)))
+            self._power_size = size
+        return self._power_weights_cache
 
 
 class Deemphasis:
