@@ -94,7 +94,12 @@ class EngineReported:
     event: EngineEvent
 
 
-Fact = ScheduleApplied | CommandReceived | EngineReported
+@dataclass(frozen=True)
+class Reconfigured:
+    settings: ControlSettings
+
+
+Fact = ScheduleApplied | CommandReceived | EngineReported | Reconfigured
 
 
 class FmVoiceSource:
@@ -217,6 +222,8 @@ class ControlLoop:
             self._apply_schedule(fact.schedule)
         elif isinstance(fact, CommandReceived):
             self._execute(fact.command)
+        elif isinstance(fact, Reconfigured):
+            self._reconfigure(fact.settings)
         else:
             self._engine_event(fact.event)
 
@@ -649,9 +656,22 @@ class ControlLoop:
         self._journal.ack(cmd.id, "completed")
         self._changed()
 
+    def _reconfigure(self, settings: ControlSettings) -> None:
+        """New settings from a config reload; volumes follow at once, without a gap."""
+        old, self.s = self.s, settings
+        self._arbiter.late_start_grace_s = settings.late_start_grace_s
+        self._lookahead = max(settings.warmup_s, PREROLL_S) + 0.5
+        if settings.default_volume != old.default_volume and self._store.get(VOLUME_KEY) is None:
+            self.master_volume = settings.default_volume
+        self._regain()
+
     def set_master_volume(self, volume: int) -> None:
         self.master_volume = volume
         self._store.put(VOLUME_KEY, volume)
+        self._regain()
+
+    def _regain(self) -> None:
+        """Apply the current volumes to what plays (the engine ramps the change)."""
         for pb in self._playbacks.values():
             for voice in (pb.voice, pb.chime):
                 if voice is not None:

@@ -21,7 +21,13 @@ from agent.cache import MediaCache
 from agent.clock import Clock, SystemClock
 from agent.commands import Command, CommandValidator
 from agent.config import Config, ConfigError, load_config
-from agent.control import CommandReceived, ControlLoop, ControlSettings, ScheduleApplied
+from agent.control import (
+    CommandReceived,
+    ControlLoop,
+    ControlSettings,
+    Reconfigured,
+    ScheduleApplied,
+)
 from agent.faults import FaultRegistry
 from agent.health import HealthServer
 from agent.journal import REPORT, Journal
@@ -81,14 +87,8 @@ class Daemon:
             line=cfg.amplifier.gpio.line, active_high=cfg.amplifier.gpio.active_high)
         self.tuner = _open_tuner(cfg, self.faults, self.clock)
         self.control = ControlLoop(
-            settings=ControlSettings(
-                rate=cfg.audio.rate, late_start_grace_s=cfg.late_start_grace_s,
-                default_volume=cfg.audio.default_volume,
-                emergency_volume=cfg.audio.emergency_volume, warmup_s=cfg.amplifier.warmup_s,
-                idle_off_s=cfg.amplifier.idle_off_s, decoder_hang_s=cfg.audio.decoder_hang_s,
-                stream_caching_ms=cfg.audio.stream_caching_ms,
-                dead_air_s=cfg.audio.dead_air_s, dead_air_dbfs=cfg.audio.dead_air_dbfs),
-            clock=self.clock, engine=self.engine, decoders=self.decoders, media=self.cache,
+            settings=_control_settings(cfg), clock=self.clock, engine=self.engine,
+            decoders=self.decoders, media=self.cache,
             tts=TtsRenderer(cfg.cache.dir / "tts", cfg.tts.voice, cfg.tts.engine),
             tuner=self.tuner, amplifier=self.amplifier, mixer=open_mixer(mixer_cfg),
             chime_pcm=self._chime(), journal=self.journal, faults=self.faults,
@@ -99,6 +99,8 @@ class Daemon:
                                    self.status, self.faults, self.metrics)
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._config_path = cfg.files[0] if cfg.files else None
+        self._config_stamp = self._stamp_files()
 
     # --- wiring helpers ----------------------------------------------------------------
     def _chime(self) -> bytes:
@@ -218,6 +220,57 @@ class Daemon:
         self.health.stop()
         self.store.close()
 
+    # --- live reconfiguration ----------------------------------------------------------
+    def _stamp_files(self) -> tuple[tuple[str, float], ...]:
+        """Modification times of the config files and of conf.d (new or removed files)."""
+        if self._config_path is None:
+            return ()
+        paths = [*self.cfg.files, self._config_path.parent / "conf.d"]
+        stamps = []
+        for path in paths:
+            try:
+                stamps.append((str(path), path.stat().st_mtime))
+            except OSError:
+                stamps.append((str(path), -1.0))
+        return tuple(stamps)
+
+    def reload(self) -> None:
+        """Validate the config files again and apply what can change while running.
+        An invalid config keeps the running one and raises ``config_invalid``."""
+        assert self._config_path is not None
+        try:
+            new = load_config(self._config_path)
+        except ConfigError as exc:
+            for line in exc.errors:
+                log.error("reload refused: %s", line)
+            self.faults.raise_("config_invalid", "; ".join(exc.errors[:3]) + (
+                f" (+{len(exc.errors) - 3} more)" if len(exc.errors) > 3 else ""))
+            return
+        self.faults.clear("config_invalid")
+        changed = config_changes(self.cfg, new)
+        if not changed:
+            return
+        live = [k for k in changed if k in LIVE_KEYS or k.split(".")[0] in LIVE_KEYS]
+        pending = [k for k in changed if k not in live]
+        self.cfg = new
+        logging.getLogger().setLevel(new.log_level)
+        self.sync.poll_interval_s = new.source.poll_interval_s
+        self.sync.max_backoff_s = new.source.max_backoff_s
+        self.reports.max_backoff_s = new.source.max_backoff_s
+        self.control.post(Reconfigured(_control_settings(new)))
+        if "mqtt" in changed:
+            if self.mqtt is not None:
+                self.mqtt.stop()
+            self.mqtt = self._mqtt_link() if new.mqtt.brokers else None
+            if self.mqtt is not None:
+                self.mqtt.start()
+        if pending:
+            log.warning("config changes that take effect at the next restart: %s",
+                        ", ".join(pending))
+        log.info("config reloaded: %s", ", ".join(live) or "nothing live")
+        self.journal.event("config_reloaded", applied=live, pending_restart=pending)
+        self.status_changed()
+
     def healthy(self) -> bool:
         """True while the control loop and the playout thread are really running."""
         fresh = self.clock.monotonic() - self.control.last_tick_mono < WATCHDOG_STALE_S
@@ -232,15 +285,51 @@ class Daemon:
         interval = sdnotify.watchdog_interval()
         ping_every = 1.0 if interval is None else max(interval / 3, 0.2)
         while not self._stop.wait(ping_every):
-            if self._reload.is_set():
+            stamp = self._stamp_files()
+            if self._reload.is_set() or stamp != self._config_stamp:
                 self._reload.clear()
-                log.info("SIGHUP: live reload arrives with the field issue; config unchanged")
+                self._config_stamp = stamp
+                self.reload()
             if self.healthy():
                 sdnotify.notify("WATCHDOG=1")
             else:
                 log.error("control loop or playout is not ticking; withholding the watchdog")
         self.stop()
         return 0
+
+
+def _control_settings(cfg: Config) -> ControlSettings:
+    return ControlSettings(
+        rate=cfg.audio.rate, late_start_grace_s=cfg.late_start_grace_s,
+        default_volume=cfg.audio.default_volume, emergency_volume=cfg.audio.emergency_volume,
+        warmup_s=cfg.amplifier.warmup_s, idle_off_s=cfg.amplifier.idle_off_s,
+        decoder_hang_s=cfg.audio.decoder_hang_s, stream_caching_ms=cfg.audio.stream_caching_ms,
+        dead_air_s=cfg.audio.dead_air_s, dead_air_dbfs=cfg.audio.dead_air_dbfs)
+
+
+# Sections and keys that a reload applies while running; any other change waits for a
+# restart (it changes a device, a path or an identity that running parts hold open).
+LIVE_KEYS = ("late_start_grace_s", "log_level", "source.poll_interval_s",
+             "source.max_backoff_s", "audio.default_volume", "audio.emergency_volume",
+             "audio.dead_air_s", "audio.dead_air_dbfs", "audio.decoder_hang_s",
+             "audio.stream_caching_ms", "amplifier.warmup_s", "amplifier.idle_off_s", "mqtt")
+
+
+def config_changes(old: Config, new: Config) -> list[str]:
+    """Dotted names of the top-level keys and section keys that differ."""
+    changed = []
+    for name in old.__dataclass_fields__:
+        if name in ("warnings", "files"):
+            continue
+        a, b = getattr(old, name), getattr(new, name)
+        if a == b:
+            continue
+        if hasattr(a, "__dataclass_fields__") and name != "mqtt":
+            changed += [f"{name}.{key}" for key in a.__dataclass_fields__
+                        if getattr(a, key) != getattr(b, key)]
+        else:
+            changed.append(name)
+    return changed
 
 
 def _open_tuner(cfg: Config, faults: FaultRegistry, clock: Clock) -> Any:

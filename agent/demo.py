@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.simulator import SourceSimulator
 

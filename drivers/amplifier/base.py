@@ -18,5 +18,6 @@ class Amplifier(ABC):
     @abstractmethod
     def is_on(self) -> bool: ...
 
+    @abstractmethod
     def close(self) -> None:
         """Release the line (the relay falls back to its resting state)."""
