@@ -15,3 +15,6 @@ class NoAmplifier(Amplifier):
     @property
     def is_on(self) -> bool:
         return self._on
+
+    def close(self) -> None:
+        self._on = False
