@@ -316,25 +316,33 @@ class ControlLoop:
             return  # pre-cued; the engine starts it on its frame
         activation = self._arbiter.activation(action.key)
         assert activation is not None
+        at = action.at if action.at is not None and action.at > now else None
+        if activation.priority == "emergency":
+            self._set_amp(True)  # never waits for warm-up: the chime covers it
+        elif at is None:
+            at = self._warm_start_time(now)
+        at_frame = None if at is None else self._engine.frame_at(at)
+        pb = Playback(activation, action.index, activation.items[action.index], action.offset_s)
+        if action.chime:
+            # The chime sounds at once; the item is prepared (TTS, decoder) while it plays.
+            pb.chime = Voice(f"chime:{action.key}", BufferSource(self._chime),
+                             self._gain(activation), tag=pb)
+            self._drop_all(self._engine.play([pb.chime], at_frame))
         try:
-            pb = self._prepare(activation, action.index, action.offset_s)
+            self._prepare(pb)
         except ItemUnavailable as exc:
             self._item_unavailable(activation, action.index, exc)
             return
-        emergency = activation.priority == "emergency"
-        at = action.at if action.at is not None and action.at > now else None
-        if at is None and not emergency:
-            at = self._warm_start_time(now)
-        if emergency:
-            self._set_amp(True)
-        chime = Voice(f"chime:{action.key}", BufferSource(self._chime),
-                      self._gain(activation), tag=pb) if action.chime else None
-        pb.chime = chime
-        voices = [v for v in (chime, pb.voice) if v is not None]
         self._playbacks[key] = pb
-        at_frame = None if at is None else self._engine.frame_at(at)
-        for dropped in self._engine.play(voices, at_frame):
-            self._drop_voice(dropped)
+        assert pb.voice is not None
+        if pb.chime is not None:
+            self._engine.append(pb.voice)
+        else:
+            self._drop_all(self._engine.play([pb.voice], at_frame))
+
+    def _drop_all(self, voices: list[Voice]) -> None:
+        for voice in voices:
+            self._drop_voice(voice)
 
     def _warm_start_time(self, now: float) -> float | None:
         """When a non-emergency start may sound: after the amplifier's warm-up."""
@@ -366,8 +374,9 @@ class ControlLoop:
                     and (action.key, action.index) not in self._playbacks:
                 activation = self._arbiter.activation(action.key)
                 assert activation is not None
+                nxt = Playback(activation, action.index, activation.items[action.index], 0.0)
                 try:
-                    nxt = self._prepare(activation, action.index, 0.0)
+                    self._prepare(nxt)
                 except ItemUnavailable:
                     return  # handled when the arbiter asks for it
                 self._playbacks[(action.key, action.index)] = nxt
@@ -375,14 +384,13 @@ class ControlLoop:
                 self._engine.append(nxt.voice)
 
     # --- preparing items ---------------------------------------------------------------
-    def _prepare(self, activation: Activation, index: int, offset_s: float) -> Playback:
-        item = activation.items[index]
-        pb = Playback(activation, index, item, offset_s)
-        gain = self._gain(activation)
+    def _prepare(self, pb: Playback) -> None:
+        """Give ``pb`` its voice: a decoder, or the tuner. Raises ItemUnavailable."""
+        item = pb.item
         if item.kind == "fm":
-            pb.voice = Voice(f"fm:{activation.key}", self._fm_source(float(item.ref)), gain,
-                             tag=pb)
-            return pb
+            pb.voice = Voice(f"fm:{pb.activation.key}", self._fm_source(float(item.ref)),
+                             self._gain(pb.activation), tag=pb)
+            return
         if item.kind == "media":
             pb.mrl, pb.sha256 = self._media_path(item.ref)
         elif item.kind == "tts":
@@ -393,8 +401,7 @@ class ControlLoop:
             self._faults.clear("tts_failed")
         else:
             pb.mrl = item.ref
-        self._open_decoder(pb, offset_s)
-        return pb
+        self._open_decoder(pb, pb.offset_s)
 
     def _media_path(self, ref: str) -> tuple[str, str]:
         """(path or URL, sha256) of a media id of the schedule, or a URL."""
@@ -503,8 +510,7 @@ class ControlLoop:
         stream.close()
         self._open_decoder(pb, position)
         assert pb.voice is not None
-        for dropped in self._engine.play([pb.voice]):
-            self._drop_voice(dropped)
+        self._drop_all(self._engine.play([pb.voice]))
         return True
 
     def _finish(self, pb: Playback) -> None:
@@ -572,8 +578,7 @@ class ControlLoop:
         if fallback_mhz is not None and self._tuner is not None:
             fb.voice = Voice(f"fallback:{pb.activation.key}", self._fm_source(fallback_mhz),
                              self._gain(pb.activation), tag=fb)
-            for dropped in self._engine.play([fb.voice]):
-                self._drop_voice(dropped)
+            self._drop_all(self._engine.play([fb.voice]))
         elif pb.voice is not None:
             self._engine.cancel(pb.voice)
 
@@ -590,8 +595,7 @@ class ControlLoop:
         if pb.meter.quiet_for() < 1.0 and pb.voice is not None and pb.voice.first_frame is None:
             self._finish_fallback(pb)
             self._faults.clear("stream_unavailable")
-            for dropped in self._engine.play([pb.voice]):
-                self._drop_voice(dropped)
+            self._drop_all(self._engine.play([pb.voice]))
 
     def _finish_fallback(self, pb: Playback) -> None:
         fb = pb.fallback
