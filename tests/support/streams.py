@@ -50,7 +50,7 @@ def mp3_frames(data: bytes) -> list[bytes]:
     """The MPEG-1 Layer III frames of ``data`` (anything before the first sync skipped)."""
     frames: list[bytes] = []
     pos = data.find(b"\xff")
-    while 0 <= pos and pos + 4 <= len(data):
+    while pos >= 0 and pos + 4 <= len(data):
         b1, b2 = data[pos + 1], data[pos + 2]
         sync = b1 & 0xE0 == 0xE0
         mpeg1_layer3 = (b1 >> 1) & 0x0F == 0b1101  # version bits 11, layer bits 01
