@@ -343,7 +343,13 @@ def _open_tuner(cfg: Config, faults: FaultRegistry, clock: Clock) -> Any:
                              sample_rate=cfg.fm.sample_rate, gain_db=cfg.fm.gain_db,
                              ppm=cfg.fm.ppm)
 
-    return FmTuner(factory, faults, clock, squelch_dbfs=cfg.fm.squelch_dbfs)
+    # Only a dongle the agent drives itself may be reset; under rtl_tcp the server owns it.
+    usb_reset = None
+    if cfg.fm.backend == "rtl_fm":
+        from drivers.sdr.rtl_fm import reset_rtl_usb
+        usb_reset = reset_rtl_usb
+    return FmTuner(factory, faults, clock, squelch_dbfs=cfg.fm.squelch_dbfs,
+                   usb_reset=usb_reset)
 
 
 def _command_key(raw: bytes | None) -> Any:

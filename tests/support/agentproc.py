@@ -88,8 +88,8 @@ class AgentProcess:
         self.wav = Path(config["audio"]["output"].partition(":")[2])
         self.state_dir = Path(config["state_dir"])
 
-    def start(self, wait: bool = True) -> AgentProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def start(self, wait: bool = True, env: dict[str, str] | None = None) -> AgentProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", str(self.config_path)],
