@@ -100,9 +100,9 @@ class PacedStream:
     _epoch: float = field(default_factory=time.monotonic, repr=False)
 
     @classmethod
-    def tone(cls, directory: Path, frequency_hz: float, **kwargs: float) -> PacedStream:
+    def tone(cls, directory: Path, frequency_hz: float, burst_s: float = 0.5) -> PacedStream:
         tone, silence = make_programme(directory, frequency_hz)
-        return cls(tone, silence, **kwargs)
+        return cls(tone, silence, burst_s=burst_s)
 
     @property
     def frame_s(self) -> float:
