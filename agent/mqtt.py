@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -32,6 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.clock import Clock
 from agent.commands import Command, CommandValidator, Rejection
+from agent.config_schema import BrokerUri, parse_broker_uri
 from agent.faults import FaultRegistry
 from agent.journal import MQTT, Journal
 from agent.metrics import AgentMetrics
@@ -64,22 +64,6 @@ class MqttSettings:
 
 
 @dataclass(frozen=True)
-class Broker:
-    uri: str
-    tls: bool
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, uri: str) -> Broker:
-        parts = urlsplit(uri)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {uri!r}")
-        tls = parts.scheme == "mqtts"
-        return cls(uri, tls, parts.hostname, parts.port or (8883 if tls else 1883))
-
-
-@dataclass(frozen=True)
 class Topics:
     state: str
     events: str
@@ -96,7 +80,7 @@ class Topics:
 class _Session:
     """One connection attempt: its paho client and what its callbacks have seen."""
 
-    def __init__(self, broker: Broker, client: paho.Client) -> None:
+    def __init__(self, broker: BrokerUri, client: paho.Client) -> None:
         self.broker = broker
         self.client = client
         self.subscribe_mid: int | None = None
@@ -114,7 +98,7 @@ class MqttLink:
         if not settings.brokers:
             raise ValueError("MqttLink needs at least one broker")
         self._settings = settings
-        self._brokers = [Broker.parse(uri) for uri in settings.brokers]
+        self._brokers = [parse_broker_uri(uri) for uri in settings.brokers]
         self._device_id = device_id
         self.topics = Topics.for_device(settings.topic_prefix, device_id, groups)
         self._store = store
@@ -180,8 +164,8 @@ class MqttLink:
                 pause = 0.0
             else:
                 failures += 1
-                errors[broker.uri] = session.error
-                log.warning("MQTT broker %s: %s", broker.uri, session.error)
+                errors[self._uri(broker)] = session.error
+                log.warning("MQTT broker %s: %s", self._uri(broker), session.error)
                 if failures >= len(self._brokers):
                     self._faults.raise_("mqtt_unreachable", "; ".join(
                         f"{uri}: {error}" for uri, error in errors.items()))
@@ -193,7 +177,11 @@ class MqttLink:
             self._close(session)
             self._stopping.wait(pause)
 
-    def _open(self, broker: Broker) -> _Session:
+    @staticmethod
+    def _uri(broker: BrokerUri) -> str:
+        return f"{broker.scheme}://{broker.host}:{broker.port}"
+
+    def _open(self, broker: BrokerUri) -> _Session:
         """Connect (TCP, TLS, CONNECT sent) and start paho's loop; on failure the session
         comes back already ended."""
         settings = self._settings
@@ -207,7 +195,7 @@ class MqttLink:
         client.enable_logger(log)
         if settings.username is not None:
             client.username_pw_set(settings.username, settings.password)
-        if broker.tls:
+        if broker.scheme == "mqtts":
             context = ssl.create_default_context(
                 cafile=None if settings.ca_file is None else str(settings.ca_file))
             if settings.client_cert is not None:
@@ -250,7 +238,7 @@ class MqttLink:
 
     def _serve(self, session: _Session) -> None:
         """Connected: birth Status, then Status on change and every heartbeat_s."""
-        log.info("MQTT connected to %s", session.broker.uri)
+        log.info("MQTT connected to %s", self._uri(session.broker))
         self._session = session
         self._ready.set()
         self._metrics.mqtt_connected(True)
@@ -277,7 +265,8 @@ class MqttLink:
         if self._stopping.is_set() and not session.ended.is_set():
             self._say_offline(session)
         else:
-            log.warning("MQTT connection to %s lost: %s", session.broker.uri, session.error)
+            log.warning("MQTT connection to %s lost: %s", self._uri(session.broker),
+                        session.error)
 
     def _publish_status(self, session: _Session) -> None:
         try:
