@@ -289,9 +289,25 @@ class ControlLoop:
     def _carry_out(self, actions: list[StartItem | StopItem], now: float) -> None:
         for action in actions:
             if isinstance(action, StopItem):
+                if action.outcome == "preempted":
+                    self._announce_preemption(action, actions)
                 self._stop_item(action)
             else:
                 self._start_item(action, now)
+
+    def _announce_preemption(self, stopped: StopItem, actions: list[StartItem | StopItem]
+                             ) -> None:
+        """The ``preempted`` event of mqtt.md: what was on air, and what took over."""
+        pb = self._playbacks.get((stopped.key, stopped.index))
+        if pb is None or not pb.started:
+            return
+        body: dict[str, Any] = {"program_id": pb.activation.program_id,
+                                "priority": pb.activation.priority}
+        for action in actions:
+            winner = self._arbiter.activation(action.key)
+            if isinstance(action, StartItem) and winner is not None:
+                body.update(by_program_id=winner.program_id, by_priority=winner.priority)
+        self._journal.event("preempted", **body)
 
     def _stop_item(self, action: StopItem) -> None:
         pb = self._playbacks.get((action.key, action.index))
