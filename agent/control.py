@@ -338,7 +338,10 @@ class ControlLoop:
         elif at is None:
             at = self._warm_start_time(now)
         at_frame = None if at is None else self._engine.frame_at(at)
-        pb = Playback(activation, action.index, activation.items[action.index], action.offset_s)
+        offset_s = action.offset_s
+        if offset_s > 0 and at is not None:
+            offset_s += at - now  # a late join sounds at ``at``: be where the program is then
+        pb = Playback(activation, action.index, activation.items[action.index], offset_s)
         if action.chime:
             # The chime sounds at once; the item is prepared (TTS, decoder) while it plays.
             pb.chime = Voice(f"chime:{action.key}", BufferSource(self._chime),
