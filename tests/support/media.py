@@ -1,0 +1,72 @@
+"""Test media made locally with the real tools: sox tones, lame MP3, Vorbis OGG, espeak-ng.
+
+Every function writes ``path`` and returns it. Tones are stereo, 16 bit, 48 kHz unless
+told otherwise; ``level_dbfs`` is the sine's peak level (its RMS is 3.01 dB lower).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import wave
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tests.support.wavfile import Samples, rms_dbfs
+
+RATE = 48000
+
+
+def _run(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr}")
+
+
+def tones(path: Path, segments: Sequence[tuple[float, float]], level_dbfs: float = -6.0,
+          rate: int = RATE) -> Path:
+    """A WAV of consecutive sines, each ``(frequency_hz, seconds)``."""
+    parts = [arg for freq, seconds in segments
+             for arg in ("synth", f"{seconds}", "sine", f"{freq}", ":")]
+    _run(["sox", "-n", "-r", str(rate), "-c", "2", "-b", "16", str(path), *parts[:-1],
+          "vol", f"{10 ** (level_dbfs / 20):.6f}"])
+    return path
+
+
+def tone(path: Path, frequency_hz: float, seconds: float, level_dbfs: float = -6.0,
+         rate: int = RATE) -> Path:
+    """A WAV sine of ``seconds`` at ``frequency_hz``."""
+    return tones(path, [(frequency_hz, seconds)], level_dbfs, rate)
+
+
+def to_mp3(wav: Path, path: Path) -> Path:
+    """``wav`` encoded by lame (CBR 128 kb/s)."""
+    _run(["lame", "--quiet", "-b", "128", str(wav), str(path)])
+    return path
+
+
+def to_ogg(wav: Path, path: Path) -> Path:
+    """``wav`` encoded as Ogg Vorbis by sox."""
+    _run(["sox", str(wav), "-C", "5", str(path)])
+    return path
+
+
+def speech(path: Path, text: str, voice: str = "vi") -> Path:
+    """``text`` spoken by espeak-ng into a WAV."""
+    _run(["espeak-ng", "-v", voice, "-w", str(path), text])
+    return path
+
+
+def read_wav(path: Path) -> tuple[Samples, int]:
+    """The frames of a 16-bit PCM WAV as (frames, channels) int16, and its rate."""
+    with wave.open(str(path), "rb") as w:
+        if w.getsampwidth() != 2:
+            raise ValueError(f"{path}: expected 16-bit PCM")
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        return data.reshape(-1, w.getnchannels()), w.getframerate()
+
+
+def wav_rms_dbfs(path: Path) -> float:
+    """RMS level of a whole WAV file relative to full scale."""
+    return rms_dbfs(read_wav(path)[0])
