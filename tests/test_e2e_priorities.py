@@ -1,0 +1,247 @@
+"""Priorities on air, end to end: an emergency command sent by the central server over a
+real Mosquitto (signed) preempts a scheduled program in the real agent; the chime and the
+message come out at ``audio.emergency_volume``, the program restarts from its beginning,
+and acks, events, Status and the simulator's play reports tell the same story. Every
+transition in the capture is ramped: no sample step larger than the audio itself holds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.playout.sources import builtin_chime
+from drivers.mixer.curve import effective_volume, volume_to_db, volume_to_gain
+from tests.conftest import AgentFactory, Source, capture_until, program, wait_ready, whole_second
+from tests.support import media
+from tests.support.agentproc import AgentProcess, wait_for
+from tests.support.central import Central, agent_mqtt_config
+from tests.support.mosquitto import Mosquitto
+from tests.support.schemas import validate
+from tests.support.wavfile import Capture, Samples, max_step, rms_dbfs, tone_frequency
+
+DEVICE = "xa-test-01"
+KEY = Ed25519PrivateKey.generate()
+RATE = 48000
+PROGRAM_VOLUME = 50
+EMERGENCY_VOLUME = 80
+LEAD_S = 7.0
+PREEMPT_AFTER_S = 1.5  # the emergency is sent this long into the program
+CHIME = np.frombuffer(builtin_chime(RATE), dtype="<i2").reshape(-1, 2)
+CHIME_S = CHIME.shape[0] / RATE
+LEVEL_TOLERANCE_DB = 0.5
+STEP_MARGIN = 1.1  # ramps add a little to the material's own steps (a click adds ~amplitude)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    mosquitto = Mosquitto.start(tmp_path / "mosquitto", {DEVICE: []})
+    yield mosquitto
+    mosquitto.stop()
+
+
+@pytest.fixture
+def central(broker: Mosquitto) -> Iterator[Central]:
+    with Central(broker, DEVICE, KEY) as client:
+        yield client
+
+
+def epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def start_agent(source: Source, agent_factory: AgentFactory, broker: Mosquitto,
+                central: Central, start: float) -> AgentProcess:
+    agent = agent_factory(**agent_mqtt_config(broker, DEVICE, KEY),
+                          audio={"default_volume": 100, "emergency_volume": EMERGENCY_VOLUME},
+                          amplifier={"warmup_s": 0.2, "idle_off_s": 30})
+    wait_ready(agent, source.version)
+    central.wait_online()
+    assert start - time.time() >= 1.5, "setup too slow for the program's start"
+    return agent
+
+
+def play_reports(source: Source, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+    def enough() -> list[dict[str, Any]]:
+        reports = source.play_reports()
+        return reports if len(reports) >= count else []
+    reports = wait_for(enough, timeout, 0.1, f"{count} play reports")
+    for report in reports:
+        validate("report", report)
+    return sorted(reports, key=lambda r: epoch(r["started_at"]))
+
+
+def playing(agent: AgentProcess, program_id: str) -> dict[str, Any]:
+    """Status ``playing`` when it is ``program_id``, else an empty dict."""
+    on_air: dict[str, Any] = agent.status()["playing"] or {}
+    return on_air if on_air.get("program_id") == program_id else {}
+
+
+def assert_tone(capture: Capture, start: float, seconds: float, frequency: float) -> None:
+    found = tone_frequency(capture.segment(start, seconds), capture.rate)
+    assert abs(found - frequency) < frequency * 0.01, \
+        f"{found:.1f} Hz at {start:.3f}+{seconds} s, expected {frequency} Hz"
+
+
+def assert_level(capture: Capture, start: float, seconds: float, material: Samples,
+                 volume: int, tolerance_db: float = LEVEL_TOLERANCE_DB) -> None:
+    expected = rms_dbfs(material) + volume_to_db(volume)
+    found = rms_dbfs(capture.segment(start, seconds))
+    assert found == pytest.approx(expected, abs=tolerance_db), \
+        f"{found:.2f} dBFS at {start:.3f}+{seconds} s, expected {expected:.2f} (volume {volume})"
+
+
+def step_of(material: Samples, volume: int) -> float:
+    """The largest sample step ``material`` holds once played at ``volume``."""
+    return max_step(material) * volume_to_gain(volume)
+
+
+def assert_no_clicks(capture: Capture, transitions: dict[str, tuple[float, float]]) -> None:
+    """``transitions``: name -> (wall time, largest step of the material on either side)."""
+    for name, (at, material_step) in transitions.items():
+        window = capture.segment(at - 0.03, 0.08)
+        allowed = material_step * STEP_MARGIN + 16
+        assert max_step(window) <= allowed, \
+            f"click at {name} ({at:.3f}): step {max_step(window)} > {allowed:.0f}"
+
+
+def publish_program(tmp_path: Path, source: Source) -> tuple[float, Samples]:
+    """The scheduled program: 600 Hz for 1 s then 800 Hz for 3 s (the tone tells where it
+    is), at volume 50 without an end: it resumes whatever the preemption."""
+    wav = media.tones(tmp_path / "program.wav", [(600, 1.0), (800, 3.0)])
+    source.add("m-prog", wav)
+    return whole_second(LEAD_S), media.read_wav(wav)[0]
+
+
+def schedule(source: Source, start: float) -> None:
+    source.publish([program("p-1", ["m-prog"], start, volume=PROGRAM_VOLUME)])
+
+
+@pytest.mark.parametrize("message", ["media_id", "text"])
+def test_emergency_preempts_chime_and_message_at_emergency_volume_then_program_restarts(
+        tmp_path: Path, source: Source, agent_factory: AgentFactory, broker: Mosquitto,
+        central: Central, message: str) -> None:
+    start, program_pcm = publish_program(tmp_path, source)
+    alert_wav = media.tone(tmp_path / "alert.wav", 1500, 2.0)
+    source.add("m-alert", alert_wav)
+    schedule(source, start)
+    agent = start_agent(source, agent_factory, broker, central, start)
+    text = "Khẩn cấp. Bà con chú ý, nước sông đang lên."
+    args: dict[str, Any] = {"media_id": "m-alert"} if message == "media_id" else {"text": text}
+
+    time.sleep(max(0.0, start + PREEMPT_AFTER_S - time.time()))
+    assert agent.status()["playing"]["priority"] == "scheduled"
+    cmd = central.command("emergency", args)
+    central.send(cmd)
+    central.wait_ack(cmd["id"], "accepted", timeout=1.0)
+    on_air = wait_for(lambda: playing(agent, f"cmd:{cmd['id']}"), 5, 0.05,
+                      "the emergency in Status")
+    assert on_air["priority"] == "emergency"
+    central.wait_ack(cmd["id"], "completed", timeout=20)
+    assert central.acks(cmd["id"]) == ["accepted", "completed"]
+
+    preempted, alert, restarted = play_reports(source, 3)
+    assert (preempted["program_id"], preempted["outcome"], preempted["priority"]) == (
+        "p-1", "preempted", "scheduled")
+    assert (alert["program_id"], alert["priority"], alert["outcome"]) == (
+        f"cmd:{cmd['id']}", "emergency", "completed")
+    assert (alert["media_id"], alert["source"]) == ("m-alert", "media") \
+        if message == "media_id" else (alert["text"], alert["source"]) == (text, "tts")
+    assert (restarted["program_id"], restarted["outcome"]) == ("p-1", "completed")
+    assert restarted["played_s"] == pytest.approx(4.0, abs=0.05), "not restarted from 0"
+
+    alert_at, resumed_at = epoch(alert["started_at"]), epoch(restarted["started_at"])
+    alert_end = epoch(alert["ended_at"])
+    chime_at = alert_at - CHIME_S
+    capture = capture_until(agent, resumed_at + 4.3)
+    alert_pcm = media.read_wav(alert_wav)[0] if message == "media_id" else \
+        media.read_wav(only(agent.tmp / "cache" / "tts", "*.wav"))[0]
+
+    assert abs(epoch(preempted["ended_at"]) - chime_at) < 0.05
+    assert_tone(capture, chime_at + 0.05, 0.4, 659.25)  # the chime's first note
+    assert_level(capture, chime_at + 0.01, CHIME_S - 0.02, CHIME, EMERGENCY_VOLUME)
+    if message == "media_id":
+        assert_tone(capture, alert_at + 0.1, 1.8, 1500)
+        assert_level(capture, alert_at + 0.1, 1.8, alert_pcm, EMERGENCY_VOLUME)
+    else:
+        assert_level(capture, alert_at, alert_end - alert_at, alert_pcm, EMERGENCY_VOLUME,
+                     tolerance_db=1.5)
+    assert_tone(capture, resumed_at + 0.1, 0.8, 600)  # from its beginning
+    assert_tone(capture, resumed_at + 1.5, 2.0, 800)
+    assert_level(capture, resumed_at + 1.2, 2.5, program_pcm[RATE:],
+                 effective_volume(100, PROGRAM_VOLUME))
+
+    program_step = step_of(program_pcm, PROGRAM_VOLUME)
+    chime_step = step_of(CHIME, EMERGENCY_VOLUME)
+    alert_step = step_of(alert_pcm, EMERGENCY_VOLUME)
+    assert_no_clicks(capture, {
+        "program start": (start, program_step),
+        "preemption": (chime_at, program_step + chime_step),
+        "chime to message": (alert_at, chime_step + alert_step),
+        "end of the emergency": (alert_end, alert_step + program_step),
+        "resume": (resumed_at, alert_step + program_step),
+        "program end": (resumed_at + 4.0, program_step)})
+
+    events = central.payloads("events")
+    for record in events:
+        validate("event", record)
+    for ack in central.payloads("acks"):
+        validate("ack", ack)
+    started = [e for e in events if e["type"] == "play_started"]
+    assert [(e["program_id"], e["priority"]) for e in started] == [
+        ("p-1", "scheduled"), (f"cmd:{cmd['id']}", "emergency"), ("p-1", "scheduled")]
+    finished = [e["record"] for e in events if e["type"] == "play_finished"]
+    assert [(r["program_id"], r["priority"], r["outcome"]) for r in finished] == [
+        ("p-1", "scheduled", "preempted"), (f"cmd:{cmd['id']}", "emergency", "completed"),
+        ("p-1", "scheduled", "completed")]
+    assert [(e["program_id"], e["by_program_id"], e["by_priority"]) for e in events
+            if e["type"] == "preempted"] == [("p-1", f"cmd:{cmd['id']}", "emergency")]
+
+
+def only(directory: Path, pattern: str) -> Path:
+    [path] = sorted(directory.glob(pattern))
+    return path
+
+
+def test_stop_ends_the_emergency_and_the_program_resumes(
+        tmp_path: Path, source: Source, agent_factory: AgentFactory, broker: Mosquitto,
+        central: Central) -> None:
+    start, program_pcm = publish_program(tmp_path, source)
+    source.add("m-alert", media.tone(tmp_path / "alert.wav", 1500, 2.0))
+    schedule(source, start)
+    agent = start_agent(source, agent_factory, broker, central, start)
+
+    time.sleep(max(0.0, start + PREEMPT_AFTER_S - time.time()))
+    emergency = central.command("emergency", {"media_id": "m-alert", "repeat": 5})
+    central.send(emergency)
+    wait_for(lambda: (agent.status()["playing"] or {}).get("priority") == "emergency", 5,
+             0.05, "the emergency on air")
+    time.sleep(1.0)  # into the first of five 2 s messages
+    stop = central.command("stop", {"priority": "emergency"})
+    stopped_at = central.send(stop)
+    central.wait_ack(stop["id"], "completed", timeout=2)
+    assert central.acks(stop["id"]) == ["accepted", "completed"]
+    central.wait_ack(emergency["id"], "completed", timeout=5)
+
+    preempted, alert, restarted = play_reports(source, 3)
+    assert (preempted["program_id"], preempted["outcome"]) == ("p-1", "preempted")
+    assert (alert["program_id"], alert["priority"], alert["outcome"]) == (
+        f"cmd:{emergency['id']}", "emergency", "stopped")
+    assert epoch(alert["ended_at"]) - stopped_at < 0.5
+    assert (restarted["program_id"], restarted["outcome"]) == ("p-1", "completed")
+    resumed_at = epoch(restarted["started_at"])
+    assert resumed_at - stopped_at < 1.0
+    capture = capture_until(agent, resumed_at + 4.3)
+    assert_tone(capture, resumed_at + 0.1, 0.8, 600)
+    assert_tone(capture, resumed_at + 1.5, 2.0, 800)
+    alert_step = step_of(media.read_wav(tmp_path / "alert.wav")[0], EMERGENCY_VOLUME)
+    program_step = step_of(program_pcm, PROGRAM_VOLUME)
+    assert_no_clicks(capture, {"stop": (epoch(alert["ended_at"]), alert_step),
+                               "resume": (resumed_at, alert_step + program_step)})
+    assert len(source.play_reports()) == 3, "the emergency went on after stop"
