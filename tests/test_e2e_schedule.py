@@ -1,0 +1,220 @@
+"""Scheduled broadcasting end to end: the real agent process pulls a schedule and media from
+the real simulator over HTTP, decodes with libvlc and plays into the clocked WAV sink;
+the capture, the simulated amplifier's log and the reports the simulator received are
+checked against the contracts (source-api.md, hil.md)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agent.playout.sources import builtin_chime
+from drivers.mixer.curve import effective_volume, volume_to_db
+from tests.conftest import (
+    AgentFactory,
+    Source,
+    capture_until,
+    program,
+    wait_ready,
+    whole_second,
+)
+from tests.support import media
+from tests.support.agentproc import AgentProcess, wait_for
+from tests.support.schemas import validate
+from tests.support.wavfile import Capture, rms_dbfs, tone_frequency
+
+LEAD_S = 7.0  # programs start this long after they are published
+MIN_LEFT_S = 2.0  # what must remain before the start once the agent is ready (pre-roll)
+START_TOLERANCE_S = 0.005
+REPORT_TOLERANCE_S = START_TOLERANCE_S + 0.001  # report times are cut to milliseconds
+JOIN_TOLERANCE_S = 0.25
+SILENCE = 64  # sample magnitude below which a frame counts as silent
+WARMUP_S = 0.5
+IDLE_OFF_S = 1.0
+AGENT_CONFIG: dict[str, Any] = {"amplifier": {"warmup_s": WARMUP_S, "idle_off_s": IDLE_OFF_S}}
+
+
+def epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def start_agent(source: Source, agent_factory: AgentFactory, start: float,
+                **overrides: Any) -> AgentProcess:
+    agent = agent_factory(**{**AGENT_CONFIG, **overrides})
+    wait_ready(agent, source.version)
+    left = start - time.time()
+    assert left >= MIN_LEFT_S, f"setup too slow: only {left:.2f} s left before the start"
+    return agent
+
+
+def play_reports(source: Source, count: int, by: float) -> list[dict[str, Any]]:
+    """The ``count`` play reports, once uploaded (waiting until wall time ``by`` + 10 s)."""
+    reports = wait_for(lambda: len(source.play_reports()) >= count and source.play_reports(),
+                       max(0.0, by - time.time()) + 10, 0.1, f"{count} play reports")
+    for report in reports:
+        validate("report", report)
+    return sorted(reports, key=lambda r: epoch(r["started_at"]))
+
+
+def first_sound(capture: Capture, after: float) -> float:
+    index = capture.first_non_silent(SILENCE, after_epoch=after)
+    assert index is not None, "nothing was played"
+    return capture.time_of(index)
+
+
+def silent_gaps(capture: Capture, start: float, seconds: float,
+                min_gap_s: float) -> list[tuple[float, float]]:
+    """(offset from ``start``, length) in seconds of each run of silent frames longer than
+    ``min_gap_s`` in the window."""
+    begin = capture.index_at(start)
+    quiet = np.abs(capture.samples[begin:begin + round(seconds * capture.rate)]
+                   .astype(np.int32)).max(axis=1) < SILENCE
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
+    runs = edges.reshape(-1, 2)
+    return [(a / capture.rate, (b - a) / capture.rate) for a, b in runs
+            if (b - a) / capture.rate > min_gap_s]
+
+
+def assert_tone(capture: Capture, start: float, seconds: float, frequency: float) -> None:
+    found = tone_frequency(capture.segment(start, seconds), capture.rate)
+    assert abs(found - frequency) < frequency * 0.01, \
+        f"{found:.1f} Hz at {start:.3f}+{seconds} s, expected {frequency} Hz"
+
+
+def test_program_starts_on_its_sample_with_its_audio_level_amplifier_and_report(
+        tmp_path: Path, source: Source, agent_factory: AgentFactory) -> None:
+    wav = media.tone(tmp_path / "tone.wav", 1000, 3.0, level_dbfs=-6)
+    item = source.add("m-1", wav)
+    start = whole_second(LEAD_S)
+    source.publish([program("p-1", ["m-1"], start, volume=50)])
+    agent = start_agent(source, agent_factory, start, audio={"default_volume": 100})
+    end = start + 3.0
+    capture = capture_until(agent, end + IDLE_OFF_S + 1.0)
+
+    assert abs(first_sound(capture, start - 1.0) - start) <= START_TOLERANCE_S
+    assert_tone(capture, start + 0.5, 2.0, 1000)
+    expected_db = media.wav_rms_dbfs(wav) + volume_to_db(effective_volume(100, 50))
+    assert rms_dbfs(capture.segment(start + 0.5, 2.0)) == pytest.approx(expected_db, abs=1.0)
+    assert capture.first_non_silent(SILENCE, after_epoch=end + 0.03) is None, "sound after the end"
+
+    transitions = agent.amplifier_log()
+    switched_on = [t["at"] for t in transitions if t["on"] and t["at"] <= start]
+    assert switched_on and switched_on[-1] <= start - WARMUP_S
+    switched_off = [t["at"] for t in transitions if not t["on"] and t["at"] > switched_on[-1]]
+    assert switched_off, f"amplifier never switched off: {transitions}"
+    assert switched_off[0] - end == pytest.approx(IDLE_OFF_S, abs=0.5)
+
+    [report] = play_reports(source, 1, end)
+    assert {k: report[k] for k in ("program_id", "media_id", "sha256", "source", "priority",
+                                   "outcome")} == {
+        "program_id": "p-1", "media_id": "m-1", "sha256": item["sha256"], "source": "media",
+        "priority": "scheduled", "outcome": "completed"}
+    assert abs(epoch(report["started_at"]) - start) <= REPORT_TOLERANCE_S
+    assert report["played_s"] == pytest.approx(3.0, abs=0.05)
+
+
+def assert_play(report: dict[str, Any], media_id: str, started: float, played_s: float,
+                program_id: str = "p-1") -> None:
+    assert (report["program_id"], report["media_id"], report["outcome"]) == (
+        program_id, media_id, "completed"), report
+    assert abs(epoch(report["started_at"]) - started) <= REPORT_TOLERANCE_S, report
+    assert report["played_s"] == pytest.approx(played_s, abs=0.05), report
+
+
+def test_two_items_play_gaplessly_with_one_report_each(
+        tmp_path: Path, source: Source, agent_factory: AgentFactory) -> None:
+    source.add("m-a", media.tone(tmp_path / "a.wav", 1000, 2.0))
+    source.add("m-b", media.tone(tmp_path / "b.wav", 500, 2.0))
+    start = whole_second(LEAD_S)
+    source.publish([program("p-1", ["m-a", "m-b"], start)])
+    agent = start_agent(source, agent_factory, start)
+    capture = capture_until(agent, start + 4.2)
+
+    assert abs(first_sound(capture, start - 1.0) - start) <= START_TOLERANCE_S
+    assert silent_gaps(capture, start, 4.0, 0.020) == []
+    assert_tone(capture, start + 0.5, 1.0, 1000)
+    assert_tone(capture, start + 2.5, 1.0, 500)
+    first, second = play_reports(source, 2, start + 4.0)
+    assert_play(first, "m-a", start, 2.0)
+    assert_play(second, "m-b", start + 2.0, 2.0)
+
+
+@pytest.mark.parametrize("suffix", ["mp3", "ogg"])
+def test_compressed_media_decode_through_libvlc(
+        tmp_path: Path, source: Source, agent_factory: AgentFactory, suffix: str) -> None:
+    wav = media.tone(tmp_path / "tone.wav", 1000, 2.0)
+    encode = media.to_mp3 if suffix == "mp3" else media.to_ogg
+    source.add("m-1", encode(wav, tmp_path / f"tone.{suffix}"), duration_s=2.0,
+               mime=f"audio/{'mpeg' if suffix == 'mp3' else 'ogg'}")
+    start = whole_second(LEAD_S)
+    source.publish([program("p-1", ["m-1"], start)])
+    agent = start_agent(source, agent_factory, start)
+    capture = capture_until(agent, start + 2.5)
+
+    assert abs(first_sound(capture, start - 1.0) - start) <= 0.1  # codec priming delay
+    assert_tone(capture, start + 0.5, 1.0, 1000)
+    assert rms_dbfs(capture.segment(start + 0.5, 1.0)) == pytest.approx(
+        media.wav_rms_dbfs(wav), abs=1.0)
+    [report] = play_reports(source, 1, start + 2.5)
+    assert (report["media_id"], report["outcome"]) == ("m-1", "completed")
+    assert report["played_s"] == pytest.approx(2.0, abs=0.1)
+
+
+def test_chime_then_the_item(tmp_path: Path, source: Source,
+                             agent_factory: AgentFactory) -> None:
+    source.add("m-1", media.tone(tmp_path / "tone.wav", 1000, 2.0))
+    start = whole_second(LEAD_S)
+    source.publish([program("p-1", ["m-1"], start, chime=True)])
+    agent = start_agent(source, agent_factory, start)
+    chime_s = len(builtin_chime(48000)) / 4 / 48000
+    capture = capture_until(agent, start + chime_s + 2.2)
+
+    assert abs(first_sound(capture, start - 1.0) - start) <= START_TOLERANCE_S
+    assert_tone(capture, start + 0.05, 0.4, 659.25)  # the chime's first note (E5)
+    assert_tone(capture, start + chime_s + 0.2, 1.5, 1000)
+    [report] = play_reports(source, 1, start + chime_s + 2.0)
+    assert_play(report, "m-1", start + chime_s, 2.0)
+
+
+def test_repeat_plays_the_items_again(tmp_path: Path, source: Source,
+                                      agent_factory: AgentFactory) -> None:
+    source.add("m-1", media.tone(tmp_path / "tone.wav", 1000, 1.5))
+    start = whole_second(LEAD_S)
+    source.publish([program("p-1", ["m-1"], start, repeat=2)])
+    agent = start_agent(source, agent_factory, start)
+    capture = capture_until(agent, start + 3.5)
+
+    assert silent_gaps(capture, start, 3.0, 0.020) == []
+    assert capture.first_non_silent(SILENCE, after_epoch=start + 3.03) is None
+    first, second = play_reports(source, 2, start + 3.0)
+    assert_play(first, "m-1", start, 1.5)
+    assert_play(second, "m-1", start + 1.5, 1.5)
+
+
+def test_late_start_joins_at_the_position_it_would_have_reached(
+        tmp_path: Path, source: Source, agent_factory: AgentFactory) -> None:
+    # 440 Hz for 1 s, 880 Hz for 7 s, 660 Hz for 2 s: the tone tells the position.
+    source.add("m-1", media.tones(tmp_path / "steps.wav", [(440, 1), (880, 7), (660, 2)]))
+    source.publish([])
+    agent = agent_factory(late_start_grace_s=1, **AGENT_CONFIG)
+    wait_ready(agent, source.version)  # the media is cached; now the agent is off a while
+    agent.stop()
+    start = whole_second(0) - 2.0
+    source.publish([program("p-1", ["m-1"], start)])
+    agent.start()
+    capture = capture_until(agent, start + 10.5)
+
+    joined = first_sound(capture, start)
+    assert 2.0 <= joined - start <= 7.5, f"joined {joined - start:.2f} s in: setup too slow?"
+    assert_tone(capture, joined + 0.01, 0.1, 880)
+    # libvlc seeks WAV to about 50 ms and a decoder started cold may lag a little more.
+    assert_tone(capture, start + 8.0 - JOIN_TOLERANCE_S - 0.08, 0.08, 880)
+    assert_tone(capture, start + 8.0 + JOIN_TOLERANCE_S, 0.08, 660)
+    [report] = play_reports(source, 1, start + 10.0)
+    assert (report["media_id"], report["outcome"]) == ("m-1", "completed")
+    assert report["played_s"] == pytest.approx(10.0 - (joined - start), abs=JOIN_TOLERANCE_S)
