@@ -310,6 +310,14 @@ class ControlLoop:
         self._journal.event("preempted", **body)
 
     def _stop_item(self, action: StopItem) -> None:
+        # The next item of the activation may be queued behind this one (gapless cue):
+        # drop it first, or the engine would start it the moment this one is cut.
+        for queued in [p for p in self._playbacks.values()
+                       if p.activation.key == action.key and p.index != action.index
+                       and not p.started]:
+            if queued.voice is not None:
+                self._engine.cancel(queued.voice)
+            self._drop(queued)
         pb = self._playbacks.get((action.key, action.index))
         if pb is None:
             return
