@@ -224,9 +224,10 @@ def test_abrupt_death_leaves_the_last_will(broker, tmp_path, how):
             assert child.stdout is not None and child.stdout.readline() == "connected\n"
             central.expect(f"tt/devices/{device}/state", predicate=online)
             child.send_signal(how)
-            # mqtt.md: the will appears within 1.5 x keepalive (plus scheduling slack).
+            # mqtt.md: the will appears within 1.5 x keepalive. Mosquitto 2.0.11 checks
+            # keepalives coarsely: seen up to 5 s late on a busy machine, hence the slack.
             will = central.expect(f"tt/devices/{device}/state",
-                                  timeout=1.5 * DEATH_KEEPALIVE_S + 3)
+                                  timeout=1.5 * DEATH_KEEPALIVE_S + 7)
             assert will.json() == {"device_id": device, "online": False}
         finally:
             child.kill()
