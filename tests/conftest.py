@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
-from agent.simulator import SourceSimulator
 from tests.support.agentproc import AgentProcess, base_config, free_port, local_time, wait_for
 from tests.support.source_sim import add_media, write_schedule
 from tests.support.wavfile import Capture, read_capture
@@ -21,8 +24,10 @@ TZ = "Asia/Ho_Chi_Minh"
 
 
 class Source:
-    """One test's source system: a content directory served by the real simulator on a
-    port of its own, which survives :meth:`stop`/:meth:`start` (an outage)."""
+    """One test's source system: a content directory served by the real simulator
+    (``broadcast-source-sim``) in a process of its own on a port of its own. :meth:`stop`
+    kills the process, so an outage also cuts the agent's open connections; :meth:`start`
+    brings a fresh one up on the same port and content."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -31,25 +36,59 @@ class Source:
         self.port = free_port()
         self.version = 0
         self.media: dict[str, dict[str, Any]] = {}
-        self.sim: SourceSimulator | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/v1"
 
-    def start(self, **kwargs: Any) -> SourceSimulator:
-        self.sim = SourceSimulator(self.content, DEVICE, TOKEN, port=self.port, **kwargs).start()
-        return self.sim
+    def start(self, signing_key_file: Path | None = None) -> None:
+        argv = [str(Path(sys.executable).with_name("broadcast-source-sim")),
+                "--dir", str(self.content), "--port", str(self.port), "--device-id", DEVICE,
+                "--token", TOKEN]
+        if signing_key_file is not None:
+            argv += ["--signing-key-file", str(signing_key_file)]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        wait_for(self._up, 10, 0.05, f"simulator on port {self.port}")
+
+    def _up(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"simulator exited with {self.process.returncode}")
+        try:
+            return requests.get(self._sim("stats"), timeout=1).ok
+        except requests.RequestException:
+            return False
 
     def stop(self) -> None:
-        if self.sim is not None:
-            self.sim.stop()
-            self.sim = None
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
 
-    @property
-    def running(self) -> SourceSimulator:
-        assert self.sim is not None, "the simulator is stopped"
-        return self.sim
+    def _sim(self, what: str) -> str:
+        return f"http://127.0.0.1:{self.port}/_sim/{what}"
+
+    def set_faults(self, **switches: Any) -> None:
+        """Switch simulator faults (agent.simulator.SimFaults fields)."""
+        requests.post(self._sim("faults"), json=switches, timeout=5).raise_for_status()
+
+    def reports(self) -> list[dict[str, Any]]:
+        """What the simulator accepted (one per report id)."""
+        reply = requests.get(self._sim("reports"), timeout=5)
+        reply.raise_for_status()
+        result: list[dict[str, Any]] = reply.json()
+        return result
+
+    def play_reports(self) -> list[dict[str, Any]]:
+        return [r for r in self.reports() if r["type"] == "play"]
+
+    def stats(self) -> dict[str, Any]:
+        reply = requests.get(self._sim("stats"), timeout=5)
+        reply.raise_for_status()
+        result: dict[str, Any] = reply.json()
+        return result
 
     def add(self, media_id: str, content: Path | bytes, **kwargs: Any) -> dict[str, Any]:
         """Publish a media file (see tests.support.source_sim.add_media)."""
@@ -66,9 +105,6 @@ class Source:
                "programs": programs, **extra}
         write_schedule(self.content, doc, check=check)
         return doc
-
-    def play_reports(self) -> list[dict[str, Any]]:
-        return [r for r in self.running.reports() if r["type"] == "play"]
 
 
 def whole_second(lead_s: float) -> float:
@@ -92,6 +128,17 @@ def wait_ready(agent: AgentProcess, version: int, timeout: float = 15) -> dict[s
         return status if done else None
     return wait_for(ready, timeout, 0.1, f"schedule version {version} applied and cached "
                     f"({agent.log_tail(10)})")
+
+
+def metric(agent: AgentProcess, name: str, **labels: str) -> float | None:
+    """The value of the agent's Prometheus sample ``name`` (any prefix) with ``labels``."""
+    text = requests.get(agent.health_url + "/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith(name) and all(sample.labels.get(k) == v
+                                                  for k, v in labels.items()):
+                return float(sample.value)
+    return None
 
 
 def capture_until(agent: AgentProcess, epoch: float) -> Capture:
