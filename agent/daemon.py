@@ -339,7 +339,7 @@ def _open_tuner(cfg: Config, faults: FaultRegistry, clock: Clock) -> Any:
     from drivers.sdr import open_receiver
 
     def factory() -> Any:
-        return open_receiver(cfg.fm.backend, rtl_tcp_address=str(cfg.fm.rtl_tcp_address),
+        return open_receiver(cfg.fm.backend, rtl_tcp_address=cfg.fm.rtl_tcp,
                              sample_rate=cfg.fm.sample_rate, gain_db=cfg.fm.gain_db,
                              ppm=cfg.fm.ppm)
 
