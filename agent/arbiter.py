@@ -134,8 +134,8 @@ class Arbiter:
         progress = self._progress.get(key)
         if self._playing == (key, index):
             self._playing = None
-        if progress is None or progress.next_index != index:
-            return
+        if progress is None or progress.next_index != index or outcome == "preempted":
+            return  # a preempted item was interrupted, not played: it is played again
         progress.offset_s = 0.0
         if progress.activation.live:
             progress.done = True
@@ -159,6 +159,11 @@ class Arbiter:
                 actions.append(StopItem(key, index, progress.end_outcome))
                 self._playing = None
         winner = self._winner(now)
+        for waiting in self._progress.values():
+            if waiting is not winner and not waiting.started and waiting.offset_s:
+                # Joined late but outranked: had the agent been up it would have been
+                # preempted, so it restarts its item from the beginning when it plays.
+                waiting.offset_s = 0.0
         if self._playing is not None and (winner is None or winner.activation.key
                                           != self._playing[0]):
             key, index = self._playing

@@ -15,7 +15,8 @@ import sys
 from agent import __version__
 from agent.config import ConfigError
 
-COMMAND_MODULES = ("agent.daemon", "agent.config", "agent.signing", "agent.doctor")
+COMMAND_MODULES = ("agent.daemon", "agent.config", "agent.technician", "agent.doctor",
+                   "agent.signing")
 
 DEFAULT_CONFIG = "/etc/broadcast-agent/agent.yaml"
 CONFIG_ENV = "BROADCAST_AGENT_CONFIG"

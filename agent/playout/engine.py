@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from drivers.audio.base import AudioOutput, AudioOutputError
+from drivers.audio.base import AudioOutput, AudioOutputError, request_realtime
 
 log = logging.getLogger(__name__)
 
@@ -204,11 +204,14 @@ class PlayoutEngine:
 
     # --- the real-time thread ----------------------------------------------------------
     def _run(self) -> None:
+        request_realtime()
         while not self._stop.is_set():
             try:
                 excess = self.output.buffered_frames() - (self._target_buffer - self._period)
                 if excess > 0:
-                    time.sleep(min(excess / self.rate, 0.05))
+                    # Not less than 2 ms: the card drains in ticks, and a real-time thread
+                    # must never spin.
+                    time.sleep(min(max(excess / self.rate, 0.002), 0.05))
                     continue
                 first = self.output.next_frame_index()
                 block = self._render(first)

@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from abc import ABC, abstractmethod
+
+log = logging.getLogger(__name__)
+
+# Real-time priority of the threads that feed the sound card (SCHED_FIFO, as audio servers
+# use): above ordinary work, so a busy machine delays the card's feed less. Where the
+# process may not (no CAP_SYS_NICE / RLIMIT_RTPRIO), the thread stays at normal priority.
+AUDIO_RT_PRIORITY = 20
+
+
+def request_realtime(priority: int = AUDIO_RT_PRIORITY) -> bool:
+    """Give the calling thread SCHED_FIFO ``priority``; False when not permitted."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (PermissionError, OSError, AttributeError) as exc:
+        log.info("no real-time priority for the audio threads (%s); running at normal "
+                 "priority", exc)
+        return False
+    return True
 
 
 class AudioOutputError(RuntimeError):

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from agent.clock import Clock, SystemClock
-from drivers.audio.base import AudioOutput, AudioOutputError
+from drivers.audio.base import AudioOutput, AudioOutputError, request_realtime
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,7 @@ class ClockedWavSink(AudioOutput):
         os.pwrite(self._fd, header[_DATA_SIZE_OFFSET:], _DATA_SIZE_OFFSET)
 
     def _run(self) -> None:
+        request_realtime()
         try:
             self._consume_until_stopped()
         except OSError as error:
