@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import sqlite3
 import subprocess
 import sys
 import time
@@ -139,6 +142,30 @@ def metric(agent: AgentProcess, name: str, **labels: str) -> float | None:
                                                   for k, v in labels.items()):
                 return float(sample.value)
     return None
+
+
+def journal_events(agent: AgentProcess, event_type: str) -> list[dict[str, Any]]:
+    """Events of ``event_type`` the agent queued for MQTT (kept: the tests run no broker),
+    read from its state database."""
+    db = sqlite3.connect(f"file:{agent.state_dir / 'agent.db'}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = db.execute("SELECT payload FROM outbox WHERE channel='mqtt' AND kind=? "
+                          "ORDER BY seq", (f"event:{event_type}",)).fetchall()
+    finally:
+        db.close()
+    return [json.loads(payload) for (payload,) in rows]
+
+
+def corrupt_cache_files(cache_dir: Path) -> list[str]:
+    """Files of the content-addressed store whose sha256 is not their name."""
+    bad = []
+    for bucket in cache_dir.iterdir():
+        if not bucket.is_dir() or bucket.name in ("partial", "tts"):
+            continue
+        for file in bucket.iterdir():
+            if hashlib.sha256(file.read_bytes()).hexdigest() != file.name:
+                bad.append(str(file))
+    return bad
 
 
 def capture_until(agent: AgentProcess, epoch: float) -> Capture:
