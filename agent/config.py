@@ -13,6 +13,7 @@ import sys
 import typing
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -72,6 +73,7 @@ class MqttConfig:
     max_command_age_s: float
     outbox_max: int
     max_payload_bytes: int
+    protocol: Literal["3.1.1", "5"]
 
     @property
     def broker_uris(self) -> tuple[BrokerUri, ...]:

@@ -450,6 +450,7 @@ def schema(base: Path) -> Section:
             "max_command_age_s": Key(seconds, 300.0),
             "outbox_max": Key(integer(minimum=100), 10_000),
             "max_payload_bytes": Key(integer(minimum=1024), 65_536),
+            "protocol": Key(one_of("3.1.1", "5"), "3.1.1"),
         }),
         "health": Section({
             "listen": Key(host_port, "127.0.0.1:8787"),

@@ -124,7 +124,8 @@ class Daemon:
         settings = MqttSettings(
             brokers=tuple(m.brokers), username=m.username, password=m.password,
             ca_file=m.ca_file, client_cert=m.client_cert, client_key=m.client_key,
-            topic_prefix=m.topic_prefix, heartbeat_s=m.heartbeat_s, keepalive_s=m.keepalive_s)
+            topic_prefix=m.topic_prefix, heartbeat_s=m.heartbeat_s, keepalive_s=m.keepalive_s,
+            protocol=m.protocol)
         validator = CommandValidator(
             _command_key(m.command_public_key), m.max_command_age_s, m.max_payload_bytes,
             self.store, self.clock, media_known=self._media_known)

@@ -65,7 +65,7 @@ def test_defaults_are_those_of_the_contract(tmp_path):
             brokers=(), username=None, password=None, ca_file=None, client_cert=None,
             client_key=None, topic_prefix="tt", heartbeat_s=60, keepalive_s=30,
             command_public_key=None, max_command_age_s=300, outbox_max=10_000,
-            max_payload_bytes=65_536),
+            max_payload_bytes=65_536, protocol="3.1.1"),
         health=HealthConfig(listen="127.0.0.1:8787", token=None, max_connections=8,
                             request_timeout_s=5),
         audio=AudioConfig(
