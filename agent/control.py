@@ -46,12 +46,15 @@ log = logging.getLogger(__name__)
 
 PREROLL_S = 1.5  # decoders start this long before a timed start
 STREAM_RETRY_S = 5.0
+PROBE_LOUD_S = 0.5  # a dead stream's probe counts as back when it was loud this recently
 MAX_DECODER_RESTARTS = 3
 VOLUME_KEY = "audio.master_volume"
 ONAIR_KEY = "playout.onair"
 
 
 class MediaLookup(Protocol):
+    def path(self, sha256: str) -> Path | None: ...
+
     def pin(self, sha256: str) -> Path | None: ...
 
     def unpin(self, sha256: str) -> None: ...
@@ -334,12 +337,16 @@ class ControlLoop:
             self._finish(pb)
         self._changed()
 
-    def _start_item(self, action: StartItem, now: float) -> None:
+    def _start_item(self, action: StartItem, now: float, preroll: bool = False) -> None:
+        """Carry out a start; with ``preroll`` it is only cued ahead of its time, and an
+        item that cannot be prepared yet is left for its real start to decide."""
         key = (action.key, action.index)
         if key in self._playbacks:
             return  # pre-cued; the engine starts it on its frame
         activation = self._arbiter.activation(action.key)
         assert activation is not None
+        if preroll and not self._preparable(activation.items[action.index]):
+            return
         at = action.at if action.at is not None and action.at > now else None
         if activation.priority == "emergency":
             self._set_amp(True)  # never waits for warm-up: the chime covers it
@@ -385,7 +392,7 @@ class ControlLoop:
         if boundary is not None and boundary - now <= PREROLL_S:
             for action in self._arbiter.preview(boundary):
                 if isinstance(action, StartItem) and action.at == boundary:
-                    self._start_item(action, now)
+                    self._start_item(action, now, preroll=True)
         playing = self._arbiter.playing
         if playing is None:
             return
@@ -429,6 +436,13 @@ class ControlLoop:
         else:
             pb.mrl = item.ref
         self._open_decoder(pb, pb.offset_s)
+
+    def _preparable(self, item: Item) -> bool:
+        """Whether the item's media is in the cache now (other kinds always are)."""
+        if item.kind != "media" or item.ref.startswith(("http://", "https://", "file://")):
+            return True
+        entry = self._schedule.media.get(item.ref) if self._schedule is not None else None
+        return entry is not None and self._media.path(entry.sha256) is not None
 
     def _media_path(self, ref: str) -> tuple[str, str]:
         """(path or URL, sha256) of a media id of the schedule, or a URL."""
@@ -586,20 +600,25 @@ class ControlLoop:
     def _supervise_stream(self, pb: Playback, now: float) -> None:
         if not pb.started or pb.meter is None or pb.stream is None:
             return
-        dead = pb.stream.finished or pb.meter.quiet_for() > self.s.dead_air_s
-        if pb.fallback is None and dead:
-            self._stream_died(pb)
-        elif pb.fallback is not None and now - self._last_stream_retry > STREAM_RETRY_S:
+        if pb.fallback is None:
+            if pb.stream.finished or pb.meter.quiet_for() > self.s.dead_air_s:
+                self._stream_died(pb)
+            return
+        # Off air: keep the probe live (what it buffered is the past) and measure it.
+        pb.meter.read(pb.stream.buffered_bytes())
+        if pb.meter.heard and pb.meter.quiet_for() < PROBE_LOUD_S:
+            self._stream_returned(pb)
+        elif now - self._last_stream_retry > STREAM_RETRY_S:
             self._last_stream_retry = now
-            self._retry_stream(pb)
+            pb.stream.close()
+            self._open_decoder(pb, 0.0)  # a fresh connection, measured off air
 
     def _stream_died(self, pb: Playback) -> None:
         assert pb.stream is not None and pb.meter is not None
         why = "ended" if pb.stream.finished else f"silent for {pb.meter.quiet_for():.0f} s"
         self._faults.raise_("stream_unavailable", f"{pb.item.ref}: {why}")
         fallback_mhz = self._schedule.fm_fallback_mhz if self._schedule is not None else None
-        fb_item = Item("fm", str(fallback_mhz), None)
-        fb = Playback(pb.activation, pb.index, fb_item, 0.0)
+        fb = Playback(pb.activation, pb.index, Item("fm", str(fallback_mhz), None), 0.0)
         pb.fallback = fb
         self._last_stream_retry = self._clock.now()
         if fallback_mhz is not None and self._tuner is not None:
@@ -608,21 +627,19 @@ class ControlLoop:
             self._drop_all(self._engine.play([fb.voice]))
         elif pb.voice is not None:
             self._engine.cancel(pb.voice)
+        self._changed()
 
-    def _retry_stream(self, pb: Playback) -> None:
-        """Probe the dead stream; switch back when it carries sound again."""
-        probe = pb.stream
-        assert probe is not None and pb.meter is not None
-        if probe.finished or probe.state == "killed":
-            assert pb.voice is not None
-            pb.played_frames += pb.voice.frames_played
-            probe.close()
-            self._open_decoder(pb, 0.0)  # a fresh connection, not yet on air
-            return
-        if pb.meter.quiet_for() < 1.0 and pb.voice is not None and pb.voice.first_frame is None:
-            self._finish_fallback(pb)
-            self._faults.clear("stream_unavailable")
-            self._drop_all(self._engine.play([pb.voice]))
+    def _stream_returned(self, pb: Playback) -> None:
+        """The stream carries sound again: back on air, live, instead of the fallback."""
+        assert pb.voice is not None and pb.meter is not None
+        self._finish_fallback(pb)
+        self._faults.clear("stream_unavailable")
+        if pb.voice.first_frame is not None:  # the connection that went quiet came back
+            pb.retired_voices.append(pb.voice)
+            pb.voice = Voice(pb.voice.name, pb.meter, self._gain(pb.activation), tag=pb)
+        pb.voice_ended = False
+        self._drop_all(self._engine.play([pb.voice]))
+        self._changed()
 
     def _finish_fallback(self, pb: Playback) -> None:
         fb = pb.fallback
@@ -777,7 +794,8 @@ class ControlLoop:
         key = self._arbiter.playing
         pb = self._playbacks.get(key) if key is not None else None
         if pb is not None and pb.started_at is not None:
-            on_air = pb.fallback if pb.fallback is not None else pb
+            fallback = pb.fallback
+            on_air = fallback if fallback is not None and fallback.voice is not None else pb
             playing = {"source": on_air.item.kind, "priority": pb.activation.priority,
                        "program_id": pb.activation.program_id, "title": pb.activation.title,
                        "started_at": self._journal.stamp(pb.started_at),
