@@ -27,26 +27,30 @@ from bench.common import (
 )
 
 RATE = 48000
-OPENS = 50  # per case
-WARM_READY_S = 0.5  # between opens, so the replacement worker has loaded libvlc
+FILE_OPENS = 50  # per case
+STREAM_OPENS = 30  # per case; a stream takes ~1 s to start, and the bench stays short
+WARM_READY_S = 0.5  # after a warm open, so the replacement worker has loaded libvlc
 FIRST_PCM_TIMEOUT_S = 10.0
 POLL_S = 0.0005
 STREAM_KBIT_S = 128
 PACE_S = 0.02  # the stream server sends this much audio at a time, in real time
 STREAM_CACHING_MS = (300, 100)  # 300 is the default of audio.stream_caching_ms
+ICECAST_BURST_BYTES = 65535  # Icecast's default burst-size
 
 
 class PacedMp3Server(ThreadingHTTPServer):
-    """Serves one MP3 file as an endless live stream at its bitrate, in real time, with no
-    burst on connect (the slowest start a live source can give). Each connection joins at
-    a different, unaligned byte offset, as a listener joining a live stream does."""
+    """Serves one MP3 file as an endless live stream at its bitrate, in real time, after
+    ``burst_bytes`` sent at once on connect (Icecast's burst-size; 0 is the slowest start
+    a live source can give). Each connection joins at a different, unaligned byte
+    offset, as a listener joining a live stream does."""
 
     daemon_threads = True
 
-    def __init__(self, mp3: bytes, kbit_s: int) -> None:
+    def __init__(self, mp3: bytes, kbit_s: int, burst_bytes: int = 0) -> None:
         super().__init__(("127.0.0.1", 0), _PacedHandler)
         self.mp3 = mp3
         self.chunk = round(kbit_s * 1000 / 8 * PACE_S)
+        self.burst_bytes = burst_bytes
         self.connections = 0
         self.stopping = threading.Event()
         self._thread = threading.Thread(target=self.serve_forever, name="paced-mp3",
@@ -84,6 +88,9 @@ class _PacedHandler(BaseHTTPRequestHandler):
         position = server.connections * 7919 % len(data)
         next_at = time.monotonic()
         try:
+            burst = data[position:position + server.burst_bytes]
+            self.wfile.write(burst)
+            position += len(burst)
             while not server.stopping.is_set():
                 piece = data[position:position + chunk]
                 position = (position + chunk) % len(data)
@@ -114,6 +121,8 @@ def first_pcm_ms(pool: DecoderPool, mrl: str, caching_ms: int) -> float | None:
 class Case:
     name: str
     measure: Callable[[], float | None]
+    opens: int
+    settle_s: float  # pause after each open
     latencies_ms: list[float] = field(default_factory=list)
     failures: int = 0
 
@@ -128,38 +137,47 @@ def cold_open(mrl: str) -> float | None:
 
 def run_cases(cases: list[Case]) -> None:
     """Round-robin over the cases, so that load changes on the machine hit all alike."""
-    for _ in range(OPENS):
+    for round_ in range(max(case.opens for case in cases)):
         for case in cases:
+            if round_ >= case.opens:
+                continue
             latency = case.measure()
             if latency is None:
                 case.failures += 1
             else:
                 case.latencies_ms.append(latency)
-            time.sleep(WARM_READY_S)
+            time.sleep(case.settle_s)
 
 
 def measure(tmp: Path) -> list[Case]:
     wav = str(make_tone_wav(tmp / "tone.wav", 5.0))
     mp3_path = make_mp3(tmp / "noise.mp3", 30.0, STREAM_KBIT_S)
     mp3 = str(mp3_path)
-    server = PacedMp3Server(mp3_path.read_bytes(), STREAM_KBIT_S).start()
+    paced = PacedMp3Server(mp3_path.read_bytes(), STREAM_KBIT_S).start()
+    burst = PacedMp3Server(mp3_path.read_bytes(), STREAM_KBIT_S, ICECAST_BURST_BYTES).start()
     warm = DecoderPool(RATE, time.monotonic)
     try:
         time.sleep(1.0)
         first_pcm_ms(warm, wav, 0)  # the pool keeps a warm worker from its first open on
         time.sleep(1.0)
         # The agent opens files with caching 0 and streams with audio.stream_caching_ms.
-        cases = [Case("WAV file, warm worker", partial(first_pcm_ms, warm, wav, 0)),
-                 Case("MP3 file, warm worker", partial(first_pcm_ms, warm, mp3, 0)),
-                 Case("WAV file, cold (new pool)", partial(cold_open, wav)),
-                 Case("MP3 file, cold (new pool)", partial(cold_open, mp3))]
-        cases += [Case(f"HTTP MP3 stream, warm worker, caching {ms} ms",
-                       partial(first_pcm_ms, warm, server.url, ms))
-                  for ms in STREAM_CACHING_MS]
+        cases = [
+            Case("WAV file, warm worker", partial(first_pcm_ms, warm, wav, 0), FILE_OPENS,
+                 WARM_READY_S),
+            Case("MP3 file, warm worker", partial(first_pcm_ms, warm, mp3, 0), FILE_OPENS,
+                 WARM_READY_S),
+            Case("WAV file, cold (new pool)", partial(cold_open, wav), FILE_OPENS, 0.0),
+            Case("MP3 file, cold (new pool)", partial(cold_open, mp3), FILE_OPENS, 0.0)]
+        for server, how in ((paced, "no burst"), (burst, "64 KB burst")):
+            cases += [Case(f"HTTP MP3 stream, {how}, warm worker, caching {ms} ms",
+                           partial(first_pcm_ms, warm, server.url, ms), STREAM_OPENS,
+                           WARM_READY_S)
+                      for ms in STREAM_CACHING_MS]
         run_cases(cases)
     finally:
         warm.close()
-        server.stop()
+        paced.stop()
+        burst.stop()
     return cases
 
 
@@ -176,17 +194,20 @@ def main() -> str:
     body = [
         f"`DecoderPool.open(mrl)` (agent/playout/decoder.py) to the first PCM byte read "
         f"from the worker in the agent process (polled every {POLL_S * 1000:.1f} ms), "
-        f"{OPENS} opens per case, the cases interleaved round-robin, {WARM_READY_S} s "
-        "between opens so that the pool's replacement worker has loaded libvlc (the control "
-        "loop pre-rolls 1.5 s ahead, so this is the normal path). Cold: a new pool for each "
+        f"{FILE_OPENS} opens per file case and {STREAM_OPENS} per stream case, the cases "
+        f"interleaved round-robin, {WARM_READY_S} s after each warm open so that the pool's "
+        "replacement worker has loaded libvlc (the control loop pre-rolls 1.5 s ahead, so "
+        "this is the normal path). Cold: a new pool for each "
         "open, so the worker starts Python and loads libvlc first (and the pool starts its "
         "next warm worker at the same time, as on the agent's first item). Files: a 5 s "
         f"48 kHz WAV tone and a {STREAM_KBIT_S} kbit/s CBR MP3, opened with caching 0 as the "
         f"control loop does. Stream: a {STREAM_KBIT_S} kbit/s MP3 served over HTTP on "
-        f"loopback, paced at real time in {PACE_S * 1000:.0f} ms pieces with no burst on "
-        "connect, each connection joining at an unaligned byte offset; libvlc's "
+        f"loopback, paced at real time in {PACE_S * 1000:.0f} ms pieces, either from the "
+        f"first byte (no burst: the slowest a live source can be) or after a burst of "
+        f"{ICECAST_BURST_BYTES} bytes on connect (Icecast's default `burst-size`, about 4 s "
+        "of audio), each connection joining at an unaligned byte offset; libvlc's "
         "network-caching set to each value tried for `audio.stream_caching_ms`. With "
-        f"{OPENS} samples p99 is close to the maximum.",
+        "30-50 samples p99 is close to the maximum.",
         "",
         markdown_table(["case", "opens", "failed", "p50 ms", "p90 ms", "p99 ms", "max ms"],
                        rows),

@@ -106,7 +106,14 @@ class Checkpoint:
     tracks: int
     agent_rss_kb: int
     tree_pss_kb: int
+    state_db_kb: int
     elapsed_s: float
+
+
+def state_db_kb(state_dir: Path) -> int:
+    """Size of the agent's SQLite database with its WAL: what its page cache can fill up
+    to (SQLite's default cache is 2 MB per connection)."""
+    return sum(p.stat().st_size for p in state_dir.glob("agent.db*")) // 1024
 
 
 def many_tracks(tmp: Path) -> list[Checkpoint]:
@@ -125,14 +132,16 @@ def many_tracks(tmp: Path) -> list[Checkpoint]:
         pid = agent.process.pid
         time.sleep(max(0.0, start - time.time()))
         began = time.monotonic()
-        checkpoints.append(Checkpoint(0, rss_kb(pid), tree_memory(pid).tree_pss_kb, 0.0))
+        checkpoints.append(Checkpoint(0, rss_kb(pid), tree_memory(pid).tree_pss_kb,
+                                      state_db_kb(agent.state_dir), 0.0))
         total = TRACK_ITEMS * TRACK_REPEAT
         while checkpoints[-1].tracks < total and time.monotonic() - began < TRACKS_DEADLINE_S:
             time.sleep(0.25)
             played = sum(1 for r in sim.reports() if r["type"] == "play")
             if played >= checkpoints[-1].tracks + CHECKPOINT_EVERY or played >= total:
-                checkpoints.append(Checkpoint(played, rss_kb(pid), tree_memory(pid).tree_pss_kb,
-                                              time.monotonic() - began))
+                checkpoints.append(Checkpoint(
+                    played, rss_kb(pid), tree_memory(pid).tree_pss_kb,
+                    state_db_kb(agent.state_dir), time.monotonic() - began))
     return checkpoints
 
 
@@ -226,9 +235,11 @@ def main() -> str:
         f"{TRACKS_DEADLINE_S:.0f} s); the track rate is bounded by starting one libvlc worker "
         "per item, not by the items' length.",
         "",
-        markdown_table(["tracks reported", "elapsed s", "agent RSS MB", "tree PSS MB"],
+        markdown_table(["tracks reported", "elapsed s", "agent RSS MB", "tree PSS MB",
+                        "state DB + WAL KB"],
                        [[str(c.tracks), fmt(c.elapsed_s, 0), fmt(c.agent_rss_kb / 1024, 2),
-                         fmt(c.tree_pss_kb / 1024, 1)] for c in checkpoints]),
+                         fmt(c.tree_pss_kb / 1024, 1), str(c.state_db_kb)]
+                        for c in checkpoints]),
         "",
     ]
     if len(checkpoints) >= 2:
