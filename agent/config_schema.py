@@ -469,7 +469,7 @@ def schema(base: Path) -> Section:
             "chime": Key(chime(base), None),
             "dead_air_s": Key(seconds, 5.0),
             "dead_air_dbfs": Key(dbfs, -50.0),
-            "decoder_hang_s": Key(number(minimum=1), 5.0),
+            "decoder_hang_s": Key(number(minimum=1), 3.0),
             "stream_caching_ms": Key(integer(minimum=0), 300),
         }),
         "amplifier": Section({

@@ -71,7 +71,7 @@ def test_defaults_are_those_of_the_contract(tmp_path):
         audio=AudioConfig(
             output="alsa:default", rate=48_000, mixer=None, default_volume=70,
             emergency_volume=100, chime=None, dead_air_s=5, dead_air_dbfs=-50,
-            decoder_hang_s=5, stream_caching_ms=300),
+            decoder_hang_s=3, stream_caching_ms=300),
         amplifier=AmplifierConfig(
             backend="gpio", gpio=GpioConfig(chip="gpiochip0", line=17, active_high=True),
             warmup_s=2.0, idle_off_s=300),
