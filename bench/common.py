@@ -180,20 +180,21 @@ def command_line() -> str:
 class BenchRun:
     """Records when a bench ran and the load around it; renders its markdown section."""
 
-    def __init__(self, name: str, title: str) -> None:
+    def __init__(self, name: str, title: str, command: str | None = None) -> None:
         self.name = name
         self.title = title
+        self.command = command or command_line()
         self.started = datetime.now().astimezone()
         self.load_before = load_average()
         self._mono = time.monotonic()
 
     def section(self, body: str) -> str:
         took = time.monotonic() - self._mono
-        command, alone = command_line(), f".venv/bin/python -m bench.{self.name}"
-        also = "" if command.endswith(f"-m bench.{self.name}") else \
+        alone = f".venv/bin/python -m bench.{self.name}"
+        also = "" if self.command.endswith(f"-m bench.{self.name}") else \
             f" (this bench alone: `{alone}`)"
         return (f"## {self.title}\n\n"
-                f"- Command: `{command}`{also}\n"
+                f"- Command: `{self.command}`{also}\n"
                 f"- Run: {self.started:%Y-%m-%d %H:%M %Z}, took {took:.0f} s; load average "
                 f"(1/5/15 min) {self.load_before} before, {load_average()} after\n\n"
                 f"{body.strip()}\n")

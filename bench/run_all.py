@@ -1,10 +1,14 @@
 """Runs the benchmarks in bench/ and writes their results into docs/benchmarks.md.
 
-A benchmark is a module ``bench/bench_<what>.py`` whose ``main() -> str`` runs it and
-returns its markdown section. Each section sits between markers in the document, so a
-run of some benchmarks replaces their sections and leaves the others as they were; the
-introduction (method, machine, date) is rewritten on every run. The document is written
-after each benchmark, so an interrupted run keeps what it measured.
+A benchmark is a module ``bench/bench_<what>.py`` with a ``main()`` that runs it; run as
+``python -m bench.bench_<what>`` it prints its markdown section (``## ...``) on stdout.
+Each bench runs in its own process, exactly as it runs alone (a bench may pin its CPU
+affinity or parse arguments, and leaves nothing behind in the next one); what it prints
+becomes its section, given a heading and the run facts if it printed none. Each section
+sits between markers in the document, so a run of some benchmarks replaces their
+sections and leaves the others as they were; the introduction (method, machine, date)
+is rewritten on every run. The document is written after each benchmark, so an
+interrupted run keeps what it measured.
 
 Run: ``.venv/bin/python -m bench.run_all [bench_<what> ...]`` (all when none is named)
 """
@@ -12,19 +16,19 @@ Run: ``.venv/bin/python -m bench.run_all [bench_<what> ...]`` (all when none is 
 from __future__ import annotations
 
 import argparse
-import importlib
-import io
+import ast
+import os
 import re
+import subprocess
 import sys
-import traceback
-from contextlib import redirect_stdout
 from datetime import datetime
 from pathlib import Path
 
-from bench.common import REPO, command_line, load_average, machine_description
+from bench.common import REPO, BenchRun, command_line, load_average, machine_description
 
 DOC = REPO / "docs" / "benchmarks.md"
 BENCH_DIR = Path(__file__).resolve().parent
+BENCH_TIMEOUT_S = 900
 
 INTRO = """\
 # Benchmarks
@@ -57,7 +61,10 @@ _SECTION = re.compile(r"<!-- bench:(?P<name>\w+) -->\n.*?<!-- /bench:(?P=name) -
 
 
 def discover() -> list[str]:
-    return sorted(path.stem for path in BENCH_DIR.glob("bench_*.py"))
+    """The bench modules in bench/ that define a ``main()``."""
+    return sorted(path.stem for path in BENCH_DIR.glob("bench_*.py")
+                  if any(isinstance(node, ast.FunctionDef) and node.name == "main"
+                         for node in ast.parse(path.read_text(encoding="utf-8")).body))
 
 
 def intro() -> str:
@@ -80,27 +87,30 @@ def with_intro(document: str) -> str:
     return intro() + "\n" + (rest if marker else document).lstrip("\n")
 
 
+def python_command() -> str:
+    """This interpreter, relative to the repository when it is the project's venv."""
+    interpreter = Path(sys.executable)
+    return str(interpreter.relative_to(REPO)) if interpreter.is_relative_to(REPO) \
+        else str(interpreter)
+
+
 def run_bench(name: str) -> tuple[str, bool]:
     """The markdown section of bench ``name`` and whether it ran to the end."""
-    module = importlib.import_module(f"bench.{name}")
-    main = getattr(module, "main", None)
-    if not callable(main):
-        return f"## {name}\n\nNot run: bench/{name}.py has no `main()`.\n", False
-    printed = io.StringIO()
-    argv, sys.argv = sys.argv, [f"bench/{name}.py"]  # a bench parsing arguments sees none
+    command = f"{python_command()} -m bench.{name}"
+    run = BenchRun(name, name, command)
     try:
-        with redirect_stdout(printed):
-            section = main()
-    except Exception:
-        return (f"## {name}\n\nFailed (`{command_line()}`):\n\n```\n"
-                f"{traceback.format_exc()}```\n"), False
-    finally:
-        sys.argv = argv
-    if isinstance(section, str):
-        return section, True
-    return (f"## {name}\n\n`main()` of bench/{name}.py returned no section; what it "
-            f"printed (`{command_line()}`, load average after {load_average()}):\n\n"
-            f"```\n{printed.getvalue()}```\n"), True
+        done = subprocess.run(command.split(), cwd=REPO, stdout=subprocess.PIPE,
+                              text=True, timeout=BENCH_TIMEOUT_S, check=False,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    except subprocess.TimeoutExpired:
+        return run.section(f"Failed: did not finish within {BENCH_TIMEOUT_S} s."), False
+    printed = done.stdout.strip()
+    if done.returncode != 0:
+        return run.section(f"Failed: exit status {done.returncode} (its stderr went to the "
+                           f"console of `{command_line()}`).\n\n```\n{printed}\n```"), False
+    if printed.startswith("## "):
+        return printed + "\n", True
+    return run.section(printed), True
 
 
 def main(argv: list[str] | None = None) -> int:
