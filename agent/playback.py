@@ -27,7 +27,8 @@ class LevelMeter:
         self.inner = inner
         self._clock = clock
         self._threshold = 32768.0 * 10 ** (threshold_dbfs / 20)
-        self.last_loud = clock.monotonic()
+        self._created = clock.monotonic()
+        self.last_loud: float | None = None
 
     def read(self, max_bytes: int) -> bytes:
         data: bytes = self.inner.read(max_bytes)
@@ -42,8 +43,15 @@ class LevelMeter:
     def finished(self) -> bool:
         return bool(self.inner.finished)
 
+    @property
+    def heard(self) -> bool:
+        """The source has carried sound at least once."""
+        return self.last_loud is not None
+
     def quiet_for(self) -> float:
-        return self._clock.monotonic() - self.last_loud
+        """Seconds since the source last carried sound (or since the meter was made)."""
+        since = self._created if self.last_loud is None else self.last_loud
+        return self._clock.monotonic() - since
 
 
 @dataclass
