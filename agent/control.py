@@ -516,6 +516,9 @@ class ControlLoop:
                 self._changed()
             return
         assert isinstance(event, VoiceEnded)
+        if event.voice in pb.retired_voices and event.cut:
+            pb.played_frames += event.voice.frames_played  # cut after it was replaced
+            return
         if event.voice is not pb.voice:
             return
         pb.played_frames += event.voice.frames_played
@@ -622,21 +625,24 @@ class ControlLoop:
         pb.fallback = fb
         self._last_stream_retry = self._clock.now()
         if fallback_mhz is not None and self._tuner is not None:
+            # Tagged with the stream's playback, whose events ignore it: the fallback is
+            # not an item of its own (it shares the stream's key) and _finish_fallback
+            # writes its record.
             fb.voice = Voice(f"fallback:{pb.activation.key}", self._fm_source(fallback_mhz),
-                             self._gain(pb.activation), tag=fb)
+                             self._gain(pb.activation), tag=pb)
             self._drop_all(self._engine.play([fb.voice]))
         elif pb.voice is not None:
             self._engine.cancel(pb.voice)
+        pb.voice_ended = True  # nothing of the stream is on air now
+        pb.stream.close()
+        self._open_decoder(pb, 0.0)  # a fresh connection, measured off air
         self._changed()
 
     def _stream_returned(self, pb: Playback) -> None:
         """The stream carries sound again: back on air, live, instead of the fallback."""
-        assert pb.voice is not None and pb.meter is not None
+        assert pb.voice is not None
         self._finish_fallback(pb)
         self._faults.clear("stream_unavailable")
-        if pb.voice.first_frame is not None:  # the connection that went quiet came back
-            pb.retired_voices.append(pb.voice)
-            pb.voice = Voice(pb.voice.name, pb.meter, self._gain(pb.activation), tag=pb)
         pb.voice_ended = False
         self._drop_all(self._engine.play([pb.voice]))
         self._changed()
