@@ -67,6 +67,9 @@ class FmTunerLike(Protocol):
 
     def read(self, frames: int) -> bytes: ...
 
+    @property
+    def relayed_frames(self) -> int: ...
+
 
 @dataclass(frozen=True)
 class ControlSettings:
@@ -110,9 +113,15 @@ class FmVoiceSource:
 
     def __init__(self, tuner: FmTunerLike) -> None:
         self._tuner = tuner
+        self._relayed_before = tuner.relayed_frames
 
     def read(self, max_bytes: int) -> bytes:
         return self._tuner.read(max_bytes // 4)
+
+    @property
+    def relayed_anything(self) -> bool:
+        """Some of the station's audio went out (not only squelch or outage silence)."""
+        return self._tuner.relayed_frames > self._relayed_before
 
     @property
     def finished(self) -> bool:
@@ -563,6 +572,8 @@ class ControlLoop:
         if pb.fallback is not None:
             self._finish_fallback(pb)
         if pb.started_at is not None:
+            if not _relayed_station(pb):
+                pb.outcome = "failed"
             self._journal.played(pb.record(self._journal.stamp, self.s.rate))
         self._store.delete(ONAIR_KEY)
         self._release(pb)
@@ -657,7 +668,7 @@ class ControlLoop:
         if fb.voice.first_frame is not None:
             fb.started_at = self._engine.time_of(fb.voice.first_frame)
             fb.ended_at = self._clock.now()
-            fb.outcome = "completed"
+            fb.outcome = "completed" if _relayed_station(fb) else "failed"
             self._journal.played(fb.record(self._journal.stamp, self.s.rate))
         if self._tuner is not None:
             self._tuner.stop()
@@ -817,3 +828,9 @@ class ControlLoop:
         return {"playing": playing, "volume": self.master_volume,
                 "amplifier": "on" if self._amp.is_on else "off", "next": upcoming}
 
+
+def _relayed_station(pb: Playback) -> bool:
+    """False for an FM relay that never carried the station (no dongle, squelched all
+    along): its proof of play must not claim it was on air."""
+    source = pb.voice.source if pb.voice is not None else None
+    return not isinstance(source, FmVoiceSource) or source.relayed_anything

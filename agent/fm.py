@@ -46,6 +46,7 @@ class PcmJitterBuffer:
         self._prefill = prefill_bytes
         self._data = bytearray()
         self._buffering = True
+        self._delivered_bytes = 0
         self._lock = threading.Lock()
 
     def write(self, pcm: bytes) -> None:
@@ -62,6 +63,7 @@ class PcmJitterBuffer:
             self._buffering = len(self._data) < size
             chunk = bytes(self._data[:size])
             del self._data[:size]
+            self._delivered_bytes += len(chunk)
         return chunk + bytes(size - len(chunk))
 
     def clear(self) -> None:
@@ -73,6 +75,12 @@ class PcmJitterBuffer:
     def queued_bytes(self) -> int:
         with self._lock:
             return len(self._data)
+
+    @property
+    def delivered_bytes(self) -> int:
+        """Queued audio handed to the reader so far (silence padding not counted)."""
+        with self._lock:
+            return self._delivered_bytes
 
 
 class FmTuner:
@@ -119,6 +127,12 @@ class FmTuner:
 
     def read(self, frames: int) -> bytes:
         return self._buffer.read(frames * FRAME_BYTES)
+
+    @property
+    def relayed_frames(self) -> int:
+        """Frames of the station's audio read so far, ever (squelch and outage silence not
+        counted): a reader compares two values to know whether it relayed anything."""
+        return self._buffer.delivered_bytes // FRAME_BYTES
 
     @property
     def frequency_mhz(self) -> float | None:
