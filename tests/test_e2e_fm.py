@@ -301,6 +301,8 @@ def test_missing_dongle_raises_sdr_missing_and_the_next_media_program_plays(
     assert abs(tone_frequency(capture.segment(media_start + 0.2, 1.5), capture.rate)
                - 440) < 5
     assert "sdr_missing" not in agent.fault_codes()  # the relay it described is over
+    [relay] = play_reports_of(source, "p-fm")
+    assert relay["outcome"] == "failed", "a relay that carried nothing claims it played"
     [played] = play_reports_of(source, "p-media")
     assert played["outcome"] == "completed"
     assert requests.get(agent.health_url + "/healthz", timeout=2).status_code == 200
