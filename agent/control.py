@@ -351,7 +351,9 @@ class ControlLoop:
         item that cannot be prepared yet is left for its real start to decide."""
         key = (action.key, action.index)
         if key in self._playbacks:
-            return  # pre-cued; the engine starts it on its frame
+            if not preroll:
+                self._changed()  # pre-cued, now on air for the arbiter: Status shows it
+            return  # the engine starts it on its frame
         activation = self._arbiter.activation(action.key)
         assert activation is not None
         if preroll and not self._preparable(activation.items[action.index]):
