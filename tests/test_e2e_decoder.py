@@ -1,0 +1,78 @@
+"""A hung or crashed libvlc decoder is detected and the item recovers where it was."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import AgentFactory, Source, capture_until, program, wait_ready, whole_second
+from tests.support.agentproc import AgentProcess, wait_for
+from tests.support.media import tones
+from tests.support.wavfile import tone_frequency
+
+
+def decoder_playing(agent: AgentProcess, media_dir: Path) -> int | None:
+    """Pid of the decoder worker that has the playing media file open."""
+    assert agent.process is not None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            if b"decoder_worker" not in cmdline or os.getpgid(int(entry.name)) == 0:
+                continue
+            targets = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+        except OSError:
+            continue
+        if any(t.startswith(str(media_dir)) for t in targets):
+            return int(entry.name)
+    return None
+
+
+def sounding(samples: np.ndarray, threshold: int = 300) -> np.ndarray:
+    """Per 10 ms block: True where the block carries sound."""
+    blocks = samples[: len(samples) // 480 * 480, 0].reshape(-1, 480)
+    return np.abs(blocks).max(axis=1) > threshold
+
+
+@pytest.mark.parametrize("how", [signal.SIGSTOP, signal.SIGKILL], ids=["hang", "crash"])
+def test_decoder_failure_is_recovered_without_losing_the_item(
+        tmp_path: Path, source: Source, agent_factory: AgentFactory, how: signal.Signals) -> None:
+    # 6 s at 440 Hz then 10 s at 880 Hz: where playback resumes tells whether the restart
+    # picked up at the position reached (440 Hz) or skipped ahead.
+    source.add("m-long", tones(tmp_path / "long.wav", [(440, 6.0), (880, 10.0)]))
+    start = whole_second(4)
+    doc = source.publish([program("p-long", ["m-long"], start)])
+    agent = agent_factory(audio={"decoder_hang_s": 3})
+    wait_ready(agent, doc["version"])
+    time.sleep(max(0.0, start + 1.0 - time.time()))
+    pid = wait_for(lambda: decoder_playing(agent, agent.tmp / "cache"), 5,
+                   what="the playing decoder worker")
+    os.kill(pid, how)
+    failed_at = time.time()
+    capture = capture_until(agent, failed_at + 10)
+    after = capture.samples[capture.index_at(failed_at):capture.index_at(failed_at + 10)]
+    blocks = sounding(after)
+    assert blocks.any(), "playback never recovered"
+    last_quiet = int(np.nonzero(~blocks)[0].max()) if (~blocks).any() else 0
+    resumed_at = failed_at + (last_quiet + 1) * 0.01
+    assert resumed_at - failed_at <= 10.0
+    resumed = capture.samples[capture.index_at(resumed_at) + 2400:
+                              capture.index_at(resumed_at) + 2400 + 9600]
+    assert abs(tone_frequency(resumed, capture.rate) - 440) < 10, \
+        "the restart did not resume at the position reached"
+    reports = wait_for(lambda: [r for r in source.play_reports() if r["program_id"] == "p-long"],
+                       30, 0.2, what="the play report")
+    assert len(reports) == 1 and reports[0]["outcome"] == "completed"
+    # Operators see it: a fault raised when the failure was found, cleared on recovery.
+    code = "decoder_hung" if how == signal.SIGSTOP else "decoder_crashed"
+    faults = [r for r in source.reports() if r["type"] == "fault" and r["code"] == code]
+    raised = datetime.fromisoformat(faults[0]["raised_at"]).timestamp()
+    assert raised - failed_at <= 5.0, "the failure was not detected within 5 s"
+    assert any(f["cleared_at"] is not None for f in faults)
