@@ -18,6 +18,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.agentproc import AgentProcess, base_config, free_port, local_time, wait_for
+from tests.support.hil import HIL
 from tests.support.source_sim import add_media, write_schedule
 from tests.support.wavfile import Capture, read_capture
 
@@ -108,6 +109,17 @@ class Source:
                "programs": programs, **extra}
         write_schedule(self.content, doc, check=check)
         return doc
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``hardware`` need a real controller: skipped unless BROADCAST_HIL=1."""
+    if HIL:
+        return
+    skip = pytest.mark.skip(reason="needs a real controller: run with BROADCAST_HIL=1 and the "
+                                   "rig's BROADCAST_HIL_* variables (docs/hil.md)")
+    for item in items:
+        if "hardware" in item.keywords:
+            item.add_marker(skip)
 
 
 def whole_second(lead_s: float) -> float:

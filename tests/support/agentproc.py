@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo
 import requests
 import yaml
 
+from tests.support import hil
+
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
@@ -46,7 +48,8 @@ def local_time(epoch: float, tz: str = "Asia/Ho_Chi_Minh") -> str:
 
 
 def base_config(tmp: Path, source_url: str, **overrides: Any) -> dict[str, Any]:
-    """A config for tests: clocked WAV sink, simulated amplifier, no FM, no MQTT."""
+    """A config for tests: clocked WAV sink, simulated amplifier, no FM, no MQTT; with
+    BROADCAST_HIL=1, the rig's sound card, relay and SDR instead (tests/support/hil.py)."""
     cfg: dict[str, Any] = {
         "device_id": "xa-test-01",
         "timezone": "Asia/Ho_Chi_Minh",
@@ -60,6 +63,8 @@ def base_config(tmp: Path, source_url: str, **overrides: Any) -> dict[str, Any]:
         "amplifier": {"backend": "sim", "warmup_s": 0.5, "idle_off_s": 2},
         "fm": {"backend": "none"},
     }
+    if hil.HIL:
+        _deep_update(cfg, hil.rig().config_overrides())
     _deep_update(cfg, overrides)
     return cfg
 
@@ -73,7 +78,9 @@ def _deep_update(base: dict[str, Any], over: dict[str, Any]) -> None:
 
 
 class AgentProcess:
-    """``broadcast-agent run`` in a child process with its own config directory."""
+    """``broadcast-agent run`` in a child process with its own config directory. With
+    BROADCAST_HIL=1 it also records the rig's capture into :attr:`wav` and watches its
+    relay while the agent runs, so the tests read the same files in both modes."""
 
     def __init__(self, tmp: Path, config: dict[str, Any]) -> None:
         self.tmp = tmp
@@ -85,11 +92,16 @@ class AgentProcess:
         self.process: subprocess.Popen[bytes] | None = None
         host, _, port = config["health"]["listen"].rpartition(":")
         self.health_url = f"http://{host}:{port}"
-        self.wav = Path(config["audio"]["output"].partition(":")[2])
+        kind, _, target = config["audio"]["output"].partition(":")
+        self.wav = Path(target) if kind == "wav" else tmp / "capture.wav"
         self.state_dir = Path(config["state_dir"])
+        self.rig = (hil.RigObservers(config, self.wav, tmp / "amplifier-monitor.jsonl")
+                    if hil.HIL else None)
 
     def start(self, wait: bool = True, env: dict[str, str] | None = None) -> AgentProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        if self.rig is not None:
+            self.rig.start()
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", str(self.config_path)],
@@ -120,6 +132,13 @@ class AgentProcess:
         return {f["code"] for f in self.status()["faults"]}
 
     def stop(self, timeout: float = 15) -> int:
+        try:
+            return self._stop_agent(timeout)
+        finally:
+            if self.rig is not None:
+                self.rig.stop()
+
+    def _stop_agent(self, timeout: float) -> int:
         if self.process is None or self.process.poll() is not None:
             return 0 if self.process is None else self.process.returncode
         self.process.send_signal(signal.SIGTERM)
@@ -133,6 +152,8 @@ class AgentProcess:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+        if self.rig is not None:
+            self.rig.stop()
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -141,6 +162,8 @@ class AgentProcess:
             return "(no log)"
 
     def amplifier_log(self) -> list[dict[str, Any]]:
+        if self.rig is not None and self.rig.drives_relay:
+            return self.rig.amplifier_log()
         path = self.state_dir / "amplifier-sim.jsonl"
         if not path.exists():
             return []
