@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.clock import Clock
-from agent.faults import FaultRegistry
+from agent.durable import fsync_dir
+from agent.faults import FaultError, FaultRegistry
 from agent.source import SourceClient, SourceError
 from agent.store import StateStore
 
@@ -65,13 +66,8 @@ class MediaRef(Protocol):
     def size(self) -> int: ...
 
 
-class CacheError(Exception):
+class CacheError(FaultError):
     """A media file could not be cached; ``code`` is the fault code already raised."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -310,8 +306,8 @@ class MediaCache:
         with self._lock:
             final.parent.mkdir(exist_ok=True)
             os.replace(self._part(entry.sha256), final)
-            _fsync_dir(final.parent)
-            _fsync_dir(self._partial_dir)
+            fsync_dir(final.parent)
+            fsync_dir(self._partial_dir)
             self._set(entry.sha256, state="ready", durable_bytes=entry.size,
                       last_used=self._clock.now())
             self._corrupt.pop(entry.sha256, None)
@@ -448,14 +444,6 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _hash_file(path: Path) -> str:

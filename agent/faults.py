@@ -45,6 +45,15 @@ FAULT_SEVERITY: dict[str, Severity] = {
 }
 
 
+class FaultError(Exception):
+    """An error that names the fault code it stands for."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
 @dataclass(frozen=True)
 class Fault:
     code: str

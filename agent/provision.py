@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import ConfigError, load_config
+from agent.durable import fsync_dir
 
 log = logging.getLogger("broadcast-agent.provision")
 
@@ -92,7 +93,7 @@ def provision(boot: Path, etc: Path, owners: Owners) -> int:
         original.unlink(missing_ok=True)
     if secrets:
         _remove_if_empty(boot / BOOT_SECRETS)
-    _fsync_dir(boot)
+    fsync_dir(boot)
     log.info("removed the provisioning files from %s", boot)
     return EXIT_OK
 
@@ -141,7 +142,7 @@ def _write_atomically(target: Path, data: bytes, mode: int = 0o644,
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def _set_owner(path: Path, uid: int, gid: int | None, mode: int) -> None:
@@ -155,14 +156,6 @@ def _remove_if_empty(directory: Path) -> None:
         directory.rmdir()
     except OSError as error:
         log.warning("left %s in place: %s", directory, error.strerror)
-
-
-def _fsync_dir(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _inside(root: Path, path: Path) -> Path:

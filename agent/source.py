@@ -19,6 +19,7 @@ from urllib.parse import quote, urljoin
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.faults import FaultError
 from agent.signing import verify_bytes
 
 if TYPE_CHECKING:
@@ -29,13 +30,8 @@ log = logging.getLogger(__name__)
 _CHUNK = 64 * 1024
 
 
-class SourceError(Exception):
+class SourceError(FaultError):
     """A failed exchange with the source; ``code`` is a fault code of agent.faults."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 from pathlib import Path
+
+from agent.durable import publish
 
 VOICES = ("vi", "vi-vn-x-central", "vi-vn-x-south")
 
@@ -37,7 +38,5 @@ class TtsRenderer:
             detail = getattr(exc, "stderr", b"") or b""
             raise TtsError(f"{self._engine} failed: {exc} {detail.decode(errors='replace')}"
                            ) from exc
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
         return path
