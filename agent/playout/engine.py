@@ -126,7 +126,6 @@ class PlayoutEngine:
         self._thread: threading.Thread | None = None
         self._failed = False
         self.idle_since_frame: int | None = 0
-        self.periods = 0
 
     # --- control side ------------------------------------------------------------------
     def start(self) -> None:
@@ -164,17 +163,6 @@ class PlayoutEngine:
         with self._lock:
             self._queue.append(_Cue(voice, None))
 
-    def cut(self) -> None:
-        """Fade out what plays and drop the queue."""
-        with self._lock:
-            dropped = [cue.voice for cue in self._queue]
-            self._queue = []
-            if self._current is not None:
-                self._fade_out_now(self._current)
-                self._current = None
-        for voice in dropped:
-            voice.cut = True
-
     def cancel(self, voice: Voice) -> None:
         """Fade out ``voice`` if it plays, or drop it from the queue."""
         with self._lock:
@@ -189,14 +177,6 @@ class PlayoutEngine:
         self._begin_fade_out(voice)
         voice.end_frame = self.output.next_frame_index() + voice._fade_out_left
         self._on_event(VoiceEnded(voice, voice.end_frame, cut=True))
-
-    @property
-    def current(self) -> Voice | None:
-        return self._current
-
-    def queued(self) -> list[Voice]:
-        with self._lock:
-            return [cue.voice for cue in self._queue]
 
     @property
     def alive(self) -> bool:
@@ -216,7 +196,6 @@ class PlayoutEngine:
                 first = self.output.next_frame_index()
                 block = self._render(first)
                 self.output.write(block, timeout=1.0)
-                self.periods += 1
                 if self._failed:
                     self._failed = False
                     self._on_event(OutputRecovered())
