@@ -38,6 +38,7 @@ from tests.support.hil import (
 from tests.support.wavfile import read_capture, rms_dbfs, tone_frequency
 
 RATE = 48000
+ARECORD = shutil.which("arecord")
 START_WITHIN_S = 0.05  # the recorder's start_epoch against the stand-in's true start
 RIG_ENV = {"BROADCAST_HIL_PLAYBACK": "plughw:Loopback,0",
            "BROADCAST_HIL_CAPTURE": "hw:Loopback,1",
@@ -126,7 +127,7 @@ def test_recorder_restart_truncates_the_capture(tmp_path: Path) -> None:
     np.testing.assert_array_equal(second.samples, ramp(0, second.frames))
 
 
-@pytest.mark.skipif(shutil.which("arecord") is None, reason="arecord (alsa-utils) not installed")
+@pytest.mark.skipif(ARECORD is None, reason="arecord (alsa-utils) not installed")
 def test_real_arecord_accepts_the_command_and_its_bytes_arrive_exactly(tmp_path: Path) -> None:
     """Real arecord through ALSA's file plugin, whose capture reads a known raw file (the
     null slave is not paced, so this checks the command and the bytes, not the timing)."""
@@ -139,7 +140,7 @@ def test_real_arecord_accepts_the_command_and_its_bytes_arrive_exactly(tmp_path:
     # Real arecord with the recorder's exact arguments, told to stop after the known frames.
     wrapper = tmp_path / "arecord"
     wrapper.write_text(f"#!/bin/sh\nALSA_CONFIG_PATH=/usr/share/alsa/alsa.conf:{alsa_conf} "
-                       f"exec arecord \"$@\" --samples={frames}\n")
+                       f"exec {ARECORD} \"$@\" --samples={frames}\n")
     wrapper.chmod(0o755)
     capture = tmp_path / "capture.wav"
     recorder = CaptureRecorder("known", capture, arecord_path=str(wrapper))
@@ -151,7 +152,7 @@ def test_real_arecord_accepts_the_command_and_its_bytes_arrive_exactly(tmp_path:
     assert recorder.overruns() == []
 
 
-@pytest.mark.skipif(shutil.which("arecord") is None, reason="arecord (alsa-utils) not installed")
+@pytest.mark.skipif(ARECORD is None, reason="arecord (alsa-utils) not installed")
 def test_recorder_on_a_missing_device_fails_with_arecords_message(tmp_path: Path) -> None:
     recorder = CaptureRecorder("no_such_pcm", tmp_path / "capture.wav")
     with pytest.raises(HilError, match=r"recording no_such_pcm exited with 1: .*Unknown PCM"):
@@ -358,6 +359,7 @@ def rig_agent(tmp_path: Path, source: Source) -> AgentProcess:
         tmp_path, source.url, health={"listen": f"127.0.0.1:{free_port()}"},
         amplifier={"warmup_s": WARMUP_S, "idle_off_s": 1}, audio={"default_volume": 100}))
     agent.state_dir.mkdir(parents=True)
+    Path(agent.config["cache"]["dir"]).mkdir(parents=True)
     return agent
 
 
@@ -377,7 +379,7 @@ def test_doctor_passes_on_the_rig(rig_agent: AgentProcess) -> None:
     result = cli(rig_agent.config_path, "doctor", "--json", timeout=120)
     checks = json.loads(result.stdout)
     failures = [c for c in checks if not c["ok"]]
-    assert [c for c in failures if c["check"] != "service"] == [], result.stdout
+    assert [f"{c['check']}: {c['detail']}" for c in failures if c["check"] != "service"] == []
     assert result.returncode == len(failures)
 
 
