@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3-venv libvlc5 libvlc-bin vlc-plugin-base espeak-ng mosquitto \
 	mosquitto-clients rtl-sdr libasound2-dev sox lame gpiod openssl systemd \
-	debootstrap gettext
+	debootstrap gettext alsa-utils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 4
 
