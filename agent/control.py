@@ -677,11 +677,13 @@ class ControlLoop:
 
     # --- amplifier ---------------------------------------------------------------------
     def _drive_amplifier(self, now: float) -> None:
+        boundary = self._next_boundary(now)
+        soon = boundary is not None and boundary - self.s.warmup_s - 0.25 <= now
+        if soon:
+            self._amp_forced = None  # forced power lasts until the next play (mqtt.md)
         if self._amp_forced is not None:
             self._set_amp(self._amp_forced)
             return
-        boundary = self._next_boundary(now)
-        soon = boundary is not None and boundary - self.s.warmup_s - 0.25 <= now
         idle_since = self._engine.idle_since_frame
         if idle_since is None or self._playbacks or soon:
             self._set_amp(True)
