@@ -367,6 +367,10 @@ class ControlLoop:
         offset_s = action.offset_s
         if offset_s > 0 and at is not None:
             offset_s += at - now  # a late join sounds at ``at``: be where the program is then
+            duration = activation.items[action.index].duration_s
+            if duration is not None and offset_s >= duration:
+                self._arbiter.item_ended(action.key, action.index, "completed")
+                return  # the item is over before it could sound
         pb = Playback(activation, action.index, activation.items[action.index], offset_s)
         if action.chime:
             # The chime sounds at once; the item is prepared (TTS, decoder) while it plays.
