@@ -141,7 +141,8 @@ class ControlLoop:
                  decoders: DecoderPool, media: MediaLookup, tts: TtsRenderer,
                  tuner: FmTunerLike | None, amplifier: Amplifier, mixer: Mixer,
                  chime_pcm: bytes, journal: Journal, faults: FaultRegistry, store: StateStore,
-                 on_change: Callable[[], None], sync_now: Callable[[], None]) -> None:
+                 on_change: Callable[[], None], sync_now: Callable[[], None],
+                 count_command: Callable[[str, str], None]) -> None:
         self.s = settings
         self._clock = clock
         self._engine = engine
@@ -157,6 +158,7 @@ class ControlLoop:
         self._store = store
         self._on_change = on_change
         self._sync_now = sync_now
+        self._count_command = count_command  # (type, completed|failed) for the metrics
         self._arbiter = Arbiter(late_start_grace_s=settings.late_start_grace_s)
         self._facts: queue.Queue[Fact] = queue.Queue()
         self._schedule: Schedule | None = None
@@ -726,7 +728,7 @@ class ControlLoop:
         elif cmd.type == "amplifier":
             self._amp_forced = bool(args["on"])
             self._set_amp(self._amp_forced)
-        self._journal.ack(cmd.id, "completed")
+        self._ack(cmd, "completed")
         self._changed()
 
     def _reconfigure(self, settings: ControlSettings) -> None:
@@ -790,9 +792,13 @@ class ControlLoop:
             failures = self._command_failures.pop(key, 0)
             items = 1 if cmd.type == "fm_relay" else int(cmd.args.get("repeat", 1))
             if failures >= items:
-                self._journal.ack(cmd.id, "failed", "play_failed: nothing could be played")
+                self._ack(cmd, "failed", "play_failed: nothing could be played")
             else:
-                self._journal.ack(cmd.id, "completed")
+                self._ack(cmd, "completed")
+
+    def _ack(self, cmd: Command, status: str, reason: str | None = None) -> None:
+        self._journal.ack(cmd.id, status, reason)
+        self._count_command(cmd.type, status)
 
     # --- status and crash safety -------------------------------------------------------
     def _changed(self) -> None:

@@ -92,11 +92,13 @@ class Daemon:
             tts=TtsRenderer(cfg.cache.dir / "tts", cfg.tts.voice, cfg.tts.engine),
             tuner=self.tuner, amplifier=self.amplifier, mixer=open_mixer(mixer_cfg),
             chime_pcm=self._chime(), journal=self.journal, faults=self.faults,
-            store=self.store, on_change=self.status_changed, sync_now=self.sync.sync_now)
+            store=self.store, on_change=self.status_changed, sync_now=self.sync.sync_now,
+            count_command=self.metrics.command)
         self.mqtt = self._mqtt_link() if cfg.mqtt.brokers else None
         self.health = HealthServer(cfg.health.host, cfg.health.port, cfg.health.token,
                                    cfg.health.max_connections, cfg.health.request_timeout_s,
-                                   self.status, self.faults, self.metrics)
+                                   self.status, self.faults, self.metrics,
+                                   refresh_metrics=self._refresh_metrics)
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._config_path = cfg.files[0] if cfg.files else None
@@ -150,6 +152,13 @@ class Daemon:
     def status_changed(self) -> None:
         if self.mqtt is not None:
             self.mqtt.status_changed()
+
+    def _refresh_metrics(self) -> None:
+        """The gauges that follow Status (building it sets them) and the last sync."""
+        self.status()
+        last_sync = self.sync.status().last_sync_at
+        if last_sync is not None:
+            self.metrics.synced(last_sync)
 
     def status(self) -> dict[str, Any]:
         """The Status object of mqtt.md (plus ``next`` for technicians)."""

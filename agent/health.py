@@ -52,7 +52,8 @@ def _error(status: HTTPStatus, **extra: str) -> _Reply:
 class HealthServer:
     def __init__(self, host: str, port: int, token: str | None, max_connections: int,
                  request_timeout_s: float, status_provider: Callable[[], dict[str, Any]],
-                 faults: FaultRegistry, metrics: AgentMetrics) -> None:
+                 faults: FaultRegistry, metrics: AgentMetrics,
+                 refresh_metrics: Callable[[], None] | None = None) -> None:
         self._host = host
         self._port = port
         self._expected_auth = None if token is None else f"Bearer {token}".encode()
@@ -61,6 +62,7 @@ class HealthServer:
         self._status_provider = status_provider
         self._faults = faults
         self._metrics = metrics
+        self._refresh_metrics = refresh_metrics  # brings gauges up to date before a scrape
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Event | None = None
@@ -194,9 +196,14 @@ class HealthServer:
             status = await loop.run_in_executor(self._workers, self._status_provider)
             return _json_reply(HTTPStatus.OK, status)
         if path == "/metrics":
-            body = await loop.run_in_executor(self._workers, self._metrics.render)
+            body = await loop.run_in_executor(self._workers, self._render_metrics)
             return _Reply(HTTPStatus.OK, body, CONTENT_TYPE)
         raise _error(HTTPStatus.NOT_FOUND)
+
+    def _render_metrics(self) -> bytes:
+        if self._refresh_metrics is not None:
+            self._refresh_metrics()
+        return self._metrics.render()
 
     def _authorize(self, header: str | None) -> None:
         if self._expected_auth is None:
