@@ -21,22 +21,29 @@ SOURCE_OF_KIND = {"media": "media", "stream": "stream", "fm": "fm", "tts": "tts"
 
 
 class LevelMeter:
-    """Wraps a PCM source and remembers when it last carried sound (dead-air detection)."""
+    """Wraps a PCM source and remembers when it last carried sound (dead-air detection).
+
+    Quiet time counts from the first read (when the source goes on air or is probed), not
+    from when the meter was made: a stream pre-rolled ahead of its start is not dead yet.
+    """
 
     def __init__(self, inner: Any, clock: Clock, threshold_dbfs: float) -> None:
         self.inner = inner
         self._clock = clock
         self._threshold = 32768.0 * 10 ** (threshold_dbfs / 20)
-        self._created = clock.monotonic()
+        self._quiet_since: float | None = None  # None: never read
         self.last_loud: float | None = None
 
     def read(self, max_bytes: int) -> bytes:
         data: bytes = self.inner.read(max_bytes)
+        now = self._clock.monotonic()
+        if self._quiet_since is None:
+            self._quiet_since = now
         usable = len(data) - len(data) % 2
         if usable >= 2:
             pcm = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32)
             if math.sqrt(float(np.mean(pcm * pcm))) >= self._threshold:
-                self.last_loud = self._clock.monotonic()
+                self.last_loud = self._quiet_since = now
         return data
 
     @property
@@ -49,9 +56,10 @@ class LevelMeter:
         return self.last_loud is not None
 
     def quiet_for(self) -> float:
-        """Seconds since the source last carried sound (or since the meter was made)."""
-        since = self._created if self.last_loud is None else self.last_loud
-        return self._clock.monotonic() - since
+        """Seconds since the source last carried sound (or was first read)."""
+        if self._quiet_since is None:
+            return 0.0
+        return self._clock.monotonic() - self._quiet_since
 
 
 @dataclass
