@@ -61,7 +61,8 @@ def start_on_stream(source: Source, agent_factory: AgentFactory, stream: PacedSt
     wait_ready(agent, source.version)
     wait_for(lambda: source_on_air(agent) == "stream", max(start - time.time(), 0) + 5, 0.1,
              f"the stream on air ({agent.log_tail(10)})")
-    return agent, start
+    on_air = datetime.fromisoformat(agent.status()["playing"]["started_at"]).timestamp()
+    return agent, on_air
 
 
 def source_on_air(agent: AgentProcess) -> str | None:
@@ -150,3 +151,20 @@ def test_dead_stream_without_a_tuner_is_silence_and_a_fault(
         source: Source, agent_factory: AgentFactory, stream: PacedStream) -> None:
     agent, _ = start_on_stream(source, agent_factory, stream, None)
     fail_and_recover(agent, stream, "kill", fm_expected=False)
+
+
+def test_stream_silent_from_its_start_is_dead_air_counted_from_the_start(
+        source: Source, agent_factory: AgentFactory, stream: PacedStream,
+        dongle: FakeRtlTcpServer) -> None:
+    stream.silence()  # connects and sends valid MP3 frames, of silence
+    agent, on_air = start_on_stream(source, agent_factory, stream, dongle)
+    raised = wait_for(lambda: fault_since(agent, "stream_unavailable"), DEAD_AIR_S + 3, 0.05,
+                      "stream_unavailable")
+    assert raised is not None
+    # pre-rolled before its start, it is judged from when it went on air
+    assert DEAD_AIR_S - 0.1 <= raised - on_air <= DEAD_AIR_S + 1.0
+    assert source_on_air(agent) == "fm"
+    stream.resume()
+    wait_for(lambda: fault_since(agent, "stream_unavailable") is None, RETURN_WITHIN_S, 0.1,
+             "stream_unavailable cleared")
+    assert_stream_audio(agent, time.time() + 0.5)
