@@ -74,7 +74,7 @@ class Daemon:
             self.source, self.cache, self.store, self.journal, self.faults, self.clock,
             device_id=cfg.device_id, default_tz=cfg.timezone,
             poll_interval_s=cfg.source.poll_interval_s, max_backoff_s=cfg.source.max_backoff_s,
-            on_applied=self._schedule_applied)
+            on_applied=self._schedule_applied, on_download=self.metrics.download)
         self.reports = ReportUploader(self.store, self.journal, self.source,
                                       max_backoff_s=cfg.source.max_backoff_s)
         self.decoders = DecoderPool(cfg.audio.rate, self.clock.monotonic)

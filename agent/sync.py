@@ -55,6 +55,7 @@ class SyncService:
                  journal: Journal, faults: FaultRegistry, clock: Clock, *, device_id: str,
                  default_tz: str, poll_interval_s: float, max_backoff_s: float,
                  on_applied: Callable[[Schedule], None],
+                 on_download: Callable[[str, int], None] = lambda outcome, size: None,
                  rand: Callable[[], float] = random.random) -> None:
         self._client = client
         self._cache = cache
@@ -65,6 +66,7 @@ class SyncService:
         self._device_id = device_id
         self._default_tz = default_tz
         self.poll_interval_s = poll_interval_s
+        self._on_download = on_download  # (outcome: ok or a fault code, bytes of the file)
         self.max_backoff_s = max_backoff_s
         self._on_applied = on_applied
         self._rand = rand
@@ -199,16 +201,19 @@ class SyncService:
                 if self._cache.fetch(entry, self._client, self._stopping.is_set) is None:
                     return False
             except SourceError as exc:
+                self._on_download(exc.code, 0)
                 seen.setdefault(exc.code, exc.message)
                 ok = False
                 if exc.code in ("source_unreachable", "source_auth"):
                     break
                 continue
             except CacheError as exc:
+                self._on_download(exc.code, 0)
                 ok = False
                 if exc.code == "disk_full":
                     break
                 continue
+            self._on_download("ok", entry.size)
             self._journal.event("media_cached", media_id=entry.id, sha256=entry.sha256)
         self._cache.evict()
         return ok

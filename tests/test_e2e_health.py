@@ -10,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -148,8 +147,6 @@ def test_status_and_metrics_while_playing_and_after_commands(
     assert value(samples(agent), "playing", source="media", priority="scheduled") == 0
 
 
-@pytest.mark.xfail(strict=True, reason="nothing calls AgentMetrics.download: the sync "
-                   "service and media cache have no metrics hook (reported to their owner)")
 def test_media_downloads_are_counted(tmp_path: Path, source: Source,
                                      agent_factory: AgentFactory) -> None:
     wav = media.tone(tmp_path / "m1.wav", 440, 1.0)
