@@ -61,7 +61,8 @@ class Daemon:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = StateStore(cfg.state_dir / "agent.db", outbox_max=cfg.mqtt.outbox_max)
         self.faults = FaultRegistry(self.clock.now)
-        self.journal = Journal(self.store, self.clock, self.tz)
+        self.journal = Journal(self.store, self.clock, self.tz,
+                               mqtt_enabled=bool(cfg.mqtt.brokers))
         self.metrics = AgentMetrics(self.clock)
         self.faults.subscribe(self.journal.on_fault)
         self.faults.subscribe(self.metrics.on_fault)
@@ -269,6 +270,7 @@ class Daemon:
         self.reports.max_backoff_s = new.source.max_backoff_s
         self.control.post(Reconfigured(_control_settings(new)))
         if "mqtt" in changed:
+            self.journal.mqtt_enabled = bool(new.mqtt.brokers)
             if self.mqtt is not None:
                 self.mqtt.stop()
             self.mqtt = self._mqtt_link() if new.mqtt.brokers else None

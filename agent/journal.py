@@ -28,10 +28,14 @@ def rfc3339(epoch: float, tz: ZoneInfo) -> str:
 
 
 class Journal:
-    def __init__(self, store: StateStore, clock: Clock, tz: ZoneInfo) -> None:
+    def __init__(self, store: StateStore, clock: Clock, tz: ZoneInfo,
+                 mqtt_enabled: bool = True) -> None:
         self._store = store
         self._clock = clock
         self.tz = tz
+        # With MQTT off (no brokers) events and acks have no reader: they are not queued,
+        # or the outbox would fill with records nobody will ever take.
+        self.mqtt_enabled = mqtt_enabled
         self._changed = threading.Condition()
 
     def stamp(self, epoch: float) -> str:
@@ -41,16 +45,18 @@ class Journal:
         """Queue an MQTT Event (mqtt.md) and return it."""
         now = self._clock.now()
         record = {"id": str(uuid.uuid4()), "type": type_, "at": self.stamp(now), **body}
-        self._store.enqueue(MQTT, f"event:{type_}", record, now)
-        self._notify()
+        if self.mqtt_enabled:
+            self._store.enqueue(MQTT, f"event:{type_}", record, now)
+            self._notify()
         return record
 
     def ack(self, command_id: str, status: str, reason: str | None = None) -> dict[str, Any]:
         now = self._clock.now()
         record = {"command_id": command_id, "status": status, "reason": reason,
                   "at": self.stamp(now)}
-        self._store.enqueue(MQTT, "ack", record, now)
-        self._notify()
+        if self.mqtt_enabled:
+            self._store.enqueue(MQTT, "ack", record, now)
+            self._notify()
         return record
 
     def report(self, type_: str, **body: Any) -> dict[str, Any]:

@@ -156,9 +156,15 @@ def metric(agent: AgentProcess, name: str, **labels: str) -> float | None:
     return None
 
 
+# A broker nobody listens on: MQTT is on, so events stay queued in the outbox for
+# :func:`journal_events` to read.
+UNREACHABLE_BROKER = {"brokers": ["mqtt://127.0.0.1:9"]}
+
+
 def journal_events(agent: AgentProcess, event_type: str) -> list[dict[str, Any]]:
-    """Events of ``event_type`` the agent queued for MQTT (kept: the tests run no broker),
-    read from its state database."""
+    """Events of ``event_type`` the agent queued for MQTT, read from its state database.
+    The agent must have a broker configured (see ``UNREACHABLE_BROKER``): with MQTT off,
+    events are not queued at all."""
     db = sqlite3.connect(f"file:{agent.state_dir / 'agent.db'}?mode=ro", uri=True, timeout=5)
     try:
         rows = db.execute("SELECT payload FROM outbox WHERE channel='mqtt' AND kind=? "

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.signing import public_key_b64
 from tests.conftest import (
+    UNREACHABLE_BROKER,
     AgentFactory,
     Source,
     capture_until,
@@ -179,7 +180,7 @@ def test_media_not_cached_at_the_start_is_reported_and_the_rest_plays(
     source.add("m-1", media.tone(tmp_path / "a.wav", 1000, 1.0))
     start = whole_second(8)
     source.publish([program("p-1", ["m-gone", "m-1"], start)])
-    agent = agent_factory()
+    agent = agent_factory(mqtt=UNREACHABLE_BROKER)
     wait_for(lambda: agent.status()["cache"]["items"] == 1, 10, 0.1, "m-1 cached")
 
     # The rest starts when the missing item would have: at once, once a decoder is up.
