@@ -71,6 +71,12 @@ class Source:
             self.process.wait(10)
             self.process = None
 
+    @property
+    def running(self) -> Source:
+        """This source, checked to be up: its simulator's reports, stats and faults."""
+        assert self.process is not None, "the simulator is stopped"
+        return self
+
     def _sim(self, what: str) -> str:
         return f"http://127.0.0.1:{self.port}/_sim/{what}"
 

@@ -20,6 +20,7 @@ from agent.simulator import SourceSimulator
 from tests.conftest import (
     DEVICE,
     TOKEN,
+    UNREACHABLE_BROKER,
     AgentFactory,
     Source,
     corrupt_cache_files,
@@ -86,7 +87,7 @@ def test_fifty_kills_lose_no_report_corrupt_no_cache_entry_and_resume_downloads(
     sim = ThrottledSimulator(source.content, DEVICE, TOKEN, port=source.port).start()
     try:
         # A program cut by a kill is not started again from its beginning after the restart.
-        agent = agent_factory(late_start_grace_s=1)
+        agent = agent_factory(late_start_grace_s=1, mqtt=UNREACHABLE_BROKER)
         wait_for(lambda: agent.status()["cache"]["items"] == 1, 10, 0.05,
                  "the schedule applied and the small media cached")
         began = time.monotonic()
