@@ -691,9 +691,13 @@ class ControlLoop:
             self._set_amp(self._amp_forced)
             return
         idle_since = self._engine.idle_since_frame
-        if idle_since is None or self._playbacks or soon:
+        if idle_since is None or self._playbacks or soon or self._arbiter.playing is not None:
             self._set_amp(True)
-        elif self._engine.time_of(idle_since) + self.s.idle_off_s <= now:
+            return
+        # Idle counts from the last sound or from switching on, whichever is later: an
+        # amplifier warmed for a program that then could not play stays on idle_off_s.
+        idle_from = max(self._engine.time_of(idle_since), self._amp_on_at or 0.0)
+        if idle_from + self.s.idle_off_s <= now:
             self._set_amp(False)
 
     def _set_amp(self, on: bool) -> None:

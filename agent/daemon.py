@@ -203,6 +203,7 @@ class Daemon:
         for warning in self.cfg.warnings:
             log.warning("%s", warning)
         self.engine.start()
+        self.decoders.warm_up()
         applied = self.sync.load_applied()
         if applied is not None:
             self.control.post(ScheduleApplied(applied))

@@ -126,6 +126,12 @@ class DecoderPool:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             start_new_session=True, bufsize=0)
 
+    def warm_up(self) -> None:
+        """Start the idle worker now, so that even the first item starts without delay."""
+        with self._lock:
+            if self._warm is None:
+                self._warm = self._spawn()
+
     def open(self, mrl: str, start_s: float = 0.0, caching_ms: int = 300) -> DecodedStream:
         with self._lock:
             process = self._warm if self._warm is not None and self._warm.poll() is None \
