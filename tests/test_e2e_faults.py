@@ -47,8 +47,9 @@ def assert_plays(agent: AgentProcess, start: float, frequency: float,
     capture = capture_until(agent, start + tolerance_s + 0.8)
     index = capture.first_non_silent(SILENCE, after_epoch=start - 0.5)
     assert index is not None, f"nothing played at {start}"
-    assert abs(capture.time_of(index) - start) <= tolerance_s
-    found = tone_frequency(capture.segment(start + 0.1, 0.6), capture.rate)
+    sounded = capture.time_of(index)
+    assert abs(sounded - start) <= tolerance_s
+    found = tone_frequency(capture.segment(sounded + 0.1, 0.6), capture.rate)
     assert abs(found - frequency) < frequency * 0.01, f"{found} Hz, expected {frequency} Hz"
 
 
