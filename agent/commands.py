@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +38,7 @@ PRIORITIES = ("scheduled", "live", "emergency")
 REPLAY_GRACE_S = 86_400.0
 _PRUNE_INTERVAL_S = 3_600.0
 _MAX_ID_CHARS = 128
+_BROKEN_ID = re.compile(r'"id"\s*:\s*"([!#-\[\]-~]{1,' + str(_MAX_ID_CHARS) + '})"')
 _MAX_TEXT_CHARS = 2_000
 _MAX_FM_DURATION_S = 86_400.0
 
@@ -231,7 +233,10 @@ class CommandValidator:
         try:
             doc = json.loads(payload)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-            return Rejection("bad_json", f"not JSON: {exc}", None)
+            # A truncated or mistyped command may still show its id: the sender then gets
+            # a rejection instead of silence.
+            found = _BROKEN_ID.search(payload[:4096].decode("utf-8", errors="replace"))
+            return Rejection("bad_json", f"not JSON: {exc}", found[1] if found else None)
         command_id = _usable_id(doc)
         if command_id is None:
             return Rejection("bad_json", "not a JSON object with a string id "

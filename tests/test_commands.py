@@ -73,6 +73,12 @@ def test_payloads_without_a_usable_id_cannot_be_acked(store, clock, payload):
     assert verdict.command_id is None
 
 
+def test_broken_json_that_shows_its_id_is_rejected_to_its_sender(store, clock):
+    payload = b'{"id": "c-broken", "type": "stop", "args": '
+    verdict = rejected(make_validator(store, clock).check(payload), "bad_json")
+    assert verdict.command_id == "c-broken"
+
+
 def test_too_large_is_rejected_before_anything_else(store, clock):
     padding = {"media_id": "m-cached", "volume": 50}
     big = json.dumps({"id": "c-big", "type": "emergency", "args": padding,
