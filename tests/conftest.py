@@ -142,11 +142,11 @@ def program(program_id: str, items: list[str], start: float, **fields: Any) -> d
 
 def wait_ready(agent: AgentProcess, version: int, timeout: float = 15) -> dict[str, Any]:
     """Wait until ``version`` is applied and every media it needs is cached."""
-    def ready() -> dict[str, Any] | None:
+    def ready() -> dict[str, Any]:
         status = agent.status()
         done = (status["source"]["schedule_version"] == version
                 and status["cache"]["missing"] == 0)
-        return status if done else None
+        return status if done else {}
     return wait_for(ready, timeout, 0.1, f"schedule version {version} applied and cached "
                     f"({agent.log_tail(10)})")
 
@@ -196,10 +196,10 @@ def capture_until(agent: AgentProcess, epoch: float) -> Capture:
     """The capture once it holds what left the card up to wall time ``epoch``."""
     time.sleep(max(0.0, epoch - time.time()))
 
-    def covered() -> Capture | None:
+    def covered() -> list[Capture]:
         capture = read_capture(agent.wav)
-        return capture if capture.time_of(capture.frames) >= epoch else None
-    return wait_for(covered, 5, 0.1, f"capture up to {epoch}")
+        return [capture] if capture.time_of(capture.frames) >= epoch else []
+    return wait_for(covered, 5, 0.1, f"capture up to {epoch}")[0]
 
 
 @pytest.fixture

@@ -54,8 +54,10 @@ def start_agent(source: Source, agent_factory: AgentFactory, start: float,
 
 def play_reports(source: Source, count: int, by: float) -> list[dict[str, Any]]:
     """The ``count`` play reports, once uploaded (waiting until wall time ``by`` + 10 s)."""
-    reports = wait_for(lambda: len(source.play_reports()) >= count and source.play_reports(),
-                       max(0.0, by - time.time()) + 10, 0.1, f"{count} play reports")
+    def uploaded() -> list[dict[str, Any]]:
+        reports = source.play_reports()
+        return reports if len(reports) >= count else []
+    reports = wait_for(uploaded, max(0.0, by - time.time()) + 10, 0.1, f"{count} play reports")
     for report in reports:
         validate("report", report)
     return sorted(reports, key=lambda r: epoch(r["started_at"]))
