@@ -118,6 +118,7 @@ class PlayoutEngine:
         self._on_event = on_event
         self._period = int(self.rate * PERIOD_S)
         self._target_buffer = max(int(self.rate * buffer_s), 2 * self._period)
+        self._silence = bytes(self._period * BYTES_PER_FRAME)
         self._lock = threading.Lock()
         self._current: Voice | None = None
         self._fading: list[Voice] = []
@@ -211,6 +212,11 @@ class PlayoutEngine:
 
     def _render(self, first: int) -> bytes:
         n = self._period
+        with self._lock:
+            if self._current is None and not self._fading and not self._queue:
+                if self.idle_since_frame is None:
+                    self.idle_since_frame = first
+                return self._silence  # idle: no mixing work at all
         mix = np.zeros((n, 2), dtype=np.float32)
         events: list[EngineEvent] = []
         with self._lock:
