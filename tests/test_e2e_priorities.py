@@ -7,7 +7,9 @@ transition in the capture is ramped: no sample step larger than the audio itself
 from __future__ import annotations
 
 import time
+import wave
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.playout.engine import FADE_IN_S, FADE_OUT_S
 from agent.playout.sources import builtin_chime
 from drivers.mixer.curve import effective_volume, volume_to_db, volume_to_gain
 from tests.conftest import AgentFactory, Source, capture_until, program, wait_ready, whole_second
@@ -36,7 +39,7 @@ PREEMPT_AFTER_S = 1.5  # the emergency is sent this long into the program
 CHIME = np.frombuffer(builtin_chime(RATE), dtype="<i2").reshape(-1, 2)
 CHIME_S = CHIME.shape[0] / RATE
 LEVEL_TOLERANCE_DB = 0.5
-STEP_MARGIN = 1.1  # ramps add a little to the material's own steps (a click adds ~amplitude)
+STEP_MARGIN = 1.1  # rounding and summing add a little; a click adds about the amplitude
 
 
 @pytest.fixture
@@ -97,18 +100,83 @@ def assert_level(capture: Capture, start: float, seconds: float, material: Sampl
         f"{found:.2f} dBFS at {start:.3f}+{seconds} s, expected {expected:.2f} (volume {volume})"
 
 
-def step_of(material: Samples, volume: int) -> float:
-    """The largest sample step ``material`` holds once played at ``volume``."""
-    return max_step(material) * volume_to_gain(volume)
+@dataclass(frozen=True)
+class Material:
+    """What a voice plays, at its gain: the largest sample step and second difference it
+    holds itself, and its peak (a ramp of n frames adds at most peak / n to both)."""
+
+    step: float
+    curvature: float
+    peak: float
+
+    @classmethod
+    def of(cls, samples: Samples, volume: int) -> Material:
+        gain = volume_to_gain(volume)
+        return cls(max_step(samples) * gain, max_curvature(samples) * gain,
+                   float(np.abs(samples.astype(np.int32)).max()) * gain)
 
 
-def assert_no_clicks(capture: Capture, transitions: dict[str, tuple[float, float]]) -> None:
-    """``transitions``: name -> (wall time, largest step of the material on either side)."""
-    for name, (at, material_step) in transitions.items():
-        window = capture.segment(at - 0.03, 0.08)
-        allowed = material_step * STEP_MARGIN + 16
-        assert max_step(window) <= allowed, \
-            f"click at {name} ({at:.3f}): step {max_step(window)} > {allowed:.0f}"
+def max_curvature(segment: Samples) -> int:
+    """Largest |x[n+1] - 2 x[n] + x[n-1]|: tiny for audio, about the sample value at a cut."""
+    if segment.shape[0] < 3:
+        return 0
+    return int(np.abs(np.diff(segment.astype(np.int32), n=2, axis=0)).max())
+
+
+def click_in(window: Samples, sides: list[Material], ramped: bool = True) -> str | None:
+    """Why ``window`` (a transition between the voices playing ``sides``) clicks, or None.
+    The engine fades in over FADE_IN_S (240 frames at 48 kHz) and out over FADE_OUT_S.
+    ``ramped``: the engine cut or started a voice there; at the natural end of a source
+    only the step is checked (the material's own last samples are its own)."""
+    ramp_frames = round(RATE * FADE_IN_S)
+    step_allowed = sum(m.step + m.peak / ramp_frames for m in sides) * STEP_MARGIN + 16
+    curvature_allowed = sum(m.curvature + 2 * m.peak / ramp_frames for m in sides) \
+        * STEP_MARGIN + 16
+    if max_step(window) > step_allowed:
+        return f"step {max_step(window)} > {step_allowed:.0f}"
+    if ramped and max_curvature(window) > curvature_allowed:
+        return f"second difference {max_curvature(window)} > {curvature_allowed:.0f}"
+    return None
+
+
+Transition = tuple[float, list[Material], bool]
+
+
+def assert_no_clicks(capture: Capture, transitions: dict[str, Transition]) -> None:
+    """``transitions``: name -> (wall time, the material playing on either side, whether
+    the engine ramped there)."""
+    for name, (at, sides, ramped) in transitions.items():
+        why = click_in(capture.segment(at - 0.03, 0.08), sides, ramped)
+        assert why is None, f"click at {name} ({at:.3f}): {why}"
+
+
+def test_click_detector_flags_a_hard_cut_and_passes_the_engines_ramp() -> None:
+    t = np.arange(RATE // 10) / RATE
+    tone = (np.sin(2 * np.pi * 600 * t) * 3000).astype(np.int16)[:, None].repeat(2, axis=1)
+    material = Material.of(tone, 100)
+    cut_at = int(np.argmax(tone[:, 0] > 300))  # a cut at 10 % of the peak
+    hard = tone.copy()
+    hard[cut_at:] = 0
+    ramped = tone.astype(np.float64)
+    fade = round(RATE * FADE_OUT_S)
+    ramped[cut_at:cut_at + fade] *= (1 - (np.arange(fade) + 1) / fade)[:, None]
+    ramped[cut_at + fade:] = 0
+    assert click_in(hard, [material]) is not None
+    assert click_in(ramped.astype(np.int16), [material]) is None
+
+
+def announcement(path: Path, frequency_hz: float, seconds: float) -> Path:
+    """A tone at -6 dBFS that fades in and out over 20 ms, as a recorded message does (so
+    that its own ends are smooth and any kink at a transition is the engine's)."""
+    t = np.arange(round(RATE * seconds)) / RATE
+    envelope = np.minimum(1.0, np.minimum(t, seconds - t) / 0.020)
+    wave_ = np.sin(2 * np.pi * frequency_hz * t) * envelope * 32767 * 10 ** (-6 / 20)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+        out.writeframes(np.repeat(wave_.astype("<i2")[:, None], 2, axis=1).tobytes())
+    return path
 
 
 def publish_program(tmp_path: Path, source: Source) -> tuple[float, Samples]:
@@ -128,7 +196,7 @@ def test_emergency_preempts_chime_and_message_at_emergency_volume_then_program_r
         tmp_path: Path, source: Source, agent_factory: AgentFactory, broker: Mosquitto,
         central: Central, message: str) -> None:
     start, program_pcm = publish_program(tmp_path, source)
-    alert_wav = media.tone(tmp_path / "alert.wav", 1500, 2.0)
+    alert_wav = announcement(tmp_path / "alert.wav", 1500, 2.0)
     source.add("m-alert", alert_wav)
     schedule(source, start)
     agent = start_agent(source, agent_factory, broker, central, start)
@@ -177,16 +245,16 @@ def test_emergency_preempts_chime_and_message_at_emergency_volume_then_program_r
     assert_level(capture, resumed_at + 1.2, 2.5, program_pcm[RATE:],
                  effective_volume(100, PROGRAM_VOLUME))
 
-    program_step = step_of(program_pcm, PROGRAM_VOLUME)
-    chime_step = step_of(CHIME, EMERGENCY_VOLUME)
-    alert_step = step_of(alert_pcm, EMERGENCY_VOLUME)
+    program = Material.of(program_pcm, PROGRAM_VOLUME)
+    chime = Material.of(CHIME, EMERGENCY_VOLUME)
+    alert_material = Material.of(alert_pcm, EMERGENCY_VOLUME)
     assert_no_clicks(capture, {
-        "program start": (start, program_step),
-        "preemption": (chime_at, program_step + chime_step),
-        "chime to message": (alert_at, chime_step + alert_step),
-        "end of the emergency": (alert_end, alert_step + program_step),
-        "resume": (resumed_at, alert_step + program_step),
-        "program end": (resumed_at + 4.0, program_step)})
+        "program start": (start, [program], True),
+        "preemption": (chime_at, [program, chime], True),
+        "chime to message": (alert_at, [chime, alert_material], False),
+        "end of the emergency": (alert_end, [alert_material, program], False),
+        "resume": (resumed_at, [alert_material, program], True),
+        "program end": (resumed_at + 4.0, [program], False)})
 
     events = central.payloads("events")
     for record in events:
@@ -213,7 +281,7 @@ def test_stop_ends_the_emergency_and_the_program_resumes(
         tmp_path: Path, source: Source, agent_factory: AgentFactory, broker: Mosquitto,
         central: Central) -> None:
     start, program_pcm = publish_program(tmp_path, source)
-    source.add("m-alert", media.tone(tmp_path / "alert.wav", 1500, 2.0))
+    source.add("m-alert", announcement(tmp_path / "alert.wav", 1500, 2.0))
     schedule(source, start)
     agent = start_agent(source, agent_factory, broker, central, start)
 
@@ -240,8 +308,8 @@ def test_stop_ends_the_emergency_and_the_program_resumes(
     capture = capture_until(agent, resumed_at + 4.3)
     assert_tone(capture, resumed_at + 0.1, 0.8, 600)
     assert_tone(capture, resumed_at + 1.5, 2.0, 800)
-    alert_step = step_of(media.read_wav(tmp_path / "alert.wav")[0], EMERGENCY_VOLUME)
-    program_step = step_of(program_pcm, PROGRAM_VOLUME)
-    assert_no_clicks(capture, {"stop": (epoch(alert["ended_at"]), alert_step),
-                               "resume": (resumed_at, alert_step + program_step)})
+    alert_material = Material.of(media.read_wav(tmp_path / "alert.wav")[0], EMERGENCY_VOLUME)
+    program = Material.of(program_pcm, PROGRAM_VOLUME)
+    assert_no_clicks(capture, {"stop": (epoch(alert["ended_at"]), [alert_material], True),
+                               "resume": (resumed_at, [alert_material, program], True)})
     assert len(source.play_reports()) == 3, "the emergency went on after stop"
