@@ -38,7 +38,7 @@ KILLS = 50
 STARTUP_S = 0.6  # about when a started agent has its threads running
 KILL_AFTER_S = (0.3, 1.5)  # random time from then to the kill (some land in the startup)
 BIG_BYTES = 8 * 1024 * 1024
-RATE_BYTES_PER_S = 4 * 1024 * 1024  # slow enough for a download to span several kills
+RATE_BYTES_PER_S = 2 * 1024 * 1024  # slow enough for a download to span several kills
 
 PROGRAM_EVERY_S = 3
 PROGRAMS = 20  # over before the kills are
