@@ -525,11 +525,11 @@ class ControlLoop:
         if isinstance(event, VoiceStarted):
             if event.voice is pb.voice and pb.started_at is None:
                 pb.started_at = self._engine.time_of(event.frame)
+                self._remember_onair(pb)  # first: a power cut from here on is reported
                 record = pb.record(self._journal.stamp, self.s.rate)
-                for unknown_yet in ("ended_at", "played_s", "outcome"):
-                    del record[unknown_yet]
+                for not_an_event_field in ("id", "ended_at", "played_s", "outcome"):
+                    del record[not_an_event_field]
                 self._journal.event("play_started", **record)
-                self._remember_onair(pb)
                 self._changed()
             return
         assert isinstance(event, VoiceEnded)

@@ -59,18 +59,22 @@ class Journal:
             self._notify()
         return record
 
-    def report(self, type_: str, **body: Any) -> dict[str, Any]:
+    def report(self, type_: str, report_id: str | None = None, **body: Any) -> dict[str, Any]:
         """Queue a Report for POST /reports (source-api.md) and return it."""
         now = self._clock.now()
-        record = {"id": str(uuid.uuid4()), "type": type_, "at": self.stamp(now), **body}
+        record = {"id": report_id or str(uuid.uuid4()), "type": type_, "at": self.stamp(now),
+                  **body}
         self._store.enqueue(REPORT, type_, record, now)
         self._notify()
         return record
 
     def played(self, record: dict[str, Any]) -> None:
-        """One proof-of-play record: a ``play`` report and a ``play_finished`` event."""
-        report = self.report("play", **record)
-        self.event("play_finished", record={**record, "id": report["id"]})
+        """One proof-of-play record: a ``play`` report and a ``play_finished`` event. The
+        record's ``id``, fixed when the item started, is the report's: were the same play
+        reported twice (a power cut between two writes), the source de-duplicates it."""
+        body = {k: v for k, v in record.items() if k != "id"}
+        report = self.report("play", record.get("id"), **body)
+        self.event("play_finished", record={**body, "id": report["id"]})
 
     def on_fault(self, change: str, fault: Fault, cleared_at: float | None) -> None:
         """FaultRegistry listener: an event and a ``fault`` report for each change."""

@@ -7,6 +7,7 @@ tuner behind them, and the proof-of-play record it becomes when it ends.
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,7 @@ class Playback:
     restarts: int = 0
     fallback: Playback | None = None  # FM relayed while a stream is dead
     retired_voices: list[Voice] = field(default_factory=list)
+    report_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     @property
     def key(self) -> tuple[str, int]:
@@ -98,6 +100,7 @@ class Playback:
         """The proof-of-play record of source-api.md."""
         a, item = self.activation, self.item
         record: dict[str, Any] = {
+            "id": self.report_id,
             "program_id": a.program_id,
             "source": SOURCE_OF_KIND[item.kind],
             "priority": a.priority,
