@@ -50,6 +50,7 @@ class SourceConfig:
     client_cert: Path | None
     client_key: Path | None
     public_key: bytes | None  # raw 32-byte Ed25519 key; when set, schedules must be signed
+    read_timeout_s: float
 
 
 @dataclass(frozen=True)

@@ -430,6 +430,7 @@ def schema(base: Path) -> Section:
             "client_cert": tls_file,
             "client_key": tls_file,
             "public_key": Key(optional(public_key), None),
+            "read_timeout_s": Key(number(minimum=1), 30.0),
         }),
         "cache": Section({
             "dir": Key(path_in(base), Path("/var/cache/broadcast-agent")),

@@ -54,7 +54,8 @@ class SourceSettings:
         src = cfg.source
         return cls(url=src.url, device_id=cfg.device_id, token=src.token,
                    verify_tls=src.verify_tls, ca_file=src.ca_file, client_cert=src.client_cert,
-                   client_key=src.client_key, public_key=src.public_key)
+                   client_key=src.client_key, public_key=src.public_key,
+                   read_timeout_s=src.read_timeout_s)
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,8 @@ def test_defaults_are_those_of_the_contract(tmp_path):
         state_dir=Path("/var/lib/broadcast-agent"), late_start_grace_s=120, log_level="INFO",
         source=SourceConfig(
             url="http://127.0.0.1:9/api", token=None, poll_interval_s=60, max_backoff_s=600,
-            verify_tls=True, ca_file=None, client_cert=None, client_key=None, public_key=None),
+            verify_tls=True, ca_file=None, client_cert=None, client_key=None, public_key=None,
+            read_timeout_s=30),
         cache=CacheConfig(dir=Path("/var/cache/broadcast-agent"), max_bytes=2_000_000_000),
         mqtt=MqttConfig(
             brokers=(), username=None, password=None, ca_file=None, client_cert=None,
