@@ -310,11 +310,12 @@ def test_stop_command(priority: Priority | None, ended: set[str], then: list[Act
     assert {a.key for a in arbiter.pending()}.isdisjoint(ended)
 
 
-def test_stop_when_nothing_plays_stops_nothing_to_come() -> None:
+@pytest.mark.parametrize("priority", [None, "scheduled"], ids=["default", "same-priority"])
+def test_stop_never_ends_a_program_still_to_come(priority: Priority | None) -> None:
     arbiter = Arbiter(late_start_grace_s=GRACE_S)
     arbiter.add(activation("later", 100.0), now=0.0)
 
-    assert arbiter.stop(None, now=0.0) == []
+    assert arbiter.stop(priority, now=0.0) == []
     assert arbiter.evaluate(0.0) == []
     assert arbiter.evaluate(100.0) == [StartItem("later", 0, 0.0, 100.0, False)]
 
@@ -459,7 +460,7 @@ def test_preview_after_item_foretells_the_gapless_follow_up(at: float,
     assert arbiter.evaluate(at) == expected
 
 
-# --- contract gaps found while proving the arbiter (see the report) ----------------------
+# --- regressions: both failed before arbiter fix dcccdb0 ------------------------------------
 
 def test_a_late_joined_program_that_first_waits_restarts_its_item_from_the_beginning() -> None:
     """Booting at 300 into a live relay (200-1200) above a scheduled program (0, open window,
