@@ -28,8 +28,10 @@ class Worker:
         self._out = out
         self._lock = threading.Lock()
         self._done = threading.Event()
+        # speex: libvlc's default choice for 44.1 -> 48 kHz repeats samples audibly.
         self.instance = vlc.Instance(["--no-video", "--quiet", "--no-xlib", "--aout=amem",
-                                      "--no-audio-time-stretch", "--no-stats"])
+                                      "--no-audio-time-stretch", "--no-stats",
+                                      "--audio-resampler=speex_resampler"])
         self.player = self.instance.media_player_new()
         # ctypes callbacks must stay referenced for as long as libvlc may call them.
         self._play_cb = vlc.CallbackDecorators.AudioPlayCb(self._on_play)
@@ -87,6 +89,9 @@ def _exit_when_stdin_closes(stdin: BinaryIO) -> None:
 
 
 def main() -> int:
+    # Decoding runs seconds ahead of the card: it yields the CPU to the playout thread,
+    # and a worker's heavy start-up never competes with what is on air.
+    os.nice(5)
     out = sys.stdout.buffer
     stdin = sys.stdin.buffer
     worker = Worker(out)
