@@ -245,6 +245,7 @@ class ControlLoop:
     def _apply_schedule(self, schedule: Schedule) -> None:
         old = self._schedule
         self._schedule = schedule
+        self._changed()  # the next programs shown in Status change with it
         if old is None:
             return
         now = self._clock.now()

@@ -20,7 +20,6 @@ from collections.abc import Callable
 
 from agent.clock import Clock
 from agent.faults import FaultRegistry
-from drivers.audio.base import request_realtime
 from drivers.sdr.base import FmReceiver, SdrError, SdrMissing
 
 log = logging.getLogger(__name__)
@@ -94,8 +93,8 @@ class FmTuner:
         rate: int = RECEIVER_RATE,
         *,
         usb_reset: Callable[[], object] | None = None,
-        buffer_s: float = 0.5,
-        prefill_s: float = 0.2,
+        buffer_s: float = 0.2,
+        prefill_s: float = 0.08,
         stall_after_s: float = 2.0,
         lost_after_s: float = 1.0,
         backoff_initial_s: float = 0.5,
@@ -180,9 +179,6 @@ class FmTuner:
     # -- the fm thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        # The relay feeds the sound card: like the playout thread it asks for real-time
-        # priority (demodulating 240 kS/s takes a few per cent of a core).
-        request_realtime()
         backoff_s = self._backoff_initial_s
         while not self._stop.is_set():
             receiver = self._factory()

@@ -36,6 +36,10 @@ from tests.support.mosquitto import Mosquitto
 from tests.support.schemas import validate
 from tests.support.wavfile import Capture, rms_dbfs, tone_frequency
 
+# The fake SDR server makes IQ in real time with numpy: tests that use it share one
+# worker, or on 2 cores they starve each other and the starved fake drops samples.
+pytestmark = pytest.mark.xdist_group("sdr")
+
 STATION = FakeStation(100.0e6, 1000.0)
 POLL_S = 5.0  # the agent's schedule poll (the config's minimum)
 MIN_LEFT_S = 1.5  # what must remain before the start once the agent is ready (pre-roll)

@@ -21,6 +21,10 @@ from tests.support.agentproc import AgentProcess, local_time, wait_for
 from tests.support.streams import PacedStream
 from tests.support.wavfile import Capture, rms_dbfs, tone_frequency
 
+# The fake SDR server makes IQ in real time with numpy: tests that use it share one
+# worker, or on 2 cores they starve each other and the starved fake drops samples.
+pytestmark = pytest.mark.xdist_group("sdr")
+
 DEAD_AIR_S = 2.0
 STREAM_HZ = 440.0
 FM_HZ = 1000.0

@@ -14,6 +14,10 @@ from drivers.sdr.fake_rtl_tcp import FakeRtlTcpServer, FakeStation, measure_tone
 from drivers.sdr.rtl_fm import reset_rtl_usb
 from drivers.sdr.rtl_tcp import CMD_SAMPLE_RATE
 
+# The fake SDR server makes IQ in real time with numpy: tests that use it share one
+# worker, or on 2 cores they starve each other and the starved fake drops samples.
+pytestmark = pytest.mark.xdist_group("sdr")
+
 PERIOD_FRAMES = 480  # the engine reads 10 ms at a time
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import AgentFactory, Source, program, wait_ready, whole_second
-from tests.support.agentproc import REPO, AgentProcess, base_config, free_port
+from tests.support.agentproc import REPO, AgentProcess, base_config, free_port, wait_for
 from tests.support.media import tone
 from tests.support.wavfile import read_capture, rms_dbfs, tone_frequency
 
@@ -33,6 +33,7 @@ def test_status_reads_the_running_daemon(tmp_path: Path, source: Source,
     _publish_tone_program(tmp_path, source)
     agent = agent_factory()
     wait_ready(agent, source.version)
+    wait_for(lambda: agent.status()["next"], 5, what="the next programs in Status")
     human = cli(agent.config_path, "status")
     assert human.returncode == 0, human.stderr
     assert "xa-test-01" in human.stdout and "p-later" in human.stdout
