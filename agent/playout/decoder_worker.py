@@ -28,10 +28,11 @@ class Worker:
         self._out = out
         self._lock = threading.Lock()
         self._done = threading.Event()
-        # speex: libvlc's default choice for 44.1 -> 48 kHz repeats samples audibly.
+        # soxr: libvlc's default choice for 22.05/44.1 -> 48 kHz repeats samples audibly;
+        # soxr leaves 48 kHz bit-exact and keeps every item's last samples (speex does not).
         self.instance = vlc.Instance(["--no-video", "--quiet", "--no-xlib", "--aout=amem",
                                       "--no-audio-time-stretch", "--no-stats",
-                                      "--audio-resampler=speex_resampler"])
+                                      "--audio-resampler=soxr"])
         self.player = self.instance.media_player_new()
         # ctypes callbacks must stay referenced for as long as libvlc may call them.
         self._play_cb = vlc.CallbackDecorators.AudioPlayCb(self._on_play)
