@@ -246,6 +246,9 @@ class ControlLoop:
         old = self._schedule
         self._schedule = schedule
         self._changed()  # the next programs shown in Status change with it
+        for program in schedule.programs:
+            if isinstance(program.source, TtsSource):
+                self._tts.render_ahead(program.source.text, program.source.lang)
         if old is None:
             return
         now = self._clock.now()

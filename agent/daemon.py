@@ -219,6 +219,8 @@ class Daemon:
         # (a full pass over it holds the GIL for ~25 ms here, several times that on a Pi).
         gc.collect()
         gc.freeze()
+        # The playout thread must get the GIL back quickly from whoever holds it.
+        sys.setswitchinterval(0.002)
         log.info("broadcast-agent %s started as %s", __version__, self.cfg.device_id)
 
     def stop(self) -> None:

@@ -60,8 +60,12 @@ def test_decoder_failure_is_recovered_without_losing_the_item(
     after = capture.samples[capture.index_at(failed_at):capture.index_at(failed_at + 10)]
     blocks = sounding(after)
     assert blocks.any(), "playback never recovered"
-    last_quiet = int(np.nonzero(~blocks)[0].max()) if (~blocks).any() else 0
-    resumed_at = failed_at + (last_quiet + 1) * 0.01
+    # The buffered audio plays out, then silence until the new worker delivers: playback
+    # resumes with the first sounding block after the first quiet one.
+    quiet = np.nonzero(~blocks)[0]
+    assert len(quiet), "no gap at all: the failure was not injected"
+    resumed_block = quiet[0] + int(np.argmax(blocks[quiet[0]:]))
+    resumed_at = failed_at + resumed_block * 0.01
     assert resumed_at - failed_at <= 10.0
     resumed = capture.samples[capture.index_at(resumed_at) + 2400:
                               capture.index_at(resumed_at) + 2400 + 9600]

@@ -112,7 +112,7 @@ class _Cue:
 
 class PlayoutEngine:
     def __init__(self, output: AudioOutput, on_event: Callable[[EngineEvent], None],
-                 buffer_s: float = 0.030) -> None:
+                 buffer_s: float = 0.040) -> None:
         self.output = output
         self.rate = output.rate
         self._on_event = on_event
