@@ -188,11 +188,10 @@ class _SimHandler(BaseHTTPRequestHandler):
         if path == "/_sim/stats":
             self._send_json(HTTPStatus.OK, self.simulator.stats())
             return
-        route = self._api_route(path)
-        if route is None or not self._authorized():
+        route = self._authorized_route(path)
+        if route is None:
             return
         kind, arg = route
-        self.simulator.pause(self.simulator.faults().slow_s)
         if kind == "schedule":
             self._schedule(arg)
         elif kind == "media":
@@ -200,17 +199,25 @@ class _SimHandler(BaseHTTPRequestHandler):
         else:
             self._send_error(HTTPStatus.METHOD_NOT_ALLOWED, "use POST")
 
+    def _authorized_route(self, path: str) -> tuple[str, str] | None:
+        """The API route of ``path`` once the token is checked (answering otherwise),
+        after the configured slowness."""
+        route = self._api_route(path)
+        if route is None or not self._authorized():
+            return None
+        self.simulator.pause(self.simulator.faults().slow_s)
+        return route
+
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
         body = self._read_body()
         if path == "/_sim/faults":
             self._post_faults(body)
             return
-        route = self._api_route(path)
-        if route is None or not self._authorized():
+        route = self._authorized_route(path)
+        if route is None:
             return
         kind, arg = route
-        self.simulator.pause(self.simulator.faults().slow_s)
         if kind == "reports":
             self._post_reports(arg, body)
         else:
