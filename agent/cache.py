@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS media_cache (
 );
 """
 _DURABLE_STEP = 256 * 1024
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+_WRITER_BOOT_KEY = "cache.partial_boot_id"  # the boot during which .part files were written
 _LAST_USED_RESOLUTION_S = 60.0  # LRU precision; spares the SD card a write per lookup
 _HASH_CHUNK = 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}$")
@@ -241,12 +243,19 @@ class MediaCache:
                        (entry.sha256, entry.id, entry.size, self._clock.now()))
 
     def _resume_point(self, entry: MediaRef) -> tuple[int, hashlib._Hash]:
-        """Cut the .part back to its durable length and hash that prefix."""
+        """Where to resume, with the hash of the prefix kept.
+
+        After a power cut only the fsynced (durable) length can be trusted: the rest may
+        be zeros or garbage, so the .part is cut back to it. When the machine has not
+        rebooted since the .part was written (the agent was killed or restarted), the
+        kernel kept every byte written, and all of it is kept: a crash costs no re-fetch.
+        """
         part = self._part(entry.sha256)
         row = self._row(entry.sha256)
-        durable = row.durable_bytes if row is not None else 0
         on_disk = part.stat().st_size if part.exists() else 0
-        durable = min(durable, on_disk, entry.size)
+        same_boot = _boot_id() is not None and self._store.get(_WRITER_BOOT_KEY) == _boot_id()
+        trusted = on_disk if same_boot else (row.durable_bytes if row is not None else 0)
+        durable = min(trusted, on_disk, entry.size)
         with open(part, "ab") as f:
             f.truncate(durable)
         hasher = hashlib.sha256()
@@ -265,6 +274,7 @@ class MediaCache:
     def _receive(self, entry: MediaRef, chunks: Iterator[bytes], written: int,
                  hasher: hashlib._Hash, cancelled: Callable[[], bool]) -> int:
         """Append the body to the .part file; returns the length written (and fsynced)."""
+        self._store.put(_WRITER_BOOT_KEY, _boot_id())
         fd = os.open(self._part(entry.sha256), os.O_WRONLY | os.O_CREAT, 0o644)
         unsynced = 0
         try:
@@ -444,6 +454,14 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def _boot_id() -> str | None:
+    """The kernel's id of this boot: it changes at every reboot and power cut."""
+    try:
+        return _BOOT_ID.read_text().strip()
+    except OSError:
+        return None
 
 
 def _hash_file(path: Path) -> str:

@@ -145,25 +145,46 @@ def test_schedule_larger_than_quota_raises_cache_quota(tmp_path):
         assert "cache_quota" not in rig.raised()
 
 
-def test_crash_leftover_part_is_cut_to_durable_length(tmp_path):
+def _interrupted_part(rig, tmp_path):
+    """A download cut off half-way: (entry, its .part file, its fsynced length)."""
+    entry = entry_for(rig.content, "m-1", 3 * _DURABLE_STEP + 1234)
+    rig.sim.set_faults(truncate=True)
+    with pytest.raises(SourceError):
+        rig.cache().fetch(entry, rig.client)
+    part = tmp_path / "cache" / "partial" / f"{entry.sha256}.part"
+    durable = part.stat().st_size
+    assert durable > 0
+    rig.sim.set_faults(truncate=False)
+    return entry, part, durable
+
+
+def test_after_a_power_cut_the_part_is_cut_to_its_durable_length(tmp_path):
     with source_rig(tmp_path) as rig:
-        cache = rig.cache()
-        entry = entry_for(rig.content, "m-1", 3 * _DURABLE_STEP + 1234)
-        rig.sim.set_faults(truncate=True)
-        with pytest.raises(SourceError):
-            cache.fetch(entry, rig.client)
-        part = tmp_path / "cache" / "partial" / f"{entry.sha256}.part"
-        durable = part.stat().st_size
-        assert durable > 0
+        entry, part, durable = _interrupted_part(rig, tmp_path)
         with open(part, "ab") as f:  # what a power cut can leave past the durable length
             f.write(b"\xde\xad" * 50_000)
+        rig.store.put("cache.partial_boot_id", "the boot before the power cut")
         served_before = rig.sim.stats()["media_bytes"]["m-1"]
-        rig.sim.set_faults(truncate=False)
         restarted = rig.cache()  # a new process: reconcile, then resume
         path = restarted.fetch(entry, rig.client)
         assert path is not None
         assert hashlib.sha256(path.read_bytes()).hexdigest() == entry.sha256
         assert rig.sim.stats()["media_bytes"]["m-1"] - served_before == entry.size - durable
+
+
+def test_after_a_crash_without_reboot_every_byte_on_disk_is_kept(tmp_path):
+    with source_rig(tmp_path) as rig:
+        entry, part, _ = _interrupted_part(rig, tmp_path)
+        data = rig.content / "media" / "m-1"
+        with open(part, "r+b") as f:  # written by the killed process, never fsynced
+            f.seek(0, 2)
+            on_disk = f.tell() + 100_000
+            f.write(data.read_bytes()[f.tell():on_disk])
+        served_before = rig.sim.stats()["media_bytes"]["m-1"]
+        path = rig.cache().fetch(entry, rig.client)
+        assert path is not None
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == entry.sha256
+        assert rig.sim.stats()["media_bytes"]["m-1"] - served_before == entry.size - on_disk
 
 
 def test_reconcile_after_crash(tmp_path):

@@ -114,8 +114,8 @@ def test_fifty_kills_lose_no_report_corrupt_no_cache_entry_and_resume_downloads(
         cache_dir = Path(agent.config["cache"]["dir"])
         assert corrupt_cache_files(cache_dir) == []
         # Resuming: what the cache may resume from never shrinks across kills, several kills
-        # cut the download, and each cost only what had not reached the durable point yet
-        # (the last 256 KiB step and what sat in socket buffers), so far from a restart.
+        # cut the download, and (no reboot in between, so every byte written is kept) each
+        # cost only what was in flight: at most 1.05 times the file was fetched in all.
         stats = sim.stats()
         fetched = stats["media_bytes"]
         cuts = sum(1 for a, b in itertools.pairwise(resumable) if 0 < b < big["size"] and a < b)
@@ -125,7 +125,7 @@ def test_fifty_kills_lose_no_report_corrupt_no_cache_entry_and_resume_downloads(
         assert resumable == sorted(resumable), "a download went back instead of resuming"
         assert cuts >= 2, "the kills never cut the download: nothing shows resuming"
         assert fetched["m-1"] == source.media["m-1"]["size"], fetched
-        assert fetched["m-big"] < 1.5 * big["size"], fetched
+        assert fetched["m-big"] <= 1.05 * big["size"], fetched
 
         started = Counter(play_key(e) for e in journal_events(agent, "play_started"))
         reports = [r for r in sim.reports() if r["type"] == "play"]
