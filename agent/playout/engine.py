@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 FADE_IN_S = 0.005
 FADE_OUT_S = 0.020
-PERIOD_S = 0.010
+PERIOD_S = 0.020  # each period costs fixed Python work: fewer, longer ones use less CPU
 BYTES_PER_FRAME = 4
 
 Block = npt.NDArray[np.float32]

@@ -66,7 +66,7 @@ class ClockedWavSink(AudioOutput):
         clock: Clock | None = None,
         *,
         buffer_s: float = 0.040,
-        tick_s: float = 0.005,
+        tick_s: float = 0.010,
         header_interval_s: float = 0.5,
     ) -> None:
         super().__init__(rate)
