@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.playout.engine import PlayoutEngine
+from agent.playout.engine import PERIOD_S, PlayoutEngine
 from bench.common import (
     REPO,
     BenchRun,
@@ -222,7 +222,8 @@ def main() -> str:
         "Where the idle CPU goes, measured in this process (time.process_time over "
         f"{IDLE_SAMPLE_S} s, nothing playing): the clocked WAV sink alone (the virtual "
         f"card, absent on a device) {fmt(sink_cpu, 2)} %; the playout engine rendering "
-        f"silence into it every 10 ms, sink included, {fmt(engine_cpu, 2)} % of one core.",
+        f"silence into it every {PERIOD_S * 1000:.0f} ms, sink included, "
+        f"{fmt(engine_cpu, 2)} % of one core.",
         "",
         "Targets: RSS while playing ≤ 60 MB, CPU while playing ≤ 5 % of one core.",
         "",

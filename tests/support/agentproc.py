@@ -144,9 +144,9 @@ class AgentProcess:
         self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             self.kill()
-            raise AssertionError(f"agent did not stop on SIGTERM:\n{self.log_tail()}")
+            raise AssertionError(f"agent did not stop on SIGTERM:\n{self.log_tail()}") from exc
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
