@@ -298,11 +298,14 @@ class ControlLoop:
         self._drive_amplifier(now)
         self._settle_commands()
         if self._dirty or self._clock.monotonic() - self._snapshot_mono > 1.0:
-            self._snapshot = self._build_snapshot()
-            self._snapshot_mono = self._clock.monotonic()
-            if self._dirty:
-                self._dirty = False
-                self._on_change()
+            self._refresh_snapshot()
+
+    def _refresh_snapshot(self) -> None:
+        self._snapshot = self._build_snapshot()
+        self._snapshot_mono = self._clock.monotonic()
+        if self._dirty:
+            self._dirty = False
+            self._on_change()
 
     def _carry_out(self, actions: list[StartItem | StopItem], now: float) -> None:
         for action in actions:
@@ -642,7 +645,6 @@ class ControlLoop:
     def _stream_died(self, pb: Playback) -> None:
         assert pb.stream is not None and pb.meter is not None
         why = "ended" if pb.stream.finished else f"silent for {pb.meter.quiet_for():.0f} s"
-        self._faults.raise_("stream_unavailable", f"{pb.item.ref}: {why}")
         fallback_mhz = self._schedule.fm_fallback_mhz if self._schedule is not None else None
         fb = Playback(pb.activation, pb.index, Item("fm", str(fallback_mhz), None), 0.0)
         pb.fallback = fb
@@ -660,15 +662,18 @@ class ControlLoop:
         pb.stream.close()
         self._open_decoder(pb, 0.0)  # a fresh connection, measured off air
         self._changed()
+        self._refresh_snapshot()  # Status shows the fallback before the fault is seen
+        self._faults.raise_("stream_unavailable", f"{pb.item.ref}: {why}")
 
     def _stream_returned(self, pb: Playback) -> None:
         """The stream carries sound again: back on air, live, instead of the fallback."""
         assert pb.voice is not None
         self._finish_fallback(pb)
-        self._faults.clear("stream_unavailable")
         pb.voice_ended = False
         self._drop_all(self._engine.play([pb.voice]))
         self._changed()
+        self._refresh_snapshot()  # Status shows the stream again before the fault clears
+        self._faults.clear("stream_unavailable")
 
     def _finish_fallback(self, pb: Playback) -> None:
         fb = pb.fallback
