@@ -44,7 +44,7 @@ from drivers.mixer.curve import effective_volume, volume_to_gain
 
 log = logging.getLogger(__name__)
 
-PREROLL_S = 1.5  # decoders start this long before a timed start
+PREROLL_S = 2.5  # decoders start this long before a timed start (an MP3 under load: ~1 s)
 STREAM_RETRY_S = 5.0
 PROBE_LOUD_S = 0.5  # a dead stream's probe counts as back when it was loud this recently
 MAX_DECODER_RESTARTS = 3
