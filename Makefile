@@ -8,7 +8,7 @@ APT_PACKAGES := python3-venv libvlc5 libvlc-bin vlc-plugin-base espeak-ng mosqui
 	mosquitto-clients rtl-sdr libasound2-dev sox lame gpiod openssl systemd \
 	debootstrap gettext alsa-utils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 2
 
 .PHONY: install apt venv demo test lint bench image-chroot-test clean
 
