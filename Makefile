@@ -28,7 +28,7 @@ $(VENV)/.stamp: setup.cfg pyproject.toml
 	touch $@
 
 demo: install
-	$(PY) -m agent.demo
+	$(PY) -m tests.support.demo
 
 test: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup tests

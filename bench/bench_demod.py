@@ -21,13 +21,13 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from agent.clock import SystemClock
-from agent.faults import FaultRegistry
-from agent.fm import FmTuner
+from agent.core.clock import SystemClock
+from agent.core.faults import FaultRegistry
+from agent.playout.fm_tuner import FmTuner
 from bench.common import BenchRun, fmt, markdown_table, percentile
 from drivers.sdr import open_receiver
-from drivers.sdr.fake_rtl_tcp import NOISE_DBFS, FakeStation, IqGenerator, Tuning
 from drivers.sdr.wbfm import WbfmDemodulator, default_offset_hz
+from tests.support.fake_rtl_tcp import NOISE_DBFS, FakeStation, IqGenerator, Tuning
 
 STATION = FakeStation(100.0e6, 1000.0)
 RATES = (240_000, 960_000, 2_048_000)
@@ -62,7 +62,7 @@ def throughput(sample_rate: int, runs: int) -> list[float]:
 @contextmanager
 def fake_server_process() -> Iterator[int]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "drivers.sdr.fake_rtl_tcp", "--port", "0", "--station",
+        [sys.executable, "-m", "tests.support.fake_rtl_tcp", "--port", "0", "--station",
          f"{STATION.frequency_hz / 1e6}:{STATION.tone_hz}"], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None

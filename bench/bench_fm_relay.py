@@ -28,8 +28,8 @@ from bench.common import (
     schedule_of,
     scratch_dir,
 )
-from drivers.sdr.fake_rtl_tcp import FakeRtlTcpServer, FakeStation
 from tests.support.agentproc import AgentProcess, wait_for
+from tests.support.fake_rtl_tcp import FakeRtlTcpServer, FakeStation
 from tests.support.mosquitto import Mosquitto, TestClient
 from tests.support.wavfile import read_capture
 

@@ -149,7 +149,8 @@ def imports_only_rss_kb() -> int:
     """RSS of a Python process that has imported the daemon's modules and nothing else:
     the floor under the agent's own RSS."""
     probe = subprocess.run(
-        [sys.executable, "-c", "import agent.daemon, pathlib; print(next(l.split()[1] for l "
+        [sys.executable, "-c", "import agent.service.daemon, pathlib; "
+         "print(next(l.split()[1] for l "
          "in pathlib.Path('/proc/self/status').read_text().splitlines() "
          "if l.startswith('VmRSS:')))"],
         cwd=REPO, check=True, capture_output=True, text=True)
@@ -215,7 +216,7 @@ def main() -> str:
                         "CPU % of one core p50 / p95", "CPU % overall"],
                        phase_rows(phases)),
         "",
-        f"For scale: a Python process that has only imported `agent.daemon` (and so numpy, "
+        f"For scale: a Python process that has only imported `agent.service.daemon` (and so numpy, "
         f"requests, paho-mqtt, prometheus_client, cryptography, yaml) has an RSS of "
         f"{fmt(imports_only_rss_kb() / 1024)} MB.",
         "",

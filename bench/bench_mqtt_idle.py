@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from agent.clock import SystemClock
-from agent.commands import CommandValidator
-from agent.faults import FaultRegistry
-from agent.journal import Journal
-from agent.metrics import AgentMetrics
-from agent.mqtt import MqttLink, MqttSettings
-from agent.store import StateStore
+from agent.core.clock import SystemClock
+from agent.core.faults import FaultRegistry
+from agent.http.metrics import AgentMetrics
+from agent.mqtt.commands import CommandValidator
+from agent.mqtt.link import MqttLink, MqttSettings
+from agent.state.journal import Journal
+from agent.state.store import StateStore
 from tests.support.mosquitto import Mosquitto
 
 # A Status of typical size (mqtt.md example).

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.simulator import SourceSimulator
 from tests.support.agentproc import AgentProcess, base_config
+from tests.support.simulator import SourceSimulator
 from tests.support.source_sim import write_schedule
 
 REPO = Path(__file__).resolve().parents[1]

@@ -114,7 +114,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 	-subj "/CN=test province CA" -keyout /dev/null \
 	-out "${BOOT}/broadcast-agent-secrets/province-ca.pem" 2>/dev/null
 check "provisioning from the boot partition (as broadcast-agent-provision.service does)" \
-	in_root /opt/broadcast-agent/venv/bin/python -m agent.provision \
+	in_root /opt/broadcast-agent/venv/bin/python -m agent.cli.provision \
 	--boot /boot/firmware --etc /etc/broadcast-agent
 check "boot partition emptied" test ! -e "${BOOT}/broadcast-agent.yaml"
 check "config 0640 root:broadcast-agent" test "$(in_root stat -c '%a %U:%G' \

@@ -17,7 +17,14 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.agentproc import AgentProcess, base_config, free_port, local_time, wait_for
+from tests.support.agentproc import (
+    REPO,
+    AgentProcess,
+    base_config,
+    free_port,
+    local_time,
+    wait_for,
+)
 from tests.support.hil import HIL
 from tests.support.source_sim import add_media, write_schedule
 from tests.support.wavfile import Capture, read_capture
@@ -29,9 +36,9 @@ TZ = "Asia/Ho_Chi_Minh"
 
 class Source:
     """One test's source system: a content directory served by the real simulator
-    (``broadcast-source-sim``) in a process of its own on a port of its own. :meth:`stop`
-    kills the process, so an outage also cuts the agent's open connections; :meth:`start`
-    brings a fresh one up on the same port and content."""
+    (``python -m tests.support.simulator``) in a process of its own on a port of its own.
+    :meth:`stop` kills the process, so an outage also cuts the agent's open connections;
+    :meth:`start` brings a fresh one up on the same port and content."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -47,12 +54,11 @@ class Source:
         return f"http://127.0.0.1:{self.port}/api/v1"
 
     def start(self, signing_key_file: Path | None = None) -> None:
-        argv = [str(Path(sys.executable).with_name("broadcast-source-sim")),
-                "--dir", str(self.content), "--port", str(self.port), "--device-id", DEVICE,
-                "--token", TOKEN]
+        argv = [sys.executable, "-m", "tests.support.simulator", "--dir", str(self.content),
+                "--port", str(self.port), "--device-id", DEVICE, "--token", TOKEN]
         if signing_key_file is not None:
             argv += ["--signing-key-file", str(signing_key_file)]
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+        self.process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         wait_for(self._up, 10, 0.05, f"simulator on port {self.port}")
 
@@ -81,7 +87,7 @@ class Source:
         return f"http://127.0.0.1:{self.port}/_sim/{what}"
 
     def set_faults(self, **switches: Any) -> None:
-        """Switch simulator faults (agent.simulator.SimFaults fields)."""
+        """Switch simulator faults (tests.support.simulator.SimFaults fields)."""
         requests.post(self._sim("faults"), json=switches, timeout=5).raise_for_status()
 
     def reports(self) -> list[dict[str, Any]]:

@@ -9,8 +9,8 @@ import os
 import threading
 from pathlib import Path
 
-from agent.clock import Clock, SystemClock
 from drivers.amplifier.base import Amplifier, AmplifierError
+from drivers.clock import Clock, SystemClock
 
 LOG_NAME = "amplifier-sim.jsonl"
 

@@ -27,8 +27,8 @@ import time
 
 import alsaaudio
 
-from agent.clock import Clock, SystemClock
 from drivers.audio.base import AudioOutput, AudioOutputError
+from drivers.clock import Clock, SystemClock
 
 HTIMESTAMP_INTERVAL_S = 1.0
 

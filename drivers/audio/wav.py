@@ -19,8 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from agent.clock import Clock, SystemClock
 from drivers.audio.base import AudioOutput, AudioOutputError, request_realtime
+from drivers.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 

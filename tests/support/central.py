@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.signing import canonical_json, public_key_b64, sign
+from agent.core.signing import canonical_json, public_key_b64, sign
 from tests.support.mosquitto import PREFIX, Mosquitto, Received, TestClient
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")

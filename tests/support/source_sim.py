@@ -1,4 +1,4 @@
-"""Content for the source-system simulator (agent.simulator) in tests and the demo.
+"""Content for the source-system simulator (tests.support.simulator) in tests and the demo.
 
 A content directory holds ``schedule.json`` and ``media/<media_id>``; these helpers write
 them and return the schedule pieces that describe them.
@@ -19,14 +19,14 @@ from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.cache import MediaCache
-from agent.clock import ManualClock
-from agent.faults import FaultRegistry
-from agent.journal import Journal
-from agent.simulator import SourceSimulator
-from agent.source import SourceClient, SourceSettings
-from agent.store import StateStore
+from agent.core.clock import ManualClock
+from agent.core.faults import FaultRegistry
+from agent.source.cache import MediaCache
+from agent.source.client import SourceClient, SourceSettings
+from agent.state.journal import Journal
+from agent.state.store import StateStore
 from tests.support.schemas import validate
+from tests.support.simulator import SourceSimulator
 
 DEVICE = "xa-phu-loc-cum-01"
 TOKEN = "s3cret-token"

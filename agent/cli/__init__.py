@@ -1,0 +1,1 @@
+"""The broadcast-agent command and the technician's subcommands."""

@@ -1,0 +1,1 @@
+"""Configuration: loading agent.yaml and conf.d, strict validation."""

@@ -1,0 +1,388 @@
+"""Loads agent.yaml and conf.d/*.yaml beside it into a validated, immutable `Config`.
+
+The keys and their checks are in agent/config_schema.py; docs/config.md explains them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import ipaddress
+import stat
+import sys
+import typing
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from yaml.constructor import SafeConstructor
+
+from agent.config.schema import (
+    BrokerUri,
+    HostPort,
+    Mark,
+    Marked,
+    Problem,
+    parse_broker_uri,
+    parse_host_port,
+    schema,
+    validate_document,
+)
+
+DOCUMENT = "-"  # the KEY of a problem that belongs to no key (syntax errors, unreadable files)
+
+
+class ConfigError(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    url: str
+    token: str | None
+    poll_interval_s: float
+    max_backoff_s: float
+    verify_tls: bool
+    ca_file: Path | None
+    client_cert: Path | None
+    client_key: Path | None
+    public_key: bytes | None  # raw 32-byte Ed25519 key; when set, schedules must be signed
+    read_timeout_s: float
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    dir: Path
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    brokers: tuple[str, ...]  # empty: MQTT is off
+    username: str | None
+    password: str | None
+    ca_file: Path | None
+    client_cert: Path | None
+    client_key: Path | None
+    topic_prefix: str
+    heartbeat_s: float
+    keepalive_s: float
+    command_public_key: bytes | None  # raw 32-byte Ed25519 key; when set, commands must be signed
+    max_command_age_s: float
+    outbox_max: int
+    max_payload_bytes: int
+    protocol: Literal["3.1.1", "5"]
+
+    @property
+    def broker_uris(self) -> tuple[BrokerUri, ...]:
+        return tuple(parse_broker_uri(uri) for uri in self.brokers)
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    listen: str
+    token: str | None
+    max_connections: int
+    request_timeout_s: float
+
+    @property
+    def host(self) -> str:
+        return parse_host_port(self.listen).host
+
+    @property
+    def port(self) -> int:
+        return parse_host_port(self.listen).port
+
+
+@dataclass(frozen=True)
+class MixerConfig:
+    card: int
+    control: str
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    output: str  # alsa:<pcm> or wav:<absolute path>
+    rate: int
+    mixer: MixerConfig | None  # None: software gain
+    default_volume: int
+    emergency_volume: int
+    chime: Path | None  # None: the built-in chime
+    dead_air_s: float
+    dead_air_dbfs: float
+    decoder_hang_s: float
+    stream_caching_ms: int
+
+    @property
+    def output_kind(self) -> str:
+        return self.output.partition(":")[0]
+
+    @property
+    def output_arg(self) -> str:
+        return self.output.partition(":")[2]
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    chip: str
+    line: int
+    active_high: bool
+
+
+@dataclass(frozen=True)
+class AmplifierConfig:
+    backend: str  # gpio | sim | none
+    gpio: GpioConfig
+    warmup_s: float
+    idle_off_s: float
+
+
+@dataclass(frozen=True)
+class FmConfig:
+    backend: str  # rtl_fm | rtl_tcp | none
+    rtl_tcp: str
+    gain_db: float | None  # None: the tuner's automatic gain ("auto")
+    ppm: int
+    squelch_dbfs: float
+    sample_rate: int
+
+    @property
+    def rtl_tcp_address(self) -> HostPort:
+        return parse_host_port(self.rtl_tcp)
+
+
+@dataclass(frozen=True)
+class TtsConfig:
+    engine: str
+    voice: str
+
+
+@dataclass(frozen=True)
+class Config:
+    device_id: str
+    groups: tuple[str, ...]
+    timezone: str
+    state_dir: Path
+    late_start_grace_s: float
+    log_level: str
+    source: SourceConfig
+    cache: CacheConfig
+    mqtt: MqttConfig
+    health: HealthConfig
+    audio: AudioConfig
+    amplifier: AmplifierConfig
+    fm: FmConfig
+    tts: TtsConfig
+    warnings: tuple[str, ...]  # `PATH:LINE: KEY: message`, for the caller to log
+    files: tuple[Path, ...]  # the main file, then each conf.d file merged
+
+
+def load_config(path: Path) -> Config:
+    """Reads `path` then conf.d/*.yaml beside it; raises ConfigError listing every error."""
+    path = path.absolute()
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    conf_d = path.parent / "conf.d"
+    overrides = sorted(p for p in conf_d.glob("*.y*ml")
+                       if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
+    warnings += [Problem(Mark(p, 1), DOCUMENT, "ignored: only *.yaml files are read")
+                 for p in overrides if p.suffix != ".yaml"]
+    files = (path, *(p for p in overrides if p.suffix == ".yaml"))
+    documents = [_read_document(file, problems) for file in files]
+    readable = [document for document in documents if document is not None]
+    if len(readable) < len(documents):  # without that file, the merge would mislead
+        raise ConfigError([str(p) for p in _in_reading_order(problems, files)])
+    checked = validate_document(functools.reduce(_merge, readable), schema(path.parent))
+    problems += checked.problems
+    values = checked.values
+    for section, name in (("source", "token"), ("health", "token"), ("mqtt", "password")):
+        _resolve_secret(values, checked.marks, section, name, problems, warnings)
+    for section in ("source", "mqtt"):
+        _check_client_pair(values, checked.marks, section, problems)
+    warnings += _risk_warnings(values, checked.marks)
+    if problems:
+        raise ConfigError([str(p) for p in _in_reading_order(problems, files)])
+    values["warnings"] = tuple(str(w) for w in _in_reading_order(warnings, files))
+    values["files"] = files
+    return _build(Config, values)
+
+
+def _in_reading_order(problems: list[Problem], files: tuple[Path, ...]) -> list[Problem]:
+    def position(problem: Problem) -> tuple[int, int]:
+        file = problem.mark.file
+        return (files.index(file) if file in files else len(files), problem.mark.line)
+    return sorted(problems, key=position)
+
+
+def _read_document(file: Path, problems: list[Problem]) -> Marked | None:
+    """The file as a Marked tree, or None when it cannot be read as a mapping."""
+    mark = Mark(file, 1)
+    try:
+        content = file.read_text(encoding="utf-8")
+    except OSError as error:
+        problems.append(Problem(mark, DOCUMENT, f"cannot read: {error.strerror}"))
+        return None
+    except UnicodeDecodeError as error:
+        line = file.read_bytes()[: error.start].count(b"\n") + 1
+        problems.append(Problem(Mark(file, line), DOCUMENT, "not UTF-8 text"))
+        return None
+    try:
+        loader = yaml.SafeLoader(content)
+        node = loader.get_single_node()
+    except yaml.reader.ReaderError as error:
+        line = content[: error.position].count("\n") + 1
+        message = f"unacceptable character #x{error.character:04x}: {error.reason}"
+        problems.append(Problem(Mark(file, line), DOCUMENT, message))
+        return None
+    except yaml.MarkedYAMLError as error:
+        where = error.problem_mark or error.context_mark
+        line = where.line + 1 if where else 1
+        problems.append(Problem(Mark(file, line), DOCUMENT, str(error.problem or error.context)))
+        return None
+    if node is None:
+        return Marked({}, mark)
+    document = _to_marked(node, loader, file, 1, "", problems)
+    loader.dispose()
+    if not isinstance(document.value, dict):
+        problems.append(Problem(document.mark, DOCUMENT, "expected a mapping of keys at the top"))
+        return None
+    return document
+
+
+def _to_marked(node: yaml.Node, constructor: SafeConstructor, file: Path, line: int, key: str,
+               problems: list[Problem]) -> Marked:
+    """`line` is where the value's key was written: a block mapping starts one line later."""
+    mark = Mark(file, line)
+    if isinstance(node, yaml.MappingNode):
+        items: dict[str, Marked] = {}
+        for key_node, value_node in node.value:
+            key_mark = Mark(file, key_node.start_mark.line + 1)
+            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            child_key = f"{key}.{name}" if key else str(name)
+            if not isinstance(name, str) or key_node.tag != "tag:yaml.org,2002:str":
+                message = f"key {name} is not a string" if name else "a key is not a string"
+                problems.append(Problem(key_mark, key or DOCUMENT, message))
+            elif name in items:
+                message = f"duplicate key (first given on line {items[name].mark.line})"
+                problems.append(Problem(key_mark, child_key, message))
+            else:
+                items[name] = _to_marked(value_node, constructor, file, key_mark.line, child_key,
+                                         problems)
+        return Marked(items, mark)
+    if isinstance(node, yaml.SequenceNode):
+        return Marked([_to_marked(item, constructor, file, item.start_mark.line + 1,
+                                  f"{key}[{i}]", problems)
+                       for i, item in enumerate(node.value)], mark)
+    try:
+        return Marked(constructor.construct_object(node, deep=True), mark)
+    except yaml.YAMLError as error:
+        problems.append(Problem(mark, key or DOCUMENT, str(getattr(error, "problem", error))))
+        return Marked(None, mark)
+
+
+def _merge(base: Marked, override: Marked) -> Marked:
+    """Mappings merge key by key; anything else (lists too) is replaced by the override."""
+    if not (isinstance(base.value, dict) and isinstance(override.value, dict)):
+        return override
+    merged = dict(base.value)
+    for name, value in override.value.items():
+        merged[name] = _merge(merged[name], value) if name in merged else value
+    return Marked(merged, base.mark)
+
+
+def _resolve_secret(values: dict[str, typing.Any], marks: dict[str, Mark], section: str,
+                    name: str, problems: list[Problem], warnings: list[Problem]) -> None:
+    """Reads `<name>_file` into `<name>`; the dataclasses only have `<name>`."""
+    part = values[section]
+    secret_file: Path | None = part.pop(f"{name}_file", None) if part else None
+    if secret_file is None:
+        return
+    file_key = f"{section}.{name}_file"
+    mark = marks[file_key]
+    if part[name] is not None:
+        problems.append(Problem(mark, file_key, f"both {name} and {name}_file are given; "
+                                                f"keep one"))
+        return
+    try:
+        part[name] = secret_file.read_text(encoding="utf-8").rstrip("\r\n")
+        mode = secret_file.stat().st_mode
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        problems.append(Problem(mark, file_key, f"cannot read {secret_file}: {reason}"))
+        return
+    if not part[name]:
+        problems.append(Problem(mark, file_key, f"{secret_file} is empty"))
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        message = (f"{secret_file} is readable by other users (mode {stat.S_IMODE(mode):04o}); "
+                   f"chmod 600 it")
+        warnings.append(Problem(mark, file_key, message))
+
+
+def _check_client_pair(values: dict[str, typing.Any], marks: dict[str, Mark], section: str,
+                       problems: list[Problem]) -> None:
+    part = values[section] or {}
+    given = [name for name in ("client_cert", "client_key") if part.get(name) is not None]
+    if len(given) == 1:
+        key = f"{section}.{given[0]}"
+        problems.append(Problem(marks[key], key, "client_cert and client_key go together"))
+
+
+def _risk_warnings(values: dict[str, typing.Any], marks: dict[str, Mark]) -> list[Problem]:
+    """Valid but risky settings; the defaults raise none of them."""
+    warnings = []
+    source = values["source"] or {}
+    if source.get("verify_tls") is False:
+        key = "source.verify_tls"
+        warnings.append(Problem(marks[key], key, "TLS verification of the source is off"))
+    health = values["health"] or {}
+    if health.get("listen") and health.get("token") is None:
+        host = parse_host_port(health["listen"]).host
+        if not _is_loopback(host):
+            key = "health.listen"
+            message = f"{host} is reachable from other hosts and health.token is not set"
+            warnings.append(Problem(marks[key], key, message))
+    return warnings
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+T = typing.TypeVar("T")
+
+
+def _build(cls: type[T], values: dict[str, typing.Any]) -> T:
+    """Builds `cls` (a dataclass) from validated values, nested dataclasses included."""
+    hints = typing.get_type_hints(cls)
+    arguments = {}
+    for field in fields(cls):  # type: ignore[arg-type]
+        value = values[field.name]
+        nested = [t for t in (typing.get_args(hints[field.name]) or (hints[field.name],))
+                  if isinstance(t, type) and is_dataclass(t)]
+        arguments[field.name] = _build(nested[0], value) if nested and value is not None else value
+    return cls(**arguments)
+
+
+# ---- `broadcast-agent validate` -------------------------------------------------------------
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "validate", help="check the merged configuration; exit 2 listing every error")
+    parser.set_defaults(func=validate_command)
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config))  # ConfigError: the CLI prints it and exits 2
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    extra = len(config.files) - 1
+    print(f"config OK: {config.files[0]} + {extra} conf.d file{'s' * (extra != 1)}, "
+          f"device {config.device_id}, {len(config.warnings)} warning"
+          f"{'s' * (len(config.warnings) != 1)}")
+    return 0

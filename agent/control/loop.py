@@ -1,0 +1,863 @@
+"""The control loop: the only caller of the Arbiter, and the one that carries out its
+decisions through the playout engine, the amplifier and the journal.
+
+It runs on one thread ("control"). Other threads never touch its state: they post facts
+(a schedule was applied, a command arrived, the engine started or ended a voice) and the
+loop applies them in order, then evaluates the arbiter and looks ahead to pre-roll
+decoders and warm the amplifier so that programs start on their exact sample.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from agent.control.playback import LevelMeter, Playback, item_ref
+from agent.core.arbiter import Activation, Arbiter, Item, StartItem, StopItem
+from agent.core.clock import Clock
+from agent.core.faults import FaultRegistry
+from agent.core.schedule import FmSource, MediaSource, Program, Schedule, TtsSource
+from agent.core.schedule import StreamSource as StreamProgramSource
+from agent.mqtt.commands import Command
+from agent.playout.decoder import DecoderPool
+from agent.playout.engine import (
+    EngineEvent,
+    OutputFailed,
+    OutputRecovered,
+    PlayoutEngine,
+    Voice,
+    VoiceEnded,
+    VoiceStarted,
+)
+from agent.playout.sources import BufferSource, StreamSource
+from agent.playout.tts import TtsError, TtsRenderer
+from agent.state.journal import Journal
+from agent.state.store import StateStore
+from drivers.amplifier.base import Amplifier, AmplifierError
+from drivers.mixer.base import Mixer
+from drivers.mixer.curve import effective_volume, volume_to_gain
+
+log = logging.getLogger(__name__)
+
+PREROLL_S = 2.5  # decoders start this long before a timed start (an MP3 under load: ~1 s)
+STREAM_RETRY_S = 5.0
+PROBE_LOUD_S = 0.5  # a dead stream's probe counts as back when it was loud this recently
+MAX_DECODER_RESTARTS = 3
+VOLUME_KEY = "audio.master_volume"
+ONAIR_KEY = "playout.onair"
+
+
+class MediaLookup(Protocol):
+    def path(self, sha256: str) -> Path | None: ...
+
+    def pin(self, sha256: str) -> Path | None: ...
+
+    def unpin(self, sha256: str) -> None: ...
+
+
+class FmTunerLike(Protocol):
+    def start(self, frequency_mhz: float) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def read(self, frames: int) -> bytes: ...
+
+    @property
+    def relayed_frames(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    rate: int
+    late_start_grace_s: float
+    default_volume: int
+    emergency_volume: int
+    warmup_s: float
+    idle_off_s: float
+    decoder_hang_s: float
+    stream_caching_ms: int
+    dead_air_s: float
+    dead_air_dbfs: float
+
+
+@dataclass(frozen=True)
+class ScheduleApplied:
+    schedule: Schedule
+
+
+@dataclass(frozen=True)
+class CommandReceived:
+    command: Command
+
+
+@dataclass(frozen=True)
+class EngineReported:
+    event: EngineEvent
+
+
+@dataclass(frozen=True)
+class Reconfigured:
+    settings: ControlSettings
+
+
+Fact = ScheduleApplied | CommandReceived | EngineReported | Reconfigured
+
+
+class FmVoiceSource:
+    """The tuner as an engine source: always delivers (silence when squelched)."""
+
+    def __init__(self, tuner: FmTunerLike) -> None:
+        self._tuner = tuner
+        self._relayed_before = tuner.relayed_frames
+
+    def read(self, max_bytes: int) -> bytes:
+        return self._tuner.read(max_bytes // 4)
+
+    @property
+    def relayed_anything(self) -> bool:
+        """Some of the station's audio went out (not only squelch or outage silence)."""
+        return self._tuner.relayed_frames > self._relayed_before
+
+    @property
+    def finished(self) -> bool:
+        return False
+
+
+class ItemUnavailable(Exception):
+    """The item cannot be played now (media not cached, TTS failed, no tuner)."""
+
+    def __init__(self, fault: str, message: str) -> None:
+        super().__init__(message)
+        self.fault = fault
+
+
+class ControlLoop:
+    def __init__(self, *, settings: ControlSettings, clock: Clock, engine: PlayoutEngine,
+                 decoders: DecoderPool, media: MediaLookup, tts: TtsRenderer,
+                 tuner: FmTunerLike | None, amplifier: Amplifier, mixer: Mixer,
+                 chime_pcm: bytes, journal: Journal, faults: FaultRegistry, store: StateStore,
+                 on_change: Callable[[], None], sync_now: Callable[[], None],
+                 count_command: Callable[[str, str], None]) -> None:
+        self.s = settings
+        self._clock = clock
+        self._engine = engine
+        self._decoders = decoders
+        self._media = media
+        self._tts = tts
+        self._tuner = tuner
+        self._amp = amplifier
+        self._mixer = mixer
+        self._chime = chime_pcm
+        self._journal = journal
+        self._faults = faults
+        self._store = store
+        self._on_change = on_change
+        self._sync_now = sync_now
+        self._count_command = count_command  # (type, completed|failed) for the metrics
+        self._arbiter = Arbiter(late_start_grace_s=settings.late_start_grace_s)
+        self._facts: queue.Queue[Fact] = queue.Queue()
+        self._schedule: Schedule | None = None
+        self._playbacks: dict[tuple[str, int], Playback] = {}
+        self._commands: dict[str, Command] = {}  # activation key -> command
+        self._command_failures: dict[str, int] = {}
+        self.master_volume = int(store.get(VOLUME_KEY, settings.default_volume))
+        self._amp_forced: bool | None = None
+        self._amp_on_at: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_tick_mono = clock.monotonic()
+        self._last_stream_retry = 0.0
+        self._lookahead = max(settings.warmup_s, PREROLL_S) + 0.5
+        self._dirty = False
+        self._snapshot = self._build_snapshot()
+        self._snapshot_mono = clock.monotonic()
+
+    # --- threads and facts -------------------------------------------------------------
+    def post(self, fact: Fact) -> None:
+        self._facts.put(fact)
+
+    def on_engine_event(self, event: EngineEvent) -> None:
+        self._facts.put(EngineReported(event))
+
+    def start(self) -> None:
+        self._report_interrupted_onair()
+        self._set_amp(False)
+        self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        self._facts.put(EngineReported(OutputRecovered()))  # wake the loop
+        if self._thread is not None:
+            self._thread.join(timeout)
+        now = self._clock.now()
+        for pb in list(self._playbacks.values()):
+            if pb.started:
+                pb.outcome = "stopped"
+                pb.ended_at = now
+                self._finish(pb)
+            self._release(pb)
+        self._playbacks.clear()
+        self._store.delete(ONAIR_KEY)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                fact = self._facts.get(timeout=self._wait_s())
+                self._apply_fact(fact)
+                while True:
+                    self._apply_fact(self._facts.get_nowait())
+            except queue.Empty:
+                pass
+            except Exception:
+                log.exception("control: a fact could not be applied")
+            try:
+                self._tick()
+            except Exception:
+                log.exception("control: tick failed")
+            self.last_tick_mono = self._clock.monotonic()
+
+    def _wait_s(self) -> float:
+        now = self._clock.now()
+        busy = self._playbacks or self._next_boundary(now) is not None
+        return 0.05 if busy else 0.5
+
+    def _apply_fact(self, fact: Fact) -> None:
+        if isinstance(fact, ScheduleApplied):
+            self._apply_schedule(fact.schedule)
+        elif isinstance(fact, CommandReceived):
+            self._execute(fact.command)
+        elif isinstance(fact, Reconfigured):
+            self._reconfigure(fact.settings)
+        else:
+            self._engine_event(fact.event)
+
+    # --- schedule ----------------------------------------------------------------------
+    def _apply_schedule(self, schedule: Schedule) -> None:
+        old = self._schedule
+        self._schedule = schedule
+        self._changed()  # the next programs shown in Status change with it
+        for program in schedule.programs:
+            if isinstance(program.source, TtsSource):
+                self._tts.render_ahead(program.source.text, program.source.lang)
+        if old is None:
+            return
+        now = self._clock.now()
+        wanted = {o.key for o in schedule.occurrences(now, now + self._lookahead)}
+        for key in self._arbiter.keys() - wanted:
+            if key not in self._commands:
+                self._carry_out(self._arbiter.remove(key), now)
+
+    def _program_activation(self, program: Program, start: float,
+                            end: float | None, key: str) -> Activation:
+        assert self._schedule is not None
+        src = program.source
+        items: list[Item]
+        if isinstance(src, MediaSource):
+            items = [Item("media", m, self._schedule.media[m].duration_s) for m in src.items]
+        elif isinstance(src, TtsSource):
+            items = [Item("tts", src.text)]
+        elif isinstance(src, StreamProgramSource):
+            items = [Item("stream", src.url, program.duration_s)]
+        else:
+            assert isinstance(src, FmSource)
+            items = [Item("fm", str(src.frequency_mhz), program.duration_s)]
+        if not isinstance(src, (StreamProgramSource, FmSource)):
+            items = items * program.repeat
+        return Activation(key=key, program_id=program.id, title=program.title,
+                          priority=program.priority, items=tuple(items), start=start,
+                          end=end, volume=program.volume, chime=program.chime)
+
+    def _add_occurrences(self, now: float) -> None:
+        if self._schedule is None:
+            return
+        for occ in self._schedule.occurrences(now, now + self._lookahead):
+            self._arbiter.add(self._program_activation(occ.program, occ.start, occ.end,
+                                                       occ.key), now)
+
+    def _next_boundary(self, now: float) -> float | None:
+        starts = [a.start for a in self._arbiter.pending() if a.start > now]
+        return min(starts) if starts else None
+
+    # --- the tick ----------------------------------------------------------------------
+    def _tick(self) -> None:
+        now = self._clock.now()
+        self._add_occurrences(now)
+        self._carry_out(self._arbiter.evaluate(now), now)
+        self._cue_ahead(now)
+        self._supervise(now)
+        self._drive_amplifier(now)
+        self._settle_commands()
+        if self._dirty or self._clock.monotonic() - self._snapshot_mono > 1.0:
+            self._refresh_snapshot()
+
+    def _refresh_snapshot(self) -> None:
+        self._snapshot = self._build_snapshot()
+        self._snapshot_mono = self._clock.monotonic()
+        if self._dirty:
+            self._dirty = False
+            self._on_change()
+
+    def _carry_out(self, actions: list[StartItem | StopItem], now: float) -> None:
+        for action in actions:
+            if isinstance(action, StopItem):
+                if action.outcome == "preempted":
+                    self._announce_preemption(action, actions)
+                self._stop_item(action)
+            else:
+                self._start_item(action, now)
+
+    def _announce_preemption(self, stopped: StopItem, actions: list[StartItem | StopItem]
+                             ) -> None:
+        """The ``preempted`` event of mqtt.md: what was on air, and what took over."""
+        pb = self._playbacks.get((stopped.key, stopped.index))
+        if pb is None or not pb.started:
+            return
+        body: dict[str, Any] = {"program_id": pb.activation.program_id,
+                                "priority": pb.activation.priority}
+        for action in actions:
+            winner = self._arbiter.activation(action.key)
+            if isinstance(action, StartItem) and winner is not None:
+                body.update(by_program_id=winner.program_id, by_priority=winner.priority)
+        self._journal.event("preempted", **body)
+
+    def _stop_item(self, action: StopItem) -> None:
+        # The next item of the activation may be queued behind this one (gapless cue):
+        # drop it first, or the engine would start it the moment this one is cut.
+        for queued in [p for p in self._playbacks.values()
+                       if p.activation.key == action.key and p.index != action.index
+                       and not p.started]:
+            if queued.voice is not None:
+                self._engine.cancel(queued.voice)
+            self._drop(queued)
+        pb = self._playbacks.get((action.key, action.index))
+        if pb is None:
+            return
+        pb.outcome = action.outcome
+        if not pb.started:
+            self._drop(pb)
+            return
+        for voice in (pb.chime, pb.voice):
+            if voice is not None and not voice.done:
+                self._engine.cancel(voice)
+        if pb.fallback is not None and pb.fallback.voice is not None:
+            self._engine.cancel(pb.fallback.voice)
+        if pb.voice_ended:
+            self._finish(pb)
+        self._changed()
+
+    def _start_item(self, action: StartItem, now: float, preroll: bool = False) -> None:
+        """Carry out a start; with ``preroll`` it is only cued ahead of its time, and an
+        item that cannot be prepared yet is left for its real start to decide."""
+        key = (action.key, action.index)
+        if key in self._playbacks:
+            if not preroll:
+                self._changed()  # pre-cued, now on air for the arbiter: Status shows it
+            return  # the engine starts it on its frame
+        activation = self._arbiter.activation(action.key)
+        assert activation is not None
+        if preroll and not self._preparable(activation.items[action.index]):
+            return
+        at = action.at if action.at is not None and action.at > now else None
+        if activation.priority == "emergency":
+            self._set_amp(True)  # never waits for warm-up: the chime covers it
+        elif at is None:
+            at = self._warm_start_time(now)
+        at_frame = None if at is None else self._engine.frame_at(at)
+        offset_s = action.offset_s
+        if offset_s > 0 and at is not None:
+            offset_s += at - now  # a late join sounds at ``at``: be where the program is then
+            duration = activation.items[action.index].duration_s
+            if duration is not None and offset_s >= duration:
+                self._arbiter.item_ended(action.key, action.index, "completed")
+                return  # the item is over before it could sound
+        pb = Playback(activation, action.index, activation.items[action.index], offset_s)
+        if action.chime:
+            # The chime sounds at once; the item is prepared (TTS, decoder) while it plays.
+            pb.chime = Voice(f"chime:{action.key}", BufferSource(self._chime),
+                             self._gain(activation), tag=pb)
+            self._drop_all(self._engine.play([pb.chime], at_frame))
+        try:
+            self._prepare(pb)
+        except ItemUnavailable as exc:
+            self._item_unavailable(activation, action.index, exc)
+            return
+        self._playbacks[key] = pb
+        assert pb.voice is not None
+        if pb.chime is not None:
+            self._engine.append(pb.voice)
+        else:
+            self._drop_all(self._engine.play([pb.voice], at_frame))
+
+    def _drop_all(self, voices: list[Voice]) -> None:
+        for voice in voices:
+            self._drop_voice(voice)
+
+    def _warm_start_time(self, now: float) -> float | None:
+        """When a non-emergency start may sound: after the amplifier's warm-up."""
+        if not self._amp.is_on or self._amp_on_at is None:
+            self._set_amp(True)
+        assert self._amp_on_at is not None
+        ready = self._amp_on_at + self.s.warmup_s
+        return ready if ready > now else None
+
+    def _cue_ahead(self, now: float) -> None:
+        """Pre-roll what starts at the next boundary, and the next item of what plays."""
+        boundary = self._next_boundary(now)
+        if boundary is not None and boundary - now <= PREROLL_S:
+            for action in self._arbiter.preview(boundary):
+                if isinstance(action, StartItem) and action.at == boundary:
+                    self._start_item(action, now, preroll=True)
+        playing = self._arbiter.playing
+        if playing is None:
+            return
+        pb = self._playbacks.get(playing)
+        if pb is None or pb.voice is None or pb.voice.first_frame is None or pb.item.duration_s \
+                is None or pb.activation.live:
+            return
+        end = self._engine.time_of(pb.voice.first_frame) + pb.item.duration_s - pb.offset_s
+        if end - now > PREROLL_S:
+            return
+        for action in self._arbiter.preview_after_item(playing[0], playing[1], end):
+            if isinstance(action, StartItem) and action.key == playing[0] \
+                    and (action.key, action.index) not in self._playbacks:
+                activation = self._arbiter.activation(action.key)
+                assert activation is not None
+                nxt = Playback(activation, action.index, activation.items[action.index], 0.0)
+                try:
+                    self._prepare(nxt)
+                except ItemUnavailable:
+                    return  # handled when the arbiter asks for it
+                self._playbacks[(action.key, action.index)] = nxt
+                assert nxt.voice is not None
+                self._engine.append(nxt.voice)
+
+    # --- preparing items ---------------------------------------------------------------
+    def _prepare(self, pb: Playback) -> None:
+        """Give ``pb`` its voice: a decoder, or the tuner. Raises ItemUnavailable."""
+        item = pb.item
+        if item.kind == "fm":
+            pb.voice = Voice(f"fm:{pb.activation.key}", self._fm_source(float(item.ref)),
+                             self._gain(pb.activation), tag=pb)
+            return
+        if item.kind == "media":
+            pb.mrl, pb.sha256 = self._media_path(item.ref)
+        elif item.kind == "tts":
+            try:
+                pb.mrl = str(self._tts.render(item.ref))
+            except TtsError as exc:
+                raise ItemUnavailable("tts_failed", str(exc)) from exc
+            self._faults.clear("tts_failed")
+        else:
+            pb.mrl = item.ref
+        self._open_decoder(pb, pb.offset_s)
+
+    def _preparable(self, item: Item) -> bool:
+        """Whether the item's media is in the cache now (other kinds always are)."""
+        if item.kind != "media" or item.ref.startswith(("http://", "https://", "file://")):
+            return True
+        entry = self._schedule.media.get(item.ref) if self._schedule is not None else None
+        return entry is not None and self._media.path(entry.sha256) is not None
+
+    def _media_path(self, ref: str) -> tuple[str, str]:
+        """(path or URL, sha256) of a media id of the schedule, or a URL."""
+        if ref.startswith(("http://", "https://", "file://")):
+            return ref, ""
+        entry = self._schedule.media.get(ref) if self._schedule is not None else None
+        path = self._media.pin(entry.sha256) if entry is not None else None
+        if entry is None or path is None:
+            raise ItemUnavailable("media_missing", f"media {ref} is not cached")
+        return str(path), entry.sha256
+
+    def _open_decoder(self, pb: Playback, position_s: float) -> None:
+        assert pb.mrl is not None
+        caching = self.s.stream_caching_ms if pb.item.kind == "stream" else 0
+        pb.stream = self._decoders.open(pb.mrl, position_s, caching)
+        source: Any = StreamSource(pb.stream)
+        if pb.item.kind == "stream":
+            pb.meter = LevelMeter(source, self._clock, self.s.dead_air_dbfs)
+            source = pb.meter
+        if pb.voice is not None:
+            pb.retired_voices.append(pb.voice)
+        pb.voice = Voice(f"{pb.item.kind}:{pb.activation.key}#{pb.index}", source,
+                         self._gain(pb.activation), tag=pb)
+
+    def _fm_source(self, frequency_mhz: float) -> FmVoiceSource:
+        if self._tuner is None:
+            raise ItemUnavailable("sdr_missing", "no FM receiver is configured (fm.backend)")
+        self._tuner.start(frequency_mhz)
+        return FmVoiceSource(self._tuner)
+
+    def _item_unavailable(self, activation: Activation, index: int,
+                          exc: ItemUnavailable) -> None:
+        log.warning("%s item %d: %s", activation.key, index, exc)
+        if exc.fault == "media_missing":
+            self._journal.event("media_missing", program_id=activation.program_id,
+                                media_id=activation.items[index].ref)
+        self._faults.raise_(exc.fault, str(exc))
+        self._arbiter.item_ended(activation.key, index, "failed")
+        self._note_command_failure(activation.key)
+
+    def _gain(self, activation: Activation) -> float:
+        if activation.absolute_volume and activation.volume is not None:
+            level = activation.volume
+        else:
+            level = effective_volume(self.master_volume, 100 if activation.volume is None
+                                     else activation.volume)
+        if self._mixer.hardware:
+            self._mixer.set_volume(level)
+            return 1.0
+        return volume_to_gain(level)
+
+    # --- engine events -----------------------------------------------------------------
+    def _engine_event(self, event: EngineEvent) -> None:
+        if isinstance(event, OutputFailed):
+            self._faults.raise_("audio_output", event.message)
+            return
+        if isinstance(event, OutputRecovered):
+            self._faults.clear("audio_output")
+            return
+        pb = event.voice.tag
+        if not isinstance(pb, Playback):
+            return
+        if isinstance(event, VoiceStarted):
+            if event.voice is pb.voice and pb.started_at is None:
+                pb.started_at = self._engine.time_of(event.frame)
+                self._remember_onair(pb)  # first: a power cut from here on is reported
+                record = pb.record(self._journal.stamp, self.s.rate)
+                for not_an_event_field in ("id", "ended_at", "played_s", "outcome"):
+                    del record[not_an_event_field]
+                self._journal.event("play_started", **record)
+                self._changed()
+            return
+        assert isinstance(event, VoiceEnded)
+        if event.voice in pb.retired_voices and event.cut:
+            pb.played_frames += event.voice.frames_played  # cut after it was replaced
+            return
+        if event.voice is not pb.voice:
+            return
+        pb.played_frames += event.voice.frames_played
+        pb.ended_at = self._engine.time_of(event.frame)
+        if not event.cut and self._recover_decoder(pb):
+            return
+        pb.voice_ended = True
+        if not event.cut:
+            failed = pb.played_frames == 0 or (pb.stream is not None
+                                               and pb.stream.state == "error")
+            pb.outcome = "failed" if failed else "completed"
+            if pb.item.kind == "stream":
+                return  # a stream that ended is dead air: supervision decides
+            self._arbiter.item_ended(pb.activation.key, pb.index, pb.outcome)
+            if failed:
+                self._note_command_failure(pb.activation.key)
+        if pb.outcome is not None:
+            self._finish(pb)
+
+    def _recover_decoder(self, pb: Playback) -> bool:
+        """A worker that crashed or was killed mid-item: restart at the position reached."""
+        stream = pb.stream
+        if stream is None or stream.state not in ("crashed", "killed") or pb.item.kind \
+                == "stream" or pb.restarts >= MAX_DECODER_RESTARTS:
+            return False
+        pb.restarts += 1
+        position = pb.offset_s + pb.played_frames / self.s.rate
+        log.warning("decoder of %s %s (%s); restarting at %.1f s", pb.activation.key,
+                    stream.state, stream.message, position)
+        self._faults.raise_("decoder_crashed" if stream.state == "crashed" else "decoder_hung",
+                            f"decoder for {pb.item.ref} {stream.state}; restarted at "
+                            f"{position:.1f} s")
+        stream.close()
+        self._open_decoder(pb, position)
+        assert pb.voice is not None
+        self._drop_all(self._engine.play([pb.voice]))
+        return True
+
+    def _finish(self, pb: Playback) -> None:
+        """Write the proof of play and let go of the item."""
+        self._playbacks.pop(pb.key, None)
+        if pb.fallback is not None:
+            self._finish_fallback(pb)
+        if pb.started_at is not None:
+            if not _relayed_station(pb):
+                pb.outcome = "failed"
+            self._journal.played(pb.record(self._journal.stamp, self.s.rate))
+        self._store.delete(ONAIR_KEY)
+        self._release(pb)
+        self._changed()
+
+    def _release(self, pb: Playback) -> None:
+        if pb.stream is not None:
+            pb.stream.close()
+        if pb.sha256:
+            self._media.unpin(pb.sha256)
+        if pb.item.kind == "fm" and self._tuner is not None:
+            self._tuner.stop()
+
+    def _drop(self, pb: Playback) -> None:
+        self._playbacks.pop(pb.key, None)
+        self._release(pb)
+
+    def _drop_voice(self, voice: Voice) -> None:
+        pb = voice.tag
+        if isinstance(pb, Playback) and not pb.started and voice is pb.voice:
+            self._drop(pb)
+
+    # --- supervision -------------------------------------------------------------------
+    def _supervise(self, now: float) -> None:
+        for pb in list(self._playbacks.values()):
+            stream = pb.stream
+            if pb.item.kind == "stream":
+                self._supervise_stream(pb, now)
+            elif stream is not None and pb.started and not stream.finished:
+                if stream.silent_for() > self.s.decoder_hang_s and stream.state != "ended":
+                    log.warning("decoder of %s silent for %.1f s: killing it",
+                                pb.activation.key, stream.silent_for())
+                    stream.close()
+                elif stream.pcm_bytes and pb.restarts and stream.silent_for() < 1.0:
+                    self._faults.clear("decoder_hung")
+                    self._faults.clear("decoder_crashed")
+
+    def _supervise_stream(self, pb: Playback, now: float) -> None:
+        if not pb.started or pb.meter is None or pb.stream is None:
+            return
+        if pb.fallback is None:
+            if pb.stream.finished or pb.meter.quiet_for() > self.s.dead_air_s:
+                self._stream_died(pb)
+            return
+        # Off air: keep the probe live (what it buffered is the past) and measure it.
+        pb.meter.read(pb.stream.buffered_bytes())
+        if pb.meter.heard and pb.meter.quiet_for() < PROBE_LOUD_S:
+            self._stream_returned(pb)
+        elif now - self._last_stream_retry > STREAM_RETRY_S:
+            self._last_stream_retry = now
+            pb.stream.close()
+            self._open_decoder(pb, 0.0)  # a fresh connection, measured off air
+
+    def _stream_died(self, pb: Playback) -> None:
+        assert pb.stream is not None and pb.meter is not None
+        why = "ended" if pb.stream.finished else f"silent for {pb.meter.quiet_for():.0f} s"
+        fallback_mhz = self._schedule.fm_fallback_mhz if self._schedule is not None else None
+        fb = Playback(pb.activation, pb.index, Item("fm", str(fallback_mhz), None), 0.0)
+        pb.fallback = fb
+        self._last_stream_retry = self._clock.now()
+        if fallback_mhz is not None and self._tuner is not None:
+            # Tagged with the stream's playback, whose events ignore it: the fallback is
+            # not an item of its own (it shares the stream's key) and _finish_fallback
+            # writes its record.
+            fb.voice = Voice(f"fallback:{pb.activation.key}", self._fm_source(fallback_mhz),
+                             self._gain(pb.activation), tag=pb)
+            self._drop_all(self._engine.play([fb.voice]))
+        elif pb.voice is not None:
+            self._engine.cancel(pb.voice)
+        pb.voice_ended = True  # nothing of the stream is on air now
+        pb.stream.close()
+        self._open_decoder(pb, 0.0)  # a fresh connection, measured off air
+        self._changed()
+        self._refresh_snapshot()  # Status shows the fallback before the fault is seen
+        self._faults.raise_("stream_unavailable", f"{pb.item.ref}: {why}")
+
+    def _stream_returned(self, pb: Playback) -> None:
+        """The stream carries sound again: back on air, live, instead of the fallback."""
+        assert pb.voice is not None
+        self._finish_fallback(pb)
+        pb.voice_ended = False
+        self._drop_all(self._engine.play([pb.voice]))
+        self._changed()
+        self._refresh_snapshot()  # Status shows the stream again before the fault clears
+        self._faults.clear("stream_unavailable")
+
+    def _finish_fallback(self, pb: Playback) -> None:
+        fb = pb.fallback
+        pb.fallback = None
+        if fb is None or fb.voice is None:
+            return
+        self._engine.cancel(fb.voice)
+        fb.played_frames = fb.voice.frames_played
+        if fb.voice.first_frame is not None:
+            fb.started_at = self._engine.time_of(fb.voice.first_frame)
+            fb.ended_at = self._clock.now()
+            fb.outcome = "completed" if _relayed_station(fb) else "failed"
+            self._journal.played(fb.record(self._journal.stamp, self.s.rate))
+        if self._tuner is not None:
+            self._tuner.stop()
+
+    # --- amplifier ---------------------------------------------------------------------
+    def _drive_amplifier(self, now: float) -> None:
+        boundary = self._next_boundary(now)
+        soon = boundary is not None and boundary - self.s.warmup_s - 0.25 <= now
+        if soon:
+            self._amp_forced = None  # forced power lasts until the next play (mqtt.md)
+        if self._amp_forced is not None:
+            self._set_amp(self._amp_forced)
+            return
+        idle_since = self._engine.idle_since_frame
+        if idle_since is None or self._playbacks or soon or self._arbiter.playing is not None:
+            self._set_amp(True)
+            return
+        # Idle counts from the last sound or from switching on, whichever is later: an
+        # amplifier warmed for a program that then could not play stays on idle_off_s.
+        idle_from = max(self._engine.time_of(idle_since), self._amp_on_at or 0.0)
+        if idle_from + self.s.idle_off_s <= now:
+            self._set_amp(False)
+
+    def _set_amp(self, on: bool) -> None:
+        if self._amp.is_on == on and (not on or self._amp_on_at is not None):
+            return
+        try:
+            self._amp.set_power(on)
+        except AmplifierError as exc:
+            self._faults.raise_("amplifier", str(exc))
+            return
+        self._faults.clear("amplifier")
+        self._amp_on_at = self._clock.now() if on else None
+        self._changed()
+
+    # --- commands ----------------------------------------------------------------------
+    def _execute(self, cmd: Command) -> None:
+        now = self._clock.now()
+        args = cmd.args
+        if cmd.type in ("emergency", "play_now", "fm_relay"):
+            activation = self._command_activation(cmd, now)
+            self._commands[activation.key] = cmd
+            self._arbiter.add(activation, now)
+            self._carry_out(self._arbiter.evaluate(now), now)
+            return
+        if cmd.type == "stop":
+            self._arbiter.stop(args.get("priority"), now)
+            self._carry_out(self._arbiter.evaluate(now), now)
+        elif cmd.type == "set_volume":
+            self.set_master_volume(int(args["volume"]))
+        elif cmd.type == "sync_now":
+            self._sync_now()
+        elif cmd.type == "amplifier":
+            self._amp_forced = bool(args["on"])
+            self._set_amp(self._amp_forced)
+        self._ack(cmd, "completed")
+        self._changed()
+
+    def _reconfigure(self, settings: ControlSettings) -> None:
+        """New settings from a config reload; volumes follow at once, without a gap."""
+        old, self.s = self.s, settings
+        self._arbiter.late_start_grace_s = settings.late_start_grace_s
+        self._lookahead = max(settings.warmup_s, PREROLL_S) + 0.5
+        if settings.default_volume != old.default_volume and self._store.get(VOLUME_KEY) is None:
+            self.master_volume = settings.default_volume
+        self._regain()
+
+    def set_master_volume(self, volume: int) -> None:
+        self.master_volume = volume
+        self._store.put(VOLUME_KEY, volume)
+        self._regain()
+
+    def _regain(self) -> None:
+        """Apply the current volumes to what plays (the engine ramps the change)."""
+        for pb in self._playbacks.values():
+            for voice in (pb.voice, pb.chime):
+                if voice is not None:
+                    voice.gain = self._gain(pb.activation)
+        self._changed()
+
+    def _command_activation(self, cmd: Command, now: float) -> Activation:
+        args = cmd.args
+        priority = args.get("priority", "emergency" if cmd.type == "emergency" else "live")
+        repeat = int(args.get("repeat", 1))
+        end = None
+        if cmd.type == "fm_relay":
+            items = [Item("fm", str(float(args["frequency_mhz"])), float(args["duration_s"]))]
+            end = now + float(args["duration_s"])
+        elif "text" in args:
+            items = [Item("tts", str(args["text"]))] * repeat
+        elif "media_id" in args:
+            duration = None
+            if self._schedule is not None and args["media_id"] in self._schedule.media:
+                duration = self._schedule.media[args["media_id"]].duration_s
+            items = [Item("media", str(args["media_id"]), duration)] * repeat
+        else:
+            url = str(args["url"])
+            streamed = url.startswith(("http://", "https://")) and cmd.type == "play_now"
+            items = [Item("stream" if streamed else "media", url)] * repeat
+        emergency = priority == "emergency"
+        volume = args.get("volume", self.s.emergency_volume if emergency else None)
+        self._amp_forced = None
+        return Activation(key=f"cmd:{cmd.id}", program_id=f"cmd:{cmd.id}",
+                          title=f"{cmd.type} command", priority=priority, items=tuple(items),
+                          start=now, end=end, volume=None if volume is None else int(volume),
+                          absolute_volume=emergency, chime=cmd.type == "emergency")
+
+    def _note_command_failure(self, key: str) -> None:
+        if key in self._commands:
+            self._command_failures[key] = self._command_failures.get(key, 0) + 1
+
+    def _settle_commands(self) -> None:
+        """Ack completed/failed for every command whose activation is over."""
+        live = self._arbiter.keys() | {k for k, _ in self._playbacks}
+        for key in [k for k in self._commands if k not in live]:
+            cmd = self._commands.pop(key)
+            failures = self._command_failures.pop(key, 0)
+            items = 1 if cmd.type == "fm_relay" else int(cmd.args.get("repeat", 1))
+            if failures >= items:
+                self._ack(cmd, "failed", "play_failed: nothing could be played")
+            else:
+                self._ack(cmd, "completed")
+
+    def _ack(self, cmd: Command, status: str, reason: str | None = None) -> None:
+        self._journal.ack(cmd.id, status, reason)
+        self._count_command(cmd.type, status)
+
+    # --- status and crash safety -------------------------------------------------------
+    def _changed(self) -> None:
+        self._dirty = True
+
+    def _remember_onair(self, pb: Playback) -> None:
+        """Persist what is on air, so a power cut still yields its proof of play."""
+        self._store.put(ONAIR_KEY, pb.record(self._journal.stamp, self.s.rate))
+
+    def _report_interrupted_onair(self) -> None:
+        record = self._store.get(ONAIR_KEY)
+        if record is not None:
+            record["outcome"] = "stopped"
+            self._journal.played(record)
+            self._store.delete(ONAIR_KEY)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The latest ``playing``/``volume``/``amplifier``/``next`` view; safe from any
+        thread (built by the control thread)."""
+        return self._snapshot
+
+    def _build_snapshot(self) -> dict[str, Any]:
+        playing: dict[str, Any] | None = None
+        key = self._arbiter.playing
+        pb = self._playbacks.get(key) if key is not None else None
+        if pb is not None and pb.started_at is not None:
+            fallback = pb.fallback
+            on_air = fallback if fallback is not None and fallback.voice is not None else pb
+            playing = {"source": on_air.item.kind, "priority": pb.activation.priority,
+                       "program_id": pb.activation.program_id, "title": pb.activation.title,
+                       "started_at": self._journal.stamp(pb.started_at),
+                       **item_ref(on_air.item)}
+        upcoming: list[dict[str, Any]] = []
+        if self._schedule is not None:
+            now = self._clock.now()
+            for occ in self._schedule.occurrences(now, now + 86400.0):
+                if occ.start > now and len(upcoming) < 5:
+                    upcoming.append({"program_id": occ.program.id, "title": occ.program.title,
+                                     "priority": occ.program.priority,
+                                     "start": self._journal.stamp(occ.start)})
+        return {"playing": playing, "volume": self.master_volume,
+                "amplifier": "on" if self._amp.is_on else "off", "next": upcoming}
+
+
+def _relayed_station(pb: Playback) -> bool:
+    """False for an FM relay that never carried the station (no dongle, squelched all
+    along): its proof of play must not claim it was on air."""
+    source = pb.voice.source if pb.voice is not None else None
+    return not isinstance(source, FmVoiceSource) or source.relayed_anything

@@ -1,0 +1,128 @@
+"""What the control loop tracks about each item it asked the engine to play.
+
+A Playback is one item of one activation: its voice(s) in the engine, the decoder or
+tuner behind them, and the proof-of-play record it becomes when it ends.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agent.core.arbiter import Activation, Item, Outcome
+from agent.core.clock import Clock
+from agent.playout.decoder import DecodedStream
+from agent.playout.engine import Voice
+
+SOURCE_OF_KIND = {"media": "media", "stream": "stream", "fm": "fm", "tts": "tts"}
+
+
+class LevelMeter:
+    """Wraps a PCM source and remembers when it last carried sound (dead-air detection).
+
+    Quiet time counts from the first read (when the source goes on air or is probed), not
+    from when the meter was made: a stream pre-rolled ahead of its start is not dead yet.
+    """
+
+    def __init__(self, inner: Any, clock: Clock, threshold_dbfs: float) -> None:
+        self.inner = inner
+        self._clock = clock
+        self._threshold = 32768.0 * 10 ** (threshold_dbfs / 20)
+        self._quiet_since: float | None = None  # None: never read
+        self.last_loud: float | None = None
+
+    def read(self, max_bytes: int) -> bytes:
+        data: bytes = self.inner.read(max_bytes)
+        now = self._clock.monotonic()
+        if self._quiet_since is None:
+            self._quiet_since = now
+        usable = len(data) - len(data) % 2
+        if usable >= 2:
+            pcm = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32)
+            if math.sqrt(float(np.mean(pcm * pcm))) >= self._threshold:
+                self.last_loud = self._quiet_since = now
+        return data
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.inner.finished)
+
+    @property
+    def heard(self) -> bool:
+        """The source has carried sound at least once."""
+        return self.last_loud is not None
+
+    def quiet_for(self) -> float:
+        """Seconds since the source last carried sound (or was first read)."""
+        if self._quiet_since is None:
+            return 0.0
+        return self._clock.monotonic() - self._quiet_since
+
+
+@dataclass
+class Playback:
+    activation: Activation
+    index: int
+    item: Item
+    offset_s: float
+    mrl: str | None = None
+    sha256: str | None = None
+    voice: Voice | None = None
+    chime: Voice | None = None
+    stream: DecodedStream | None = None
+    meter: LevelMeter | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    played_frames: int = 0
+    outcome: Outcome | None = None
+    voice_ended: bool = False
+    restarts: int = 0
+    fallback: Playback | None = None  # FM relayed while a stream is dead
+    retired_voices: list[Voice] = field(default_factory=list)
+    report_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.activation.key, self.index)
+
+    @property
+    def started(self) -> bool:
+        return self.started_at is not None
+
+    def owns(self, voice: Voice) -> bool:
+        return voice is self.voice or voice is self.chime or voice in self.retired_voices
+
+    def record(self, stamp: Any, rate: int) -> dict[str, Any]:
+        """The proof-of-play record of source-api.md."""
+        a, item = self.activation, self.item
+        record: dict[str, Any] = {
+            "id": self.report_id,
+            "program_id": a.program_id,
+            "source": SOURCE_OF_KIND[item.kind],
+            "priority": a.priority,
+            "title": a.title,
+            "started_at": stamp(self.started_at),
+            "ended_at": stamp(self.ended_at if self.ended_at is not None
+                              else self.started_at),
+            "played_s": round(self.played_frames / rate, 3),
+            "outcome": self.outcome or "completed",
+        }
+        record.update(item_ref(item))
+        if item.kind == "media":
+            record["sha256"] = self.sha256
+        return record
+
+
+def item_ref(item: Item) -> dict[str, Any]:
+    """The field that names what an item plays, as records and Status carry it."""
+    if item.kind == "media":
+        return {"media_id": item.ref}
+    if item.kind == "stream":
+        return {"url": item.ref}
+    if item.kind == "fm":
+        return {"frequency_mhz": float(item.ref)}
+    return {"text": item.ref}

@@ -1,0 +1,1 @@
+"""Deciders: pure state machines on an injected clock, and their vocabulary."""

@@ -1,0 +1,1 @@
+"""The health endpoint: /healthz, /status, /metrics."""

@@ -1,0 +1,115 @@
+"""The agent's Prometheus metrics (health-http.md, ``GET /metrics``) on a private registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.exposition import generate_latest
+
+from agent.core.clock import Clock
+from agent.core.faults import FAULT_SEVERITY, Fault
+
+# generate_latest writes the classic text format (underscore names); newer prometheus_client
+# releases label it 1.0.0 in CONTENT_TYPE_LATEST, which older Prometheus servers reject.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+SOURCES = ("media", "stream", "fm", "tts")
+PRIORITIES = ("scheduled", "live", "emergency")
+_PREFIX = "broadcast_agent_"
+
+
+class AgentMetrics:
+    def __init__(self, clock: Clock) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        started = clock.monotonic()
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(_PREFIX + name, doc, labels, registry=self.registry)
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(_PREFIX + name, doc, labels, registry=self.registry)
+
+        gauge("uptime_seconds", "Seconds since the agent started").set_function(
+            lambda: clock.monotonic() - started)
+        self._playing = gauge("playing", "1 for the source and priority playing now",
+                              ("source", "priority"))
+        for source in SOURCES:
+            for priority in PRIORITIES:
+                self._playing.labels(source, priority).set(0)
+        self._volume = gauge("volume_percent", "Master volume, 0-100")
+        self._amplifier = gauge("amplifier_on", "1 while the amplifier is powered")
+        self._cache_items = gauge("cache_items", "Media files in the cache")
+        self._cache_bytes = gauge("cache_bytes", "Bytes of media in the cache")
+        self._cache_missing = gauge("cache_missing", "Scheduled media not cached yet")
+        self._schedule_version = gauge("schedule_version", "Version of the applied schedule")
+        self._last_sync = gauge("last_sync_timestamp_seconds",
+                                "Unix time of the last successful schedule sync")
+        self._downloads = counter("downloads", "Media downloads by outcome", ("outcome",))
+        self._download_bytes = counter("download_bytes", "Media bytes downloaded")
+        self._mqtt_connected = gauge("mqtt_connected", "1 while connected to an MQTT broker")
+        self._outbox_depth = gauge("outbox_depth", "Records waiting in the outbox",
+                                   ("channel",))
+        self._faults_raised = counter("faults_raised", "Faults raised, by code", ("code",))
+        self._fault_active = gauge("fault_active", "1 while the fault is raised",
+                                   ("code", "severity"))
+        for code, severity in FAULT_SEVERITY.items():
+            self._fault_active.labels(code, severity).set(0)
+        self._commands = counter("commands", "MQTT commands by type and ack status",
+                                 ("type", "status"))
+        self._dropped = counter("command_payloads_dropped",
+                                "MQTT command payloads too broken to acknowledge", ("reason",))
+        self._fm_signal = gauge("fm_signal_dbfs", "FM signal level (NaN when not relaying)")
+        self._fm_signal.set(float("nan"))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def playing(self, source: str | None, priority: str | None) -> None:
+        """What plays now; None, None when idle."""
+        for s in SOURCES:
+            for p in PRIORITIES:
+                self._playing.labels(s, p).set(1 if (s, p) == (source, priority) else 0)
+
+    def volume(self, percent: int) -> None:
+        self._volume.set(percent)
+
+    def amplifier(self, on: bool) -> None:
+        self._amplifier.set(1 if on else 0)
+
+    def cache(self, items: int, size_bytes: int, missing: int) -> None:
+        self._cache_items.set(items)
+        self._cache_bytes.set(size_bytes)
+        self._cache_missing.set(missing)
+
+    def schedule_applied(self, version: int) -> None:
+        self._schedule_version.set(version)
+
+    def synced(self, at: float) -> None:
+        self._last_sync.set(at)
+
+    def download(self, outcome: str, size_bytes: int) -> None:
+        self._downloads.labels(outcome).inc()
+        self._download_bytes.inc(size_bytes)
+
+    def mqtt_connected(self, connected: bool) -> None:
+        self._mqtt_connected.set(1 if connected else 0)
+
+    def watch_outbox(self, channel: str, depth: Callable[[], int]) -> None:
+        """Read the outbox depth of ``channel`` at every scrape."""
+        self._outbox_depth.labels(channel).set_function(lambda: float(depth()))
+
+    def on_fault(self, change: str, fault: Fault, cleared_at: float | None) -> None:
+        """A FaultRegistry listener."""
+        raised = change == "raised"
+        if raised:
+            self._faults_raised.labels(fault.code).inc()
+        self._fault_active.labels(fault.code, fault.severity).set(1 if raised else 0)
+
+    def command(self, command_type: str | None, status: str) -> None:
+        self._commands.labels(command_type or "unknown", status).inc()
+
+    def command_dropped(self, reason: str) -> None:
+        self._dropped.labels(reason).inc()
+
+    def fm_signal(self, dbfs: float | None) -> None:
+        self._fm_signal.set(float("nan") if dbfs is None else dbfs)

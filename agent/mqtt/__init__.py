@@ -1,0 +1,1 @@
+"""MQTT: the link to the brokers and the commands that come down it."""

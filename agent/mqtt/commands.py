@@ -1,0 +1,302 @@
+"""MQTT commands (mqtt.md, "Command"): parsing, signature, args, times, media and replay.
+
+The checks run in this order: size, JSON, id, signature, type and args, times, media,
+replay. A payload that is too large, not JSON, or has no usable ``id`` cannot be
+acknowledged by id; when no id can be found it comes back as a Rejection with
+``command_id=None`` (dropped and counted by the caller).
+
+Replay protection: as soon as a command's signature has been verified (or when no key is
+configured, as soon as it carries an id), its id is remembered durably, whatever the
+outcome of the later checks. A command id is single-use: a copy of a command that was
+first rejected for a reason that may pass later (its media was not cached yet, the
+device clock was wrong) is still a replay; the central server re-issues it with a new id.
+Ids are remembered with their ``issued_at`` and forgotten once
+``max_age_s + REPLAY_GRACE_S`` have passed since, when the ``too_old`` check rejects
+them anyway (the grace covers the device clock being stepped back by NTP).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.core.clock import Clock
+from agent.core.signing import verify
+from agent.state.store import StateStore
+
+REJECTION_CODES = ("bad_json", "unknown_type", "bad_args", "bad_signature", "expired",
+                   "too_old", "replay", "media_not_cached", "too_large")
+PRIORITIES = ("scheduled", "live", "emergency")
+REPLAY_GRACE_S = 86_400.0
+_PRUNE_INTERVAL_S = 3_600.0
+_MAX_ID_CHARS = 128
+_BROKEN_ID = re.compile(r'"id"\s*:\s*"([!#-\[\]-~]{1,' + str(_MAX_ID_CHARS) + '})"')
+_MAX_TEXT_CHARS = 2_000
+_MAX_FM_DURATION_S = 86_400.0
+
+
+class BadArgs(ValueError):
+    """A command's args do not match mqtt.md; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Command:
+    id: str
+    type: str
+    args: Mapping[str, Any]  # validated, with the contract's constant defaults filled in
+    issued_at: float  # Unix seconds
+    expires_at: float | None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    code: str
+    message: str
+    command_id: str | None
+    command_type: str | None = None
+
+    @property
+    def reason(self) -> str:
+        """The Ack ``reason``: ``<code>: <human message>``."""
+        return f"{self.code}: {self.message}"
+
+
+# --- args ---------------------------------------------------------------------------------
+
+def _integer(args: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    value = args[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadArgs(f"{key} must be an integer {low}–{high}, got {value!r}")
+    return value
+
+
+def _number(args: Mapping[str, Any], key: str) -> float:
+    value = args[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadArgs(f"{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _string(args: Mapping[str, Any], key: str, max_chars: int) -> str:
+    value = args[key]
+    if not isinstance(value, str) or not value.strip() or len(value) > max_chars:
+        raise BadArgs(f"{key} must be a non-empty string of at most {max_chars} characters")
+    return value
+
+
+def _url(args: Mapping[str, Any]) -> str:
+    value = _string(args, "url", 2_048)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadArgs(f"url must be an absolute http(s) URL, got {value!r}")
+    return value
+
+
+def _priority(args: Mapping[str, Any], allowed: tuple[str, ...]) -> str:
+    value = args["priority"]
+    if value not in allowed:
+        raise BadArgs(f"priority must be one of {', '.join(allowed)}, got {value!r}")
+    return str(value)
+
+
+def _media_source(args: Mapping[str, Any], allow_text: bool) -> dict[str, Any]:
+    """One of media_id, url (and text for emergency); media_id may come with a url fallback."""
+    kinds = [k for k in ("media_id", "url", "text") if k in args]
+    allowed = "media_id, url or text" if allow_text else "media_id or url"
+    if not kinds:
+        raise BadArgs(f"one of {allowed} is required")
+    if "text" in kinds and len(kinds) > 1:
+        raise BadArgs("text cannot be combined with media_id or url")
+    out: dict[str, Any] = {}
+    if "media_id" in args:
+        out["media_id"] = _string(args, "media_id", _MAX_ID_CHARS)
+    if "url" in args:
+        out["url"] = _url(args)
+    if "text" in args:
+        out["text"] = _string(args, "text", _MAX_TEXT_CHARS)
+    return out
+
+
+_ALLOWED_KEYS: dict[str, frozenset[str]] = {
+    "emergency": frozenset({"media_id", "url", "text", "repeat", "volume"}),
+    "play_now": frozenset({"media_id", "url", "priority", "volume"}),
+    "stop": frozenset({"priority"}),
+    "set_volume": frozenset({"volume"}),
+    "fm_relay": frozenset({"frequency_mhz", "duration_s", "priority"}),
+    "sync_now": frozenset(),
+    "amplifier": frozenset({"on"}),
+}
+COMMAND_TYPES = tuple(_ALLOWED_KEYS)
+
+
+def _required(args: Mapping[str, Any], *keys: str) -> None:
+    missing = [k for k in keys if k not in args]
+    if missing:
+        raise BadArgs(f"missing {', '.join(missing)}")
+
+
+def validate_args(command_type: str, args: object) -> dict[str, Any]:
+    """The args of a command of a known type, checked against mqtt.md, with defaults.
+
+    Raises BadArgs with a message for people. ``volume`` of emergency stays absent when
+    not given (its default is config ``audio.emergency_volume``, applied by the daemon).
+    """
+    if not isinstance(args, dict):
+        raise BadArgs("args must be an object")
+    unknown = sorted(set(args) - _ALLOWED_KEYS[command_type])
+    if unknown:
+        raise BadArgs(f"unknown argument(s) for {command_type}: {', '.join(unknown)}")
+    out: dict[str, Any] = {}
+    if command_type in ("emergency", "play_now"):
+        out.update(_media_source(args, allow_text=command_type == "emergency"))
+    if command_type == "emergency":
+        out["repeat"] = _integer(args, "repeat", 1, 100) if "repeat" in args else 1
+    if command_type == "play_now":
+        out["priority"] = _priority(args, ("live", "emergency")) if "priority" in args \
+            else "live"
+    if command_type == "set_volume":
+        _required(args, "volume")
+    if "volume" in args:
+        out["volume"] = _integer(args, "volume", 0, 100)
+    if command_type == "stop" and "priority" in args:
+        out["priority"] = _priority(args, PRIORITIES)
+    if command_type == "fm_relay":
+        _required(args, "frequency_mhz", "duration_s")
+        frequency = _number(args, "frequency_mhz")
+        if not 76.0 <= frequency <= 108.0:
+            raise BadArgs(f"frequency_mhz must be 76–108, got {frequency}")
+        duration = _number(args, "duration_s")
+        if not 0 < duration <= _MAX_FM_DURATION_S:
+            raise BadArgs(f"duration_s must be > 0 and at most {_MAX_FM_DURATION_S:g}, "
+                          f"got {duration}")
+        out["frequency_mhz"] = frequency
+        out["duration_s"] = duration
+        out["priority"] = _priority(args, ("live", "emergency")) if "priority" in args \
+            else "live"
+    if command_type == "amplifier":
+        _required(args, "on")
+        if not isinstance(args["on"], bool):
+            raise BadArgs(f"on must be true or false, got {args['on']!r}")
+        out["on"] = args["on"]
+    return out
+
+
+def _timestamp(doc: Mapping[str, Any], key: str) -> float:
+    value = doc[key]
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadArgs(f"{key} must be an RFC 3339 time, got {value!r}") from None
+    if moment.tzinfo is None:
+        raise BadArgs(f"{key} must carry a UTC offset, got {value!r}")
+    return moment.timestamp()
+
+
+def _usable_id(doc: object) -> str | None:
+    if not isinstance(doc, dict):
+        return None
+    value = doc.get("id")
+    if isinstance(value, str) and 0 < len(value) <= _MAX_ID_CHARS and value.isprintable():
+        return value
+    return None
+
+
+# --- validator ----------------------------------------------------------------------------
+
+class CommandValidator:
+    def __init__(self, public_key: Ed25519PublicKey | None, max_age_s: float,
+                 max_payload_bytes: int, store: StateStore, clock: Clock,
+                 media_known: Callable[[str], bool]) -> None:
+        self._key = public_key
+        self._max_age_s = max_age_s
+        self._max_payload_bytes = max_payload_bytes
+        self._store = store
+        self._clock = clock
+        self._media_known = media_known
+        self._last_prune: float | None = None
+
+    def check(self, payload: bytes) -> Command | Rejection:
+        """A valid, fresh, first-seen command, or why not."""
+        if len(payload) > self._max_payload_bytes:
+            return Rejection("too_large", f"payload of {len(payload)} bytes is over the "
+                             f"limit of {self._max_payload_bytes}", _id_of_oversized(payload))
+        try:
+            doc = json.loads(payload)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            # A truncated or mistyped command may still show its id: the sender then gets
+            # a rejection instead of silence.
+            found = _BROKEN_ID.search(payload[:4096].decode("utf-8", errors="replace"))
+            return Rejection("bad_json", f"not JSON: {exc}", found[1] if found else None)
+        command_id = _usable_id(doc)
+        if command_id is None:
+            return Rejection("bad_json", "not a JSON object with a string id "
+                             f"of 1–{_MAX_ID_CHARS} printable characters", None)
+        if self._key is not None and not verify(doc, self._key):
+            reason = "missing" if "signature" not in doc else "malformed or wrong"
+            return Rejection("bad_signature", f"signature {reason}", command_id,
+                             _type_of(doc))
+        verdict = self._judge(command_id, doc)
+        self._prune()
+        issued_at = verdict.issued_at if isinstance(verdict, Command) else self._clock.now()
+        if not self._store.remember_command(command_id, issued_at):
+            return Rejection("replay", "command id already seen", command_id,
+                             _type_of(doc))
+        return verdict
+
+    def _judge(self, command_id: str, doc: dict[str, Any]) -> Command | Rejection:
+        command_type = doc.get("type")
+        if command_type not in _ALLOWED_KEYS:
+            return Rejection("unknown_type", f"unknown command type {command_type!r}",
+                             command_id)
+        try:
+            args = validate_args(command_type, doc.get("args", {}))
+            _required(doc, "issued_at")
+            issued_at = _timestamp(doc, "issued_at")
+            expires_at = None if doc.get("expires_at") is None \
+                else _timestamp(doc, "expires_at")
+        except BadArgs as exc:
+            return Rejection("bad_args", str(exc), command_id, command_type)
+        now = self._clock.now()
+        if expires_at is not None and expires_at <= now:
+            return Rejection("expired", f"expired {now - expires_at:.0f} s ago", command_id,
+                             command_type)
+        if now - issued_at > self._max_age_s:
+            return Rejection("too_old", f"issued {now - issued_at:.0f} s ago, more than "
+                             f"max_command_age_s {self._max_age_s:g}", command_id,
+                             command_type)
+        media_id = args.get("media_id")
+        if media_id is not None and "url" not in args and not self._media_known(media_id):
+            return Rejection("media_not_cached", f"media {media_id!r} is not cached and "
+                             "the command carries no url", command_id, command_type)
+        return Command(command_id, command_type, args, issued_at, expires_at)
+
+    def _prune(self) -> None:
+        mono = self._clock.monotonic()
+        if self._last_prune is not None and mono - self._last_prune < _PRUNE_INTERVAL_S:
+            return
+        self._last_prune = mono
+        self._store.forget_commands_before(self._clock.now() - self._max_age_s - REPLAY_GRACE_S)
+
+
+def _type_of(doc: dict[str, Any]) -> str | None:
+    value = doc.get("type")
+    return value if value in _ALLOWED_KEYS else None
+
+
+def _id_of_oversized(payload: bytes) -> str | None:
+    """The id of an oversized payload, for its Ack. The whole payload is already in
+    memory (the broker's message size limit bounds it), so parsing it costs little more."""
+    try:
+        return _usable_id(json.loads(payload))
+    except (ValueError, RecursionError):
+        return None

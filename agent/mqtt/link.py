@@ -1,0 +1,390 @@
+"""MqttLink: the agent's MQTT session (mqtt.md): Status up, events and acks up, commands down.
+
+Threads: ``mqtt-link`` (connects, rotates brokers with backoff and jitter, publishes
+Status), ``mqtt-outbox`` (drains the durable ``mqtt`` outbox in order, deleting a record
+only after the broker's PUBACK) and paho's network thread of the current session. Each
+connection attempt uses a fresh paho client (brokers may mix mqtt:// and mqtts://), with
+paho's own reconnect off: this module decides where and when to reconnect.
+
+Delivery is at least once: a record whose PUBACK was lost with the connection is sent
+again after reconnecting; events carry an ``id`` and acks a ``command_id`` + ``status``
+for the central server to de-duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.config.schema import BrokerUri, parse_broker_uri
+from agent.core.clock import Clock
+from agent.core.faults import FaultRegistry
+from agent.http.metrics import AgentMetrics
+from agent.mqtt.commands import Command, CommandValidator, Rejection
+from agent.state.journal import MQTT, Journal
+from agent.state.store import OutboxRecord, StateStore
+
+log = logging.getLogger(__name__)
+
+STATUS_MIN_INTERVAL_S = 1.0  # bursts of status changes are coalesced to one Status a second
+_OUTBOX_WINDOW = 20  # records in flight at once (paho's default max inflight)
+_IDLE_POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    brokers: tuple[str, ...]  # mqtt://host[:port] or mqtts://host[:port], tried in turn
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None  # private CA for mqtts://; None = the system's CAs
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    topic_prefix: str = "tt"
+    heartbeat_s: float = 60.0
+    keepalive_s: float = 30.0
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    min_backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    connect_timeout_s: float = 10.0  # TCP + TLS + CONNACK + SUBACK
+    publish_timeout_s: float = 10.0  # PUBACK of one outbox record
+    session_expiry_s: int = 3600  # MQTT 5: how long the broker keeps commands for us
+
+
+@dataclass(frozen=True)
+class Topics:
+    state: str
+    events: str
+    acks: str
+    commands: tuple[str, ...]  # the device's own, then one per group
+
+    @classmethod
+    def for_device(cls, prefix: str, device_id: str, groups: tuple[str, ...]) -> Topics:
+        base = f"{prefix}/devices/{device_id}"
+        return cls(f"{base}/state", f"{base}/events", f"{base}/acks",
+                   (f"{base}/commands", *(f"{prefix}/groups/{g}/commands" for g in groups)))
+
+
+class _Session:
+    """One connection attempt: its paho client and what its callbacks have seen."""
+
+    def __init__(self, broker: BrokerUri, client: paho.Client) -> None:
+        self.broker = broker
+        self.client = client
+        self.subscribe_mid: int | None = None
+        self.subscribed = threading.Event()
+        self.ended = threading.Event()
+        self.error = "no answer"
+
+
+class MqttLink:
+    def __init__(self, settings: MqttSettings, device_id: str, groups: tuple[str, ...],
+                 store: StateStore, journal: Journal, clock: Clock,
+                 status_provider: Callable[[], dict[str, Any]],
+                 on_command: Callable[[Command], None], validator: CommandValidator,
+                 faults: FaultRegistry, metrics: AgentMetrics) -> None:
+        if not settings.brokers:
+            raise ValueError("MqttLink needs at least one broker")
+        self._settings = settings
+        self._brokers = [parse_broker_uri(uri) for uri in settings.brokers]
+        self._device_id = device_id
+        self.topics = Topics.for_device(settings.topic_prefix, device_id, groups)
+        self._store = store
+        self._journal = journal
+        self._clock = clock
+        self._status_provider = status_provider
+        self._on_command = on_command
+        self._validator = validator
+        self._faults = faults
+        self._metrics = metrics
+        self._offline = json.dumps({"device_id": device_id, "online": False}).encode()
+        self._stopping = threading.Event()
+        self._wake = threading.Event()  # the mqtt-link thread has something to look at
+        self._status_pending = False
+        self._session: _Session | None = None  # set while connected and subscribed
+        self._ready = threading.Event()
+        self._stop_deadline = 0.0
+        self._random = random.Random()
+        self._threads: list[threading.Thread] = []
+        metrics.mqtt_connected(False)
+        metrics.watch_outbox(MQTT, lambda: store.depth(MQTT))
+
+    @property
+    def connected(self) -> bool:
+        """Connected to a broker and subscribed to the command topics."""
+        return self._ready.is_set()
+
+    def start(self) -> None:
+        self._threads = [threading.Thread(target=self._supervise, name="mqtt-link", daemon=True),
+                         threading.Thread(target=self._drain, name="mqtt-outbox", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish the offline Status (when connected), disconnect, join the threads."""
+        self._stop_deadline = self._clock.monotonic() + timeout
+        self._stopping.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(max(0.0, self._stop_deadline - self._clock.monotonic()))
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            log.warning("MQTT threads still running after stop: %s", ", ".join(alive))
+
+    def status_changed(self) -> None:
+        """Publish a Status soon; bursts of changes make one Status."""
+        self._status_pending = True
+        self._wake.set()
+
+    # --- connection supervision (mqtt-link thread) ---------------------------------------
+    def _supervise(self) -> None:
+        index, failures, backoff = 0, 0, self._settings.min_backoff_s
+        errors: dict[str, str] = {}
+        while not self._stopping.is_set():
+            broker = self._brokers[index]
+            session = self._open(broker)
+            if self._await_subscribed(session):
+                failures, backoff = 0, self._settings.min_backoff_s
+                errors.clear()
+                self._serve(session)
+                pause = self._random.uniform(0, self._settings.min_backoff_s)
+            elif self._stopping.is_set():
+                pause = 0.0
+            else:
+                failures += 1
+                errors[self._uri(broker)] = session.error
+                log.warning("MQTT broker %s: %s", self._uri(broker), session.error)
+                if failures >= len(self._brokers):
+                    self._faults.raise_("mqtt_unreachable", "; ".join(
+                        f"{uri}: {error}" for uri, error in errors.items()))
+                index = (index + 1) % len(self._brokers)
+                pause = 0.0
+                if index == 0:  # a whole round failed: back off with jitter
+                    pause = self._random.uniform(backoff / 2, backoff)
+                    backoff = min(backoff * 2, self._settings.max_backoff_s)
+            self._close(session)
+            self._stopping.wait(pause)
+
+    @staticmethod
+    def _uri(broker: BrokerUri) -> str:
+        return f"{broker.scheme}://{broker.host}:{broker.port}"
+
+    def _open(self, broker: BrokerUri) -> _Session:
+        """Connect (TCP, TLS, CONNECT sent) and start paho's loop; on failure the session
+        comes back already ended."""
+        settings = self._settings
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self._device_id,
+                             clean_session=None if settings.protocol == "5" else False,
+                             protocol=paho.MQTTv5 if settings.protocol == "5" else paho.MQTTv311,
+                             reconnect_on_failure=False)
+        session = _Session(broker, client)
+        client.user_data_set(session)
+        client.connect_timeout = settings.connect_timeout_s
+        client.enable_logger(log)
+        if settings.username is not None:
+            client.username_pw_set(settings.username, settings.password)
+        if broker.scheme == "mqtts":
+            context = ssl.create_default_context(
+                cafile=None if settings.ca_file is None else str(settings.ca_file))
+            if settings.client_cert is not None:
+                context.load_cert_chain(
+                    str(settings.client_cert),
+                    None if settings.client_key is None else str(settings.client_key))
+            client.tls_set_context(context)
+        client.will_set(self.topics.state, self._offline, qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        try:
+            if settings.protocol == "5":
+                properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                properties.SessionExpiryInterval = settings.session_expiry_s
+                client.connect(broker.host, broker.port, round(settings.keepalive_s),
+                               clean_start=False, properties=properties)
+            else:
+                client.connect(broker.host, broker.port, round(settings.keepalive_s))
+        except (OSError, ValueError) as exc:  # ssl errors are OSErrors or ValueErrors
+            session.error = f"cannot connect: {exc}"
+            session.ended.set()
+            return session
+        client.loop_start()
+        return session
+
+    def _await_subscribed(self, session: _Session) -> bool:
+        deadline = self._clock.monotonic() + self._settings.connect_timeout_s
+        while not (self._stopping.is_set() or session.ended.is_set()):
+            if session.subscribed.is_set():
+                return True
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                session.error = "no CONNACK/SUBACK in time"
+                return False
+            self._wake.wait(min(remaining, _IDLE_POLL_S))
+            self._wake.clear()
+        return False
+
+    def _serve(self, session: _Session) -> None:
+        """Connected: birth Status, then Status on change and every heartbeat_s."""
+        log.info("MQTT connected to %s", self._uri(session.broker))
+        self._session = session
+        self._ready.set()
+        self._metrics.mqtt_connected(True)
+        self._faults.clear("mqtt_unreachable")
+        self._status_pending = True
+        last_status = -STATUS_MIN_INTERVAL_S - 1.0
+        while not (self._stopping.is_set() or session.ended.is_set()):
+            now = self._clock.monotonic()
+            since = now - last_status
+            if (self._status_pending and since >= STATUS_MIN_INTERVAL_S) \
+                    or since >= self._settings.heartbeat_s:
+                self._status_pending = False
+                self._publish_status(session)
+                last_status = now
+                continue
+            due = self._settings.heartbeat_s - since
+            if self._status_pending:
+                due = min(due, STATUS_MIN_INTERVAL_S - since)
+            self._wake.wait(due)
+            self._wake.clear()
+        self._ready.clear()
+        self._session = None
+        self._metrics.mqtt_connected(False)
+        if self._stopping.is_set() and not session.ended.is_set():
+            self._say_offline(session)
+        else:
+            log.warning("MQTT connection to %s lost: %s", self._uri(session.broker),
+                        session.error)
+
+    def _publish_status(self, session: _Session) -> None:
+        try:
+            status = {**self._status_provider(), "device_id": self._device_id, "online": True}
+            payload = json.dumps(status, ensure_ascii=False).encode("utf-8")
+        except Exception:
+            log.exception("status provider failed; Status not published")
+            return
+        session.client.publish(self.topics.state, payload, qos=1, retain=True)
+
+    def _say_offline(self, session: _Session) -> None:
+        info = session.client.publish(self.topics.state, self._offline, qos=1, retain=True)
+        if info.rc == paho.MQTT_ERR_SUCCESS:
+            info.wait_for_publish(max(0.1, self._stop_deadline - self._clock.monotonic() - 0.5))
+
+    def _close(self, session: _Session) -> None:
+        session.client.disconnect()
+        session.client.loop_stop()
+
+    # --- paho callbacks (paho's thread) -----------------------------------------------------
+    def _on_connect(self, client: paho.Client, session: _Session, _flags: paho.ConnectFlags,
+                    reason: ReasonCode, _properties: Properties | None) -> None:
+        if reason.is_failure:
+            session.error = f"connection refused: {reason}"
+            session.ended.set()
+            self._wake.set()
+            return
+        _, session.subscribe_mid = client.subscribe([(t, 1) for t in self.topics.commands])
+
+    def _on_subscribe(self, _client: paho.Client, session: _Session, mid: int,
+                      reasons: list[ReasonCode], _properties: Properties | None) -> None:
+        if mid != session.subscribe_mid:
+            return
+        refused = [t for t, r in zip(self.topics.commands, reasons, strict=False) if r.is_failure]
+        if refused:
+            log.error("MQTT broker refused subscriptions to %s (check its ACL)",
+                      ", ".join(refused))
+        session.subscribed.set()
+        self._wake.set()
+
+    def _on_disconnect(self, _client: paho.Client, session: _Session,
+                       _flags: paho.DisconnectFlags, reason: ReasonCode,
+                       _properties: Properties | None) -> None:
+        if not session.ended.is_set():
+            session.error = f"disconnected: {reason}"
+        session.ended.set()
+        if self._session is session:
+            self._ready.clear()
+        self._wake.set()
+
+    def _on_message(self, _client: paho.Client, _session: _Session,
+                    message: paho.MQTTMessage) -> None:
+        if message.topic not in self.topics.commands:
+            log.warning("ignoring MQTT message on unexpected topic %s", message.topic)
+            return
+        try:
+            self._handle_command(bytes(message.payload))
+        except Exception:  # a bad message must never take the network thread down
+            log.exception("failed to handle a command on %s", message.topic)
+
+    def _handle_command(self, payload: bytes) -> None:
+        verdict = self._validator.check(payload)
+        if isinstance(verdict, Rejection):
+            if verdict.command_id is None:
+                log.warning("dropped an MQTT command payload: %s", verdict.reason)
+                self._metrics.command_dropped(verdict.code)
+                return
+            log.warning("rejected command %s: %s", verdict.command_id, verdict.reason)
+            self._journal.ack(verdict.command_id, "rejected", verdict.reason)
+            self._metrics.command(verdict.command_type, "rejected")
+            return
+        self._journal.ack(verdict.id, "accepted")
+        self._metrics.command(verdict.type, "accepted")
+        try:
+            self._on_command(verdict)
+        except Exception as exc:
+            log.exception("executing command %s failed", verdict.id)
+            self._journal.ack(verdict.id, "failed", f"internal: {exc}")
+            self._metrics.command(verdict.type, "failed")
+
+    # --- outbox (mqtt-outbox thread) -------------------------------------------------------
+    def _drain(self) -> None:
+        while not self._stopping.is_set():
+            session = self._session
+            if session is None or not self._ready.is_set():
+                self._ready.wait(_IDLE_POLL_S)
+                continue
+            records = self._store.pending(MQTT, _OUTBOX_WINDOW)
+            if not records:
+                self._journal.wait(_IDLE_POLL_S)
+                continue
+            delivered = self._publish_in_order(session, records)
+            self._store.ack(delivered)
+            if len(delivered) < len(records):
+                self._stopping.wait(_IDLE_POLL_S)
+
+    def _publish_in_order(self, session: _Session, records: list[OutboxRecord]) -> list[int]:
+        """Publish ``records``; the seqs of the leading ones the broker acknowledged."""
+        sent: list[tuple[int, paho.MQTTMessageInfo]] = []
+        for record in records:
+            topic = self.topics.acks if record.kind == "ack" else self.topics.events
+            payload = json.dumps(record.payload, ensure_ascii=False).encode("utf-8")
+            info = session.client.publish(topic, payload, qos=1)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                break
+            sent.append((record.seq, info))
+        delivered: list[int] = []
+        for seq, info in sent:
+            if not self._await_puback(session, info):
+                break
+            delivered.append(seq)
+        return delivered
+
+    def _await_puback(self, session: _Session, info: paho.MQTTMessageInfo) -> bool:
+        deadline = self._clock.monotonic() + self._settings.publish_timeout_s
+        while not info.is_published():
+            if session.ended.is_set() or self._stopping.is_set() \
+                    or self._clock.monotonic() > deadline:
+                return False
+            info.wait_for_publish(0.2)
+        return True

@@ -1,0 +1,264 @@
+"""The supervised FM relay: one thread ("fm") owns the receiver and fills a small jitter
+buffer that the playout engine drains without ever blocking.
+
+Supervision:
+- no dongle / no rtl_tcp server -> fault ``sdr_missing``; retried with exponential backoff.
+- no samples for ``stall_after_s`` (or the receiver reports a stall) -> fault ``sdr_stalled``,
+  a USB reset of the dongle if one was given, and a restart with exponential backoff; the
+  fault clears when PCM flows again.
+- channel power below ``squelch_dbfs`` -> silence at once, fault ``fm_signal_lost`` after
+  ``lost_after_s``; audio returns at ``squelch_dbfs + SQUELCH_HYSTERESIS_DB`` and the fault
+  clears after the station has been back for ``lost_after_s``. A receiver that cannot
+  measure the level (rtl_fm: signal_dbfs None) is never squelched.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from agent.core.clock import Clock
+from agent.core.faults import FaultRegistry
+from drivers.sdr.base import FmReceiver, SdrError, SdrMissing
+
+log = logging.getLogger(__name__)
+
+RECEIVER_RATE = 48_000  # FmReceiver delivers 48 kHz s16le stereo
+FRAME_BYTES = 4
+READ_TIMEOUT_S = 0.1
+SQUELCH_HYSTERESIS_DB = 2.0
+JOIN_TIMEOUT_S = 5.0  # covers a receiver start in progress (rtl_fm waits up to 3 s)
+USB_RESET_INTERVAL_S = 60.0
+RELAY_FAULTS = ("sdr_missing", "sdr_stalled", "fm_signal_lost")
+
+
+class PcmJitterBuffer:
+    """Bounded FIFO of whole frames between the fm thread and the real-time reader.
+
+    Output starts once ``prefill_bytes`` are queued and restarts from there after an
+    underrun; on overflow (dongle clock faster than the sound card) the oldest audio is
+    dropped back to the prefill level. So latency stays between prefill and capacity.
+    """
+
+    def __init__(self, capacity_bytes: int, prefill_bytes: int) -> None:
+        self._capacity = capacity_bytes
+        self._prefill = prefill_bytes
+        self._data = bytearray()
+        self._buffering = True
+        self._delivered_bytes = 0
+        self._lock = threading.Lock()
+
+    def write(self, pcm: bytes) -> None:
+        with self._lock:
+            self._data += pcm
+            if len(self._data) > self._capacity:
+                del self._data[: len(self._data) - self._prefill]
+
+    def read(self, size: int) -> bytes:
+        """Exactly ``size`` bytes: queued audio, padded with silence when short."""
+        with self._lock:
+            if self._buffering and len(self._data) < self._prefill:
+                return bytes(size)
+            self._buffering = len(self._data) < size
+            chunk = bytes(self._data[:size])
+            del self._data[:size]
+            self._delivered_bytes += len(chunk)
+        return chunk + bytes(size - len(chunk))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._buffering = True
+
+    @property
+    def queued_bytes(self) -> int:
+        with self._lock:
+            return len(self._data)
+
+    @property
+    def delivered_bytes(self) -> int:
+        """Queued audio handed to the reader so far (silence padding not counted)."""
+        with self._lock:
+            return self._delivered_bytes
+
+
+class FmTuner:
+    def __init__(
+        self,
+        receiver_factory: Callable[[], FmReceiver | None],
+        faults: FaultRegistry,
+        clock: Clock,
+        squelch_dbfs: float,
+        rate: int = RECEIVER_RATE,
+        *,
+        usb_reset: Callable[[], object] | None = None,
+        buffer_s: float = 0.2,
+        prefill_s: float = 0.08,
+        stall_after_s: float = 2.0,
+        lost_after_s: float = 1.0,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+    ) -> None:
+        if rate != RECEIVER_RATE:
+            raise ValueError(f"FM receivers deliver {RECEIVER_RATE} Hz, not {rate}")
+        self._factory = receiver_factory
+        self._faults = faults
+        self._clock = clock
+        self._squelch_dbfs = squelch_dbfs
+        self._usb_reset = usb_reset
+        self._stall_after_s = stall_after_s
+        self._lost_after_s = lost_after_s
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._buffer = PcmJitterBuffer(_frames_bytes(rate, buffer_s),
+                                       _frames_bytes(rate, prefill_s))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._frequency_mhz: float | None = None
+        self._signal_dbfs: float | None = None
+        self._receiving = False
+        self._gate_open = False
+        self._gate_changed_at = 0.0
+        self._lost = False
+        self._last_usb_reset: float | None = None
+
+    # -- engine side (any thread, never blocks on the receiver) ---------------------------
+
+    def read(self, frames: int) -> bytes:
+        return self._buffer.read(frames * FRAME_BYTES)
+
+    @property
+    def relayed_frames(self) -> int:
+        """Frames of the station's audio read so far, ever (squelch and outage silence not
+        counted): a reader compares two values to know whether it relayed anything."""
+        return self._buffer.delivered_bytes // FRAME_BYTES
+
+    @property
+    def frequency_mhz(self) -> float | None:
+        return self._frequency_mhz
+
+    @property
+    def signal_dbfs(self) -> float | None:
+        return self._signal_dbfs
+
+    @property
+    def signal_ok(self) -> bool:
+        """PCM is flowing and the station is above squelch."""
+        return self.running and self._receiving and self._gate_open
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- control --------------------------------------------------------------------------
+
+    def start(self, frequency_mhz: float) -> None:
+        """Tunes to ``frequency_mhz`` (restarting the relay if it runs)."""
+        self.stop()
+        self._frequency_mhz = frequency_mhz
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="fm", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops the relay; its faults no longer apply and are cleared."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stop.set()
+        thread.join(timeout=JOIN_TIMEOUT_S)
+        if thread.is_alive():
+            log.error("fm thread did not stop within %.0f s", JOIN_TIMEOUT_S)
+        self._buffer.clear()
+        self._signal_dbfs = None
+        self._lost = False
+        for code in RELAY_FAULTS:
+            self._faults.clear(code)
+
+    # -- the fm thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff_s = self._backoff_initial_s
+        while not self._stop.is_set():
+            receiver = self._factory()
+            if receiver is None:
+                log.info("fm.backend is none: FM relay disabled")
+                return
+            if self._session(receiver):
+                backoff_s = self._backoff_initial_s
+            if self._stop.wait(backoff_s):
+                return
+            backoff_s = min(backoff_s * 2, self._backoff_max_s)
+
+    def _session(self, receiver: FmReceiver) -> bool:
+        """Runs one receiver until it fails or the relay stops; True if it delivered PCM."""
+        assert self._frequency_mhz is not None
+        delivered = False
+        try:
+            receiver.start(self._frequency_mhz)
+            self._faults.clear("sdr_missing")
+            self._gate_open = False
+            self._gate_changed_at = last_pcm_at = self._clock.monotonic()
+            while not self._stop.is_set():
+                pcm = receiver.read(READ_TIMEOUT_S)
+                now = self._clock.monotonic()
+                if pcm:
+                    last_pcm_at, delivered, self._receiving = now, True, True
+                    self._faults.clear("sdr_stalled")
+                    self._on_pcm(pcm, receiver.signal_dbfs, now)
+                elif now - last_pcm_at >= self._stall_after_s:
+                    silent_s = now - last_pcm_at
+                    self._faults.raise_("sdr_stalled",
+                                        f"no samples from the receiver for {silent_s:.1f} s")
+                    self._reset_usb(now)
+                    return delivered
+        except SdrMissing as exc:
+            self._faults.raise_("sdr_missing", str(exc))
+        except SdrError as exc:
+            self._faults.raise_("sdr_stalled", str(exc))
+        except Exception as exc:  # a receiver bug must not end the relay for good
+            log.exception("FM receiver failed")
+            self._faults.raise_("sdr_stalled", f"receiver failed: {exc!r}")
+        finally:
+            self._receiving = False
+            self._buffer.clear()
+            receiver.stop()
+        return delivered
+
+    def _on_pcm(self, pcm: bytes, level_dbfs: float | None, now: float) -> None:
+        self._signal_dbfs = level_dbfs
+        gate_open = self._gate_open
+        if level_dbfs is None:
+            gate_open = True
+        elif gate_open and level_dbfs < self._squelch_dbfs:
+            gate_open = False
+        elif not gate_open and level_dbfs >= self._squelch_dbfs + SQUELCH_HYSTERESIS_DB:
+            gate_open = True
+        if gate_open != self._gate_open:
+            self._gate_open, self._gate_changed_at = gate_open, now
+        settled = now - self._gate_changed_at >= self._lost_after_s
+        if not gate_open and settled and not self._lost:
+            self._lost = True
+            self._faults.raise_("fm_signal_lost",
+                                f"{self._frequency_mhz} MHz at {level_dbfs:.1f} dBFS, below the "
+                                f"squelch of {self._squelch_dbfs:.1f} dBFS")
+        elif gate_open and settled and self._lost:
+            self._lost = False
+            self._faults.clear("fm_signal_lost")
+        if gate_open:
+            self._buffer.write(pcm)
+        else:
+            self._buffer.clear()
+
+    def _reset_usb(self, now: float) -> None:
+        if self._usb_reset is None:
+            return
+        if self._last_usb_reset is not None and now - self._last_usb_reset < USB_RESET_INTERVAL_S:
+            return
+        self._last_usb_reset = now
+        log.warning("FM receiver stalled: resetting the dongle's USB port: %s", self._usb_reset())
+
+
+def _frames_bytes(rate: int, seconds: float) -> int:
+    return round(rate * seconds) * FRAME_BYTES

@@ -1,0 +1,1 @@
+"""The daemon: wiring, threads, signals, systemd notify."""

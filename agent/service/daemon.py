@@ -1,0 +1,425 @@
+"""The daemon: builds every component from a Config, owns their threads, and runs the
+main loop (signals, reload, systemd readiness and watchdog)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from agent import __version__
+from agent.config.loader import Config, ConfigError, load_config
+from agent.control.loop import (
+    CommandReceived,
+    ControlLoop,
+    ControlSettings,
+    Reconfigured,
+    ScheduleApplied,
+)
+from agent.core.clock import Clock, SystemClock
+from agent.core.faults import FaultRegistry
+from agent.core.schedule import Schedule
+from agent.http.health import HealthServer
+from agent.http.metrics import AgentMetrics
+from agent.mqtt.commands import Command, CommandValidator
+from agent.mqtt.link import MqttLink, MqttSettings
+from agent.playout.decoder import DecoderPool
+from agent.playout.engine import PlayoutEngine
+from agent.playout.sources import builtin_chime
+from agent.playout.tts import TtsRenderer
+from agent.service import sdnotify
+from agent.source.cache import MediaCache
+from agent.source.client import SourceClient, SourceSettings
+from agent.source.reports import ReportUploader
+from agent.source.sync import SyncService
+from agent.state.journal import REPORT, Journal
+from agent.state.store import StateStore
+from drivers.amplifier import open_amplifier
+from drivers.audio import open_output
+from drivers.mixer import open_mixer
+
+log = logging.getLogger("agent")
+
+WATCHDOG_STALE_S = 5.0  # the control loop must have ticked this recently to feed systemd
+STATUS_MIN_INTERVAL_S = 1.0
+
+
+class Daemon:
+    def __init__(self, cfg: Config, clock: Clock | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock or SystemClock()
+        self.started_mono = self.clock.monotonic()
+        self.tz = ZoneInfo(cfg.timezone)
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = StateStore(cfg.state_dir / "agent.db", outbox_max=cfg.mqtt.outbox_max)
+        self.faults = FaultRegistry(self.clock.now)
+        self.journal = Journal(self.store, self.clock, self.tz,
+                               mqtt_enabled=bool(cfg.mqtt.brokers))
+        self.metrics = AgentMetrics(self.clock)
+        self.faults.subscribe(self.journal.on_fault)
+        self.faults.subscribe(self.metrics.on_fault)
+        self.faults.subscribe(lambda *_: self.status_changed())
+        self.metrics.watch_outbox(REPORT, lambda: self.store.depth(REPORT))
+        self.cache = MediaCache(self.store, cfg.cache.dir, cfg.cache.max_bytes, self.clock,
+                                self.faults)
+        self.source = SourceClient(SourceSettings.from_config(cfg))
+        self.sync = SyncService(
+            self.source, self.cache, self.store, self.journal, self.faults, self.clock,
+            device_id=cfg.device_id, default_tz=cfg.timezone,
+            poll_interval_s=cfg.source.poll_interval_s, max_backoff_s=cfg.source.max_backoff_s,
+            on_applied=self._schedule_applied, on_download=self.metrics.download)
+        self.reports = ReportUploader(self.store, self.journal, self.source,
+                                      max_backoff_s=cfg.source.max_backoff_s)
+        self.decoders = DecoderPool(cfg.audio.rate, self.clock.monotonic)
+        self.engine = PlayoutEngine(open_output(cfg.audio.output, cfg.audio.rate),
+                                    on_event=lambda event: self.control.on_engine_event(event))
+        mixer_cfg = None if cfg.audio.mixer is None else {
+            "card": cfg.audio.mixer.card, "control": cfg.audio.mixer.control}
+        self.amplifier = open_amplifier(
+            cfg.amplifier.backend, state_dir=cfg.state_dir, chip=cfg.amplifier.gpio.chip,
+            line=cfg.amplifier.gpio.line, active_high=cfg.amplifier.gpio.active_high)
+        self.tuner = _open_tuner(cfg, self.faults, self.clock)
+        self.control = ControlLoop(
+            settings=_control_settings(cfg), clock=self.clock, engine=self.engine,
+            decoders=self.decoders, media=self.cache,
+            tts=TtsRenderer(cfg.cache.dir / "tts", cfg.tts.voice, cfg.tts.engine),
+            tuner=self.tuner, amplifier=self.amplifier, mixer=open_mixer(mixer_cfg),
+            chime_pcm=self._chime(), journal=self.journal, faults=self.faults,
+            store=self.store, on_change=self.status_changed, sync_now=self.sync.sync_now,
+            count_command=self.metrics.command)
+        self.mqtt = self._mqtt_link() if cfg.mqtt.brokers else None
+        self.health = HealthServer(cfg.health.host, cfg.health.port, cfg.health.token,
+                                   cfg.health.max_connections, cfg.health.request_timeout_s,
+                                   self.status, self.faults, self.metrics,
+                                   refresh_metrics=self._refresh_metrics)
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._config_path = cfg.files[0] if cfg.files else None
+        self._config_stamp = self._stamp_files()
+
+    # --- wiring helpers ----------------------------------------------------------------
+    def _chime(self) -> bytes:
+        if self.cfg.audio.chime is None:
+            return builtin_chime(self.cfg.audio.rate)
+        stream = self.decoders.open(str(self.cfg.audio.chime))
+        deadline = time.monotonic() + 10
+        pcm = bytearray()
+        while not stream.finished and time.monotonic() < deadline:
+            pcm += stream.read(1 << 20)
+            time.sleep(0.02)
+        stream.close()
+        if not pcm:
+            log.error("chime %s could not be decoded; using the built-in chime",
+                      self.cfg.audio.chime)
+            return builtin_chime(self.cfg.audio.rate)
+        return bytes(pcm)
+
+    def _mqtt_link(self) -> MqttLink:
+        m = self.cfg.mqtt
+        settings = MqttSettings(
+            brokers=tuple(m.brokers), username=m.username, password=m.password,
+            ca_file=m.ca_file, client_cert=m.client_cert, client_key=m.client_key,
+            topic_prefix=m.topic_prefix, heartbeat_s=m.heartbeat_s, keepalive_s=m.keepalive_s,
+            protocol=m.protocol)
+        validator = CommandValidator(
+            _command_key(m.command_public_key), m.max_command_age_s, m.max_payload_bytes,
+            self.store, self.clock, media_known=self._media_known)
+        return MqttLink(settings, self.cfg.device_id, tuple(self.cfg.groups), self.store,
+                        self.journal, self.clock, self.status, self._command, validator,
+                        self.faults, self.metrics)
+
+    def _media_known(self, media_id: str) -> bool:
+        schedule = self.sync.applied
+        entry = schedule.media.get(media_id) if schedule is not None else None
+        return entry is not None and self.cache.path(entry.sha256) is not None
+
+    def _command(self, command: Command) -> None:
+        self.control.post(CommandReceived(command))
+
+    def _schedule_applied(self, schedule: Schedule) -> None:
+        self.metrics.schedule_applied(schedule.version)
+        self.control.post(ScheduleApplied(schedule))
+        self.status_changed()
+
+    # --- status ------------------------------------------------------------------------
+    def status_changed(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.status_changed()
+
+    def _refresh_metrics(self) -> None:
+        """The gauges that follow Status (building it sets them) and the last sync."""
+        self.status()
+        last_sync = self.sync.status().last_sync_at
+        if last_sync is not None:
+            self.metrics.synced(last_sync)
+
+    def status(self) -> dict[str, Any]:
+        """The Status object of mqtt.md (plus ``next`` for technicians)."""
+        now = self.clock.now()
+        snap = self.control.snapshot()
+        sync = self.sync.status()
+        cache = self.cache.stats()
+        disk = shutil.disk_usage(self.cfg.state_dir)
+        playing = snap["playing"]
+        self.metrics.playing(None if playing is None else playing["source"],
+                             None if playing is None else playing["priority"])
+        self.metrics.volume(snap["volume"])
+        self.metrics.amplifier(snap["amplifier"] == "on")
+        self.metrics.cache(cache.items, cache.bytes, cache.missing)
+        fm = None
+        if self.tuner is not None and self.tuner.running:
+            fm = {"frequency_mhz": self.tuner.frequency_mhz,
+                  "signal_dbfs": self.tuner.signal_dbfs}
+            self.metrics.fm_signal(self.tuner.signal_dbfs)
+        return {
+            "device_id": self.cfg.device_id, "online": True, "at": self.journal.stamp(now),
+            "agent_version": __version__,
+            "uptime_s": int(self.clock.monotonic() - self.started_mono),
+            "playing": playing, "volume": snap["volume"], "amplifier": snap["amplifier"],
+            "mqtt": {"connected": self.mqtt is not None and self.mqtt.connected},
+            "source": {"reachable": sync.reachable,
+                       "last_sync_at": None if sync.last_sync_at is None
+                       else self.journal.stamp(sync.last_sync_at),
+                       "schedule_version": sync.schedule_version},
+            "cache": {"items": cache.items, "bytes": cache.bytes,
+                      "free_bytes": cache.free_bytes, "missing": cache.missing},
+            "fm": fm,
+            "faults": [{"code": f.code, "message": f.message, "severity": f.severity,
+                        "since": self.journal.stamp(f.since)} for f in self.faults.active()],
+            "system": _system_facts(disk.free),
+            "next": snap["next"],
+        }
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        for warning in self.cfg.warnings:
+            log.warning("%s", warning)
+        self.engine.start()
+        self.decoders.warm_up()
+        applied = self.sync.load_applied()
+        if applied is not None:
+            self.control.post(ScheduleApplied(applied))
+        self.control.start()
+        self.health.start()
+        self.reports.start()
+        self.sync.start()
+        if self.mqtt is not None:
+            self.mqtt.start()
+        # Everything imported and built so far lives for the whole run: frozen, the garbage
+        # collector never walks it again, so a collection cannot stall the playout thread
+        # (a full pass over it holds the GIL for ~25 ms here, several times that on a Pi).
+        gc.collect()
+        gc.freeze()
+        # The playout thread must get the GIL back quickly from whoever holds it.
+        sys.setswitchinterval(0.002)
+        log.info("broadcast-agent %s started as %s", __version__, self.cfg.device_id)
+
+    def stop(self) -> None:
+        log.info("stopping")
+        sdnotify.notify("STOPPING=1")
+        if self.mqtt is not None:
+            self.mqtt.stop()
+        self.sync.stop()
+        self.control.stop()
+        self.engine.stop()
+        self.decoders.close()
+        if self.tuner is not None:
+            self.tuner.stop()
+        self.amplifier.set_power(False)
+        self.amplifier.close()
+        self.reports.stop()
+        self.health.stop()
+        self.store.close()
+
+    # --- live reconfiguration ----------------------------------------------------------
+    def _stamp_files(self) -> tuple[tuple[str, float], ...]:
+        """Modification times of the config files and of conf.d (new or removed files)."""
+        if self._config_path is None:
+            return ()
+        paths = [*self.cfg.files, self._config_path.parent / "conf.d"]
+        stamps = []
+        for path in paths:
+            try:
+                stamps.append((str(path), path.stat().st_mtime))
+            except OSError:
+                stamps.append((str(path), -1.0))
+        return tuple(stamps)
+
+    def reload(self) -> None:
+        """Validate the config files again and apply what can change while running.
+        An invalid config keeps the running one and raises ``config_invalid``."""
+        assert self._config_path is not None
+        try:
+            new = load_config(self._config_path)
+        except ConfigError as exc:
+            for line in exc.errors:
+                log.error("reload refused: %s", line)
+            self.faults.raise_("config_invalid", "; ".join(exc.errors[:3]) + (
+                f" (+{len(exc.errors) - 3} more)" if len(exc.errors) > 3 else ""))
+            return
+        self.faults.clear("config_invalid")
+        changed = config_changes(self.cfg, new)
+        if not changed:
+            return
+        live = [k for k in changed if k in LIVE_KEYS or k.split(".")[0] in LIVE_KEYS]
+        pending = [k for k in changed if k not in live]
+        self.cfg = new
+        logging.getLogger().setLevel(new.log_level)
+        self.sync.poll_interval_s = new.source.poll_interval_s
+        self.sync.max_backoff_s = new.source.max_backoff_s
+        self.reports.max_backoff_s = new.source.max_backoff_s
+        self.control.post(Reconfigured(_control_settings(new)))
+        if "mqtt" in changed:
+            self.journal.mqtt_enabled = bool(new.mqtt.brokers)
+            if self.mqtt is not None:
+                self.mqtt.stop()
+            self.mqtt = self._mqtt_link() if new.mqtt.brokers else None
+            if self.mqtt is not None:
+                self.mqtt.start()
+        if pending:
+            log.warning("config changes that take effect at the next restart: %s",
+                        ", ".join(pending))
+        log.info("config reloaded: %s", ", ".join(live) or "nothing live")
+        self.journal.event("config_reloaded", applied=live, pending_restart=pending)
+        self.status_changed()
+
+    def healthy(self) -> bool:
+        """True while the control loop and the playout thread are really running."""
+        fresh = self.clock.monotonic() - self.control.last_tick_mono < WATCHDOG_STALE_S
+        return fresh and self.control.alive and self.engine.alive
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        self.start()
+        sdnotify.notify("READY=1")
+        interval = sdnotify.watchdog_interval()
+        ping_every = 1.0 if interval is None else max(interval / 3, 0.2)
+        while not self._stop.wait(ping_every):
+            stamp = self._stamp_files()
+            if self._reload.is_set() or stamp != self._config_stamp:
+                self._reload.clear()
+                self._config_stamp = stamp
+                self.reload()
+            if self.healthy():
+                sdnotify.notify("WATCHDOG=1")
+            else:
+                log.error("control loop or playout is not ticking; withholding the watchdog")
+        self.stop()
+        return 0
+
+
+def _control_settings(cfg: Config) -> ControlSettings:
+    return ControlSettings(
+        rate=cfg.audio.rate, late_start_grace_s=cfg.late_start_grace_s,
+        default_volume=cfg.audio.default_volume, emergency_volume=cfg.audio.emergency_volume,
+        warmup_s=cfg.amplifier.warmup_s, idle_off_s=cfg.amplifier.idle_off_s,
+        decoder_hang_s=cfg.audio.decoder_hang_s, stream_caching_ms=cfg.audio.stream_caching_ms,
+        dead_air_s=cfg.audio.dead_air_s, dead_air_dbfs=cfg.audio.dead_air_dbfs)
+
+
+# Sections and keys that a reload applies while running; any other change waits for a
+# restart (it changes a device, a path or an identity that running parts hold open).
+LIVE_KEYS = ("late_start_grace_s", "log_level", "source.poll_interval_s",
+             "source.max_backoff_s", "audio.default_volume", "audio.emergency_volume",
+             "audio.dead_air_s", "audio.dead_air_dbfs", "audio.decoder_hang_s",
+             "audio.stream_caching_ms", "amplifier.warmup_s", "amplifier.idle_off_s", "mqtt")
+
+
+def config_changes(old: Config, new: Config) -> list[str]:
+    """Dotted names of the top-level keys and section keys that differ."""
+    changed = []
+    for name in old.__dataclass_fields__:
+        if name in ("warnings", "files"):
+            continue
+        a, b = getattr(old, name), getattr(new, name)
+        if a == b:
+            continue
+        if hasattr(a, "__dataclass_fields__") and name != "mqtt":
+            changed += [f"{name}.{key}" for key in a.__dataclass_fields__
+                        if getattr(a, key) != getattr(b, key)]
+        else:
+            changed.append(name)
+    return changed
+
+
+def _open_tuner(cfg: Config, faults: FaultRegistry, clock: Clock) -> Any:
+    if cfg.fm.backend == "none":
+        return None
+    from agent.playout.fm_tuner import FmTuner
+    from drivers.sdr import open_receiver
+
+    def factory() -> Any:
+        return open_receiver(cfg.fm.backend, rtl_tcp_address=cfg.fm.rtl_tcp,
+                             sample_rate=cfg.fm.sample_rate, gain_db=cfg.fm.gain_db,
+                             ppm=cfg.fm.ppm)
+
+    # Only a dongle the agent drives itself may be reset; under rtl_tcp the server owns it.
+    usb_reset = None
+    if cfg.fm.backend == "rtl_fm":
+        from drivers.sdr.rtl_fm import reset_rtl_usb
+        usb_reset = reset_rtl_usb
+    return FmTuner(factory, faults, clock, squelch_dbfs=cfg.fm.squelch_dbfs,
+                   usb_reset=usb_reset)
+
+
+def _command_key(raw: bytes | None) -> Any:
+    if raw is None:
+        return None
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def _system_facts(disk_free: int) -> dict[str, Any]:
+    temp = None
+    with contextlib.suppress(OSError, ValueError):
+        temp = int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000
+    return {"cpu_temp_c": temp, "load1": round(os.getloadavg()[0], 2),
+            "disk_free_bytes": disk_free, "clock_synced": _clock_synced()}
+
+
+def _clock_synced() -> bool | None:
+    """The kernel's view (adjtimex STA_UNSYNC), None where it cannot be read."""
+    import ctypes
+
+    class Timex(ctypes.Structure):
+        _fields_ = [("modes", ctypes.c_uint), ("offset", ctypes.c_long),
+                    ("freq", ctypes.c_long), ("maxerror", ctypes.c_long),
+                    ("esterror", ctypes.c_long), ("status", ctypes.c_int),
+                    ("rest", ctypes.c_long * 40)]
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        tx = Timex()
+        state = libc.adjtimex(ctypes.byref(tx))
+    except (OSError, AttributeError):
+        return None
+    return bool(state != 5 and not tx.status & 0x40)  # TIME_ERROR / STA_UNSYNC
+
+
+def run_command(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(Path(args.config))
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=getattr(logging, cfg.log_level),
+                        format="%(levelname)s %(threadName)s %(name)s: %(message)s")
+    return Daemon(cfg).run()
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("run", help="run the daemon (systemd runs this)")
+    parser.set_defaults(func=run_command)

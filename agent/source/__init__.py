@@ -1,0 +1,1 @@
+"""The provincial source system: HTTP client, schedule sync, media cache, reports."""

@@ -1,0 +1,218 @@
+"""HTTP client of the provincial source system (source-api.md).
+
+Every failure becomes a :class:`SourceError` carrying the fault code the contract names,
+so the callers (SyncService, MediaCache, ReportUploader) decide what to raise and retry
+without knowing HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urljoin
+
+import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.core.faults import FaultError
+from agent.core.signing import verify_bytes
+
+if TYPE_CHECKING:
+    from agent.config.loader import Config
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 64 * 1024
+
+
+class SourceError(FaultError):
+    """A failed exchange with the source; ``code`` is a fault code of agent.core.faults."""
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """The ``source`` section of config.md, plus the device id and timeouts."""
+
+    url: str
+    device_id: str
+    token: str | None = None
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    public_key: bytes | None = None  # raw 32-byte Ed25519 key; set: schedules must be signed
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> SourceSettings:
+        src = cfg.source
+        return cls(url=src.url, device_id=cfg.device_id, token=src.token,
+                   verify_tls=src.verify_tls, ca_file=src.ca_file, client_cert=src.client_cert,
+                   client_key=src.client_key, public_key=src.public_key,
+                   read_timeout_s=src.read_timeout_s)
+
+
+@dataclass(frozen=True)
+class ScheduleFetch:
+    """The answer to a schedule poll: ``changed`` False means 304 (no body)."""
+
+    changed: bool
+    etag: str | None
+    body: bytes = b""
+    document: Any = None
+
+
+@dataclass(frozen=True)
+class MediaBody:
+    """A media response being received: its bytes start at ``start`` of the file
+    (0 when the server ignored the Range request)."""
+
+    start: int
+    chunks: Iterator[bytes]
+
+
+def status_code_fault(status: int) -> str:
+    """The fault code of an HTTP error status (source-api.md)."""
+    if status in (401, 403):
+        return "source_auth"
+    if status >= 500:
+        return "source_unreachable"
+    return "source_bad_response"
+
+
+class SourceClient:
+    def __init__(self, settings: SourceSettings, session: requests.Session | None = None) -> None:
+        self.settings = settings
+        self._public_key = (None if settings.public_key is None
+                            else Ed25519PublicKey.from_public_bytes(settings.public_key))
+        self._session = session or requests.Session()
+        if settings.token:
+            self._session.headers["Authorization"] = f"Bearer {settings.token}"
+        # Given per request: a session-level value loses to REQUESTS_CA_BUNDLE in requests.
+        self._verify: bool | str = True
+        if not settings.verify_tls:
+            log.warning("TLS verification of the source system is OFF (source.verify_tls: "
+                        "false): anyone on the path can feed this device a schedule")
+            self._verify = False
+        elif settings.ca_file:
+            self._verify = str(settings.ca_file)
+        if settings.client_cert:
+            self._session.cert = ((str(settings.client_cert), str(settings.client_key))
+                                  if settings.client_key else str(settings.client_cert))
+        self._timeout = (settings.connect_timeout_s, settings.read_timeout_s)
+        self._base = settings.url.rstrip("/")
+        self._device = quote(settings.device_id, safe="")
+
+    def close(self) -> None:
+        self._session.close()
+
+    def resolve(self, url: str) -> str:
+        """A media URL resolved against ``source.url`` by RFC 3986."""
+        return urljoin(self.settings.url, url)
+
+    # --- schedule --------------------------------------------------------------------
+    def fetch_schedule(self, etag: str | None) -> ScheduleFetch:
+        headers = {} if etag is None else {"If-None-Match": etag}
+        url = f"{self._base}/devices/{self._device}/schedule"
+        response = self._request("GET", url, what="schedule", headers=headers)
+        if response.status_code == 304:
+            return ScheduleFetch(changed=False, etag=response.headers.get("ETag", etag))
+        if response.status_code == 404:
+            raise SourceError("source_unknown_device",
+                              f"the source does not know device {self.settings.device_id!r} "
+                              f"(HTTP 404 from {url})")
+        self._expect_ok(response, "schedule")
+        body = response.content
+        self._verify_signature(body, response.headers.get("X-Signature"))
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            raise SourceError("source_bad_response",
+                              f"schedule body is not JSON ({len(body)} bytes): {exc}") from exc
+        return ScheduleFetch(changed=True, etag=response.headers.get("ETag"), body=body,
+                             document=document)
+
+    def _verify_signature(self, body: bytes, header: str | None) -> None:
+        if self._public_key is None:
+            return
+        if header is None:
+            raise SourceError("schedule_signature",
+                              "schedule has no X-Signature header; source.public_key is set")
+        if not verify_bytes(body, header, self._public_key):
+            raise SourceError("schedule_signature",
+                              "schedule X-Signature does not match source.public_key")
+
+    # --- media -----------------------------------------------------------------------
+    @contextmanager
+    def open_media(self, url: str, offset: int, media_id: str) -> Iterator[MediaBody]:
+        """Stream a media file from byte ``offset`` (``Range: bytes=N-`` when > 0)."""
+        headers = {"Range": f"bytes={offset}-"} if offset > 0 else {}
+        what = f"media {media_id}"
+        response = self._request("GET", self.resolve(url), what=what, headers=headers,
+                                 stream=True)
+        try:
+            if response.status_code == 206 and offset > 0:
+                start = _content_range_start(response.headers.get("Content-Range"))
+                if start != offset:
+                    raise SourceError("source_bad_response",
+                                      f"{what}: asked for bytes {offset}-, got "
+                                      f"Content-Range {response.headers.get('Content-Range')}")
+            else:
+                if response.status_code != 206:
+                    self._expect_ok(response, what)
+                start = 0
+            yield MediaBody(start, self._chunks(response, what))
+        finally:
+            response.close()
+
+    @staticmethod
+    def _chunks(response: requests.Response, what: str) -> Iterator[bytes]:
+        try:
+            yield from response.iter_content(_CHUNK)
+        except requests.RequestException as exc:
+            raise SourceError("source_unreachable", f"{what}: transfer cut: {exc}") from exc
+
+    # --- reports ---------------------------------------------------------------------
+    def post_reports(self, reports: list[dict[str, Any]]) -> set[str]:
+        """POST a batch; the ids the server accepted."""
+        url = f"{self._base}/devices/{self._device}/reports"
+        response = self._request("POST", url, what="reports", json={"reports": reports})
+        self._expect_ok(response, "reports")
+        try:
+            accepted = response.json()["accepted"]
+            if not isinstance(accepted, list):
+                raise TypeError("accepted is not a list")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SourceError("source_bad_response",
+                              f"reports answer is not {{\"accepted\": [ids]}}: {exc}") from exc
+        return {str(i) for i in accepted}
+
+    # --- plumbing --------------------------------------------------------------------
+    def _request(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self._session.request(method, url, timeout=self._timeout,
+                                         verify=self._verify, **kwargs)
+        except requests.RequestException as exc:
+            raise SourceError("source_unreachable", f"{what}: {url}: {exc}") from exc
+
+    @staticmethod
+    def _expect_ok(response: requests.Response, what: str) -> None:
+        if response.status_code == 200:
+            return
+        raise SourceError(status_code_fault(response.status_code),
+                          f"{what}: HTTP {response.status_code} from {response.url}: "
+                          f"{response.text[:200]}")
+
+
+def _content_range_start(header: str | None) -> int | None:
+    """The first byte of ``Content-Range: bytes N-M/T``; None when absent or malformed."""
+    if header is None or not header.startswith("bytes "):
+        return None
+    first, _, _ = header[len("bytes "):].partition("-")
+    return int(first) if first.isdigit() else None

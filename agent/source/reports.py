@@ -1,0 +1,82 @@
+"""Uploads the ``report`` outbox channel to ``POST /devices/{id}/reports``.
+
+At-least-once: a record leaves the outbox only when the server lists its id as accepted;
+the server de-duplicates by id. Records go in outbox order, at most ``batch_size`` at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+
+from agent.source.client import SourceClient, SourceError
+from agent.source.sync import backoff_delay
+from agent.state.journal import REPORT, Journal
+from agent.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+_IDLE_WAIT_S = 1.0  # upper bound on the wait for new records (Journal.wait can be missed)
+
+
+class ReportUploader:
+    def __init__(self, store: StateStore, journal: Journal, client: SourceClient, *,
+                 max_backoff_s: float, batch_size: int = 100,
+                 rand: Callable[[], float] = random.random) -> None:
+        self._store = store
+        self._journal = journal
+        self._client = client
+        self.max_backoff_s = max_backoff_s
+        self.batch_size = batch_size
+        self._rand = rand
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="reports", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("reports thread did not stop within %.1f s", timeout)
+
+    def upload_once(self) -> tuple[int, int]:
+        """POST one batch; (records sent, records accepted and removed from the outbox).
+
+        Raises SourceError when the POST fails; nothing is removed then."""
+        records = self._store.pending(REPORT, self.batch_size)
+        if not records:
+            return 0, 0
+        accepted = self._client.post_reports([r.payload for r in records])
+        done = [r.seq for r in records if r.payload.get("id") in accepted]
+        self._store.ack(done)
+        if len(done) < len(records):
+            log.warning("source accepted %d of %d reports; the rest stay queued",
+                        len(done), len(records))
+        return len(records), len(done)
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                sent, accepted = self.upload_once()
+            except SourceError as exc:
+                log.warning("report upload failed (%d queued): %s",
+                            self._store.depth(REPORT), exc)
+                sent, accepted = 1, 0
+            except Exception:
+                log.exception("report upload failed unexpectedly")
+                sent, accepted = 1, 0
+            if sent == 0:
+                self._journal.wait(_IDLE_WAIT_S)
+            elif accepted < sent:
+                failures += 1
+                self._stopping.wait(backoff_delay(failures, self.max_backoff_s, self._rand))
+            else:
+                failures = 0

@@ -1,0 +1,1 @@
+"""Durable state: the SQLite store, the outbox journal, power-cut safe files."""

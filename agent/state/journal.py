@@ -1,0 +1,95 @@
+"""The agent's outgoing record stream: events (MQTT), acks (MQTT) and reports (source API).
+
+Everything the agent tells the outside world goes through the Journal into the durable
+outbox of the StateStore, so nothing is lost across broker or source outages, restarts
+and power cuts. Consumers (MqttLink, ReportUploader) drain their channel in order and wait
+on :meth:`Journal.wait` for new records.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from agent.core.clock import Clock
+from agent.core.faults import Fault
+from agent.state.store import StateStore
+
+MQTT = "mqtt"
+REPORT = "report"
+
+
+def rfc3339(epoch: float, tz: ZoneInfo) -> str:
+    """Unix seconds as RFC 3339 with the offset of ``tz`` and millisecond precision."""
+    return datetime.fromtimestamp(epoch, tz).isoformat(timespec="milliseconds")
+
+
+class Journal:
+    def __init__(self, store: StateStore, clock: Clock, tz: ZoneInfo,
+                 mqtt_enabled: bool = True) -> None:
+        self._store = store
+        self._clock = clock
+        self.tz = tz
+        # With MQTT off (no brokers) events and acks have no reader: they are not queued,
+        # or the outbox would fill with records nobody will ever take.
+        self.mqtt_enabled = mqtt_enabled
+        self._changed = threading.Condition()
+
+    def stamp(self, epoch: float) -> str:
+        return rfc3339(epoch, self.tz)
+
+    def event(self, type_: str, **body: Any) -> dict[str, Any]:
+        """Queue an MQTT Event (mqtt.md) and return it."""
+        now = self._clock.now()
+        record = {"id": str(uuid.uuid4()), "type": type_, "at": self.stamp(now), **body}
+        if self.mqtt_enabled:
+            self._store.enqueue(MQTT, f"event:{type_}", record, now)
+            self._notify()
+        return record
+
+    def ack(self, command_id: str, status: str, reason: str | None = None) -> dict[str, Any]:
+        now = self._clock.now()
+        record = {"command_id": command_id, "status": status, "reason": reason,
+                  "at": self.stamp(now)}
+        if self.mqtt_enabled:
+            self._store.enqueue(MQTT, "ack", record, now)
+            self._notify()
+        return record
+
+    def report(self, type_: str, report_id: str | None = None, **body: Any) -> dict[str, Any]:
+        """Queue a Report for POST /reports (source-api.md) and return it."""
+        now = self._clock.now()
+        record = {"id": report_id or str(uuid.uuid4()), "type": type_, "at": self.stamp(now),
+                  **body}
+        self._store.enqueue(REPORT, type_, record, now)
+        self._notify()
+        return record
+
+    def played(self, record: dict[str, Any]) -> None:
+        """One proof-of-play record: a ``play`` report and a ``play_finished`` event. The
+        record's ``id``, fixed when the item started, is the report's: were the same play
+        reported twice (a power cut between two writes), the source de-duplicates it."""
+        body = {k: v for k, v in record.items() if k != "id"}
+        report = self.report("play", record.get("id"), **body)
+        self.event("play_finished", record={**body, "id": report["id"]})
+
+    def on_fault(self, change: str, fault: Fault, cleared_at: float | None) -> None:
+        """FaultRegistry listener: an event and a ``fault`` report for each change."""
+        body = {"code": fault.code, "message": fault.message,
+                "raised_at": self.stamp(fault.since),
+                "cleared_at": None if cleared_at is None else self.stamp(cleared_at)}
+        self.event("fault_raised" if change == "raised" else "fault_cleared",
+                   severity=fault.severity, **body)
+        self.report("fault", **body)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait(self, timeout: float) -> None:
+        """Block until a record is queued or ``timeout`` passes."""
+        with self._changed:
+            self._changed.wait(timeout)

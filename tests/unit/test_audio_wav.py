@@ -1,0 +1,278 @@
+"""The clocked WAV sink (hil.md) and the capture reader of tests/support/wavfile.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.core.clock import ManualClock
+from drivers.audio import open_output
+from drivers.audio.alsa import AlsaOutput
+from drivers.audio.base import AudioOutputError
+from drivers.audio.wav import ClockedWavSink
+from tests.support.wavfile import (
+    max_step,
+    read_capture,
+    rms_dbfs,
+    tone_frequency,
+    wait_for,
+)
+
+RATE = 48_000
+
+
+def frames_of(samples: np.ndarray) -> bytes:
+    return np.ascontiguousarray(samples, dtype="<i2").tobytes()
+
+
+def tone(frequency: float, frames: int, amplitude: int = 8000) -> np.ndarray:
+    wave_ = (amplitude * np.sin(2 * np.pi * frequency * np.arange(frames) / RATE)).astype(np.int16)
+    return np.column_stack([wave_, wave_])
+
+
+@pytest.fixture
+def manual_sink(tmp_path: Path) -> Iterator[tuple[ClockedWavSink, ManualClock]]:
+    clock = ManualClock()
+    sink = ClockedWavSink(tmp_path / "out.wav", RATE, clock, tick_s=0.001)
+    sink.open()
+    yield sink, clock
+    sink.close()
+
+
+def consumed_through(sink: ClockedWavSink, frames: int) -> bool:
+    return sink.next_frame_index() >= frames and sink.buffered_frames() == 0
+
+
+def wave_frames(path: Path) -> int:
+    with wave.open(str(path)) as reader:
+        return int(reader.getnframes())
+
+
+def file_frames(path: Path) -> int:
+    return read_capture(path).frames
+
+
+def test_sidecar_is_exact_and_frame_zero_is_start_epoch(
+        manual_sink: tuple[ClockedWavSink, ManualClock]) -> None:
+    sink, clock = manual_sink
+    sidecar = json.loads(sink.sidecar_path.read_text())
+    assert sidecar == {"start_epoch": clock.now(), "rate": RATE, "channels": 2, "format": "s16le"}
+    assert sink.frame_time(0) == clock.now()
+    assert sink.frame_time(RATE * 3) == clock.now() + 3.0
+    assert sink.sidecar_path.name == "out.wav.json"
+
+
+def test_silence_when_nothing_is_written(manual_sink: tuple[ClockedWavSink, ManualClock]) -> None:
+    sink, clock = manual_sink
+    clock.advance(0.25)
+    wait_for(lambda: file_frames(sink.path) >= RATE // 4, 5, what="a quarter second consumed")
+    capture = read_capture(sink.path)
+    assert not capture.samples.any()
+    assert capture.first_non_silent(threshold=1) is None
+    assert sink.underrun_frames == capture.frames
+
+
+def test_a_click_lands_at_the_planned_index(
+        manual_sink: tuple[ClockedWavSink, ManualClock]) -> None:
+    sink, clock = manual_sink
+    clock.advance(0.1)
+    wait_for(lambda: consumed_through(sink, RATE // 10), 5, what="DAC caught up")
+    start = sink.next_frame_index()
+    planned = start + 700
+    burst = np.zeros((planned - start + 1, 2), dtype=np.int16)
+    burst[-1] = (20_000, -20_000)
+    sink.write(frames_of(burst[:1000]), timeout=1)
+    assert sink.next_frame_index() == planned + 1
+    clock.advance(0.05)
+    wait_for(lambda: file_frames(sink.path) > planned, 5, what="click consumed")
+    capture = read_capture(sink.path)
+    assert capture.first_non_silent(threshold=1) == planned
+    assert tuple(capture.samples[planned]) == (20_000, -20_000)
+    assert capture.time_of(planned) == sink.frame_time(planned)
+    assert capture.index_at(sink.frame_time(planned)) == planned
+    assert capture.first_non_silent(after_epoch=sink.frame_time(planned + 1)) is None
+
+
+def test_underrun_pads_silence_and_numbering_moves_on(
+        manual_sink: tuple[ClockedWavSink, ManualClock]) -> None:
+    sink, clock = manual_sink
+    first = sink.next_frame_index()
+    sink.write(frames_of(tone(1000, 480)), timeout=1)
+    clock.advance(0.2)  # the writer is 190 ms late
+    wait_for(lambda: consumed_through(sink, first + RATE // 5), 5, what="DAC caught up")
+    resumed = sink.next_frame_index()
+    assert resumed >= first + RATE // 5
+    sink.write(frames_of(tone(1000, 480)), timeout=1)
+    clock.advance(0.05)
+    wait_for(lambda: file_frames(sink.path) >= resumed + 480, 5, what="second burst consumed")
+    capture = read_capture(sink.path)
+    assert capture.samples[first:first + 480].any()
+    assert not capture.samples[first + 480:resumed].any()
+    assert np.array_equal(capture.samples[resumed:resumed + 480], tone(1000, 480))
+    assert sink.underrun_frames >= resumed - first - 480
+
+
+def test_write_blocks_while_full_then_times_out(
+        manual_sink: tuple[ClockedWavSink, ManualClock]) -> None:
+    sink, _clock = manual_sink
+    with pytest.raises(AudioOutputError, match="buffer still full"):
+        sink.write(bytes(4 * RATE // 10), timeout=0.05)
+    assert sink.buffered_frames() == round(0.040 * RATE)
+
+
+def test_write_rejects_partial_frames_and_closed_sink(tmp_path: Path) -> None:
+    sink = ClockedWavSink(tmp_path / "out.wav", RATE, ManualClock())
+    with pytest.raises(AudioOutputError, match="not open"):
+        sink.frame_time(0)
+    sink.open()
+    with pytest.raises(ValueError, match="whole number"):
+        sink.write(b"\x00\x01\x02", timeout=1)
+    sink.close()
+    with pytest.raises(AudioOutputError, match="closed"):
+        sink.write(bytes(4), timeout=1)
+
+
+def test_factory_builds_the_wav_sink_and_rejects_unknown_backends(tmp_path: Path) -> None:
+    sink = open_output(f"wav:{tmp_path / 'out.wav'}", RATE)
+    assert isinstance(sink, ClockedWavSink)
+    assert (sink.path, sink.rate) == (tmp_path / "out.wav", RATE)
+    with pytest.raises(ValueError, match=r"'pulse:x'.*alsa:<pcm name>.*wav:<path>"):
+        open_output("pulse:x", RATE)
+    with pytest.raises(ValueError, match="needs a path"):
+        open_output("wav:", RATE)
+
+
+def test_open_fails_cleanly_in_a_missing_directory(tmp_path: Path) -> None:
+    sink = ClockedWavSink(tmp_path / "missing" / "out.wav", RATE)
+    with pytest.raises(AudioOutputError, match="cannot create the capture"):
+        sink.open()
+
+
+def test_paces_at_the_nominal_rate_and_header_is_readable_mid_run(tmp_path: Path) -> None:
+    sink = ClockedWavSink(tmp_path / "out.wav", RATE, header_interval_s=0.05)
+    opened = time.monotonic()
+    sink.open()
+    try:
+        sink.write(frames_of(tone(440, 960)), timeout=1)
+        with wave.open(str(sink.path)) as reader:
+            assert (reader.getnchannels(), reader.getsampwidth(), reader.getframerate()) == (
+                2, 2, RATE)
+        wait_for(lambda: wave_frames(sink.path) > 0, 5, what="header update")
+        time.sleep(1.0)
+        elapsed = time.monotonic() - opened
+        frames = read_capture(sink.path).frames
+    finally:
+        sink.close()
+    assert frames <= elapsed * RATE + 1  # never ahead of the wall clock
+    assert frames >= (elapsed - 0.5) * RATE  # and not far behind, however loaded the host
+    capture = read_capture(sink.path)
+    with wave.open(str(sink.path)) as reader:
+        assert reader.getnframes() == capture.frames
+        from_wave = np.frombuffer(reader.readframes(capture.frames), dtype="<i2").reshape(-1, 2)
+    assert np.array_equal(from_wave, capture.samples)
+    burst = capture.first_non_silent()
+    assert burst is not None
+    assert np.array_equal(capture.samples[burst - 1:burst + 959], tone(440, 960))
+
+
+def test_reopen_truncates_and_writes_a_new_sidecar(tmp_path: Path) -> None:
+    path = tmp_path / "out.wav"
+    path.write_bytes(b"stale" * 100_000)
+    first_clock = ManualClock(start=1_800_000_000.0)
+    first = ClockedWavSink(path, RATE, first_clock, tick_s=0.001)
+    first.open()
+    first_clock.advance(0.5)
+    wait_for(lambda: file_frames(path) >= RATE // 2, 5, what="first run consumed")
+    first.close()
+    second = ClockedWavSink(path, RATE, ManualClock(start=1_900_000_000.0))
+    second.open()
+    try:
+        capture = read_capture(path)
+        assert capture.frames < RATE // 2
+        assert capture.start_epoch == 1_900_000_000.0
+    finally:
+        second.close()
+
+
+def test_capture_analysis_helpers(manual_sink: tuple[ClockedWavSink, ManualClock]) -> None:
+    sink, clock = manual_sink
+    start = sink.next_frame_index()
+    sink.write(frames_of(tone(1000, 1800, amplitude=16384)), timeout=1)
+    clock.advance(0.1)
+    wait_for(lambda: file_frames(sink.path) >= start + 1800, 5, what="tone consumed")
+    capture = read_capture(sink.path)
+    segment = capture.samples[start:start + 1800]
+    assert tone_frequency(segment, capture.rate) == pytest.approx(1000, abs=30)
+    assert rms_dbfs(segment) == pytest.approx(-9.03, abs=0.1)  # sine at -6 dBFS peak
+    assert rms_dbfs(capture.samples[start + 1800:]) == float("-inf")
+    assert max_step(segment) < 3000
+    assert max_step(capture.samples[start + 1790:start + 1810]) >= 0
+    with pytest.raises(TimeoutError, match="never"):
+        wait_for(lambda: False, 0.05, what="never")
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs: a real disk that fills up (mounting needs root, as on the rig)."""
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mountpoint)],
+                   check=True, capture_output=True)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def test_disk_full_raises_audio_output_error(tiny_filesystem: Path) -> None:
+    clock = ManualClock()
+    sink = ClockedWavSink(tiny_filesystem / "out.wav", RATE, clock, tick_s=0.001)
+    sink.open()
+    try:
+        clock.advance(1.0)  # 192 kB due, 64 kB of room
+
+        def write_error() -> AudioOutputError | None:
+            try:
+                sink.write(bytes(4 * 48), timeout=0.1)
+            except AudioOutputError as error:
+                return error
+            return None
+
+        error = wait_for(write_error, 5, what="a write error")
+        assert "disk full" in str(error)
+        assert str(tiny_filesystem / "out.wav") in str(error)
+    finally:
+        sink.close()
+    assert 0 < read_capture(tiny_filesystem / "out.wav").frames < RATE
+
+
+def test_alsa_output_on_a_missing_card_fails_naming_the_device() -> None:
+    output = open_output("alsa:hw:7,0", RATE)
+    with pytest.raises(AudioOutputError, match=r"'hw:7,0'.*aplay -l"):
+        output.open()
+
+
+def test_alsa_output_numbers_frames_on_the_null_pcm() -> None:
+    """ALSA's own `null` PCM: the real library and plugin chain, without a card."""
+    output = open_output("alsa:null", RATE)
+    assert isinstance(output, AlsaOutput)
+    output.open()
+    try:
+        assert output.next_frame_index() == 0
+        output.write(frames_of(tone(440, 4800)), timeout=1)
+        assert output.next_frame_index() == 4800
+        assert output.frame_time(4800) - output.frame_time(0) == pytest.approx(0.1)
+        assert 0 <= output.buffered_frames() <= 1920
+        with pytest.raises(ValueError, match="whole number"):
+            output.write(b"\x00", timeout=1)
+    finally:
+        output.close()
+    with pytest.raises(AudioOutputError, match="not open"):
+        output.write(bytes(4), timeout=1)

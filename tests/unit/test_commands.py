@@ -1,0 +1,227 @@
+import json
+from datetime import UTC, datetime
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.core.clock import ManualClock
+from agent.core.signing import sign
+from agent.mqtt.commands import (
+    REPLAY_GRACE_S,
+    BadArgs,
+    Command,
+    CommandValidator,
+    Rejection,
+    validate_args,
+)
+from agent.state.store import StateStore
+
+KEY = Ed25519PrivateKey.generate()
+PUBLIC_KEY = KEY.public_key()
+MAX_AGE = 300.0
+
+
+def stamp(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+@pytest.fixture
+def clock():
+    return ManualClock()
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = StateStore(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+def make_validator(store, clock, key=PUBLIC_KEY, max_payload=65_536):
+    return CommandValidator(key, MAX_AGE, max_payload, store, clock,
+                            media_known=lambda media_id: media_id == "m-cached")
+
+
+def command(clock, type_="emergency", args=None, signed=True, **fields):
+    doc = {"id": fields.pop("id", "c-1"), "type": type_,
+           "args": {"media_id": "m-cached"} if args is None else args,
+           "issued_at": stamp(clock.now()), "expires_at": stamp(clock.now() + 60), **fields}
+    if signed:
+        doc["signature"] = sign(doc, KEY)
+    return json.dumps(doc).encode()
+
+
+def rejected(verdict, code):
+    assert isinstance(verdict, Rejection), verdict
+    assert verdict.code == code, verdict.reason
+    assert verdict.reason.startswith(f"{code}: ")
+    return verdict
+
+
+def test_accepts_a_valid_signed_command_with_defaults(store, clock):
+    verdict = make_validator(store, clock).check(command(clock))
+    assert isinstance(verdict, Command)
+    assert verdict.args == {"media_id": "m-cached", "repeat": 1}
+    assert verdict.issued_at == clock.now()
+    assert verdict.expires_at == clock.now() + 60
+
+
+@pytest.mark.parametrize("payload", [b"{not json", b"\xff\xfe", b"[1,2]", b'{"type": "stop"}',
+                                     b'{"id": 5}', b'{"id": ""}', b"[" * 60_000])
+def test_payloads_without_a_usable_id_cannot_be_acked(store, clock, payload):
+    verdict = rejected(make_validator(store, clock).check(payload), "bad_json")
+    assert verdict.command_id is None
+
+
+def test_broken_json_that_shows_its_id_is_rejected_to_its_sender(store, clock):
+    payload = b'{"id": "c-broken", "type": "stop", "args": '
+    verdict = rejected(make_validator(store, clock).check(payload), "bad_json")
+    assert verdict.command_id == "c-broken"
+
+
+def test_too_large_is_rejected_before_anything_else(store, clock):
+    padding = {"media_id": "m-cached", "volume": 50}
+    big = json.dumps({"id": "c-big", "type": "emergency", "args": padding,
+                      "pad": "x" * 70_000}).encode()
+    verdict = rejected(make_validator(store, clock).check(big), "too_large")
+    assert verdict.command_id == "c-big"
+    assert rejected(make_validator(store, clock).check(b"x" * 70_000),
+                    "too_large").command_id is None
+
+
+@pytest.mark.parametrize("mutate", ["missing", "wrong_key", "tampered"])
+def test_bad_signature(store, clock, mutate):
+    if mutate == "missing":
+        payload = command(clock, signed=False)
+    elif mutate == "wrong_key":
+        doc = json.loads(command(clock, signed=False))
+        doc["signature"] = sign(doc, Ed25519PrivateKey.generate())
+        payload = json.dumps(doc).encode()
+    else:
+        doc = json.loads(command(clock))
+        doc["args"]["repeat"] = 100
+        payload = json.dumps(doc).encode()
+    verdict = rejected(make_validator(store, clock).check(payload), "bad_signature")
+    assert verdict.command_id == "c-1"
+
+
+def test_unsigned_commands_pass_when_no_key_is_configured(store, clock):
+    verdict = make_validator(store, clock, key=None).check(command(clock, signed=False))
+    assert isinstance(verdict, Command)
+
+
+def test_unknown_type(store, clock):
+    rejected(make_validator(store, clock).check(command(clock, "reboot", {})), "unknown_type")
+
+
+@pytest.mark.parametrize(("type_", "args", "message"), [
+    ("emergency", {}, "one of media_id, url or text"),
+    ("emergency", {"text": "a", "url": "https://x.vn/a.mp3"}, "text cannot be combined"),
+    ("emergency", {"text": "a", "repeat": 0}, "repeat must be an integer 1–100"),
+    ("emergency", {"text": "a", "repeat": 101}, "repeat"),
+    ("emergency", {"text": "a", "volume": 101}, "volume"),
+    ("emergency", {"text": "a", "volume": True}, "volume"),
+    ("emergency", {"text": "  "}, "text must be a non-empty string"),
+    ("emergency", {"url": "ftp://x.vn/a.mp3"}, "absolute http(s) URL"),
+    ("emergency", {"text": "a", "colour": "red"}, "unknown argument(s) for emergency: colour"),
+    ("play_now", {"text": "a"}, "unknown argument"),
+    ("play_now", {}, "one of media_id or url"),
+    ("play_now", {"media_id": "m-cached", "priority": "scheduled"}, "priority must be one of"),
+    ("stop", {"priority": "loud"}, "priority"),
+    ("set_volume", {}, "missing volume"),
+    ("set_volume", {"volume": -1}, "volume"),
+    ("set_volume", {"volume": 50.5}, "volume"),
+    ("fm_relay", {"frequency_mhz": 75.9, "duration_s": 60}, "frequency_mhz must be 76–108"),
+    ("fm_relay", {"frequency_mhz": 108.1, "duration_s": 60}, "frequency_mhz"),
+    ("fm_relay", {"frequency_mhz": 100, "duration_s": 0}, "duration_s must be > 0"),
+    ("fm_relay", {"frequency_mhz": "100", "duration_s": 5}, "frequency_mhz must be a number"),
+    ("fm_relay", {"duration_s": 5}, "missing frequency_mhz"),
+    ("amplifier", {"on": "yes"}, "on must be true or false"),
+    ("sync_now", {"now": True}, "unknown argument"),
+    ("sync_now", [], "args must be an object"),
+])
+def test_bad_args(store, clock, type_, args, message):
+    verdict = rejected(make_validator(store, clock).check(command(clock, type_, args)),
+                       "bad_args")
+    assert message in verdict.message
+    with pytest.raises(BadArgs):
+        validate_args(type_, args)
+
+
+@pytest.mark.parametrize(("type_", "args", "expected"), [
+    ("emergency", {"text": "Bão", "repeat": 3, "volume": 90},
+     {"text": "Bão", "repeat": 3, "volume": 90}),
+    ("emergency", {"media_id": "m-new", "url": "https://x.vn/m.mp3"},
+     {"media_id": "m-new", "url": "https://x.vn/m.mp3", "repeat": 1}),
+    ("play_now", {"url": "http://x.vn/live"}, {"url": "http://x.vn/live", "priority": "live"}),
+    ("stop", {}, {}),
+    ("stop", {"priority": "scheduled"}, {"priority": "scheduled"}),
+    ("set_volume", {"volume": 0}, {"volume": 0}),
+    ("fm_relay", {"frequency_mhz": 76, "duration_s": 0.5, "priority": "emergency"},
+     {"frequency_mhz": 76.0, "duration_s": 0.5, "priority": "emergency"}),
+    ("sync_now", {}, {}),
+    ("amplifier", {"on": False}, {"on": False}),
+])
+def test_valid_args(type_, args, expected):
+    assert validate_args(type_, args) == expected
+
+
+def test_bad_times(store, clock):
+    validator = make_validator(store, clock)
+    rejected(validator.check(command(clock, id="c-a", issued_at="yesterday")), "bad_args")
+    rejected(validator.check(command(clock, id="c-b", issued_at="2026-11-23T08:15:00")),
+             "bad_args")
+    rejected(validator.check(command(clock, id="c-c", expires_at=stamp(clock.now() - 1))),
+             "expired")
+    rejected(validator.check(command(clock, id="c-d", issued_at=stamp(clock.now() - 301))),
+             "too_old")
+    no_expiry = validator.check(command(clock, id="c-e", expires_at=None))
+    assert isinstance(no_expiry, Command) and no_expiry.expires_at is None
+
+
+def test_media_must_be_cached_unless_a_url_comes_with_it(store, clock):
+    validator = make_validator(store, clock)
+    rejected(validator.check(command(clock, "play_now", {"media_id": "m-x"}, id="c-a")),
+             "media_not_cached")
+    with_url = validator.check(command(clock, "play_now",
+                                       {"media_id": "m-x", "url": "https://x.vn/x.mp3"},
+                                       id="c-b"))
+    assert isinstance(with_url, Command)
+
+
+def test_replay_is_rejected_across_restarts(tmp_path, clock):
+    first = StateStore(tmp_path / "state.db")
+    payload = command(clock)
+    assert isinstance(make_validator(first, clock).check(payload), Command)
+    first.close()
+    reopened = StateStore(tmp_path / "state.db")
+    rejected(make_validator(reopened, clock).check(payload), "replay")
+    reopened.close()
+
+
+def test_a_command_first_rejected_for_a_passing_reason_stays_single_use(store, clock):
+    cached: set[str] = set()
+    validator = CommandValidator(KEY.public_key(), MAX_AGE, 65_536, store, clock,
+                                 media_known=cached.__contains__)
+    payload = command(clock, "play_now", {"media_id": "m-late"})
+    rejected(validator.check(payload), "media_not_cached")
+    cached.add("m-late")
+    rejected(validator.check(payload), "replay")
+
+
+def test_a_forged_copy_does_not_burn_the_genuine_id(store, clock):
+    validator = make_validator(store, clock)
+    forged = json.loads(command(clock, signed=False))
+    forged["signature"] = sign(forged, Ed25519PrivateKey.generate())
+    rejected(validator.check(json.dumps(forged).encode()), "bad_signature")
+    assert isinstance(validator.check(command(clock)), Command)
+
+
+def test_seen_ids_are_forgotten_only_when_too_old_anyway(store, clock):
+    validator = make_validator(store, clock)
+    payload = command(clock, expires_at=None)
+    assert isinstance(validator.check(payload), Command)
+    clock.advance(MAX_AGE + REPLAY_GRACE_S + 3_601)
+    validator.check(command(clock, id="c-other"))  # triggers the hourly pruning
+    # c-1 was forgotten (else this would be a replay), and the old copy is still refused
+    rejected(validator.check(payload), "too_old")

@@ -1,0 +1,213 @@
+"""FmTuner: the supervised relay, against the fake rtl_tcp over real TCP and the real rtl_fm."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+from agent.core.clock import SystemClock
+from agent.core.faults import FaultRegistry
+from agent.playout.fm_tuner import FmTuner, PcmJitterBuffer
+from drivers.sdr import open_receiver
+from drivers.sdr.rtl_fm import reset_rtl_usb
+from drivers.sdr.rtl_tcp import CMD_SAMPLE_RATE
+from tests.support.fake_rtl_tcp import FakeRtlTcpServer, FakeStation, measure_tone
+
+# The fake SDR server makes IQ in real time with numpy: tests that use it share one
+# worker, or on 2 cores they starve each other and the starved fake drops samples.
+pytestmark = pytest.mark.xdist_group("sdr")
+
+PERIOD_FRAMES = 480  # the engine reads 10 ms at a time
+
+
+@pytest.fixture
+def fake():
+    with FakeRtlTcpServer([FakeStation(100.0e6, 1000.0)]) as server:
+        yield server
+
+
+@pytest.fixture
+def faults():
+    return FaultRegistry(time.time)
+
+
+def rtl_tcp_factory(port):
+    return lambda: open_receiver("rtl_tcp", rtl_tcp_address=f"127.0.0.1:{port}",
+                                 sample_rate=240_000, gain_db=None, ppm=0)
+
+
+@pytest.fixture
+def make_tuner(faults):
+    tuners = []
+
+    def make(factory, **options):
+        tuner = FmTuner(factory, faults, SystemClock(), squelch_dbfs=-30.0, **options)
+        tuners.append(tuner)
+        return tuner
+
+    yield make
+    for tuner in tuners:
+        tuner.stop()
+
+
+def wait_for(predicate, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def play(tuner, seconds):
+    """Reads like the playout engine: 10 ms every 10 ms."""
+    pcm = b""
+    for _ in range(round(seconds * 100)):
+        chunk = tuner.read(PERIOD_FRAMES)
+        assert len(chunk) == PERIOD_FRAMES * 4
+        pcm += chunk
+        time.sleep(0.01)
+    return pcm
+
+
+def is_silent(pcm):
+    return pcm == bytes(len(pcm))
+
+
+def test_relays_the_tuned_station(fake, faults, make_tuner):
+    tuner = make_tuner(rtl_tcp_factory(fake.port))
+    assert is_silent(tuner.read(PERIOD_FRAMES))
+    tuner.start(100.0)
+    assert tuner.frequency_mhz == 100.0
+    assert wait_for(lambda: tuner.signal_ok, 5)
+    play(tuner, 0.3)  # past the start-up transient
+    tone = measure_tone(play(tuner, 0.5), 1000.0)
+    assert tone.snr_db >= 40
+    assert tuner.signal_dbfs == pytest.approx(-6.0, abs=0.5)
+    assert faults.active() == []
+    assert [t.name for t in threading.enumerate()].count("fm") == 1
+
+
+def test_tuned_elsewhere_is_signal_lost_and_silence(fake, faults, make_tuner):
+    tuner = make_tuner(rtl_tcp_factory(fake.port))
+    tuner.start(99.0)
+    assert wait_for(lambda: faults.is_raised("fm_signal_lost"), 3)
+    assert "99.0 MHz" in next(f.message for f in faults.active() if f.code == "fm_signal_lost")
+    assert tuner.signal_dbfs is not None and tuner.signal_dbfs < -30
+    assert not tuner.signal_ok
+    assert is_silent(play(tuner, 0.2))
+    tuner.start(100.0)  # retune: the station is there
+    assert wait_for(lambda: tuner.signal_ok, 5)
+
+
+def test_signal_drop_mid_relay_raises_and_clears(fake, faults, make_tuner):
+    tuner = make_tuner(rtl_tcp_factory(fake.port))
+    tuner.start(100.0)
+    assert wait_for(lambda: tuner.signal_ok, 5)
+    fake.drop_signal(True)
+    assert wait_for(lambda: faults.is_raised("fm_signal_lost"), 3)
+    assert is_silent(play(tuner, 0.2))
+    fake.drop_signal(False)
+    assert wait_for(lambda: not faults.is_raised("fm_signal_lost") and tuner.signal_ok, 5)
+    assert not is_silent(play(tuner, 0.2))
+
+
+def test_stall_restarts_the_receiver_and_recovers(fake, faults, make_tuner):
+    usb_resets = []
+    tuner = make_tuner(rtl_tcp_factory(fake.port), usb_reset=lambda: usb_resets.append(1))
+    tuner.start(100.0)
+    assert wait_for(lambda: tuner.signal_ok, 5)
+    fake.stall(True)
+    assert wait_for(lambda: faults.is_raised("sdr_stalled"), 5)
+    assert usb_resets == [1]
+    assert not faults.is_raised("fm_signal_lost")  # the receiver is at fault, not the station
+    fake.stall(False)
+    assert wait_for(lambda: not faults.is_raised("sdr_stalled") and tuner.signal_ok, 5)
+    commands = [c for c, _ in fake.commands]
+    assert commands.count(CMD_SAMPLE_RATE) >= 2  # it reconnected
+
+
+def test_disconnect_reconnects(fake, faults, make_tuner):
+    tuner = make_tuner(rtl_tcp_factory(fake.port))
+    tuner.start(100.0)
+    assert wait_for(lambda: tuner.signal_ok, 5)
+    fake.disconnect_clients()
+    assert wait_for(lambda: [c for c, _ in fake.commands].count(CMD_SAMPLE_RATE) == 2, 5)
+    assert wait_for(lambda: tuner.signal_ok and not faults.is_raised("sdr_stalled"), 5)
+    assert not is_silent(play(tuner, 0.2))
+
+
+def test_no_server_is_sdr_missing_and_reads_stay_silent(faults, make_tuner):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tuner = make_tuner(rtl_tcp_factory(port))
+    tuner.start(100.0)
+    assert wait_for(lambda: faults.is_raised("sdr_missing"), 3)
+    assert f"127.0.0.1:{port}" in faults.active()[0].message
+    assert tuner.running and not tuner.signal_ok
+    assert is_silent(tuner.read(PERIOD_FRAMES))
+    tuner.stop()
+    assert not tuner.running
+    assert faults.active() == []
+
+
+def test_rtl_fm_without_dongle_is_sdr_missing(faults, make_tuner):
+    factory = lambda: open_receiver("rtl_fm", rtl_tcp_address="", sample_rate=240_000,  # noqa: E731
+                                    gain_db=None, ppm=0)
+    tuner = make_tuner(factory)
+    tuner.start(100.0)
+    assert wait_for(lambda: faults.is_raised("sdr_missing"), 3)
+    assert "No supported devices found" in faults.active()[0].message
+    assert is_silent(tuner.read(PERIOD_FRAMES))
+
+
+def test_backend_none_relays_nothing(faults, make_tuner):
+    tuner = make_tuner(lambda: None)
+    tuner.start(100.0)
+    assert wait_for(lambda: not tuner.running, 2)
+    assert is_silent(tuner.read(PERIOD_FRAMES))
+    assert faults.active() == []
+
+
+def test_only_48khz():
+    with pytest.raises(ValueError, match="48000"):
+        FmTuner(lambda: None, FaultRegistry(time.time), SystemClock(), -30.0, rate=44100)
+
+
+def test_jitter_buffer_prefill_underrun_and_overflow():
+    buffer = PcmJitterBuffer(capacity_bytes=400, prefill_bytes=160)
+    buffer.write(b"\x01" * 120)
+    assert buffer.read(40) == bytes(40)  # still filling
+    buffer.write(b"\x02" * 40)
+    assert buffer.read(100) == b"\x01" * 100
+    assert buffer.read(100) == b"\x01" * 20 + b"\x02" * 40 + bytes(40)  # underrun: padded
+    buffer.write(b"\x03" * 80)
+    assert buffer.read(40) == bytes(40)  # refilling to the prefill level after the underrun
+    buffer.write(b"\x04" * 360)  # 440 > capacity: oldest dropped back to the prefill level
+    assert buffer.queued_bytes == 160
+    assert buffer.read(160) == b"\x04" * 160
+
+
+def test_usb_reset_toggles_rtl2832u_only(tmp_path, caplog):
+    def device(name, vendor, product, authorized=True):
+        path = tmp_path / name
+        path.mkdir()
+        (path / "idVendor").write_text(vendor + "\n")
+        (path / "idProduct").write_text(product + "\n")
+        if authorized:
+            (path / "authorized").write_text("1\n")
+        else:
+            (path / "authorized").mkdir()  # cannot be written: like a permission error
+        return path
+
+    dongle = device("1-1.2", "0bda", "2838")
+    other = device("1-1.3", "046d", "c52b")
+    device("1-1.4", "0bda", "2832", authorized=False)
+    (tmp_path / "usb1").mkdir()  # a hub without ids
+    assert reset_rtl_usb(tmp_path) == ["1-1.2"]
+    assert (dongle / "authorized").read_text() == "1"
+    assert (other / "authorized").read_text() == "1\n"
+    assert "cannot reset USB device 1-1.4" in caplog.text
+    assert reset_rtl_usb(tmp_path / "absent") == []

@@ -1,0 +1,74 @@
+"""The shipped Vietnamese catalog: complete for the doctor and the technician's commands,
+and compiled from its .po."""
+
+from __future__ import annotations
+
+import ast
+import gettext
+import json
+import re
+from pathlib import Path
+
+import agent.cli.doctor
+import agent.cli.technician
+from agent.cli.i18n import DOMAIN, LOCALE_DIR
+
+CATALOG = LOCALE_DIR / "vi/LC_MESSAGES"
+
+
+def _templates(module: object, function: str) -> set[str]:
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))  # type: ignore[attr-defined]
+    return {node.args[0].value for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id == function and isinstance(node.args[0], ast.Constant)}
+
+
+def _doctor_templates() -> set[str]:
+    return _templates(agent.cli.doctor, "msg")
+
+
+def _technician_templates() -> set[str]:
+    return _templates(agent.cli.technician, "_")
+
+
+def _po_entries() -> dict[str, str]:
+    text = (CATALOG / f"{DOMAIN}.po").read_text(encoding="utf-8")
+    pairs = re.findall(r'^msgid (".*")\nmsgstr (".*")$', text, flags=re.MULTILINE)
+    return {json.loads(msgid): json.loads(msgstr) for msgid, msgstr in pairs if msgid != '""'}
+
+
+def test_every_technician_message_has_a_vietnamese_translation() -> None:
+    vietnamese = gettext.translation(DOMAIN, localedir=LOCALE_DIR, languages=["vi"])
+    templates = _technician_templates()
+    assert len(templates) > 30
+    assert {t for t in templates if vietnamese.gettext(t) == t} <= {"MQTT: {state}"}
+
+
+def test_every_doctor_message_has_a_vietnamese_translation() -> None:
+    vietnamese = gettext.translation(DOMAIN, localedir=LOCALE_DIR, languages=["vi"])
+    templates = _doctor_templates()
+    assert len(templates) > 50
+    worded = {t for t in templates if re.search(r"[a-z]", re.sub(r"\{\w+\}", "", t))}
+    untranslated = {t for t in worded if vietnamese.gettext(t) == t}
+    assert untranslated <= {"`sudo apt install rtl-sdr`"}
+
+
+def test_translations_keep_their_placeholders() -> None:
+    for msgid, msgstr in _po_entries().items():
+        assert set(re.findall(r"\{\w+\}", msgid)) == set(re.findall(r"\{\w+\}", msgstr)), msgid
+
+
+def test_compiled_catalog_matches_its_source() -> None:
+    entries = _po_entries()
+    assert set(entries) == _doctor_templates() | _technician_templates()
+    vietnamese = gettext.translation(DOMAIN, localedir=LOCALE_DIR, languages=["vi"])
+    assert {msgid: vietnamese.gettext(msgid) for msgid in entries} == entries
+
+
+def test_vietnamese_locale_names_select_the_catalog() -> None:
+    for language in ("vi_VN.UTF-8", "vi_VN", "vi"):
+        catalog = gettext.translation(DOMAIN, localedir=LOCALE_DIR, languages=[language])
+        assert catalog.gettext("Clock") == "Đồng hồ"
+    english = gettext.translation(DOMAIN, localedir=LOCALE_DIR, languages=["en_US"],
+                                  fallback=True)
+    assert english.gettext("Clock") == "Clock"
