@@ -9,6 +9,7 @@ decoders and warm the amplifier so that programs start on their exact sample.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -34,9 +35,11 @@ from agent.playout.engine import (
     VoiceEnded,
     VoiceStarted,
 )
+from agent.playout.fm_tuner import TunerLease
 from agent.playout.sources import BufferSource, StreamSource
 from agent.playout.tts import TtsError, TtsRenderer
 from agent.state.journal import Journal
+from agent.state.plays import PlayJournal
 from agent.state.store import StateStore
 from drivers.amplifier.base import Amplifier, AmplifierError
 from drivers.mixer.base import Mixer
@@ -49,7 +52,6 @@ STREAM_RETRY_S = 5.0
 PROBE_LOUD_S = 0.5  # a dead stream's probe counts as back when it was loud this recently
 MAX_DECODER_RESTARTS = 3
 VOLUME_KEY = "audio.master_volume"
-ONAIR_KEY = "playout.onair"
 
 
 class MediaLookup(Protocol):
@@ -61,14 +63,9 @@ class MediaLookup(Protocol):
 
 
 class FmTunerLike(Protocol):
-    def start(self, frequency_mhz: float) -> None: ...
+    def acquire(self, frequency_mhz: float) -> TunerLease: ...
 
-    def stop(self) -> None: ...
-
-    def read(self, frames: int) -> bytes: ...
-
-    @property
-    def relayed_frames(self) -> int: ...
+    def busy_elsewhere(self, frequency_mhz: float) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -108,26 +105,6 @@ class Reconfigured:
 Fact = ScheduleApplied | CommandReceived | EngineReported | Reconfigured
 
 
-class FmVoiceSource:
-    """The tuner as an engine source: always delivers (silence when squelched)."""
-
-    def __init__(self, tuner: FmTunerLike) -> None:
-        self._tuner = tuner
-        self._relayed_before = tuner.relayed_frames
-
-    def read(self, max_bytes: int) -> bytes:
-        return self._tuner.read(max_bytes // 4)
-
-    @property
-    def relayed_anything(self) -> bool:
-        """Some of the station's audio went out (not only squelch or outage silence)."""
-        return self._tuner.relayed_frames > self._relayed_before
-
-    @property
-    def finished(self) -> bool:
-        return False
-
-
 class ItemUnavailable(Exception):
     """The item cannot be played now (media not cached, TTS failed, no tuner)."""
 
@@ -140,7 +117,8 @@ class ControlLoop:
     def __init__(self, *, settings: ControlSettings, clock: Clock, engine: PlayoutEngine,
                  decoders: DecoderPool, media: MediaLookup, tts: TtsRenderer,
                  tuner: FmTunerLike | None, amplifier: Amplifier, mixer: Mixer,
-                 chime_pcm: bytes, journal: Journal, faults: FaultRegistry, store: StateStore,
+                 chime_pcm: bytes, journal: Journal, plays: PlayJournal,
+                 faults: FaultRegistry, store: StateStore,
                  on_change: Callable[[], None], sync_now: Callable[[], None],
                  count_command: Callable[[str, str], None]) -> None:
         self.s = settings
@@ -154,6 +132,7 @@ class ControlLoop:
         self._mixer = mixer
         self._chime = chime_pcm
         self._journal = journal
+        self._plays = plays
         self._faults = faults
         self._store = store
         self._on_change = on_change
@@ -185,6 +164,7 @@ class ControlLoop:
         self._facts.put(EngineReported(event))
 
     def start(self) -> None:
+        self._plays.prune(self._clock.now())
         self._report_interrupted_onair()
         self._set_amp(False)
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
@@ -198,12 +178,15 @@ class ControlLoop:
         now = self._clock.now()
         for pb in list(self._playbacks.values()):
             if pb.started:
+                # Reported stopped; journaled as interrupted, so that the next start
+                # resumes it by the late-start rules, as after a power cut.
                 pb.outcome = "stopped"
                 pb.ended_at = now
-                self._finish(pb)
+                record = pb.record(self._journal.stamp, self.s.rate)
+                self._journal.played(record)
+                self._plays.interrupted(record)
             self._release(pb)
         self._playbacks.clear()
-        self._store.delete(ONAIR_KEY)
 
     @property
     def alive(self) -> bool:
@@ -232,14 +215,36 @@ class ControlLoop:
         return 0.05 if busy else 0.5
 
     def _apply_fact(self, fact: Fact) -> None:
-        if isinstance(fact, ScheduleApplied):
-            self._apply_schedule(fact.schedule)
-        elif isinstance(fact, CommandReceived):
-            self._execute(fact.command)
-        elif isinstance(fact, Reconfigured):
-            self._reconfigure(fact.settings)
-        else:
-            self._engine_event(fact.event)
+        try:
+            if isinstance(fact, ScheduleApplied):
+                self._apply_schedule(fact.schedule)
+            elif isinstance(fact, CommandReceived):
+                self._execute(fact.command)
+            elif isinstance(fact, Reconfigured):
+                self._reconfigure(fact.settings)
+            else:
+                self._engine_event(fact.event)
+        except Exception as exc:
+            self._fact_failed(fact, exc)
+
+    def _fact_failed(self, fact: Fact, exc: Exception) -> None:
+        """A fact that could not be applied fails what it was about: its command, or the
+        item its engine event belongs to."""
+        log.error("control: %s could not be applied: %r", type(fact).__name__, exc,
+                  exc_info=exc)
+        if isinstance(fact, CommandReceived):
+            key = f"cmd:{fact.command.id}"
+            playing = self._arbiter.playing
+            if playing is not None and playing[0] == key:
+                self._contain(key, playing[1], exc)
+            self._commands.pop(key, None)
+            self._arbiter.remove(key)
+            self._ack(fact.command, "failed", f"play_failed: {exc!r}"[:200])
+        elif isinstance(fact, EngineReported) and isinstance(fact.event, VoiceStarted
+                                                              | VoiceEnded):
+            pb = fact.event.voice.tag
+            if isinstance(pb, Playback):
+                self._contain(pb.activation.key, pb.index, exc)
 
     # --- schedule ----------------------------------------------------------------------
     def _apply_schedule(self, schedule: Schedule) -> None:
@@ -281,8 +286,10 @@ class ControlLoop:
         if self._schedule is None:
             return
         for occ in self._schedule.occurrences(now, now + self._lookahead):
-            self._arbiter.add(self._program_activation(occ.program, occ.start, occ.end,
-                                                       occ.key), now)
+            if not self._arbiter.knows(occ.key):
+                self._arbiter.add(self._program_activation(occ.program, occ.start, occ.end,
+                                                           occ.key), now,
+                                  self._plays.aired(occ.key))
 
     def _next_boundary(self, now: float) -> float | None:
         starts = [a.start for a in self._arbiter.pending() if a.start > now]
@@ -290,15 +297,30 @@ class ControlLoop:
 
     # --- the tick ----------------------------------------------------------------------
     def _tick(self) -> None:
+        """One round. Each step is guarded on its own: a failing step is logged and the
+        others still run, and no item can stay "playing" without a playback behind it."""
         now = self._clock.now()
-        self._add_occurrences(now)
-        self._carry_out(self._arbiter.evaluate(now), now)
-        self._cue_ahead(now)
-        self._supervise(now)
-        self._drive_amplifier(now)
+        for step in (self._add_occurrences, self._evaluate, self._cue_ahead, self._supervise,
+                     self._drive_amplifier):
+            try:
+                step(now)
+            except Exception:
+                log.exception("control: %s failed", step.__name__)
+        self._fail_orphaned_item()
         self._settle_commands()
         if self._dirty or self._clock.monotonic() - self._snapshot_mono > 1.0:
             self._refresh_snapshot()
+
+    def _evaluate(self, now: float) -> None:
+        self._carry_out(self._arbiter.evaluate(now), now)
+
+    def _fail_orphaned_item(self) -> None:
+        """The arbiter believes an item plays that nothing carries out (an error between
+        its decision and the engine): that item fails, so the arbiter moves on."""
+        playing = self._arbiter.playing
+        if playing is not None and playing not in self._playbacks:
+            self._contain(playing[0], playing[1],
+                          RuntimeError("the item is on air for the arbiter but not played"))
 
     def _refresh_snapshot(self) -> None:
         self._snapshot = self._build_snapshot()
@@ -314,7 +336,10 @@ class ControlLoop:
                     self._announce_preemption(action, actions)
                 self._stop_item(action)
             else:
-                self._start_item(action, now)
+                try:
+                    self._start_item(action, now)
+                except Exception as exc:
+                    self._contain(action.key, action.index, exc)
 
     def _announce_preemption(self, stopped: StopItem, actions: list[StartItem | StopItem]
                              ) -> None:
@@ -446,8 +471,9 @@ class ControlLoop:
         """Give ``pb`` its voice: a decoder, or the tuner. Raises ItemUnavailable."""
         item = pb.item
         if item.kind == "fm":
-            pb.voice = Voice(f"fm:{pb.activation.key}", self._fm_source(float(item.ref)),
-                             self._gain(pb.activation), tag=pb)
+            pb.lease = self._lease_tuner(float(item.ref))
+            pb.voice = Voice(f"fm:{pb.activation.key}", pb.lease, self._gain(pb.activation),
+                             tag=pb)
             return
         if item.kind == "media":
             pb.mrl, pb.sha256 = self._media_path(item.ref)
@@ -462,7 +488,10 @@ class ControlLoop:
         self._open_decoder(pb, pb.offset_s)
 
     def _preparable(self, item: Item) -> bool:
-        """Whether the item's media is in the cache now (other kinds always are)."""
+        """Whether the item can be cued now: its media is in the cache, or the tuner is
+        free for its station (a cue must not retune under the station still on air)."""
+        if item.kind == "fm":
+            return self._tuner is not None and not self._tuner.busy_elsewhere(float(item.ref))
         if item.kind != "media" or item.ref.startswith(("http://", "https://", "file://")):
             return True
         entry = self._schedule.media.get(item.ref) if self._schedule is not None else None
@@ -491,11 +520,10 @@ class ControlLoop:
         pb.voice = Voice(f"{pb.item.kind}:{pb.activation.key}#{pb.index}", source,
                          self._gain(pb.activation), tag=pb)
 
-    def _fm_source(self, frequency_mhz: float) -> FmVoiceSource:
+    def _lease_tuner(self, frequency_mhz: float) -> TunerLease:
         if self._tuner is None:
             raise ItemUnavailable("sdr_missing", "no FM receiver is configured (fm.backend)")
-        self._tuner.start(frequency_mhz)
-        return FmVoiceSource(self._tuner)
+        return self._tuner.acquire(frequency_mhz)
 
     def _item_unavailable(self, activation: Activation, index: int,
                           exc: ItemUnavailable) -> None:
@@ -504,15 +532,55 @@ class ControlLoop:
             self._journal.event("media_missing", program_id=activation.program_id,
                                 media_id=activation.items[index].ref)
         self._faults.raise_(exc.fault, str(exc))
+        self._fail_item(activation, index)
+
+    def _contain(self, key: str, index: int, exc: Exception) -> None:
+        """An unexpected error while preparing, starting or playing an item fails that
+        item, and only that item."""
+        log.error("%s item %d failed: %r", key, index, exc, exc_info=exc)
+        self._faults.raise_("play_failed", f"{key} item {index}: {exc!r}"[:300])
+        pb = self._playbacks.pop((key, index), None)
+        if pb is not None:
+            for voice in (pb.chime, pb.voice):
+                if voice is not None and not voice.done:
+                    self._engine.cancel(voice)
+        activation = self._arbiter.activation(key)
+        if pb is not None and pb.started:
+            pb.outcome, pb.ended_at = "failed", self._clock.now()
+            with contextlib.suppress(Exception):
+                self._finish(pb)
+        else:
+            if pb is not None:
+                with contextlib.suppress(Exception):
+                    self._release(pb)
+            if activation is not None:
+                self._fail_item(activation, index)
+                return
+        self._arbiter.item_ended(key, index, "failed")
+        self._note_command_failure(key)
+
+    def _fail_item(self, activation: Activation, index: int) -> None:
+        """An item that could not sound at all: its play report says ``failed`` (nothing
+        left the card), and the arbiter moves on."""
+        now = self._clock.now()
+        pb = Playback(activation, index, activation.items[index], 0.0, started_at=now,
+                      ended_at=now, outcome="failed")
+        record = pb.record(self._journal.stamp, self.s.rate)
+        self._plays.on_air(activation.key, index, record, now)
+        self._plays.ended(record, now)
+        self._journal.played(record)
         self._arbiter.item_ended(activation.key, index, "failed")
         self._note_command_failure(activation.key)
 
-    def _gain(self, activation: Activation) -> float:
+    def _level(self, activation: Activation) -> int:
+        """The volume (0-100) the activation plays at."""
         if activation.absolute_volume and activation.volume is not None:
-            level = activation.volume
-        else:
-            level = effective_volume(self.master_volume, 100 if activation.volume is None
-                                     else activation.volume)
+            return activation.volume
+        return effective_volume(self.master_volume, 100 if activation.volume is None
+                                else activation.volume)
+
+    def _gain(self, activation: Activation) -> float:
+        level = self._level(activation)
         if self._mixer.hardware:
             self._mixer.set_volume(level)
             return 1.0
@@ -532,7 +600,9 @@ class ControlLoop:
         if isinstance(event, VoiceStarted):
             if event.voice is pb.voice and pb.started_at is None:
                 pb.started_at = self._engine.time_of(event.frame)
-                self._remember_onair(pb)  # first: a power cut from here on is reported
+                # First: a power cut from here on is reported, and never re-aired.
+                self._plays.on_air(pb.activation.key, pb.index,
+                                   pb.record(self._journal.stamp, self.s.rate), pb.started_at)
                 record = pb.record(self._journal.stamp, self.s.rate)
                 for not_an_event_field in ("id", "ended_at", "played_s", "outcome"):
                     del record[not_an_event_field]
@@ -589,8 +659,10 @@ class ControlLoop:
         if pb.started_at is not None:
             if not _relayed_station(pb):
                 pb.outcome = "failed"
-            self._journal.played(pb.record(self._journal.stamp, self.s.rate))
-        self._store.delete(ONAIR_KEY)
+            record = pb.record(self._journal.stamp, self.s.rate)
+            self._journal.played(record)
+            self._plays.ended(record, pb.ended_at if pb.ended_at is not None
+                              else self._clock.now())
         self._release(pb)
         self._changed()
 
@@ -599,8 +671,8 @@ class ControlLoop:
             pb.stream.close()
         if pb.sha256:
             self._media.unpin(pb.sha256)
-        if pb.item.kind == "fm" and self._tuner is not None:
-            self._tuner.stop()
+        if pb.lease is not None:
+            pb.lease.release()
 
     def _drop(self, pb: Playback) -> None:
         self._playbacks.pop(pb.key, None)
@@ -613,6 +685,25 @@ class ControlLoop:
 
     # --- supervision -------------------------------------------------------------------
     def _supervise(self, now: float) -> None:
+        self._check_dead_air(now)
+        self._supervise_decoders(now)
+
+    def _check_dead_air(self, now: float) -> None:
+        """Something is on air for the arbiter, yet the card has received only digital
+        silence for dead_air_s (at a volume above zero): the horns are silent."""
+        playing = self._arbiter.playing
+        pb = None if playing is None else self._playbacks.get(playing)
+        silent_s = 0.0
+        if pb is not None and pb.started_at is not None and self._level(pb.activation) > 0:
+            last_sound = self._engine.time_of(self._engine.last_sound_frame)
+            silent_s = now - max(last_sound, pb.started_at)
+        if silent_s > self.s.dead_air_s:
+            self._faults.raise_("dead_air", f"{pb.activation.program_id if pb else '?'}: "
+                                f"the card has received silence for {silent_s:.0f} s")
+        else:
+            self._faults.clear("dead_air")
+
+    def _supervise_decoders(self, now: float) -> None:
         for pb in list(self._playbacks.values()):
             stream = pb.stream
             if pb.item.kind == "stream":
@@ -653,7 +744,8 @@ class ControlLoop:
             # Tagged with the stream's playback, whose events ignore it: the fallback is
             # not an item of its own (it shares the stream's key) and _finish_fallback
             # writes its record.
-            fb.voice = Voice(f"fallback:{pb.activation.key}", self._fm_source(fallback_mhz),
+            fb.lease = self._tuner.acquire(fallback_mhz)
+            fb.voice = Voice(f"fallback:{pb.activation.key}", fb.lease,
                              self._gain(pb.activation), tag=pb)
             self._drop_all(self._engine.play([fb.voice]))
         elif pb.voice is not None:
@@ -687,8 +779,8 @@ class ControlLoop:
             fb.ended_at = self._clock.now()
             fb.outcome = "completed" if _relayed_station(fb) else "failed"
             self._journal.played(fb.record(self._journal.stamp, self.s.rate))
-        if self._tuner is not None:
-            self._tuner.stop()
+        if fb.lease is not None:
+            fb.lease.release()
 
     # --- amplifier ---------------------------------------------------------------------
     def _drive_amplifier(self, now: float) -> None:
@@ -770,13 +862,16 @@ class ControlLoop:
         args = cmd.args
         priority = args.get("priority", "emergency" if cmd.type == "emergency" else "live")
         repeat = int(args.get("repeat", 1))
+        # start_at (mqtt.md): the first sample on that instant, as a scheduled start's.
+        start = max(now, float(args.get("start_at", now)))
         end = None
         if cmd.type == "fm_relay":
             items = [Item("fm", str(float(args["frequency_mhz"])), float(args["duration_s"]))]
-            end = now + float(args["duration_s"])
+            end = start + float(args["duration_s"])
         elif "text" in args:
             items = [Item("tts", str(args["text"]))] * repeat
-        elif "media_id" in args:
+        elif "media_id" in args and ("url" not in args
+                                     or self._preparable(Item("media", args["media_id"]))):
             duration = None
             if self._schedule is not None and args["media_id"] in self._schedule.media:
                 duration = self._schedule.media[args["media_id"]].duration_s
@@ -790,7 +885,7 @@ class ControlLoop:
         self._amp_forced = None
         return Activation(key=f"cmd:{cmd.id}", program_id=f"cmd:{cmd.id}",
                           title=f"{cmd.type} command", priority=priority, items=tuple(items),
-                          start=now, end=end, volume=None if volume is None else int(volume),
+                          start=start, end=end, volume=None if volume is None else int(volume),
                           absolute_volume=emergency, chime=cmd.type == "emergency")
 
     def _note_command_failure(self, key: str) -> None:
@@ -817,16 +912,13 @@ class ControlLoop:
     def _changed(self) -> None:
         self._dirty = True
 
-    def _remember_onair(self, pb: Playback) -> None:
-        """Persist what is on air, so a power cut still yields its proof of play."""
-        self._store.put(ONAIR_KEY, pb.record(self._journal.stamp, self.s.rate))
-
     def _report_interrupted_onair(self) -> None:
-        record = self._store.get(ONAIR_KEY)
-        if record is not None:
-            record["outcome"] = "stopped"
+        """Plays a crash or power cut left on air: reported ``stopped`` (with the id they
+        had when they started, so a duplicate is de-duplicated by the source)."""
+        for play in self._plays.cut_by_crash():
+            record = {**play.record, "outcome": "stopped"}
             self._journal.played(record)
-            self._store.delete(ONAIR_KEY)
+            self._plays.interrupted(record)
 
     def snapshot(self) -> dict[str, Any]:
         """The latest ``playing``/``volume``/``amplifier``/``next`` view; safe from any
@@ -857,7 +949,11 @@ class ControlLoop:
 
 
 def _relayed_station(pb: Playback) -> bool:
-    """False for an FM relay that never carried the station (no dongle, squelched all
-    along): its proof of play must not claim it was on air."""
-    source = pb.voice.source if pb.voice is not None else None
-    return not isinstance(source, FmVoiceSource) or source.relayed_anything
+    """False for a relay that never carried its source's own sound (FM with no dongle or
+    squelched all along, a stream silent or dead from its start): its proof of play must
+    not claim it was on air."""
+    if pb.lease is not None:
+        return pb.lease.relayed_frames > 0
+    if pb.item.kind == "stream":
+        return pb.meter is not None and pb.meter.heard
+    return True

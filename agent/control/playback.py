@@ -17,6 +17,7 @@ from agent.core.arbiter import Activation, Item, Outcome
 from agent.core.clock import Clock
 from agent.playout.decoder import DecodedStream
 from agent.playout.engine import Voice
+from agent.playout.fm_tuner import TunerLease
 
 SOURCE_OF_KIND = {"media": "media", "stream": "stream", "fm": "fm", "tts": "tts"}
 
@@ -81,6 +82,7 @@ class Playback:
     outcome: Outcome | None = None
     voice_ended: bool = False
     restarts: int = 0
+    lease: TunerLease | None = None  # an FM item's (or fallback's) hold on the tuner
     fallback: Playback | None = None  # FM relayed while a stream is dead
     retired_voices: list[Voice] = field(default_factory=list)
     report_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -112,16 +114,16 @@ class Playback:
             "outcome": self.outcome or "completed",
         }
         record.update(item_ref(item))
-        if item.kind == "media":
+        if item.kind == "media" and self.sha256:
             record["sha256"] = self.sha256
         return record
 
 
 def item_ref(item: Item) -> dict[str, Any]:
     """The field that names what an item plays, as records and Status carry it."""
-    if item.kind == "media":
+    if item.kind == "media" and not item.ref.startswith(("http://", "https://")):
         return {"media_id": item.ref}
-    if item.kind == "stream":
+    if item.kind in ("media", "stream"):
         return {"url": item.ref}
     if item.kind == "fm":
         return {"frequency_mhz": float(item.ref)}

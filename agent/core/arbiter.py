@@ -17,6 +17,7 @@ it returns. Rules (source-api.md, Schedule):
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -54,6 +55,16 @@ class Activation:
     @property
     def live(self) -> bool:
         return self.items[0].kind in LIVE_KINDS
+
+
+@dataclass(frozen=True)
+class AiredItem:
+    """What already aired of one item of an activation (from the durable play journal):
+    the outcome of its latest play (None: cut by a crash or power cut) and its first
+    sample's time."""
+
+    outcome: Outcome | None
+    started_at: float
 
 
 @dataclass(frozen=True)
@@ -95,16 +106,24 @@ class Arbiter:
     _finished: dict[str, float] = field(default_factory=dict)  # key -> window start
 
     # --- facts -------------------------------------------------------------------------
-    def add(self, activation: Activation, now: float) -> None:
-        """Make an activation eligible. Adding a key again is a no-op."""
-        if activation.key in self._progress or activation.key in self._finished:
+    def add(self, activation: Activation, now: float,
+            aired: Mapping[int, AiredItem] | None = None) -> None:
+        """Make an activation eligible. Adding a key again is a no-op. ``aired`` is what
+        already aired of it (before a restart): only what remains plays."""
+        if self.knows(activation.key):
             return
         self._seq += 1
         progress = _Progress(activation, self._seq)
         self._progress[activation.key] = progress
         late = now - activation.start
-        if late > self.late_start_grace_s and not activation.live:
+        if aired:
+            self._resume(progress, aired, now)
+        elif late > self.late_start_grace_s and not activation.live:
             self._join_late(progress, late)
+
+    def knows(self, key: str) -> bool:
+        """The activation is eligible, or was and is over."""
+        return key in self._progress or key in self._finished
 
     def remove(self, key: str) -> list[Action]:
         """The activation no longer exists (schedule changed). Stops it if it plays."""
@@ -222,12 +241,37 @@ class Arbiter:
         return max(eligible, key=lambda p: (PRIORITY_RANK[p.activation.priority],
                                             p.activation.start, p.seq))
 
-    def _join_late(self, progress: _Progress, late: float) -> None:
+    def _resume(self, progress: _Progress, aired: Mapping[int, AiredItem], now: float) -> None:
+        """Pick up after a restart: finished items never air again; the item that was
+        preempted restarts, and the one cut by a crash follows the late-start rules."""
+        progress.started = True  # resumed, not timed to the window start, no chime
         items = progress.activation.items
-        if any(item.duration_s is None for item in items):
-            return  # unknown lengths: start from the beginning
+        index = max(aired)
+        past = aired[index]
+        if past.outcome == "stopped":
+            progress.done = True
+            return
+        if past.outcome in ("completed", "failed"):
+            index += 1
+        if progress.activation.live and past.outcome not in (None, "preempted"):
+            progress.done = True
+            return
+        progress.next_index = index
+        if index >= len(items):
+            progress.done = True
+        elif past.outcome is None and not progress.activation.live:
+            late = now - past.started_at
+            if late > self.late_start_grace_s:
+                self._join_late(progress, late, index)
+
+    def _join_late(self, progress: _Progress, late: float, first: int = 0) -> None:
+        """Join at the position the activation would have reached ``late`` seconds after
+        item ``first`` started."""
+        items = progress.activation.items
+        if any(item.duration_s is None for item in items[first:]):
+            return  # unknown lengths: start that item from its beginning
         elapsed = late
-        for index, item in enumerate(items):
+        for index, item in list(enumerate(items))[first:]:
             assert item.duration_s is not None
             if elapsed < item.duration_s:
                 progress.next_index = index

@@ -33,6 +33,8 @@ FAULT_SEVERITY: dict[str, Severity] = {
     "audio_output": "error",
     "amplifier": "error",
     "stream_unavailable": "warning",
+    "play_failed": "warning",
+    "dead_air": "error",
     # FM relay
     "sdr_missing": "error",
     "sdr_stalled": "warning",

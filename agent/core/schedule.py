@@ -14,6 +14,8 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from agent.core.text import check_lang, check_speech_text, check_title
+
 Priority = Literal["scheduled", "live", "emergency"]
 PRIORITY_RANK: dict[str, int] = {"scheduled": 0, "live": 1, "emergency": 2}
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -259,7 +261,14 @@ def _media_entry(raw: object) -> MediaEntry:
         raise ValueError(f"{media_id}: 'duration_s' must be a non-negative number")
     return MediaEntry(id=media_id, url=url, sha256=sha.lower(), size=size,
                       duration_s=None if duration is None else float(duration),
-                      title=str(raw.get("title", "")), mime=str(raw.get("mime", "")))
+                      title=_title(media_id, raw), mime=str(raw.get("mime", "")))
+
+
+def _title(owner: str, raw: dict[str, Any]) -> str:
+    try:
+        return check_title(raw.get("title", ""))
+    except ValueError as exc:
+        raise ValueError(f"{owner}: {exc}") from exc
 
 
 def _program(raw: object, media: dict[str, MediaEntry]) -> Program:
@@ -285,7 +294,7 @@ def _program(raw: object, media: dict[str, MediaEntry]) -> Program:
     if not isinstance(volume, int) or isinstance(volume, bool) or not 0 <= volume <= 100:
         raise ValueError(f"{pid}: 'volume' must be an integer 0..100")
     return Program(
-        id=pid, title=str(raw.get("title", "")), priority=priority, source=source,
+        id=pid, title=_title(pid, raw), priority=priority, source=source,
         start=start, days=_days(pid, raw.get("days")), dates=_dates(pid, raw.get("dates")),
         valid_from=_date(pid, "valid_from", raw.get("valid_from")),
         valid_until=_date(pid, "valid_until", raw.get("valid_until")),
@@ -313,10 +322,11 @@ def _source(pid: str, raw: object, media: dict[str, MediaEntry]) -> Source:
     if kind == "fm":
         return FmSource(_frequency(raw.get("frequency_mhz"), pid))
     if kind == "tts":
-        text = raw.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"{pid}: tts source needs 'text'")
-        return TtsSource(text, str(raw.get("lang", "vi")))
+        try:
+            return TtsSource(check_speech_text(raw.get("text")),
+                             check_lang(raw.get("lang", "vi")))
+        except ValueError as exc:
+            raise ValueError(f"{pid}: tts source: {exc}") from exc
     raise ValueError(f"{pid}: unknown source type {kind!r}")
 
 

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.core.clock import Clock
 from agent.core.signing import verify
+from agent.core.text import check_speech_text
 from agent.state.store import StateStore
 
 REJECTION_CODES = ("bad_json", "unknown_type", "bad_args", "bad_signature", "expired",
@@ -39,7 +40,6 @@ REPLAY_GRACE_S = 86_400.0
 _PRUNE_INTERVAL_S = 3_600.0
 _MAX_ID_CHARS = 128
 _BROKEN_ID = re.compile(r'"id"\s*:\s*"([!#-\[\]-~]{1,' + str(_MAX_ID_CHARS) + '})"')
-_MAX_TEXT_CHARS = 2_000
 _MAX_FM_DURATION_S = 86_400.0
 
 
@@ -121,16 +121,19 @@ def _media_source(args: Mapping[str, Any], allow_text: bool) -> dict[str, Any]:
     if "url" in args:
         out["url"] = _url(args)
     if "text" in args:
-        out["text"] = _string(args, "text", _MAX_TEXT_CHARS)
+        try:
+            out["text"] = check_speech_text(args["text"])
+        except ValueError as exc:
+            raise BadArgs(str(exc)) from exc
     return out
 
 
 _ALLOWED_KEYS: dict[str, frozenset[str]] = {
-    "emergency": frozenset({"media_id", "url", "text", "repeat", "volume"}),
-    "play_now": frozenset({"media_id", "url", "priority", "volume"}),
+    "emergency": frozenset({"media_id", "url", "text", "repeat", "volume", "start_at"}),
+    "play_now": frozenset({"media_id", "url", "priority", "volume", "start_at"}),
     "stop": frozenset({"priority"}),
     "set_volume": frozenset({"volume"}),
-    "fm_relay": frozenset({"frequency_mhz", "duration_s", "priority"}),
+    "fm_relay": frozenset({"frequency_mhz", "duration_s", "priority", "start_at"}),
     "sync_now": frozenset(),
     "amplifier": frozenset({"on"}),
 }
@@ -181,6 +184,8 @@ def validate_args(command_type: str, args: object) -> dict[str, Any]:
         out["duration_s"] = duration
         out["priority"] = _priority(args, ("live", "emergency")) if "priority" in args \
             else "live"
+    if "start_at" in args:
+        out["start_at"] = _timestamp(args, "start_at")  # Unix seconds
     if command_type == "amplifier":
         _required(args, "on")
         if not isinstance(args["on"], bool):

@@ -127,6 +127,7 @@ class PlayoutEngine:
         self._thread: threading.Thread | None = None
         self._failed = False
         self.idle_since_frame: int | None = 0
+        self.last_sound_frame = 0  # one past the last period that was not digital silence
 
     # --- control side ------------------------------------------------------------------
     def start(self) -> None:
@@ -237,7 +238,10 @@ class PlayoutEngine:
                 self.idle_since_frame = first
         for event in events:
             self._on_event(event)
-        return np.clip(mix, -32768, 32767).astype("<i2").tobytes()
+        pcm = np.clip(mix, -32768, 32767).astype("<i2")
+        if pcm.any():
+            self.last_sound_frame = first + n
+        return pcm.tobytes()
 
     def _due(self, cue: _Cue, frame: int) -> bool:
         if cue.at_frame is None:

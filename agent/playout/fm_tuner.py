@@ -10,6 +10,12 @@ Supervision:
   ``lost_after_s``; audio returns at ``squelch_dbfs + SQUELCH_HYSTERESIS_DB`` and the fault
   clears after the station has been back for ``lost_after_s``. A receiver that cannot
   measure the level (rtl_fm: signal_dbfs None) is never squelched.
+
+Ownership: a playback takes a :class:`TunerLease` with :meth:`FmTuner.acquire`. Leases on
+the station the tuner is on share it (back-to-back programs of one station relay without a
+retune); a lease on another station retunes, and the older leases then read silence and
+count nothing. Releasing a lease ends only that lease: the tuner stops when the last lease
+of its station is released.
 """
 
 from __future__ import annotations
@@ -83,6 +89,37 @@ class PcmJitterBuffer:
             return self._delivered_bytes
 
 
+class TunerLease:
+    """One playback's use of the tuner, and the engine source of its voice: it reads the
+    station while the tuner is on its frequency and counts the station's own audio it
+    delivered (squelch and outage silence are not counted)."""
+
+    def __init__(self, tuner: FmTuner, frequency_mhz: float) -> None:
+        self._tuner = tuner
+        self.frequency_mhz = frequency_mhz
+        self.relayed_frames = 0
+        self.released = False
+
+    @property
+    def current(self) -> bool:
+        return not self.released and self._tuner.frequency_mhz == self.frequency_mhz
+
+    def read(self, max_bytes: int) -> bytes:
+        if not self.current:
+            return b""
+        before = self._tuner.relayed_frames
+        data = self._tuner.read(max_bytes // FRAME_BYTES)
+        self.relayed_frames += self._tuner.relayed_frames - before
+        return data
+
+    @property
+    def finished(self) -> bool:
+        return False
+
+    def release(self) -> None:
+        self._tuner.release(self)
+
+
 class FmTuner:
     def __init__(
         self,
@@ -122,6 +159,7 @@ class FmTuner:
         self._gate_changed_at = 0.0
         self._lost = False
         self._last_usb_reset: float | None = None
+        self._leases: list[TunerLease] = []
 
     # -- engine side (any thread, never blocks on the receiver) ---------------------------
 
@@ -152,6 +190,27 @@ class FmTuner:
         return self._thread is not None and self._thread.is_alive()
 
     # -- control --------------------------------------------------------------------------
+
+    def acquire(self, frequency_mhz: float) -> TunerLease:
+        """A lease on ``frequency_mhz``: shares the tuner if it is on that station already,
+        retunes it otherwise."""
+        if not (self.running and self._frequency_mhz == frequency_mhz):
+            self.start(frequency_mhz)
+        lease = TunerLease(self, frequency_mhz)
+        self._leases = [held for held in self._leases if held.current] + [lease]
+        return lease
+
+    def release(self, lease: TunerLease) -> None:
+        """Ends ``lease``; the tuner stops when no lease of its station remains."""
+        lease.released = True
+        self._leases = [held for held in self._leases if held.current]
+        if not self._leases and self._frequency_mhz == lease.frequency_mhz:
+            self.stop()
+
+    def busy_elsewhere(self, frequency_mhz: float) -> bool:
+        """Another station is leased: acquiring this one would retune under it."""
+        return any(held.current and held.frequency_mhz != frequency_mhz
+                   for held in self._leases)
 
     def start(self, frequency_mhz: float) -> None:
         """Tunes to ``frequency_mhz`` (restarting the relay if it runs)."""

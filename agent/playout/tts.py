@@ -42,8 +42,8 @@ class TtsRenderer:
             text, lang = self._ahead.get()
             try:
                 self.render(text, lang)
-            except TtsError as exc:
-                log.warning("could not render a scheduled text ahead: %s", exc)
+            except Exception as exc:  # the thread must outlive any one text
+                log.warning("could not render a scheduled text ahead: %r", exc)
 
     def render(self, text: str, lang: str | None = None) -> Path:
         """The WAV file speaking ``text`` (rendered now unless cached). Thread-safe."""
@@ -61,7 +61,7 @@ class TtsRenderer:
         try:
             subprocess.run([self._engine, "-v", voice, "-w", str(tmp), "--", text],
                            check=True, capture_output=True, timeout=60)
-        except (OSError, subprocess.SubprocessError) as exc:
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
             tmp.unlink(missing_ok=True)
             detail = getattr(exc, "stderr", b"") or b""
             raise TtsError(f"{self._engine} failed: {exc} {detail.decode(errors='replace')}"

@@ -43,6 +43,7 @@ from agent.source.client import SourceClient, SourceSettings
 from agent.source.reports import ReportUploader
 from agent.source.sync import SyncService
 from agent.state.journal import REPORT, Journal
+from agent.state.plays import PlayJournal
 from agent.state.store import StateStore
 from drivers.amplifier import open_amplifier
 from drivers.audio import open_output
@@ -94,7 +95,8 @@ class Daemon:
             decoders=self.decoders, media=self.cache,
             tts=TtsRenderer(cfg.cache.dir / "tts", cfg.tts.voice, cfg.tts.engine),
             tuner=self.tuner, amplifier=self.amplifier, mixer=open_mixer(mixer_cfg),
-            chime_pcm=self._chime(), journal=self.journal, faults=self.faults,
+            chime_pcm=self._chime(), journal=self.journal,
+            plays=PlayJournal(self.store), faults=self.faults,
             store=self.store, on_change=self.status_changed, sync_now=self.sync.sync_now,
             count_command=self.metrics.command)
         self.mqtt = self._mqtt_link() if cfg.mqtt.brokers else None

@@ -4,7 +4,8 @@ One row per play of an item, written when its first sample left the card (outcom
 on air) and completed when it ends. It is what makes "nothing airs twice" hold across
 restarts and power cuts (the control loop asks :meth:`PlayJournal.aired` before an
 occurrence may play again), and it is the record the ``report`` command counts from.
-A row still NULL at start-up was cut by a crash or a power cut.
+A row still NULL at start-up was cut by a crash or a power cut: it is reported
+``stopped`` and kept as ``interrupted``, which the arbiter resumes by the late-start rules.
 
 Rows are kept :data:`RETENTION_S` (one reporting year plus margin); at about 300 bytes a
 play and a few hundred plays a day that is a few tens of megabytes at most.
@@ -16,6 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from agent.core.arbiter import AiredItem, Outcome
 from agent.state.store import StateStore
 
 RETENTION_S = 400 * 86400.0
@@ -31,20 +33,13 @@ CREATE TABLE IF NOT EXISTS plays (
     started_at REAL NOT NULL,     -- Unix time of the first sample on the card
     ended_at REAL,                -- NULL while on air, or when cut by a crash
     played_s REAL,
-    outcome TEXT,                 -- completed, preempted, stopped, failed; NULL as ended_at
+    outcome TEXT,                 -- completed, preempted, stopped, failed, or interrupted
+                                  -- (cut by a crash); NULL while on air
     record TEXT NOT NULL          -- the proof-of-play record of source-api.md (JSON)
 );
 CREATE INDEX IF NOT EXISTS plays_activation ON plays(activation, item);
 CREATE INDEX IF NOT EXISTS plays_started ON plays(started_at);
 """
-
-
-@dataclass(frozen=True)
-class AiredItem:
-    """The latest play of one item: its outcome (None: cut by a crash) and first sample."""
-
-    outcome: str | None
-    started_at: float
 
 
 @dataclass(frozen=True)
@@ -80,6 +75,14 @@ class PlayJournal:
                 (ended_at, record["played_s"], record["outcome"],
                  json.dumps(record, ensure_ascii=False), record["id"]))
 
+    def interrupted(self, record: dict[str, Any]) -> None:
+        """A play found on air at start-up: cut by a crash or power cut at an unknown time."""
+        with self._store.transaction() as db:
+            db.execute(
+                "UPDATE plays SET ended_at=started_at, played_s=?, outcome='interrupted',"
+                " record=? WHERE report_id=?",
+                (record["played_s"], json.dumps(record, ensure_ascii=False), record["id"]))
+
     def cut_by_crash(self) -> list[Play]:
         """Plays left on air by a crash or a power cut (read at start-up)."""
         with self._store.transaction() as db:
@@ -94,7 +97,8 @@ class PlayJournal:
             rows = db.execute(
                 "SELECT item, outcome, started_at FROM plays WHERE activation=?"
                 " ORDER BY started_at", (activation,)).fetchall()
-        return {item: AiredItem(outcome, started_at) for item, outcome, started_at in rows}
+        return {item: AiredItem(_outcome(outcome), started_at)
+                for item, outcome, started_at in rows}
 
     def between(self, start: float, end: float) -> list[Play]:
         """Plays whose first sample is in [start, end), in time order."""
@@ -110,6 +114,12 @@ class PlayJournal:
         with self._store.transaction() as db:
             cur = db.execute("DELETE FROM plays WHERE started_at < ?", (now - RETENTION_S,))
         return cur.rowcount
+
+
+def _outcome(stored: str | None) -> Outcome | None:
+    if stored in ("completed", "preempted", "stopped", "failed"):
+        return stored  # type: ignore[return-value]
+    return None  # on air, or interrupted by a crash
 
 
 def _play(row: tuple[Any, ...]) -> Play:

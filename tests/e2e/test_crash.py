@@ -39,6 +39,7 @@ STARTUP_S = 0.6  # about when a started agent has its threads running
 KILL_AFTER_S = (0.3, 1.5)  # random time from then to the kill (some land in the startup)
 BIG_BYTES = 8 * 1024 * 1024
 RATE_BYTES_PER_S = 2 * 1024 * 1024  # slow enough for a download to span several kills
+IN_FLIGHT_BYTES = 256 * 1024  # what a kill may lose of a download: socket buffers, a chunk
 
 PROGRAM_EVERY_S = 3
 PROGRAMS = 20  # over before the kills are
@@ -115,7 +116,7 @@ def test_fifty_kills_lose_no_report_corrupt_no_cache_entry_and_resume_downloads(
         assert corrupt_cache_files(cache_dir) == []
         # Resuming: what the cache may resume from never shrinks across kills, several kills
         # cut the download, and (no reboot in between, so every byte written is kept) each
-        # cost only what was in flight: at most 1.05 times the file was fetched in all.
+        # cut cost only what was in flight, far less than fetching the file again.
         stats = sim.stats()
         fetched = stats["media_bytes"]
         cuts = sum(1 for a, b in itertools.pairwise(resumable) if 0 < b < big["size"] and a < b)
@@ -125,7 +126,8 @@ def test_fifty_kills_lose_no_report_corrupt_no_cache_entry_and_resume_downloads(
         assert resumable == sorted(resumable), "a download went back instead of resuming"
         assert cuts >= 2, "the kills never cut the download: nothing shows resuming"
         assert fetched["m-1"] == source.media["m-1"]["size"], fetched
-        assert fetched["m-big"] <= 1.05 * big["size"], fetched
+        interrupted = stats["requests"]["media"] - 2  # the small file, the last complete one
+        assert fetched["m-big"] <= big["size"] + interrupted * IN_FLIGHT_BYTES, fetched
 
         started = Counter(play_key(e) for e in journal_events(agent, "play_started"))
         reports = [r for r in sim.reports() if r["type"] == "play"]

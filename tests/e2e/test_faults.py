@@ -189,5 +189,8 @@ def test_media_not_cached_at_the_start_is_reported_and_the_rest_plays(
     assert_fault_shown(source, agent, "media_missing")
     [event] = journal_events(agent, "media_missing")
     assert (event["program_id"], event["media_id"]) == ("p-1", gone["id"])
-    plays = wait_for(source.play_reports, 10, 0.2, "the play report of m-1")
-    assert [(r["media_id"], r["outcome"]) for r in plays] == [("m-1", "completed")]
+    # The gap is in the proof of play too: the missing item failed, nothing of it aired.
+    plays = wait_for(lambda: len(source.play_reports()) == 2 and source.play_reports(), 10,
+                     0.2, "the play reports of m-gone and m-1")
+    assert [(r["media_id"], r["outcome"], r["played_s"]) for r in plays] == \
+        [("m-gone", "failed", 0.0), ("m-1", "completed", 1.0)]

@@ -4,8 +4,8 @@ last will on kill -9, the offline Status on a clean stop, and a broker outage (a
 an agent restart inside it) that playback never notices and that loses no event.
 
 Every message the central receives is validated against its schema as it arrives
-(:class:`CheckedCentral`); the broker and central fixtures are in tests/e2e/conftest.py, the helpers in
-tests/support/central_checks.py.
+(:class:`CheckedCentral`); the broker and central fixtures are in tests/e2e/conftest.py,
+the helpers in tests/support/central_checks.py.
 """
 
 from __future__ import annotations

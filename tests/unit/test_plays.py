@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.state.plays import RETENTION_S, AiredItem, PlayJournal
+from agent.core.arbiter import AiredItem
+from agent.state.plays import RETENTION_S, PlayJournal
 from agent.state.store import StateStore
 
 
@@ -27,6 +28,9 @@ def test_a_play_is_on_air_then_ended_and_survives_reopening(tmp_path: Path) -> N
                                          1: AiredItem(None, 130.0)}
     (cut,) = reopened.cut_by_crash()
     assert (cut.activation, cut.item, cut.record["id"]) == ("p-1@100", 1, "r-2")
+    reopened.interrupted({**cut.record, "outcome": "stopped"})
+    assert reopened.cut_by_crash() == []
+    assert reopened.aired("p-1@100")[1] == AiredItem(None, 130.0)
     assert reopened.aired("p-2@100") == {}
 
 
