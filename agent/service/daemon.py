@@ -35,6 +35,7 @@ from agent.mqtt.commands import Command, CommandValidator
 from agent.mqtt.link import MqttLink, MqttSettings
 from agent.playout.decoder import DecoderPool
 from agent.playout.engine import PlayoutEngine
+from agent.playout.fm_tuner import FmTuner
 from agent.playout.sources import builtin_chime
 from agent.playout.tts import TtsRenderer
 from agent.service import sdnotify
@@ -47,6 +48,7 @@ from agent.state.store import StateStore
 from drivers.amplifier import open_amplifier
 from drivers.audio import open_output
 from drivers.mixer import open_mixer
+from drivers.sdr import FmReceiver, open_receiver
 
 log = logging.getLogger("agent")
 
@@ -354,13 +356,13 @@ def config_changes(old: Config, new: Config) -> list[str]:
     return changed
 
 
-def _open_tuner(cfg: Config, faults: FaultRegistry, clock: Clock) -> Any:
+def _open_tuner(cfg: Config, faults: FaultRegistry, clock: Clock) -> FmTuner | None:
+    # Without a receiver the control loop has no tuner and fails an FM item at once
+    # (sdr_missing); a tuner over NoReceiver would relay silence until its item ended.
     if cfg.fm.backend == "none":
         return None
-    from agent.playout.fm_tuner import FmTuner
-    from drivers.sdr import open_receiver
 
-    def factory() -> Any:
+    def factory() -> FmReceiver:
         return open_receiver(cfg.fm.backend, rtl_tcp_address=cfg.fm.rtl_tcp,
                              sample_rate=cfg.fm.sample_rate, gain_db=cfg.fm.gain_db,
                              ppm=cfg.fm.ppm)
