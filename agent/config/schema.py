@@ -495,4 +495,12 @@ def schema(base: Path) -> Section:
             "engine": Key(one_of("espeak-ng"), "espeak-ng"),
             "voice": Key(text, "vi"),
         }),
+        "power": Section({
+            "backend": Key(one_of("gpio", "sim", "none"), "none"),
+            "gpio": Section({
+                "chip": Key(text, "gpiochip0"),
+                "line": Key(integer(minimum=0), 27),
+                "active_high": Key(boolean, True),
+            }),
+        }),
     })

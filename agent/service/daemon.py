@@ -39,6 +39,7 @@ from agent.playout.fm_tuner import FmTuner
 from agent.playout.sources import builtin_chime
 from agent.playout.tts import TtsRenderer
 from agent.service import sdnotify
+from agent.service.power import PowerMonitor
 from agent.source.cache import MediaCache
 from agent.source.client import SourceClient, SourceSettings
 from agent.source.reports import ReportUploader
@@ -48,6 +49,7 @@ from agent.state.store import StateStore
 from drivers.amplifier import open_amplifier
 from drivers.audio import open_output
 from drivers.mixer import open_mixer
+from drivers.power import open_mains_sensor
 from drivers.sdr import FmReceiver, open_receiver
 
 log = logging.getLogger("agent")
@@ -91,6 +93,11 @@ class Daemon:
             cfg.amplifier.backend, state_dir=cfg.state_dir, chip=cfg.amplifier.gpio.chip,
             line=cfg.amplifier.gpio.line, active_high=cfg.amplifier.gpio.active_high)
         self.tuner = _open_tuner(cfg, self.faults, self.clock)
+        self.power = PowerMonitor(
+            open_mains_sensor(cfg.power.backend, state_dir=cfg.state_dir,
+                              chip=cfg.power.gpio.chip, line=cfg.power.gpio.line,
+                              active_high=cfg.power.gpio.active_high),
+            self.faults, self.status_changed)
         self.control = ControlLoop(
             settings=_control_settings(cfg), clock=self.clock, engine=self.engine,
             decoders=self.decoders, media=self.cache,
@@ -187,6 +194,7 @@ class Daemon:
             "device_id": self.cfg.device_id, "online": True, "at": self.journal.stamp(now),
             "agent_version": __version__,
             "uptime_s": int(self.clock.monotonic() - self.started_mono),
+            "power": self.power.state,
             "playing": playing, "volume": snap["volume"], "amplifier": snap["amplifier"],
             "mqtt": {"connected": self.mqtt is not None and self.mqtt.connected},
             "source": {"reachable": sync.reachable,
@@ -212,6 +220,7 @@ class Daemon:
         if applied is not None:
             self.control.post(ScheduleApplied(applied))
         self.control.start()
+        self.power.start()
         self.health.start()
         self.reports.start()
         self.sync.start()
@@ -235,6 +244,7 @@ class Daemon:
         self.control.stop()
         self.engine.stop()
         self.decoders.close()
+        self.power.stop()
         if self.tuner is not None:
             self.tuner.stop()
         self.amplifier.set_power(False)

@@ -13,10 +13,12 @@ import pytest
 import drivers.amplifier
 import drivers.audio
 import drivers.mixer
+import drivers.power
 import drivers.sdr
 from drivers.amplifier.base import Amplifier
 from drivers.audio.base import AudioOutput
 from drivers.mixer.base import Mixer
+from drivers.power.base import MainsSensor
 from drivers.registry import Backends, backend_class
 from drivers.sdr.base import FmReceiver
 
@@ -25,6 +27,7 @@ KINDS: list[tuple[Backends, type]] = [
     (drivers.amplifier.BACKENDS, Amplifier),
     (drivers.audio.BACKENDS, AudioOutput),
     (drivers.mixer.BACKENDS, Mixer),
+    (drivers.power.BACKENDS, MainsSensor),
     (drivers.sdr.BACKENDS, FmReceiver),
 ]
 
@@ -49,7 +52,7 @@ def test_a_registry_entry_of_the_wrong_kind_is_refused() -> None:
 
 def test_importing_the_factories_loads_no_backend() -> None:
     """numpy (the demodulator) and alsaaudio load only with a backend that needs them."""
-    code = ("import sys, drivers.amplifier, drivers.audio, drivers.mixer, "
+    code = ("import sys, drivers.amplifier, drivers.audio, drivers.mixer, drivers.power, "
             "drivers.sdr; print(sorted(m for m in ('numpy', 'alsaaudio') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                             text=True, timeout=60, check=True)

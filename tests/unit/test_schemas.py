@@ -74,7 +74,7 @@ SCHEDULE: dict[str, Any] = {
 
 STATUS: dict[str, Any] = {
     "device_id": "xa-phu-loc-cum-01", "online": True, "at": "2026-11-23T06:00:01+07:00",
-    "agent_version": "0.3.0", "uptime_s": 8123,
+    "agent_version": "0.3.0", "uptime_s": 8123, "power": "mains",
     "playing": {"source": "media", "priority": "scheduled", "program_id": "p-1",
                 "media_id": "m-101", "title": "Bản tin sáng",
                 "started_at": "2026-11-23T06:00:00.000+07:00"},
@@ -361,6 +361,8 @@ INVALID: list[tuple[str, str, Any, Any, str]] = [
     ("status", "STATUS", "playing.source", "fm", "'media' was expected"),
     ("status", "STATUS", "playing.started_at", _DROP, "'started_at' is a required"),
     ("status", "STATUS", "volume", 150, "greater than the maximum"),
+    ("status", "STATUS", "power", "ups", "is not one of"),
+    ("status", "STATUS", "power", _DROP, "'power' is a required property"),
     ("status", "STATUS", "amplifier", True, "is not one of"),
     ("status", "STATUS", "online", False, "True was expected"),
     ("status", "STATUS", "fm", {"frequency_mhz": 100.0}, "'signal_dbfs' is a required"),
