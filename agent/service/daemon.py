@@ -45,7 +45,7 @@ from agent.source.client import SourceClient, SourceSettings
 from agent.source.reports import ReportUploader
 from agent.source.sync import SyncService
 from agent.state.journal import REPORT, Journal
-from agent.state.store import StateStore
+from agent.state.store import STATE_DB, StateStore
 from drivers.amplifier import open_amplifier
 from drivers.audio import open_output
 from drivers.mixer import open_mixer
@@ -65,7 +65,7 @@ class Daemon:
         self.started_mono = self.clock.monotonic()
         self.tz = ZoneInfo(cfg.timezone)
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        self.store = StateStore(cfg.state_dir / "agent.db", outbox_max=cfg.mqtt.outbox_max)
+        self.store = StateStore(cfg.state_dir / STATE_DB, outbox_max=cfg.mqtt.outbox_max)
         self.faults = FaultRegistry(self.clock.now)
         self.journal = Journal(self.store, self.clock, self.tz,
                                mqtt_enabled=bool(cfg.mqtt.brokers))
