@@ -31,7 +31,7 @@ from tests.support.mosquitto import Mosquitto
 # A Status of typical size (mqtt.md example).
 STATUS = {
     "device_id": "xa-phu-loc-cum-01", "online": True, "at": "2026-11-23T06:00:01+07:00",
-    "agent_version": "0.3.0", "uptime_s": 8123,
+    "agent_version": "0.3.0", "uptime_s": 8123, "power": "mains",
     "playing": {"source": "media", "priority": "scheduled", "program_id": "p-1",
                 "media_id": "m-101", "title": "Bản tin sáng",
                 "started_at": "2026-11-23T06:00:00+07:00"},

@@ -43,6 +43,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.cli.i18n import translator
 from agent.config.loader import Config, ConfigError, load_config
 from agent.config.schema import BrokerUri
+from agent.core.schedule import FM_BANDS_MHZ
 
 Severity = Literal["pass", "warn", "fail"]
 SERVICE = "broadcast-agent"
@@ -52,6 +53,11 @@ DISK_FAIL_BYTES = 20_000_000
 DISK_WARN_BYTES = 200_000_000
 RTL_SDR_USB_IDS = {("0bda", "2838"), ("0bda", "2832")}
 RTL_TUNERS = {1: "E4000", 2: "FC0012", 3: "FC0013", 4: "FC2580", 5: "R820T", 6: "R828D"}
+# What each tuner receives (MHz, librtlsdr's limits; the FC2580 also has a gap at
+# 308-438), held against the bands a schedule may ask for (agent/core/schedule.py).
+RTL_TUNER_RANGES_MHZ = {"E4000": (52.0, 2200.0), "FC0012": (22.0, 948.0),
+                        "FC0013": (22.0, 1100.0), "FC2580": (146.0, 924.0),
+                        "R820T": (24.0, 1766.0), "R828D": (24.0, 1766.0)}
 RTL_TCP_TIMEOUT_S = 2.0
 MQTT_TIMEOUT_S = 5.0
 
@@ -305,7 +311,9 @@ def _check_rtl_fm() -> CheckResult:
     if shutil.which("rtl_fm") is None:
         return failed("sdr", msg("rtl_fm is not installed"),
                       msg("`sudo apt install rtl-sdr`"))
-    return passed("sdr", msg("RTL-SDR dongle at {node}", node=node))
+    return passed("sdr", msg("RTL-SDR dongle at {node} (an R820T tuner receives 24–1766 MHz: "
+                             "commune band 54–68 MHz and broadcast band 76–108 MHz)",
+                             node=node))
 
 
 def _check_rtl_tcp(address: str) -> CheckResult:
@@ -323,9 +331,23 @@ def _check_rtl_tcp(address: str) -> CheckResult:
         return failed("sdr", msg("{address} did not send an rtl_tcp header (RTL0) within "
                                  "{seconds} s", address=address, seconds=RTL_TCP_TIMEOUT_S),
                       msg("Another program answers on that port; check fm.rtl_tcp."))
-    tuner = int.from_bytes(header[4:8], "big")
-    return passed("sdr", msg("rtl_tcp at {address}, tuner {tuner}", address=address,
-                             tuner=RTL_TUNERS.get(tuner, str(tuner))))
+    number = int.from_bytes(header[4:8], "big")
+    tuner = RTL_TUNERS.get(number)
+    if tuner is None:
+        return passed("sdr", msg("rtl_tcp at {address}, tuner {tuner}", address=address,
+                                 tuner=number))
+    low, high = RTL_TUNER_RANGES_MHZ[tuner]
+    missing = [f"{a:g}–{b:g} MHz" for a, b in FM_BANDS_MHZ if not (low <= a and b <= high)]
+    if missing:
+        return warned("sdr", msg("rtl_tcp at {address}, tuner {tuner} ({low}–{high} MHz) "
+                                 "cannot receive {bands}", address=address, tuner=tuner,
+                                 low=f"{low:g}", high=f"{high:g}", bands=", ".join(missing)),
+                      msg("Use a dongle with an R820T or R820T2 tuner (24–1766 MHz): it "
+                          "receives the commune band 54–68 MHz and the broadcast band "
+                          "76–108 MHz."))
+    return passed("sdr", msg("rtl_tcp at {address}, tuner {tuner} ({low}–{high} MHz: "
+                             "commune band 54–68 MHz and broadcast band 76–108 MHz)",
+                             address=address, tuner=tuner, low=f"{low:g}", high=f"{high:g}"))
 
 
 def _receive(conn: socket.socket, size: int, deadline: float) -> bytes:

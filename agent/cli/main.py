@@ -16,7 +16,7 @@ from agent import __version__
 from agent.config.loader import ConfigError
 
 COMMAND_MODULES = ("agent.service.daemon", "agent.config.loader", "agent.cli.technician",
-                   "agent.cli.doctor", "agent.core.signing")
+                   "agent.cli.doctor", "agent.core.signing", "agent.cli.report")
 
 DEFAULT_CONFIG = "/etc/broadcast-agent/agent.yaml"
 CONFIG_ENV = "BROADCAST_AGENT_CONFIG"

@@ -27,7 +27,7 @@ from agent.core.schedule import ParsedSchedule, parse_schedule
 from agent.playout.engine import EngineEvent, PlayoutEngine, Voice, VoiceEnded
 from agent.playout.sources import BufferSource, tone
 from agent.source.cache import MediaCache
-from agent.state.store import StateStore
+from agent.state.store import STATE_DB, StateStore
 from drivers.amplifier import open_amplifier
 from drivers.audio import open_output
 from drivers.mixer import open_mixer
@@ -144,7 +144,7 @@ def _applied_schedule(cfg: Config, store: StateStore) -> ParsedSchedule | None:
 
 def schedule_command(args: argparse.Namespace) -> int:
     cfg = load_config(Path(args.config))
-    store = StateStore(cfg.state_dir / "agent.db")
+    store = StateStore(cfg.state_dir / STATE_DB)
     try:
         parsed = _applied_schedule(cfg, store)
     finally:
@@ -180,7 +180,7 @@ def schedule_command(args: argparse.Namespace) -> int:
 # --- cache -------------------------------------------------------------------------------
 def cache_command(args: argparse.Namespace) -> int:
     cfg = load_config(Path(args.config))
-    store = StateStore(cfg.state_dir / "agent.db")
+    store = StateStore(cfg.state_dir / STATE_DB)
     clock = SystemClock()
     cache = MediaCache(store, cfg.cache.dir, cfg.cache.max_bytes, clock,
                        FaultRegistry(clock.now))

@@ -161,6 +161,12 @@ class TtsConfig:
 
 
 @dataclass(frozen=True)
+class PowerConfig:
+    backend: str  # gpio | sim | none: the mains-present input (hil.md)
+    gpio: GpioConfig  # active_high: the line is high while mains is present
+
+
+@dataclass(frozen=True)
 class Config:
     device_id: str
     groups: tuple[str, ...]
@@ -176,6 +182,7 @@ class Config:
     amplifier: AmplifierConfig
     fm: FmConfig
     tts: TtsConfig
+    power: PowerConfig
     warnings: tuple[str, ...]  # `PATH:LINE: KEY: message`, for the caller to log
     files: tuple[Path, ...]  # the main file, then each conf.d file merged
 

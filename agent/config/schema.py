@@ -403,6 +403,15 @@ def chime(base: Path) -> Check:
     return lambda value: None if value == "builtin" else sound_file(value)
 
 
+def gpio_line(line: int) -> Section:
+    """`{chip, line, active_high}` of a GPIO line (the amplifier's relay, the mains sense)."""
+    return Section({
+        "chip": Key(text, "gpiochip0"),
+        "line": Key(integer(minimum=0), line),
+        "active_high": Key(boolean, True),
+    })
+
+
 def schema(base: Path) -> Section:
     """Every key of agent.yaml with its check and default; paths are taken from `base`."""
     seconds = number(minimum=0)
@@ -475,11 +484,7 @@ def schema(base: Path) -> Section:
         }),
         "amplifier": Section({
             "backend": Key(one_of("gpio", "sim", "none"), "gpio"),
-            "gpio": Section({
-                "chip": Key(text, "gpiochip0"),
-                "line": Key(integer(minimum=0), 17),
-                "active_high": Key(boolean, True),
-            }),
+            "gpio": gpio_line(17),
             "warmup_s": Key(seconds, 2.0),
             "idle_off_s": Key(seconds, 300.0),
         }),
@@ -494,5 +499,9 @@ def schema(base: Path) -> Section:
         "tts": Section({
             "engine": Key(one_of("espeak-ng"), "espeak-ng"),
             "voice": Key(text, "vi"),
+        }),
+        "power": Section({
+            "backend": Key(one_of("gpio", "sim", "none"), "none"),
+            "gpio": gpio_line(27),
         }),
     })

@@ -44,6 +44,8 @@ FAULT_SEVERITY: dict[str, Severity] = {
     "mqtt_unreachable": "warning",
     "clock_unsynced": "warning",
     "tts_failed": "warning",
+    # power
+    "mains_lost": "warning",
 }
 
 

@@ -16,10 +16,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent.core.text import check_lang, check_speech_text, check_title
 
-Priority = Literal["scheduled", "live", "emergency"]
-PRIORITY_RANK: dict[str, int] = {"scheduled": 0, "live": 1, "emergency": 2}
+# `priority` is Circular 39's priority bulletin ("bản tin ưu tiên"), above the commune's
+# ordinary (scheduled) programmes and below live relays and emergencies.
+Priority = Literal["scheduled", "priority", "live", "emergency"]
+PRIORITY_RANK: dict[str, int] = {"scheduled": 0, "priority": 1, "live": 2, "emergency": 3}
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-FM_BAND_MHZ = (76.0, 108.0)
+# The commune FM band (QCVN 70:2013/BTTTT, the commune wireless stations a cluster relays)
+# and the broadcast band. The RTL-SDR's R820T tuner receives about 24–1766 MHz (docs/fm.md),
+# so both are within reach; anything else is refused.
+FM_BANDS_MHZ = ((54.0, 68.0), (76.0, 108.0))
+FM_BANDS_TEXT = " or ".join(f"{low:g}–{high:g} MHz" for low, high in FM_BANDS_MHZ)
+MAX_REPEAT_GAP_S = 3600.0
 # An estimate for windows of TTS programs without duration_s (only used to decide whether a
 # late program is still worth starting and to order downloads; never to cut audio).
 TTS_SECONDS_PER_CHAR = 0.08
@@ -84,6 +91,7 @@ class Program:
     valid_until: date | None = None
     duration_s: float | None = None
     repeat: int = 1
+    repeat_gap_s: float = 0.0  # silence between repetitions of the items
     volume: int = 100
     chime: bool = False
 
@@ -139,7 +147,8 @@ class Schedule:
         durations = self.item_durations(program)
         if any(d is None for d in durations):
             return None
-        return float(sum(d for d in durations if d is not None))
+        gaps = (program.repeat - 1) * program.repeat_gap_s
+        return float(sum(d for d in durations if d is not None)) + gaps
 
     def occurrences(self, start: float, end: float) -> Iterator[Occurrence]:
         """Every window that overlaps [start, end), in start order. Open windows of unknown
@@ -293,13 +302,16 @@ def _program(raw: object, media: dict[str, MediaEntry]) -> Program:
     volume = raw.get("volume", 100)
     if not isinstance(volume, int) or isinstance(volume, bool) or not 0 <= volume <= 100:
         raise ValueError(f"{pid}: 'volume' must be an integer 0..100")
+    gap = raw.get("repeat_gap_s", 0)
+    if not _is_number(gap) or not 0 <= gap <= MAX_REPEAT_GAP_S:
+        raise ValueError(f"{pid}: 'repeat_gap_s' must be a number 0..{MAX_REPEAT_GAP_S:g}")
     return Program(
         id=pid, title=_title(pid, raw), priority=priority, source=source,
         start=start, days=_days(pid, raw.get("days")), dates=_dates(pid, raw.get("dates")),
         valid_from=_date(pid, "valid_from", raw.get("valid_from")),
         valid_until=_date(pid, "valid_until", raw.get("valid_until")),
         duration_s=None if duration is None else float(duration), repeat=repeat,
-        volume=volume, chime=bool(raw.get("chime", False)))
+        repeat_gap_s=float(gap), volume=volume, chime=bool(raw.get("chime", False)))
 
 
 def _source(pid: str, raw: object, media: dict[str, MediaEntry]) -> Source:
@@ -330,10 +342,16 @@ def _source(pid: str, raw: object, media: dict[str, MediaEntry]) -> Source:
     raise ValueError(f"{pid}: unknown source type {kind!r}")
 
 
+def in_fm_band(frequency_mhz: float) -> bool:
+    return any(low <= frequency_mhz <= high for low, high in FM_BANDS_MHZ)
+
+
 def _frequency(value: object, pid: str = "fm_fallback") -> float:
-    if not _is_number(value) or not FM_BAND_MHZ[0] <= float(value) <= FM_BAND_MHZ[1]:  # type: ignore[arg-type]
-        raise ValueError(f"{pid}: 'frequency_mhz' must be within {FM_BAND_MHZ[0]}–{FM_BAND_MHZ[1]}")
-    return float(value)  # type: ignore[arg-type]
+    if not isinstance(value, (int, float)) or isinstance(value, bool) \
+            or not in_fm_band(float(value)):
+        raise ValueError(f"{pid}: 'frequency_mhz' must be within {FM_BANDS_TEXT}, "
+                         f"got {value!r}")
+    return float(value)
 
 
 def _parse_time(pid: str, value: object) -> time:

@@ -9,12 +9,13 @@ from prometheus_client.exposition import generate_latest
 
 from agent.core.clock import Clock
 from agent.core.faults import FAULT_SEVERITY, Fault
+from agent.core.schedule import PRIORITY_RANK
 
 # generate_latest writes the classic text format (underscore names); newer prometheus_client
 # releases label it 1.0.0 in CONTENT_TYPE_LATEST, which older Prometheus servers reject.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SOURCES = ("media", "stream", "fm", "tts")
-PRIORITIES = ("scheduled", "live", "emergency")
+PRIORITIES = tuple(PRIORITY_RANK)
 _PREFIX = "broadcast_agent_"
 
 

@@ -29,13 +29,15 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.core.clock import Clock
+from agent.core.schedule import FM_BANDS_TEXT, PRIORITY_RANK, in_fm_band
 from agent.core.signing import verify
 from agent.core.text import check_speech_text
 from agent.state.store import StateStore
 
 REJECTION_CODES = ("bad_json", "unknown_type", "bad_args", "bad_signature", "expired",
                    "too_old", "replay", "media_not_cached", "too_large")
-PRIORITIES = ("scheduled", "live", "emergency")
+PRIORITIES = tuple(PRIORITY_RANK)
+ON_DEMAND_PRIORITIES = ("priority", "live", "emergency")  # play_now, fm_relay
 REPLAY_GRACE_S = 86_400.0
 _PRUNE_INTERVAL_S = 3_600.0
 _MAX_ID_CHARS = 128
@@ -163,7 +165,7 @@ def validate_args(command_type: str, args: object) -> dict[str, Any]:
     if command_type == "emergency":
         out["repeat"] = _integer(args, "repeat", 1, 100) if "repeat" in args else 1
     if command_type == "play_now":
-        out["priority"] = _priority(args, ("live", "emergency")) if "priority" in args \
+        out["priority"] = _priority(args, ON_DEMAND_PRIORITIES) if "priority" in args \
             else "live"
     if command_type == "set_volume":
         _required(args, "volume")
@@ -174,15 +176,15 @@ def validate_args(command_type: str, args: object) -> dict[str, Any]:
     if command_type == "fm_relay":
         _required(args, "frequency_mhz", "duration_s")
         frequency = _number(args, "frequency_mhz")
-        if not 76.0 <= frequency <= 108.0:
-            raise BadArgs(f"frequency_mhz must be 76–108, got {frequency}")
+        if not in_fm_band(frequency):
+            raise BadArgs(f"frequency_mhz must be within {FM_BANDS_TEXT}, got {frequency}")
         duration = _number(args, "duration_s")
         if not 0 < duration <= _MAX_FM_DURATION_S:
             raise BadArgs(f"duration_s must be > 0 and at most {_MAX_FM_DURATION_S:g}, "
                           f"got {duration}")
         out["frequency_mhz"] = frequency
         out["duration_s"] = duration
-        out["priority"] = _priority(args, ("live", "emergency")) if "priority" in args \
+        out["priority"] = _priority(args, ON_DEMAND_PRIORITIES) if "priority" in args \
             else "live"
     if "start_at" in args:
         out["start_at"] = _timestamp(args, "start_at")  # Unix seconds

@@ -123,7 +123,7 @@ class TunerLease:
 class FmTuner:
     def __init__(
         self,
-        receiver_factory: Callable[[], FmReceiver | None],
+        receiver_factory: Callable[[], FmReceiver],
         faults: FaultRegistry,
         clock: Clock,
         squelch_dbfs: float,
@@ -240,11 +240,7 @@ class FmTuner:
     def _run(self) -> None:
         backoff_s = self._backoff_initial_s
         while not self._stop.is_set():
-            receiver = self._factory()
-            if receiver is None:
-                log.info("fm.backend is none: FM relay disabled")
-                return
-            if self._session(receiver):
+            if self._session(self._factory()):
                 backoff_s = self._backoff_initial_s
             if self._stop.wait(backoff_s):
                 return

@@ -35,19 +35,23 @@ from agent.mqtt.commands import Command, CommandValidator
 from agent.mqtt.link import MqttLink, MqttSettings
 from agent.playout.decoder import DecoderPool
 from agent.playout.engine import PlayoutEngine
+from agent.playout.fm_tuner import FmTuner
 from agent.playout.sources import builtin_chime
 from agent.playout.tts import TtsRenderer
 from agent.service import sdnotify
+from agent.service.power import PowerMonitor
 from agent.source.cache import MediaCache
 from agent.source.client import SourceClient, SourceSettings
 from agent.source.reports import ReportUploader
 from agent.source.sync import SyncService
 from agent.state.journal import REPORT, Journal
 from agent.state.plays import PlayJournal
-from agent.state.store import StateStore
+from agent.state.store import STATE_DB, StateStore
 from drivers.amplifier import open_amplifier
 from drivers.audio import open_output
 from drivers.mixer import open_mixer
+from drivers.power import open_mains_sensor
+from drivers.sdr import FmReceiver, open_receiver
 
 log = logging.getLogger("agent")
 
@@ -62,7 +66,7 @@ class Daemon:
         self.started_mono = self.clock.monotonic()
         self.tz = ZoneInfo(cfg.timezone)
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        self.store = StateStore(cfg.state_dir / "agent.db", outbox_max=cfg.mqtt.outbox_max)
+        self.store = StateStore(cfg.state_dir / STATE_DB, outbox_max=cfg.mqtt.outbox_max)
         self.faults = FaultRegistry(self.clock.now)
         self.journal = Journal(self.store, self.clock, self.tz,
                                mqtt_enabled=bool(cfg.mqtt.brokers))
@@ -90,6 +94,11 @@ class Daemon:
             cfg.amplifier.backend, state_dir=cfg.state_dir, chip=cfg.amplifier.gpio.chip,
             line=cfg.amplifier.gpio.line, active_high=cfg.amplifier.gpio.active_high)
         self.tuner = _open_tuner(cfg, self.faults, self.clock)
+        self.power = PowerMonitor(
+            open_mains_sensor(cfg.power.backend, state_dir=cfg.state_dir,
+                              chip=cfg.power.gpio.chip, line=cfg.power.gpio.line,
+                              active_high=cfg.power.gpio.active_high),
+            self.faults, self.status_changed)
         self.control = ControlLoop(
             settings=_control_settings(cfg), clock=self.clock, engine=self.engine,
             decoders=self.decoders, media=self.cache,
@@ -187,6 +196,7 @@ class Daemon:
             "device_id": self.cfg.device_id, "online": True, "at": self.journal.stamp(now),
             "agent_version": __version__,
             "uptime_s": int(self.clock.monotonic() - self.started_mono),
+            "power": self.power.state,
             "playing": playing, "volume": snap["volume"], "amplifier": snap["amplifier"],
             "mqtt": {"connected": self.mqtt is not None and self.mqtt.connected},
             "source": {"reachable": sync.reachable,
@@ -212,6 +222,7 @@ class Daemon:
         if applied is not None:
             self.control.post(ScheduleApplied(applied))
         self.control.start()
+        self.power.start()
         self.health.start()
         self.reports.start()
         self.sync.start()
@@ -235,6 +246,7 @@ class Daemon:
         self.control.stop()
         self.engine.stop()
         self.decoders.close()
+        self.power.stop()
         if self.tuner is not None:
             self.tuner.stop()
         self.amplifier.set_power(False)
@@ -356,13 +368,13 @@ def config_changes(old: Config, new: Config) -> list[str]:
     return changed
 
 
-def _open_tuner(cfg: Config, faults: FaultRegistry, clock: Clock) -> Any:
+def _open_tuner(cfg: Config, faults: FaultRegistry, clock: Clock) -> FmTuner | None:
+    # Without a receiver the control loop has no tuner and fails an FM item at once
+    # (sdr_missing); a tuner over NoReceiver would relay silence until its item ended.
     if cfg.fm.backend == "none":
         return None
-    from agent.playout.fm_tuner import FmTuner
-    from drivers.sdr import open_receiver
 
-    def factory() -> Any:
+    def factory() -> FmReceiver:
         return open_receiver(cfg.fm.backend, rtl_tcp_address=cfg.fm.rtl_tcp,
                              sample_rate=cfg.fm.sample_rate, gain_db=cfg.fm.gain_db,
                              ppm=cfg.fm.ppm)

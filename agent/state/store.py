@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS seen_commands (
 );
 """
 
+STATE_DB = "agent.db"  # the database's file name in state_dir
+
 # Record kinds that the bounded outbox never drops (mqtt.md: never play or fault records).
 _PRECIOUS_KINDS = ("play", "fault", "event:play_finished", "event:fault_raised",
                    "event:fault_cleared", "ack")

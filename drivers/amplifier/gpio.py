@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import subprocess
 import threading
+from typing import Self
 
-from drivers.amplifier.base import Amplifier, AmplifierError
+from drivers.amplifier.base import Amplifier, AmplifierError, AmplifierSettings
 
 RELEASE_TIMEOUT_S = 1.0
 
@@ -49,6 +50,10 @@ class GpioAmplifier(Amplifier):
         self._holder: subprocess.Popen[bytes] | None = None
         self._on = False
         self._hold(False)
+
+    @classmethod
+    def from_settings(cls, settings: AmplifierSettings) -> Self:
+        return cls(settings.chip, settings.line, settings.active_high)
 
     def _where(self) -> str:
         return f"GPIO {self.chip} line {self.line}"

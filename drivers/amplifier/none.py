@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from drivers.amplifier.base import Amplifier
+from typing import Self
+
+from drivers.amplifier.base import Amplifier, AmplifierSettings
 
 
 class NoAmplifier(Amplifier):
+    @classmethod
+    def from_settings(cls, settings: AmplifierSettings) -> Self:
+        return cls()
+
     def __init__(self) -> None:
         self._on = False
 

@@ -8,8 +8,9 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Self
 
-from drivers.amplifier.base import Amplifier, AmplifierError
+from drivers.amplifier.base import Amplifier, AmplifierError, AmplifierSettings
 from drivers.clock import Clock, SystemClock
 
 LOG_NAME = "amplifier-sim.jsonl"
@@ -22,6 +23,10 @@ class SimAmplifier(Amplifier):
         self._lock = threading.Lock()
         self._on = False
         self._append(False)
+
+    @classmethod
+    def from_settings(cls, settings: AmplifierSettings) -> Self:
+        return cls(settings.state_dir)
 
     def _append(self, on: bool) -> None:
         line = json.dumps({"at": self._clock.now(), "on": on}) + "\n"

@@ -24,6 +24,7 @@ import errno
 import select
 import threading
 import time
+from typing import Self
 
 import alsaaudio
 
@@ -56,6 +57,10 @@ class AlsaOutput(AudioOutput):
         self._anchor: tuple[int, float] | None = None  # (frame index, wall time it leaves)
         self._next_refresh = 0.0
         self.lost_frames = 0
+
+    @classmethod
+    def from_target(cls, target: str, rate: int) -> Self:
+        return cls(target, rate)
 
     def _name(self) -> str:
         return f"alsa:{self.pcm_name}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABC, abstractmethod
+from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,12 @@ class AudioOutput(ABC):
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
+
+    @classmethod
+    @abstractmethod
+    def from_target(cls, target: str, rate: int) -> Self:
+        """Build (not yet open) the output for the part of ``audio.output`` after the
+        colon: a PCM name, a path."""
 
     @abstractmethod
     def open(self) -> None: ...

@@ -18,6 +18,7 @@ import struct
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 from drivers.audio.base import AudioOutput, AudioOutputError, request_realtime
 from drivers.clock import Clock, SystemClock
@@ -58,6 +59,10 @@ def _write_sidecar(path: Path, document: dict[str, object]) -> None:
 
 class ClockedWavSink(AudioOutput):
     """Consumes frames in real time into ``path``; see the module docstring and hil.md."""
+
+    @classmethod
+    def from_target(cls, target: str, rate: int) -> Self:
+        return cls(Path(target), rate)
 
     def __init__(
         self,

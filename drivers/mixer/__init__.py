@@ -1,28 +1,30 @@
-"""Mixers, chosen by the `audio.mixer` config section (config.md)."""
+"""Mixers, chosen by the `audio.mixer` config section (config.md): null is software gain,
+``{card, control}`` an ALSA mixer control."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from drivers.mixer.base import Mixer
+from drivers.mixer.base import Mixer, MixerControl, MixerError
+from drivers.registry import backend_class
 
-__all__ = ["Mixer", "MixerError", "open_mixer"]
+__all__ = ["BACKENDS", "Mixer", "MixerError", "open_mixer"]
 
-
-class MixerError(RuntimeError):
-    """The hardware mixer control cannot be opened or set."""
+BACKENDS = {
+    "software": ("drivers.mixer.software", "SoftwareMixer"),
+    "alsa": ("drivers.mixer.alsa", "AlsaMixer"),
+}
 
 
 def open_mixer(mixer_cfg: Mapping[str, object] | None) -> Mixer:
     """``None`` → software gain; ``{card: int, control: str}`` → that ALSA mixer control.
     alsaaudio is only imported for a hardware mixer."""
-    if mixer_cfg is None:
-        from drivers.mixer.software import SoftwareMixer
-
-        return SoftwareMixer()
-    card, control = mixer_cfg.get("card"), mixer_cfg.get("control")
-    if not isinstance(card, int) or isinstance(card, bool) or not isinstance(control, str):
-        raise ValueError(f"audio.mixer needs {{card: <int>, control: <name>}}, got {mixer_cfg!r}")
-    from drivers.mixer.alsa import AlsaMixer
-
-    return AlsaMixer(card, control)
+    control = None
+    if mixer_cfg is not None:
+        card, name = mixer_cfg.get("card"), mixer_cfg.get("control")
+        if not isinstance(card, int) or isinstance(card, bool) or not isinstance(name, str):
+            raise ValueError(
+                f"audio.mixer needs {{card: <int>, control: <name>}}, got {mixer_cfg!r}")
+        control = MixerControl(card, name)
+    backend = "software" if control is None else "alsa"
+    return backend_class("mixer", BACKENDS, backend, Mixer).from_control(control)

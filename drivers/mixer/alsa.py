@@ -9,10 +9,11 @@ information gets the curve's linear gain as a percentage of its raw range instea
 
 from __future__ import annotations
 
+from typing import Self
+
 import alsaaudio
 
-from drivers.mixer import MixerError
-from drivers.mixer.base import Mixer
+from drivers.mixer.base import Mixer, MixerControl, MixerError
 from drivers.mixer.curve import volume_to_db, volume_to_gain
 
 CENTIBELS_PER_DB = 100  # ALSA's dB values are in hundredths of a dB
@@ -41,6 +42,12 @@ class AlsaMixer(Mixer):
                 f"{self._where}: {error}. List the cards with `aplay -l` and the controls "
                 f"with `amixer -c {card} scontrols`."
             ) from error
+
+    @classmethod
+    def from_control(cls, control: MixerControl | None) -> Self:
+        if control is None:
+            raise ValueError("the ALSA mixer needs audio.mixer {card, control}")
+        return cls(control.card, control.control)
 
     def _read_db_range(self) -> tuple[int, int] | None:
         try:

@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Self
+
+
+class MixerError(RuntimeError):
+    """The hardware mixer control cannot be opened or set."""
+
+
+@dataclass(frozen=True)
+class MixerControl:
+    """`audio.mixer: {card, control}`: a hardware mixer control."""
+
+    card: int
+    control: str
 
 
 class Mixer(ABC):
+    @classmethod
+    @abstractmethod
+    def from_control(cls, control: MixerControl | None) -> Self:
+        """Build the backend for the configured control (None: no hardware mixer)."""
+
     @property
     @abstractmethod
     def hardware(self) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from drivers.mixer.base import Mixer
+from typing import Self
+
+from drivers.mixer.base import Mixer, MixerControl
 from drivers.mixer.curve import volume_to_gain
 
 
@@ -10,6 +12,10 @@ class SoftwareMixer(Mixer):
     def __init__(self, volume: int = 100) -> None:
         self._gain = volume_to_gain(volume)
         self.volume = volume
+
+    @classmethod
+    def from_control(cls, control: MixerControl | None) -> Self:
+        return cls()
 
     @property
     def hardware(self) -> bool:

@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-from drivers.sdr.base import FmReceiver, SdrError, SdrMissing, SdrStalled
-from drivers.sdr.rtl_fm import RtlFmReceiver
-from drivers.sdr.rtl_tcp import RtlTcpReceiver
+from drivers.registry import backend_class
+from drivers.sdr.base import FmReceiver, SdrError, SdrMissing, SdrSettings, SdrStalled
 
-BACKENDS = ("rtl_fm", "rtl_tcp", "none")
+__all__ = ["BACKENDS", "FmReceiver", "SdrError", "SdrMissing", "SdrStalled", "open_receiver"]
 
-__all__ = ["BACKENDS", "FmReceiver", "SdrError", "SdrMissing", "SdrStalled", "open_receiver",
-           "parse_address"]
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``host:port`` (IPv6 as ``[::1]:1234``) -> (host, port)."""
-    host, sep, port = address.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"rtl_tcp address must be host:port, got {address!r}")
-    return host, int(port)
+BACKENDS = {
+    "rtl_fm": ("drivers.sdr.rtl_fm", "RtlFmReceiver"),
+    "rtl_tcp": ("drivers.sdr.rtl_tcp", "RtlTcpReceiver"),
+    "none": ("drivers.sdr.none", "NoReceiver"),
+}
 
 
 def open_receiver(backend: str, *, rtl_tcp_address: str, sample_rate: int,
-                  gain_db: float | None, ppm: int) -> FmReceiver | None:
-    """The receiver for ``fm.backend``; None for ``none``. ``gain_db`` None is automatic gain.
-    ``sample_rate`` is the IQ rate of the rtl_tcp backend (rtl_fm picks its own)."""
-    if backend == "none":
-        return None
-    if backend == "rtl_fm":
-        return RtlFmReceiver(gain_db=gain_db, ppm=ppm)
-    if backend == "rtl_tcp":
-        host, port = parse_address(rtl_tcp_address)
-        return RtlTcpReceiver(host, port, sample_rate=sample_rate, gain_db=gain_db, ppm=ppm)
-    raise ValueError(f"unknown fm.backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+                  gain_db: float | None, ppm: int) -> FmReceiver:
+    """The receiver for ``fm.backend`` (see SdrSettings for the arguments)."""
+    cls = backend_class("fm.backend", BACKENDS, backend, FmReceiver)
+    return cls.from_settings(SdrSettings(rtl_tcp_address, sample_rate, gain_db, ppm))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Self
 
 
 class SdrError(RuntimeError):
@@ -17,11 +19,28 @@ class SdrStalled(SdrError):
     """The receiver stopped delivering samples."""
 
 
+@dataclass(frozen=True)
+class SdrSettings:
+    """What the backends are built from (config `fm.*`); each takes what it needs.
+    ``gain_db`` None is automatic gain; ``sample_rate`` is the IQ rate of the rtl_tcp
+    backend (rtl_fm picks its own)."""
+
+    rtl_tcp_address: str
+    sample_rate: int
+    gain_db: float | None
+    ppm: int
+
+
 class FmReceiver(ABC):
     """Tunes one station and yields 48 kHz stereo s16le PCM (mono duplicated).
 
     Not thread-safe: one owner thread calls start/read/stop.
     """
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: SdrSettings) -> Self:
+        """Build the receiver (nothing is opened before :meth:`start`)."""
 
     @abstractmethod
     def start(self, frequency_mhz: float) -> None:

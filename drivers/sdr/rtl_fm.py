@@ -17,11 +17,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 import numpy as np
 
-from drivers.sdr.base import FmReceiver, SdrMissing, SdrStalled
+from drivers.sdr.base import FmReceiver, SdrMissing, SdrSettings, SdrStalled
 from drivers.sdr.wbfm import LEVEL_PER_HZ, Deemphasis, to_stereo_s16le
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,10 @@ class RtlFmReceiver(FmReceiver):
         self._deemphasis = Deemphasis(AUDIO_RATE, 50e-6)
         self._odd_byte = b""
         self._pending = b""
+
+    @classmethod
+    def from_settings(cls, settings: SdrSettings) -> Self:
+        return cls(gain_db=settings.gain_db, ppm=settings.ppm)
 
     def command(self, frequency_mhz: float) -> list[str]:
         command = [self._executable, "-M", "fm", "-f", str(round(frequency_mhz * 1e6)),

@@ -8,8 +8,9 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
+from typing import Self
 
-from drivers.sdr.base import FmReceiver, SdrMissing, SdrStalled
+from drivers.sdr.base import FmReceiver, SdrMissing, SdrSettings, SdrStalled
 from drivers.sdr.wbfm import WbfmDemodulator, to_stereo_s16le
 
 HEADER_MAGIC = b"RTL0"
@@ -25,6 +26,15 @@ BLOCK_S = 0.02  # demodulate about this much IQ at a time
 SIGNAL_WINDOW_SAMPLES = 8192  # at most this many IQ pairs measured for signal_dbfs ...
 SIGNAL_INTERVAL_S = 0.1  # ... this often (the FFT costs as much as demodulating)
 SETTLE_S = 0.1  # IQ from before the tuning commands took effect (and tuner settling)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` (IPv6 as ``[::1]:1234``) -> (host, port)."""
+    host, sep, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"rtl_tcp address must be host:port, got {address!r}")
+    return host, int(port)
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,12 @@ class RtlTcpReceiver(FmReceiver):
         self._measure_every = round(sample_rate * SIGNAL_INTERVAL_S)
         self.header: RtlTcpHeader | None = None
         self.centre_hz: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: SdrSettings) -> Self:
+        host, port = parse_address(settings.rtl_tcp_address)
+        return cls(host, port, sample_rate=settings.sample_rate, gain_db=settings.gain_db,
+                   ppm=settings.ppm)
 
     def start(self, frequency_mhz: float) -> None:
         self.stop()

@@ -68,6 +68,13 @@ def test_idle_arbiter_starts_a_fresh_program_exactly_at_its_window_start(
     pytest.param("live", "scheduled", False, id="scheduled-waits-under-live"),
     pytest.param("emergency", "scheduled", False, id="scheduled-waits-under-emergency"),
     pytest.param("emergency", "live", False, id="live-waits-under-emergency"),
+    pytest.param("scheduled", "priority", True, id="priority-preempts-scheduled"),
+    pytest.param("priority", "live", True, id="live-preempts-priority"),
+    pytest.param("priority", "emergency", True, id="emergency-preempts-priority"),
+    pytest.param("priority", "priority", True, id="newer-priority-preempts-older"),
+    pytest.param("priority", "scheduled", False, id="scheduled-waits-under-priority"),
+    pytest.param("live", "priority", False, id="priority-waits-under-live"),
+    pytest.param("emergency", "priority", False, id="priority-waits-under-emergency"),
 ])
 def test_a_newcomer_preempts_only_what_does_not_outrank_it(
         first: Priority, second: Priority, second_preempts: bool) -> None:
@@ -84,7 +91,8 @@ def test_a_newcomer_preempts_only_what_does_not_outrank_it(
         assert arbiter.playing == ("a", 0)
 
 
-@pytest.mark.parametrize("arrival", list(permutations(["scheduled", "live", "emergency"])),
+@pytest.mark.parametrize("arrival",
+                         list(permutations(["scheduled", "priority", "live", "emergency"])),
                          ids=lambda order: "-then-".join(order))
 def test_highest_priority_wins_whatever_the_order_of_arrival(arrival: tuple[Priority, ...]) -> None:
     arbiter = Arbiter(late_start_grace_s=GRACE_S)
@@ -118,6 +126,33 @@ def test_emergency_command_preempts_at_once_with_its_chime() -> None:
 
 
 # --- preemption ends ---------------------------------------------------------------------
+
+def test_priority_bulletin_preempts_scheduled_yields_to_live_and_each_restarts_its_item(
+        ) -> None:
+    """Circular 39's classes stacked: an ordinary programme, a priority bulletin over it, a
+    live relay over both. As each ends, the one below restarts its interrupted item."""
+    scheduled = activation("ordinary", 0.0, durations=(100.0, 100.0, 100.0), end=3000.0)
+    arbiter = playing_from_start(scheduled)
+    arbiter.item_ended("ordinary", 0, "completed")
+    assert arbiter.evaluate(100.0) == [StartItem("ordinary", 1, 0.0, None, False)]
+
+    arbiter.add(activation("bulletin", 150.0, priority="priority", durations=(60.0, 60.0),
+                           chime=True), now=140.0)
+    assert arbiter.evaluate(150.0) == [StopItem("ordinary", 1, "preempted"),
+                                       StartItem("bulletin", 0, 0.0, 150.0, True)]
+    arbiter.item_ended("bulletin", 0, "completed")
+    assert arbiter.evaluate(210.0) == [StartItem("bulletin", 1, 0.0, None, False)]
+
+    arbiter.add(live("district", 230.0, 300.0), now=230.0)
+    assert arbiter.evaluate(230.0) == [StopItem("bulletin", 1, "preempted"),
+                                       StartItem("district", 0, 0.0, 230.0, False)]
+
+    assert arbiter.evaluate(300.0) == [StopItem("district", 0, "completed"),
+                                       StartItem("bulletin", 1, 0.0, None, False)]
+    arbiter.item_ended("bulletin", 1, "completed")
+    assert arbiter.evaluate(360.0) == [StartItem("ordinary", 1, 0.0, None, False)]
+    assert arbiter.playing == ("ordinary", 1)
+
 
 @pytest.mark.parametrize(("kind", "window_end", "preemption_end", "resumes"), [
     pytest.param("media", 1000.0, 500.0, True, id="media-window-still-open-restarts-item"),

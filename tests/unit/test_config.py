@@ -24,6 +24,7 @@ from agent.config.loader import (
     GpioConfig,
     HealthConfig,
     MqttConfig,
+    PowerConfig,
     SourceConfig,
     TtsConfig,
     load_config,
@@ -79,6 +80,8 @@ def test_defaults_are_those_of_the_contract(tmp_path):
         fm=FmConfig(backend="rtl_fm", rtl_tcp="127.0.0.1:1234", gain_db=None, ppm=0,
                     squelch_dbfs=-30, sample_rate=240_000),
         tts=TtsConfig(engine="espeak-ng", voice="vi"),
+        power=PowerConfig(backend="none",
+                          gpio=GpioConfig(chip="gpiochip0", line=27, active_high=True)),
         warnings=(), files=(main,))
 
 

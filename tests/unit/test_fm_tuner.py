@@ -10,6 +10,7 @@ from agent.core.clock import SystemClock
 from agent.core.faults import FaultRegistry
 from agent.playout.fm_tuner import FmTuner, PcmJitterBuffer
 from drivers.sdr import open_receiver
+from drivers.sdr.none import NoReceiver
 from drivers.sdr.rtl_fm import reset_rtl_usb
 from drivers.sdr.rtl_tcp import CMD_SAMPLE_RATE
 from tests.support.fake_rtl_tcp import FakeRtlTcpServer, FakeStation, measure_tone
@@ -163,17 +164,20 @@ def test_rtl_fm_without_dongle_is_sdr_missing(faults, make_tuner):
     assert is_silent(tuner.read(PERIOD_FRAMES))
 
 
-def test_backend_none_relays_nothing(faults, make_tuner):
-    tuner = make_tuner(lambda: None)
+def test_backend_none_is_sdr_missing_saying_why(faults, make_tuner):
+    tuner = make_tuner(lambda: open_receiver("none", rtl_tcp_address="", sample_rate=240_000,
+                                             gain_db=None, ppm=0))
     tuner.start(100.0)
-    assert wait_for(lambda: not tuner.running, 2)
+    assert wait_for(lambda: faults.is_raised("sdr_missing"), 3)
+    assert faults.active()[0].message == "no FM receiver configured (fm.backend: none)"
     assert is_silent(tuner.read(PERIOD_FRAMES))
+    tuner.stop()
     assert faults.active() == []
 
 
 def test_only_48khz():
     with pytest.raises(ValueError, match="48000"):
-        FmTuner(lambda: None, FaultRegistry(time.time), SystemClock(), -30.0, rate=44100)
+        FmTuner(NoReceiver, FaultRegistry(time.time), SystemClock(), -30.0, rate=44100)
 
 
 def test_jitter_buffer_prefill_underrun_and_overflow():

@@ -10,7 +10,9 @@ import re
 from pathlib import Path
 
 import agent.cli.doctor
+import agent.cli.report
 import agent.cli.technician
+import agent.cli.timeline
 from agent.cli.i18n import DOMAIN, LOCALE_DIR
 
 CATALOG = LOCALE_DIR / "vi/LC_MESSAGES"
@@ -29,6 +31,10 @@ def _doctor_templates() -> set[str]:
 
 def _technician_templates() -> set[str]:
     return _templates(agent.cli.technician, "_")
+
+
+def _report_templates() -> set[str]:
+    return _templates(agent.cli.report, "_") | _templates(agent.cli.timeline, "_")
 
 
 def _po_entries() -> dict[str, str]:
@@ -53,6 +59,13 @@ def test_every_doctor_message_has_a_vietnamese_translation() -> None:
     assert untranslated <= {"`sudo apt install rtl-sdr`"}
 
 
+def test_every_report_message_has_a_vietnamese_translation() -> None:
+    vietnamese = gettext.translation(DOMAIN, localedir=LOCALE_DIR, languages=["vi"])
+    templates = _report_templates()
+    assert len(templates) > 20
+    assert {t for t in templates if vietnamese.gettext(t) == t} == set()
+
+
 def test_translations_keep_their_placeholders() -> None:
     for msgid, msgstr in _po_entries().items():
         assert set(re.findall(r"\{\w+\}", msgid)) == set(re.findall(r"\{\w+\}", msgstr)), msgid
@@ -60,7 +73,7 @@ def test_translations_keep_their_placeholders() -> None:
 
 def test_compiled_catalog_matches_its_source() -> None:
     entries = _po_entries()
-    assert set(entries) == _doctor_templates() | _technician_templates()
+    assert set(entries) == _doctor_templates() | _technician_templates() | _report_templates()
     vietnamese = gettext.translation(DOMAIN, localedir=LOCALE_DIR, languages=["vi"])
     assert {msgid: vietnamese.gettext(msgid) for msgid in entries} == entries
 

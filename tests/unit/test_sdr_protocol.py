@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from drivers.sdr import open_receiver, parse_address
+from drivers.sdr import open_receiver
 from drivers.sdr.base import SdrMissing, SdrStalled
+from drivers.sdr.none import NoReceiver
 from drivers.sdr.rtl_fm import RtlFmReceiver
 from drivers.sdr.rtl_tcp import (
     CMD_FREQUENCY,
@@ -20,6 +21,7 @@ from drivers.sdr.rtl_tcp import (
     decode_command,
     encode_command,
     encode_header,
+    parse_address,
     parse_header,
     tuning_commands,
 )
@@ -146,13 +148,16 @@ def test_stalled_server_reads_empty_then_resumes(fake):
 
 
 def test_factory():
-    assert open_receiver("none", rtl_tcp_address="", sample_rate=240_000, gain_db=None,
-                         ppm=0) is None
+    none = open_receiver("none", rtl_tcp_address="", sample_rate=240_000, gain_db=None, ppm=0)
+    assert isinstance(none, NoReceiver)
+    with pytest.raises(SdrMissing, match=r"no FM receiver configured \(fm\.backend: none\)"):
+        none.start(100.0)
+    assert none.signal_dbfs is None
     assert isinstance(open_receiver("rtl_fm", rtl_tcp_address="", sample_rate=240_000,
                                     gain_db=None, ppm=0), RtlFmReceiver)
     assert isinstance(open_receiver("rtl_tcp", rtl_tcp_address="127.0.0.1:1234",
                                     sample_rate=240_000, gain_db=None, ppm=0), RtlTcpReceiver)
-    with pytest.raises(ValueError, match=r"unknown fm\.backend 'pyrtlsdr'"):
+    with pytest.raises(ValueError, match=r"unknown fm\.backend 'pyrtlsdr'.*rtl_fm, rtl_tcp, none"):
         open_receiver("pyrtlsdr", rtl_tcp_address="", sample_rate=240_000, gain_db=None, ppm=0)
 
 
