@@ -57,6 +57,8 @@ VOLUME_KEY = "audio.master_volume"
 class MediaLookup(Protocol):
     def path(self, sha256: str) -> Path | None: ...
 
+    def duration_s(self, sha256: str) -> float | None: ...
+
     def pin(self, sha256: str) -> Path | None: ...
 
     def unpin(self, sha256: str) -> None: ...
@@ -268,7 +270,7 @@ class ControlLoop:
         src = program.source
         items: list[Item]
         if isinstance(src, MediaSource):
-            items = [Item("media", m, self._schedule.media[m].duration_s) for m in src.items]
+            items = [Item("media", m, self._media_duration(m)) for m in src.items]
         elif isinstance(src, TtsSource):
             items = [Item("tts", src.text)]
         elif isinstance(src, StreamProgramSource):
@@ -281,6 +283,13 @@ class ControlLoop:
         return Activation(key=key, program_id=program.id, title=program.title,
                           priority=program.priority, items=tuple(items), start=start,
                           end=end, volume=program.volume, chime=program.chime)
+
+    def _media_duration(self, media_id: str) -> float | None:
+        """The entry's duration_s, or else the length read from the cached file."""
+        assert self._schedule is not None
+        entry = self._schedule.media[media_id]
+        return entry.duration_s if entry.duration_s is not None \
+            else self._media.duration_s(entry.sha256)
 
     def _add_occurrences(self, now: float) -> None:
         if self._schedule is None:
@@ -874,7 +883,7 @@ class ControlLoop:
                                      or self._preparable(Item("media", args["media_id"]))):
             duration = None
             if self._schedule is not None and args["media_id"] in self._schedule.media:
-                duration = self._schedule.media[args["media_id"]].duration_s
+                duration = self._media_duration(args["media_id"])
             items = [Item("media", str(args["media_id"]), duration)] * repeat
         else:
             url = str(args["url"])

@@ -11,7 +11,8 @@ it returns. Rules (source-api.md, Schedule):
 - A window with a fixed end cuts what still plays at its end (outcome ``completed``);
   an open window ends when its items have played.
 - Starting late: within the grace a program starts from its beginning; later, a media
-  program joins at the position it would have reached, a live one joins immediately.
+  program joins at the position it would have reached (or is skipped when its lengths are
+  unknown), a live one joins immediately.
 """
 
 from __future__ import annotations
@@ -269,7 +270,11 @@ class Arbiter:
         item ``first`` started."""
         items = progress.activation.items
         if any(item.duration_s is None for item in items[first:]):
-            return  # unknown lengths: start that item from its beginning
+            # Where it would be is unknowable (its media is not even cached, or the length
+            # would be known from the file): airing it from the start, long after its
+            # time, would be worse than missing it.
+            progress.done = True
+            return
         elapsed = late
         for index, item in list(enumerate(items))[first:]:
             assert item.duration_s is not None

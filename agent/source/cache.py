@@ -109,6 +109,7 @@ class MediaCache:
         self._lock = threading.RLock()  # index, pins and files; never held over the network
         self._fetch_lock = threading.Lock()
         self._pins: Counter[str] = Counter()
+        self._durations: dict[str, float | None] = {}
         self._referenced: dict[str, int] = {}  # sha256 -> size
         self._corrupt: dict[str, str] = {}  # sha256 -> message
         self._partial_dir.mkdir(parents=True, exist_ok=True)
@@ -136,6 +137,25 @@ class MediaCache:
             if now - row.last_used >= _LAST_USED_RESOLUTION_S:
                 self._set(sha256, last_used=now)
             return self._final(sha256)
+
+    def duration_s(self, sha256: str) -> float | None:
+        """The playing time of a cached file, read from its headers (for media entries
+        without ``duration_s``); None when not cached or not readable."""
+        if sha256 in self._durations:
+            return self._durations[sha256]
+        path = self.path(sha256)
+        if path is None:
+            return None
+        import mutagen  # only here: most schedules carry duration_s
+
+        try:
+            info = getattr(mutagen.File(path), "info", None)
+            length = float(info.length) if info is not None and info.length > 0 else None
+        except (OSError, mutagen.MutagenError) as exc:
+            log.warning("cache: cannot read the length of %s: %s", sha256, exc)
+            length = None
+        self._durations[sha256] = length
+        return length
 
     def pin(self, sha256: str) -> Path | None:
         """Pin a file while it plays (never evicted); None (and no pin) when not cached."""

@@ -391,3 +391,55 @@ def test_dead_stream_falls_back_to_the_fm_station_for_the_rest_of_its_window(
     tail_s = last_sound(capture, end - 0.5) - end
     print(f"fallback end: last sample {tail_s * 1000:+.1f} ms from the end of the window")
     assert -WINDOW_S <= tail_s <= END_WITHIN_S
+
+
+COMMUNE = FakeStation(60.0e6, 700.0)  # a commune wireless station (54-68 MHz band)
+FIELD_SNR_DB = 20.0
+
+
+@pytest.fixture
+def two_bands() -> Iterator[FakeRtlTcpServer]:
+    with FakeRtlTcpServer(stations=[STATION, COMMUNE], port=0, seed=11) as server:
+        yield server
+
+
+def relayed(capture: Capture, start: float, seconds: float, station: FakeStation) -> float:
+    """SNR (dB) of ``station``'s tone in the capture over that span."""
+    measured = measure_tone(capture.segment(start, seconds).tobytes(), station.tone_hz)
+    print(f"{station.frequency_hz / 1e6:g} MHz from {start:.1f}: tone "
+          f"{20 * math.log10(max(measured.amplitude, 1e-9)):.1f} dBFS, SNR "
+          f"{measured.snr_db:.1f} dB")
+    return measured.snr_db
+
+
+@pytest.mark.parametrize("second", [STATION, COMMUNE], ids=["same-station", "commune-band"])
+def test_adjacent_fm_programs_both_relay_and_report_truthfully(
+        source: Source, agent_factory: AgentFactory, two_bands: FakeRtlTcpServer,
+        second: FakeStation) -> None:
+    """The first version's bug: the second of two back-to-back FM programs was silent (the
+    first one's end stopped the tuner under it) and still reported completed."""
+    agent = start_agent(source, agent_factory, two_bands.port)
+    start, length = next_start(), 4.0
+    publish_soon(source, agent, start, [
+        fm_program("p-a", 100.0, start, length),
+        fm_program("p-b", second.frequency_hz / 1e6, start + length, length)])
+
+    capture = capture_until(agent, start + 2 * length + 0.5)
+    # A retune to another station takes a moment; judge each window past it.
+    assert relayed(capture, start + 0.5, length - 1.0, STATION) >= FIELD_SNR_DB
+    assert relayed(capture, start + length + 1.0, length - 1.5, second) >= FIELD_SNR_DB
+    reports = {r["program_id"]: r for r in play_reports_of(source, "p-a")
+               + play_reports_of(source, "p-b")}
+    assert {pid: (r["outcome"], r["frequency_mhz"]) for pid, r in reports.items()} == {
+        "p-a": ("completed", 100.0), "p-b": ("completed", second.frequency_hz / 1e6)}
+    assert reports["p-b"]["played_s"] >= length - 1.0
+
+
+def test_a_relay_that_carried_nothing_is_reported_failed(
+        source: Source, agent_factory: AgentFactory, fake: FakeRtlTcpServer) -> None:
+    """Tuned where no station is (squelched throughout): the report must not claim it."""
+    agent = start_agent(source, agent_factory, fake.port)
+    start = next_start()
+    publish_soon(source, agent, start, [fm_program("p-off", 101.0, start, 3.0)])
+    [report] = play_reports_of(source, "p-off", timeout=start + 10 - time.time())
+    assert (report["outcome"], report["frequency_mhz"]) == ("failed", 101.0)

@@ -12,6 +12,7 @@ import pytest
 from agent.core.schedule import MediaEntry
 from agent.source.cache import _DURABLE_STEP, CacheError
 from agent.source.client import SourceError
+from tests.support import media
 from tests.support.source_sim import add_media, media_bytes, source_rig
 
 
@@ -257,3 +258,25 @@ def test_disk_full_keeps_partial_and_resumes(tmp_path, small_fs):
         assert cache.fetch(entry, rig.client) is not None
         assert "disk_full" not in rig.raised()
         assert rig.sim.stats()["media_bytes"]["m-1"] - served_before < entry.size
+
+
+@pytest.mark.parametrize("kind", ["wav", "mp3"])
+def test_the_length_of_a_cached_file_is_read_from_its_headers(tmp_path, kind):
+    """For media entries without duration_s (the contract allows it)."""
+    wav = media.tone(tmp_path / "t.wav", 440, 3.0)
+    audio = wav if kind == "wav" else media.to_mp3(wav, tmp_path / "t.mp3")
+    with source_rig(tmp_path) as rig:
+        cache = rig.cache()
+        raw = add_media(rig.content, "m-1", audio, duration_s=None if kind == "wav" else 1.0)
+        entry = MediaEntry(id=raw["id"], url=raw["url"], sha256=raw["sha256"], size=raw["size"])
+        assert cache.duration_s(entry.sha256) is None  # not cached yet
+        cache.fetch(entry, rig.client)
+        assert cache.duration_s(entry.sha256) == pytest.approx(3.0, abs=0.06)
+
+
+def test_a_file_that_is_not_audio_has_no_length(tmp_path):
+    with source_rig(tmp_path) as rig:
+        cache = rig.cache()
+        entry = entry_for(rig.content, "m-1", 10_000)
+        cache.fetch(entry, rig.client)
+        assert cache.duration_s(entry.sha256) is None
