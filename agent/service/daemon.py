@@ -39,6 +39,7 @@ from agent.playout.fm_tuner import FmTuner
 from agent.playout.sources import builtin_chime
 from agent.playout.tts import TtsRenderer
 from agent.service import sdnotify
+from agent.service.logs import configure_logging
 from agent.service.power import PowerMonitor
 from agent.source.cache import MediaCache
 from agent.source.client import SourceClient, SourceSettings
@@ -429,8 +430,7 @@ def run_command(args: argparse.Namespace) -> int:
         for line in exc.errors:
             print(line, file=sys.stderr)
         return 2
-    logging.basicConfig(level=getattr(logging, cfg.log_level),
-                        format="%(levelname)s %(threadName)s %(name)s: %(message)s")
+    configure_logging(cfg.log_level)
     return Daemon(cfg).run()
 
 
