@@ -6,11 +6,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3-venv libvlc5 libvlc-bin vlc-plugin-base espeak-ng mosquitto \
 	mosquitto-clients rtl-sdr libasound2-dev sox lame gpiod openssl systemd \
-	debootstrap gettext alsa-utils
+	debootstrap gettext alsa-utils gcc python3-dev lintian
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 
-.PHONY: install apt venv demo test lint bench image-chroot-test clean
+.PHONY: install apt venv demo test lint bench deb image-chroot-test clean
 
 install: apt venv
 
@@ -39,6 +39,12 @@ lint: venv
 
 bench: install
 	$(PY) -m bench.run_all
+
+# The .deb of this checkout for this machine's architecture, into build/, then lintian
+# (about 1.5 min in all; docs/field.md, "Packaging").
+deb: install
+	deb="$$(PYTHON=$(PY) firmware-image/deb/build-deb.sh build)" && \
+		lintian --fail-on error,warning "$$deb" && echo "$$deb"
 
 image-chroot-test: install
 	$(SUDO) firmware-image/test-in-chroot.sh

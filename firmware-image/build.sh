@@ -2,10 +2,12 @@
 # Builds the controller's SD card image with pi-gen (https://github.com/RPi-Distro/pi-gen):
 # 64-bit Raspberry Pi OS Lite (stages 0-2) plus stage-broadcast-agent from this directory.
 #
-#   firmware-image/build.sh [PI_GEN_DIR]
+#   [BROADCAST_AGENT_DEB=broadcast-agent_X_arm64.deb] firmware-image/build.sh [PI_GEN_DIR]
 #
-# Needs network (git, Debian/Raspberry Pi archives, PyPI) and either Docker (default: pi-gen's
-# build-docker.sh) or a Debian host with pi-gen's dependencies (PI_GEN_DOCKER=0, as root).
+# The image installs the agent's arm64 .deb: the one given, or, on an arm64 machine, one
+# built here (`make deb`). Needs network (git, Debian/Raspberry Pi archives) and either
+# Docker (default: pi-gen's build-docker.sh) or a Debian host with pi-gen's dependencies
+# (PI_GEN_DOCKER=0, as root).
 # The image lands in PI_GEN_DIR/deploy/. Write it with Raspberry Pi Imager, then provision
 # the controller with broadcast-agent.yaml on the boot partition (docs/field.md).
 set -euo pipefail
@@ -21,11 +23,15 @@ if [ ! -d "${PI_GEN_DIR}/.git" ]; then
 	git clone --depth 1 --branch "${PI_GEN_BRANCH}" "${PI_GEN_REPO}" "${PI_GEN_DIR}"
 fi
 
-# 2. Our stage, with its files/: the wheel of this repository and the systemd units.
+# 2. Our stage, with its files/: the agent's arm64 .deb.
+if [ -z "${BROADCAST_AGENT_DEB:-}" ] && [ "$(uname -m)" != aarch64 ]; then
+	echo "the image is arm64: set BROADCAST_AGENT_DEB to an arm64 .deb (make deb on arm64)" >&2
+	exit 2
+fi
 STAGE="${PI_GEN_DIR}/stage-broadcast-agent"
 rm -rf "${STAGE}"
 cp -a "${HERE}/stage-broadcast-agent" "${STAGE}"
-"${HERE}/prepare-stage-files.sh" "${STAGE}/00-install/files"
+"${HERE}/prepare-stage-files.sh" "${STAGE}/00-install/files" "${BROADCAST_AGENT_DEB:-}"
 
 # 3. A Lite image: skip the desktop stages, export only ours.
 cp "${HERE}/config" "${PI_GEN_DIR}/config"

@@ -1,10 +1,9 @@
 """`broadcast-agent doctor [--json]`: the on-site checks a technician runs on a controller.
 
-Each check passes, warns or fails, and says what to do about a failure. The exit code is
-the number of failed checks (at most 125), except for a config that does not validate:
-then the config-free checks (clock, service) still run and are shown, and the exit code is
-2, "bad config" as for every command (config.md). A script that must tell "bad config"
-from "two failures" reads `--json`.
+Each check passes, warns or fails, and says what to do about a failure. The exit code
+follows config.md: 0 when no check fails (warnings allowed), 1 when any fails, 2 for a
+config that does not validate (the config-free checks, clock and service, still run and
+are shown then). Which checks failed is in the report, or in `--json` for scripts.
 
 The checks open the real backends through the drivers' factories, on scratch files where
 a backend writes (the wav sink, the simulated amplifier), so a running agent's files are
@@ -41,14 +40,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.cli.i18n import translator
+from agent.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from agent.config.loader import Config, ConfigError, load_config
 from agent.config.schema import BrokerUri
 from agent.core.schedule import FM_BANDS_MHZ
 
 Severity = Literal["pass", "warn", "fail"]
 SERVICE = "broadcast-agent"
-EXIT_BAD_CONFIG = 2
-MAX_EXIT_CODE = 125
 DISK_FAIL_BYTES = 20_000_000
 DISK_WARN_BYTES = 200_000_000
 RTL_SDR_USB_IDS = {("0bda", "2838"), ("0bda", "2832")}
@@ -547,8 +545,8 @@ def run_checks(config_path: Path) -> tuple[bool, list[CheckResult]]:
 
 def exit_code(config_valid: bool, results: list[CheckResult]) -> int:
     if not config_valid:
-        return EXIT_BAD_CONFIG
-    return min(sum(not r.ok for r in results), MAX_EXIT_CODE)
+        return EXIT_USAGE
+    return EXIT_FAILURE if any(not r.ok for r in results) else EXIT_OK
 
 
 MARKS: dict[Severity, str] = {"pass": "[ OK ]", "warn": "[WARN]", "fail": "[FAIL]"}
@@ -583,7 +581,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "doctor", help="on-site checks: audio, mixer, amplifier, SDR, network, clock, disk",
         description="Runs every on-site check and says what to do about each failure. Exit "
-                    "code: the number of failed checks (2 also for an invalid config).")
+                    "code: 0 when no check fails, 1 when any fails, 2 for an invalid config.")
     parser.add_argument("--json", action="store_true",
                         help="print a JSON list of {check, ok, severity, detail, hint}")
     parser.set_defaults(func=handle)

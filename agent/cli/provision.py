@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config.loader import ConfigError, load_config
+from agent.service.logs import configure_logging
 from agent.state.durable import fsync_dir
 
 log = logging.getLogger("broadcast-agent.provision")
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the system root holding both, and its etc/passwd and etc/group "
                              "(default: %(default)s; another one to provision an image)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    configure_logging(logging.INFO, "%(message)s")
     root: Path = args.root
     owners = Owners.of_root(root)
     if owners.service_uid is None:

@@ -20,7 +20,8 @@ from typing import Any
 import requests
 
 from agent.cli.i18n import translator
-from agent.config.loader import Config, load_config
+from agent.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from agent.config.loader import Config, ConfigError, load_config
 from agent.core.clock import SystemClock
 from agent.core.faults import FaultRegistry
 from agent.core.schedule import ParsedSchedule, parse_schedule
@@ -67,21 +68,38 @@ def fetch_status(cfg: Config) -> dict[str, Any]:
     return result
 
 
+def _print_json(document: dict[str, Any]) -> None:
+    print(json.dumps(document, ensure_ascii=False, indent=1))
+
+
 def status_command(args: argparse.Namespace) -> int:
-    cfg = load_config(Path(args.config))
+    """With ``--json`` the output is JSON whatever happens: the Status, or
+    ``{"online": false, "error": ...}`` when the daemon does not answer (exit 1) or the
+    config does not load (exit 2)."""
+    try:
+        cfg = load_config(Path(args.config))
+    except ConfigError as exc:
+        if not args.json:
+            raise
+        _print_json({"online": False, "error": "; ".join(exc.errors)})
+        return EXIT_USAGE
     try:
         status = fetch_status(cfg)
     except requests.RequestException as exc:
+        if args.json:
+            _print_json({"device_id": cfg.device_id, "online": False,
+                         "error": f"the agent is not answering on {cfg.health.listen}: {exc}"})
+            return EXIT_FAILURE
         print(_("The agent is not answering on {listen}: {error}").format(
             listen=cfg.health.listen, error=exc), file=sys.stderr)
         print(_("Hint: systemctl status broadcast-agent; journalctl -u broadcast-agent -n 50"),
               file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     if args.json:
-        print(json.dumps(status, ensure_ascii=False, indent=1))
-        return 0
-    print(format_status(status))
-    return 0
+        _print_json(status)
+    else:
+        print(format_status(status))
+    return EXIT_OK
 
 
 def _clock(stamp: str | None) -> str:
@@ -164,8 +182,7 @@ def schedule_command(args: argparse.Namespace) -> int:
                      "priority": occ.program.priority, "source": occ.program.source.type,
                      "duration_s": occ.program.duration_s})
     if args.json:
-        print(json.dumps({"version": schedule.version, "programs": rows},
-                         ensure_ascii=False, indent=1))
+        _print_json({"version": schedule.version, "programs": rows})
         return 0
     print(_("Schedule version {version} ({tz}):").format(version=schedule.version,
                                                          tz=schedule.timezone.key))

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import generate_latest
 
+from agent import __version__
 from agent.core.clock import Clock
 from agent.core.faults import FAULT_SEVERITY, Fault
 from agent.core.schedule import PRIORITY_RANK
@@ -17,6 +24,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SOURCES = ("media", "stream", "fm", "tts")
 PRIORITIES = tuple(PRIORITY_RANK)
 _PREFIX = "broadcast_agent_"
+
+# A `_created` sample per counter (and per label set) doubles the exposition for nothing a
+# scraper of this agent uses; the switch is process-wide in prometheus_client.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
 
 
 class AgentMetrics:
@@ -30,6 +41,10 @@ class AgentMetrics:
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(_PREFIX + name, doc, labels, registry=self.registry)
 
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds... of this process.
+        ProcessCollector(registry=self.registry)
+        gauge("build_info", "Always 1; the agent's version as a label",
+              ("version",)).labels(__version__).set(1)
         gauge("uptime_seconds", "Seconds since the agent started").set_function(
             lambda: clock.monotonic() - started)
         self._playing = gauge("playing", "1 for the source and priority playing now",

@@ -39,6 +39,7 @@ from agent.playout.fm_tuner import FmTuner
 from agent.playout.sources import builtin_chime
 from agent.playout.tts import TtsRenderer
 from agent.service import sdnotify
+from agent.service.logs import configure_logging
 from agent.service.power import PowerMonitor
 from agent.source.cache import MediaCache
 from agent.source.client import SourceClient, SourceSettings
@@ -115,6 +116,8 @@ class Daemon:
                                    refresh_metrics=self._refresh_metrics)
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._status_dirty = threading.Event()
+        self._status_dirty.set()
         self._config_path = cfg.files[0] if cfg.files else None
         self._config_stamp = self._stamp_files()
 
@@ -164,6 +167,7 @@ class Daemon:
 
     # --- status ------------------------------------------------------------------------
     def status_changed(self) -> None:
+        self._status_dirty.set()
         if self.mqtt is not None:
             self.mqtt.status_changed()
 
@@ -319,13 +323,20 @@ class Daemon:
         self.start()
         sdnotify.notify("READY=1")
         interval = sdnotify.watchdog_interval()
-        ping_every = 1.0 if interval is None else max(interval / 3, 0.2)
-        while not self._stop.wait(ping_every):
+        # A turn at least every STATUS_MIN_INTERVAL_S: STATUS= goes out at most that often.
+        tick = STATUS_MIN_INTERVAL_S if interval is None else min(
+            max(interval / 3, 0.2), STATUS_MIN_INTERVAL_S)
+        status_line = sdnotify.StatusLine()
+        while not self._stop.wait(tick):
             stamp = self._stamp_files()
             if self._reload.is_set() or stamp != self._config_stamp:
                 self._reload.clear()
                 self._config_stamp = stamp
-                self.reload()
+                with sdnotify.reloading():
+                    self.reload()
+            if self._status_dirty.is_set():
+                self._status_dirty.clear()
+                status_line.show(self.status())
             if self.healthy():
                 sdnotify.notify("WATCHDOG=1")
             else:
@@ -429,8 +440,7 @@ def run_command(args: argparse.Namespace) -> int:
         for line in exc.errors:
             print(line, file=sys.stderr)
         return 2
-    logging.basicConfig(level=getattr(logging, cfg.log_level),
-                        format="%(levelname)s %(threadName)s %(name)s: %(message)s")
+    configure_logging(cfg.log_level)
     return Daemon(cfg).run()
 
 

@@ -6,11 +6,17 @@ stands for a leading NUL byte). Outside systemd (no NOTIFY_SOCKET) every call is
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
+
+STATUS_MESSAGE_MAX = 100
 
 
 def _socket_address(environ: dict[str, str] | os._Environ[str]) -> str | None:
@@ -49,3 +55,48 @@ def watchdog_interval() -> float | None:
     if not usec.isdigit() or int(usec) == 0:
         return None
     return int(usec) / 1_000_000
+
+
+@contextlib.contextmanager
+def reloading() -> Iterator[None]:
+    """Around a config reload: RELOADING=1 (with the CLOCK_MONOTONIC time that systemd 253+
+    requires beside it) before, READY=1 after, whether the reload was applied, refused or
+    failed, so systemd never sees the service stuck in "reloading"."""
+    notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+    try:
+        yield
+    finally:
+        notify("READY=1")
+
+
+def status_text(status: Mapping[str, Any]) -> str:
+    """The Status object (mqtt.md) as the one line `systemctl status` shows: what plays and
+    the latest of the active faults."""
+    playing = status.get("playing")
+    if playing is None:
+        what = "idle"
+    else:
+        title = playing.get("title")
+        what = f"playing {playing['priority']} {playing['source']} {playing['program_id']}" + (
+            f' "{title}"' if title else "")
+    faults = status.get("faults") or []
+    if not faults:
+        return f"{what}; no faults"
+    last = max(faults, key=lambda fault: str(fault["since"]))
+    message = str(last["message"])
+    if len(message) > STATUS_MESSAGE_MAX:  # an exception's text can run to hundreds
+        message = message[:STATUS_MESSAGE_MAX - 1] + "…"
+    more = f" (+{len(faults) - 1} more)" if len(faults) > 1 else ""
+    return f"{what}; last fault: {last['code']}: {message}{more}"
+
+
+class StatusLine:
+    """STATUS= for `systemctl status`, sent only when the line changes."""
+
+    def __init__(self) -> None:
+        self._shown: str | None = None
+
+    def show(self, status: Mapping[str, Any]) -> None:
+        text = status_text(status)
+        if text != self._shown and notify(f"STATUS={text}"):
+            self._shown = text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 from pathlib import Path
@@ -65,5 +66,26 @@ def test_ready_then_watchdog_pings_stop_when_the_control_loop_hangs(
         late = [m for t, m in notify.drain() if t >= since and m == "WATCHDOG=1"]
         assert late == [], "the watchdog was fed while the control loop was hung"
         assert agent.process is not None and agent.process.poll() is None
+    finally:
+        notify.close()
+
+
+def test_status_line_and_a_reload_bracketed_by_reloading_and_ready(
+        tmp_path: Path, source: Source, agent_factory: AgentFactory) -> None:
+    notify = NotifySocket(tmp_path / "notify.sock")
+    try:
+        agent = agent_factory(start=False)
+        agent.start(env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "30000000"})
+        wait_for(lambda: notify.seen("READY=1"), 10, what="READY=1")
+        wait_for(lambda: any(m.startswith("STATUS=idle; ") for _, m in notify.drain()), 10,
+                 what="a STATUS= line saying nothing plays")
+        seen = len(notify.drain())
+        assert agent.process is not None
+        agent.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "READY=1" in [m for _, m in notify.drain()[seen:]], 10,
+                 what="READY=1 after the reload")
+        after = [m for _, m in notify.messages[seen:] if m != "WATCHDOG=1"]
+        assert after[0] == "RELOADING=1" and after[1].startswith("MONOTONIC_USEC=")
+        assert after.index("READY=1") > 1
     finally:
         notify.close()

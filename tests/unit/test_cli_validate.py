@@ -96,9 +96,12 @@ def test_usage_errors_exit_2(tmp_path):
 
 
 def test_version_and_help_exit_0():
+    from importlib.metadata import version as installed_version
+
     version = run_agent("--version")
     assert version.returncode == 0
-    assert version.stdout.startswith("broadcast-agent ")
+    # The version of the installed metadata (setuptools-scm, from the git tag).
+    assert version.stdout == f"broadcast-agent {installed_version('broadcast-agent')}\n"
     help_text = run_agent("validate", "--help")
     assert help_text.returncode == 0
     assert "--config PATH" in help_text.stdout

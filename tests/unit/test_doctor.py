@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agent.cli.doctor import find_rtl_sdr_dongles
+from agent.cli.doctor import exit_code, failed, find_rtl_sdr_dongles, msg, passed, warned
 from tests.support.fake_rtl_tcp import FakeRtlTcpServer
 from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.simulator import SourceSimulator
@@ -38,7 +38,7 @@ def _doctor(config: Path, *args: str, language: str = "C.UTF-8"
 
 def _results(run: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = json.loads(run.stdout)
-    assert run.returncode == sum(not r["ok"] for r in results), run.stdout
+    assert run.returncode == (1 if any(not r["ok"] for r in results) else 0), run.stdout
     return results
 
 
@@ -189,6 +189,15 @@ fm:
     assert "source.token" in refused["hint"]
 
 
+def test_exit_code_is_0_1_or_2_as_config_md_says() -> None:
+    ok = passed("clock", msg("synchronised"))
+    warning = warned("disk", msg("150 MB free"), msg("prune the cache"))
+    failures = [failed(check, msg("missing"), msg("plug it in")) for check in ("audio", "sdr")]
+    assert exit_code(True, [ok, warning]) == 0
+    assert exit_code(True, [ok, *failures]) == 1  # two failures are not "bad config"
+    assert exit_code(False, [ok, *failures]) == 2
+
+
 def test_invalid_config_exits_2_and_still_checks_the_machine(tmp_path: Path) -> None:
     config = tmp_path / "agent.yaml"
     config.write_text("device_id: x\nsource:\n  url: ftp://nowhere\naudio:\n  volume: 3\n")
@@ -218,7 +227,7 @@ fm:
     english = _doctor(config)
     vietnamese = _doctor(config, language="vi_VN.UTF-8")
 
-    assert english.returncode == vietnamese.returncode > 0
+    assert english.returncode == vietnamese.returncode == 1
     assert "[FAIL] Audio output: cannot open alsa:default" in english.stdout
     assert "→ List the sound cards with `aplay -l`" in english.stdout
     assert "[FAIL] Đầu ra âm thanh: không mở được alsa:default" in vietnamese.stdout

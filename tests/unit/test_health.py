@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import agent
 from agent.core.clock import ManualClock
 from agent.core.faults import FaultRegistry
 from agent.http.health import HealthServer
@@ -123,6 +124,13 @@ def test_metrics_parse_as_prometheus_text(make):
     raised = [s for s in families["broadcast_agent_faults_raised"].samples
               if s.name.endswith("_total")]
     assert [(s.labels["code"], s.value) for s in raised] == [("disk_full", 1.0)]
+    build = families["broadcast_agent_build_info"].samples
+    assert [(s.labels, s.value) for s in build] == [({"version": agent.__version__}, 1.0)]
+    rss = families["process_resident_memory_bytes"].samples[0].value
+    assert 10e6 < rss < 10e9  # this test process's, from /proc
+    assert families["process_cpu_seconds"].samples[0].value > 0
+    assert not [s.name for f in families.values() for s in f.samples
+                if s.name.endswith("_created")]
 
 
 def test_unknown_path_method_and_bodies(make):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,3 +84,54 @@ def test_watchdog_off(monkeypatch: pytest.MonkeyPatch, usec: str) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", usec)
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     assert sdnotify.watchdog_interval() is None
+
+
+def test_reload_is_bracketed_by_reloading_and_ready(path_socket: socket.socket) -> None:
+    before = time.monotonic_ns() // 1000
+    with sdnotify.reloading():
+        reloading = path_socket.recv(4096).decode().split("\n")
+    after = time.monotonic_ns() // 1000
+    assert reloading[0] == "RELOADING=1"
+    key, _, usec = reloading[1].partition("=")
+    assert key == "MONOTONIC_USEC" and before <= int(usec) <= after
+    assert path_socket.recv(4096) == b"READY=1"
+
+
+def test_a_failed_reload_still_ends_with_ready(path_socket: socket.socket) -> None:
+    with pytest.raises(OSError), sdnotify.reloading():
+        raise OSError("conf.d unreadable")
+    assert path_socket.recv(4096).startswith(b"RELOADING=1\nMONOTONIC_USEC=")
+    assert path_socket.recv(4096) == b"READY=1"
+
+
+PLAYING = {"source": "media", "priority": "scheduled", "program_id": "p-1",
+           "media_id": "m-101", "title": "Bản tin sáng", "started_at": "2026-11-23T06:00:00+07:00"}
+FAULTS = [{"code": "stream_unavailable", "message": "stream down", "severity": "error",
+           "since": "2026-11-23T06:05:00+07:00"},
+          {"code": "disk_low", "message": "150 MB free", "severity": "warning",
+           "since": "2026-11-23T06:09:00+07:00"}]
+
+
+def test_status_text_says_what_plays_and_the_latest_fault() -> None:
+    assert sdnotify.status_text({"playing": None, "faults": []}) == "idle; no faults"
+    assert sdnotify.status_text({"playing": PLAYING, "faults": FAULTS}) == (
+        'playing scheduled media p-1 "Bản tin sáng"; last fault: disk_low: 150 MB free '
+        "(+1 more)")
+    assert sdnotify.status_text({"playing": {**PLAYING, "title": ""}, "faults": FAULTS[:1]}) \
+        == "playing scheduled media p-1; last fault: stream_unavailable: stream down"
+    long = [{**FAULTS[0], "message": "x" * 300}]
+    assert sdnotify.status_text({"playing": None, "faults": long}) == (
+        f"idle; last fault: stream_unavailable: {'x' * 99}…")
+
+
+def test_status_line_is_sent_only_when_it_changes(path_socket: socket.socket) -> None:
+    line = sdnotify.StatusLine()
+    line.show({"playing": None, "faults": []})
+    line.show({"playing": None, "faults": []})
+    line.show({"playing": PLAYING, "faults": []})
+    assert path_socket.recv(4096) == b"STATUS=idle; no faults"
+    assert path_socket.recv(4096).decode() == \
+        'STATUS=playing scheduled media p-1 "Bản tin sáng"; no faults'
+    path_socket.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        path_socket.recv(4096)

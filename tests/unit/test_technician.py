@@ -51,6 +51,21 @@ def test_status_without_a_daemon_fails_with_a_hint(tmp_path: Path) -> None:
     assert "systemctl status broadcast-agent" in result.stderr
 
 
+def test_status_json_is_json_even_without_a_daemon_or_a_config(tmp_path: Path) -> None:
+    agent = AgentProcess(tmp_path, base_config(tmp_path, "http://127.0.0.1:9/api/v1"))
+    down = cli(agent.config_path, "status", "--json")
+    assert down.returncode == 1
+    report = json.loads(down.stdout)
+    assert report["online"] is False and report["device_id"] == "xa-test-01"
+    assert report["error"].startswith("the agent is not answering on 127.0.0.1:")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("device_id: [\n")
+    unreadable = cli(broken, "status", "--json")
+    assert unreadable.returncode == 2
+    assert json.loads(unreadable.stdout)["online"] is False
+    assert str(broken) in json.loads(unreadable.stdout)["error"]
+
+
 def test_schedule_and_cache_work_from_the_state_on_disk(tmp_path: Path, source: Source,
                                                        agent_factory: AgentFactory) -> None:
     start = _publish_tone_program(tmp_path, source)
