@@ -44,7 +44,8 @@ bench: install
 # (about 1.5 min in all; docs/field.md, "Packaging").
 deb: install
 	deb="$$(PYTHON=$(PY) firmware-image/deb/build-deb.sh build)" && \
-		lintian --fail-on error,warning "$$deb" && echo "$$deb"
+		lintian --fail-on error,warning "$$deb" && \
+		$(PY) firmware-image/deb/check-layout.py "$$deb" && echo "$$deb"
 
 image-chroot-test: install
 	$(SUDO) firmware-image/test-in-chroot.sh

@@ -123,8 +123,11 @@ class ArbiterMachine(RuleBasedStateMachine):
                        start=start, end=None if window_s is None else start + window_s,
                        chime=spec.chime)
         tracked = Tracked(a)
-        if self.now - start > GRACE_S and not is_live and None not in durations:
-            self._join_late(tracked, self.now - start)
+        if self.now - start > GRACE_S and not is_live:
+            if None in durations:
+                tracked.finished = True  # where it would be is unknowable: skipped
+            else:
+                self._join_late(tracked, self.now - start)
         self.tracked[key] = tracked
         self.arbiter.add(a, self.now)
         if then_evaluate:
