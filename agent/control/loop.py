@@ -278,11 +278,13 @@ class ControlLoop:
         else:
             assert isinstance(src, FmSource)
             items = [Item("fm", str(src.frequency_mhz), program.duration_s)]
+        per_repeat = len(items)
         if not isinstance(src, (StreamProgramSource, FmSource)):
             items = items * program.repeat
         return Activation(key=key, program_id=program.id, title=program.title,
                           priority=program.priority, items=tuple(items), start=start,
-                          end=end, volume=program.volume, chime=program.chime)
+                          end=end, volume=program.volume, chime=program.chime,
+                          items_per_repeat=per_repeat, repeat_gap_s=program.repeat_gap_s)
 
     def _media_duration(self, media_id: str) -> float | None:
         """The entry's duration_s, or else the length read from the cached file."""
@@ -301,8 +303,7 @@ class ControlLoop:
                                   self._plays.aired(occ.key))
 
     def _next_boundary(self, now: float) -> float | None:
-        starts = [a.start for a in self._arbiter.pending() if a.start > now]
-        return min(starts) if starts else None
+        return self._arbiter.next_boundary(now)
 
     # --- the tick ----------------------------------------------------------------------
     def _tick(self) -> None:
@@ -463,7 +464,8 @@ class ControlLoop:
             return
         for action in self._arbiter.preview_after_item(playing[0], playing[1], end):
             if isinstance(action, StartItem) and action.key == playing[0] \
-                    and (action.key, action.index) not in self._playbacks:
+                    and (action.key, action.index) not in self._playbacks \
+                    and (action.at is None or action.at - now <= PREROLL_S):
                 activation = self._arbiter.activation(action.key)
                 assert activation is not None
                 nxt = Playback(activation, action.index, activation.items[action.index], 0.0)
@@ -473,7 +475,11 @@ class ControlLoop:
                     return  # handled when the arbiter asks for it
                 self._playbacks[(action.key, action.index)] = nxt
                 assert nxt.voice is not None
-                self._engine.append(nxt.voice)
+                if action.at is None:
+                    self._engine.append(nxt.voice)  # gapless
+                else:  # after a repeat gap, on its exact frame
+                    self._drop_all(self._engine.play([nxt.voice],
+                                                     self._engine.frame_at(action.at)))
 
     # --- preparing items ---------------------------------------------------------------
     def _prepare(self, pb: Playback) -> None:
@@ -635,7 +641,7 @@ class ControlLoop:
             pb.outcome = "failed" if failed else "completed"
             if pb.item.kind == "stream":
                 return  # a stream that ended is dead air: supervision decides
-            self._arbiter.item_ended(pb.activation.key, pb.index, pb.outcome)
+            self._arbiter.item_ended(pb.activation.key, pb.index, pb.outcome, pb.ended_at)
             if failed:
                 self._note_command_failure(pb.activation.key)
         if pb.outcome is not None:

@@ -52,6 +52,9 @@ class Activation:
     volume: int | None = None  # program volume (scales master); None = 100
     absolute_volume: bool = False  # emergencies: volume is absolute, not scaled by master
     chime: bool = False
+    # A program's items repeated: silence of repeat_gap_s after every items_per_repeat items.
+    items_per_repeat: int = 0
+    repeat_gap_s: float = 0.0
 
     @property
     def live(self) -> bool:
@@ -96,6 +99,7 @@ class _Progress:
     started: bool = False
     done: bool = False
     end_outcome: Outcome = "completed"  # outcome of the playing item when it is cut
+    not_before: float | None = None  # the next item waits for a repeat gap until then
 
 
 @dataclass
@@ -149,8 +153,10 @@ class Arbiter:
             progress.end_outcome = "stopped"
         return [p.activation.key for p in targets]
 
-    def item_ended(self, key: str, index: int, outcome: Outcome) -> None:
-        """The executor finished (or failed) an item it was told to start."""
+    def item_ended(self, key: str, index: int, outcome: Outcome,
+                   ended_at: float | None = None) -> None:
+        """The executor finished (or failed) an item it was told to start; ``ended_at``
+        (one past its last sample) times the repeat gap that may follow it."""
         progress = self._progress.get(key)
         if self._playing == (key, index):
             self._playing = None
@@ -161,8 +167,12 @@ class Arbiter:
             progress.done = True
             return
         progress.next_index += 1
-        if progress.next_index >= len(progress.activation.items):
+        a = progress.activation
+        if progress.next_index >= len(a.items):
             progress.done = True
+        elif a.repeat_gap_s > 0 and ended_at is not None \
+                and progress.next_index % a.items_per_repeat == 0:
+            progress.not_before = ended_at + a.repeat_gap_s
 
     # --- decisions ---------------------------------------------------------------------
     def evaluate(self, now: float) -> list[Action]:
@@ -193,7 +203,9 @@ class Arbiter:
         if winner is not None and self._playing is None:
             a = winner.activation
             first = not winner.started
-            at = a.start if first and winner.next_index == 0 and winner.offset_s == 0 else None
+            at = a.start if first and winner.next_index == 0 and winner.offset_s == 0 \
+                else winner.not_before
+            winner.not_before = None
             offset = winner.offset_s
             if a.live and winner.started:
                 offset = 0.0
@@ -209,10 +221,13 @@ class Arbiter:
         return copy.deepcopy(self).evaluate(at)
 
     def preview_after_item(self, key: str, index: int, at: float) -> list[Action]:
-        """What would follow if the item ended normally at ``at`` (for gapless cueing)."""
+        """What would follow if the item ended normally at ``at`` (for gapless cueing, or
+        cueing after its repeat gap)."""
         clone = copy.deepcopy(self)
-        clone.item_ended(key, index, "completed")
-        return clone.evaluate(at)
+        clone.item_ended(key, index, "completed", at)
+        progress = clone._progress.get(key)
+        gap_end = None if progress is None else progress.not_before
+        return clone.evaluate(at if gap_end is None else gap_end)
 
     # --- queries -----------------------------------------------------------------------
     def activation(self, key: str) -> Activation | None:
@@ -232,11 +247,19 @@ class Arbiter:
     def pending(self) -> list[Activation]:
         return [p.activation for p in self._progress.values() if not p.done]
 
+    def next_boundary(self, now: float) -> float | None:
+        """The next instant after ``now`` something may start: a window start, or the end
+        of a repeat gap."""
+        times = [t for p in self._progress.values() if not p.done
+                 for t in (p.activation.start, p.not_before) if t is not None and t > now]
+        return min(times, default=None)
+
     # --- internals ---------------------------------------------------------------------
     def _winner(self, now: float) -> _Progress | None:
         eligible = [p for p in self._progress.values()
                     if not p.done and p.activation.start <= now
-                    and (p.activation.end is None or now < p.activation.end)]
+                    and (p.activation.end is None or now < p.activation.end)
+                    and (p.not_before is None or p.not_before <= now)]
         if not eligible:
             return None
         return max(eligible, key=lambda p: (PRIORITY_RANK[p.activation.priority],

@@ -146,6 +146,30 @@ def test_two_items_play_gaplessly_with_one_report_each(
     assert_play(second, "m-b", start + 2.0, 2.0)
 
 
+@pytest.mark.parametrize("gap_s", [1.5, 4.0], ids=["gap-within-preroll", "gap-beyond"])
+def test_repeat_gap_leaves_exactly_that_silence_between_repetitions(
+        tmp_path: Path, source: Source, agent_factory: AgentFactory, gap_s: float) -> None:
+    source.add("m-a", media.tone(tmp_path / "a.wav", 1000, 1.0))
+    source.add("m-b", media.tone(tmp_path / "b.wav", 500, 1.0))
+    start = whole_second(LEAD_S)
+    source.publish([program("p-1", ["m-a", "m-b"], start, repeat=2, repeat_gap_s=gap_s)])
+    agent = start_agent(source, agent_factory, start)
+    second = start + 2.0 + gap_s
+    capture = capture_until(agent, second + 2.2)
+
+    assert abs(first_sound(capture, start - 1.0) - start) <= START_TOLERANCE_S
+    assert silent_gaps(capture, start, 2.0, 0.020) == []  # gapless within a repetition
+    assert abs(first_sound(capture, start + 2.05) - second) <= START_TOLERANCE_S
+    assert_tone(capture, second + 0.3, 0.5, 1000)
+    assert_tone(capture, second + 1.3, 0.5, 500)
+    assert [(round(at, 2), round(length, 2))
+            for at, length in silent_gaps(capture, start, 4.0 + gap_s, 0.020)] == \
+        [(2.0, gap_s)]
+    reports = play_reports(source, 4, second + 2.0)
+    assert [epoch(r["started_at"]) - start for r in reports] == pytest.approx(
+        [0.0, 1.0, 2.0 + gap_s, 3.0 + gap_s], abs=REPORT_TOLERANCE_S)
+
+
 @pytest.mark.parametrize("suffix", ["mp3", "ogg"])
 def test_compressed_media_decode_through_libvlc(
         tmp_path: Path, source: Source, agent_factory: AgentFactory, suffix: str) -> None:

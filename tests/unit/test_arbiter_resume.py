@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.core.arbiter import AiredItem, Arbiter, Outcome, StartItem
+from agent.core.arbiter import Activation, AiredItem, Arbiter, Item, Outcome, StartItem, StopItem
 from tests.unit.test_arbiter import GRACE_S, activation, live
 
 START = 1000.0
@@ -75,3 +75,39 @@ def test_a_live_relay_cut_by_a_crash_rejoins_and_one_that_ended_does_not() -> No
     ended.add(live("fm", START, START + 600, kind="fm"), START + 300,
               {0: AiredItem("completed", START)})
     assert ended.evaluate(START + 300) == []
+
+
+def test_a_repeat_gap_leaves_silence_between_repetitions_and_times_the_next_one() -> None:
+    items = (Item("media", "a", 10.0), Item("media", "b", 5.0))
+    program = Activation(key="p", program_id="p", title="p", priority="scheduled",
+                         items=items * 3, start=START, items_per_repeat=2, repeat_gap_s=30.0)
+    arbiter = Arbiter(late_start_grace_s=GRACE_S)
+    arbiter.add(program, START)
+    assert arbiter.evaluate(START) == [StartItem("p", 0, 0.0, START, False)]
+    arbiter.item_ended("p", 0, "completed", START + 10)
+    assert arbiter.evaluate(START + 10) == [StartItem("p", 1, 0.0, None, False)]  # gapless
+    assert arbiter.preview_after_item("p", 1, START + 15) == \
+        [StartItem("p", 2, 0.0, START + 45, False)]
+    arbiter.item_ended("p", 1, "completed", START + 15)
+    assert arbiter.evaluate(START + 15) == []
+    assert arbiter.next_boundary(START + 15) == START + 45
+    assert arbiter.evaluate(START + 44.9) == []
+    assert arbiter.evaluate(START + 45) == [StartItem("p", 2, 0.0, START + 45, False)]
+    for index, ended in ((2, 55.0), (3, 60.0), (4, 100.0), (5, 105.0)):
+        arbiter.item_ended("p", index, "completed", START + ended)
+        arbiter.evaluate(START + ended + 30)
+    assert arbiter.pending() == []  # no gap after the last repetition
+
+
+def test_a_lower_program_may_play_in_a_repeat_gap() -> None:
+    program = Activation(key="p", program_id="p", title="p", priority="priority",
+                         items=(Item("media", "a", 10.0),) * 2, start=START,
+                         items_per_repeat=1, repeat_gap_s=30.0)
+    arbiter = Arbiter(late_start_grace_s=GRACE_S)
+    arbiter.add(program, START)
+    arbiter.add(activation("low", START, durations=(600.0,)), START)
+    assert arbiter.evaluate(START) == [StartItem("p", 0, 0.0, START, False)]
+    arbiter.item_ended("p", 0, "completed", START + 10)
+    assert arbiter.evaluate(START + 10) == [StartItem("low", 0, 0.0, START, False)]
+    assert arbiter.evaluate(START + 40) == [StopItem("low", 0, "preempted"),
+                                            StartItem("p", 1, 0.0, START + 40, False)]
