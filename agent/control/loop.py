@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent.control.activations import command_activation, program_activation
+from agent.control.amplifier import AmplifierPolicy, AmplifierSwitch
+from agent.control.ledger import CommandLedger
 from agent.control.playback import LevelMeter, Playback, item_ref
 from agent.core.arbiter import Activation, Arbiter, Item, StartItem, StopItem
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
-from agent.core.schedule import FmSource, MediaSource, Program, Schedule, TtsSource
-from agent.core.schedule import StreamSource as StreamProgramSource
+from agent.core.schedule import Schedule, TtsSource
 from agent.mqtt.commands import Command
 from agent.playout.decoder import DecoderPool
 from agent.playout.engine import (
@@ -41,7 +43,7 @@ from agent.playout.tts import TtsError, TtsRenderer
 from agent.state.journal import Journal
 from agent.state.plays import PlayJournal
 from agent.state.store import StateStore
-from drivers.amplifier.base import Amplifier, AmplifierError
+from drivers.amplifier.base import Amplifier
 from drivers.mixer.base import Mixer
 from drivers.mixer.curve import effective_volume, volume_to_gain
 
@@ -130,7 +132,7 @@ class ControlLoop:
         self._media = media
         self._tts = tts
         self._tuner = tuner
-        self._amp = amplifier
+        self._amp = AmplifierSwitch(amplifier, faults, clock, self._changed)
         self._mixer = mixer
         self._chime = chime_pcm
         self._journal = journal
@@ -144,11 +146,9 @@ class ControlLoop:
         self._facts: queue.Queue[Fact] = queue.Queue()
         self._schedule: Schedule | None = None
         self._playbacks: dict[tuple[str, int], Playback] = {}
-        self._commands: dict[str, Command] = {}  # activation key -> command
-        self._command_failures: dict[str, int] = {}
+        self._ledger = CommandLedger()
         self.master_volume = int(store.get(VOLUME_KEY, settings.default_volume))
-        self._amp_forced: bool | None = None
-        self._amp_on_at: float | None = None
+        self._amp_policy = AmplifierPolicy(settings.warmup_s, settings.idle_off_s)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_tick_mono = clock.monotonic()
@@ -168,7 +168,7 @@ class ControlLoop:
     def start(self) -> None:
         self._plays.prune(self._clock.now())
         self._report_interrupted_onair()
-        self._set_amp(False)
+        self._amp.set(False)
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
         self._thread.start()
 
@@ -239,7 +239,7 @@ class ControlLoop:
             playing = self._arbiter.playing
             if playing is not None and playing[0] == key:
                 self._contain(key, playing[1], exc)
-            self._commands.pop(key, None)
+            self._ledger.drop(key)
             self._arbiter.remove(key)
             self._ack(fact.command, "failed", f"play_failed: {exc!r}"[:200])
         elif isinstance(fact, EngineReported) and isinstance(fact.event, VoiceStarted
@@ -261,35 +261,14 @@ class ControlLoop:
         now = self._clock.now()
         wanted = {o.key for o in schedule.occurrences(now, now + self._lookahead)}
         for key in self._arbiter.keys() - wanted:
-            if key not in self._commands:
+            if key not in self._ledger:
                 self._carry_out(self._arbiter.remove(key), now)
-
-    def _program_activation(self, program: Program, start: float,
-                            end: float | None, key: str) -> Activation:
-        assert self._schedule is not None
-        src = program.source
-        items: list[Item]
-        if isinstance(src, MediaSource):
-            items = [Item("media", m, self._media_duration(m)) for m in src.items]
-        elif isinstance(src, TtsSource):
-            items = [Item("tts", src.text)]
-        elif isinstance(src, StreamProgramSource):
-            items = [Item("stream", src.url, program.duration_s)]
-        else:
-            assert isinstance(src, FmSource)
-            items = [Item("fm", str(src.frequency_mhz), program.duration_s)]
-        per_repeat = len(items)
-        if not isinstance(src, (StreamProgramSource, FmSource)):
-            items = items * program.repeat
-        return Activation(key=key, program_id=program.id, title=program.title,
-                          priority=program.priority, items=tuple(items), start=start,
-                          end=end, volume=program.volume, chime=program.chime,
-                          items_per_repeat=per_repeat, repeat_gap_s=program.repeat_gap_s)
 
     def _media_duration(self, media_id: str) -> float | None:
         """The entry's duration_s, or else the length read from the cached file."""
-        assert self._schedule is not None
-        entry = self._schedule.media[media_id]
+        entry = None if self._schedule is None else self._schedule.media.get(media_id)
+        if entry is None:
+            return None
         return entry.duration_s if entry.duration_s is not None \
             else self._media.duration_s(entry.sha256)
 
@@ -298,9 +277,9 @@ class ControlLoop:
             return
         for occ in self._schedule.occurrences(now, now + self._lookahead):
             if not self._arbiter.knows(occ.key):
-                self._arbiter.add(self._program_activation(occ.program, occ.start, occ.end,
-                                                           occ.key), now,
-                                  self._plays.aired(occ.key))
+                activation = program_activation(occ.program, occ.start, occ.end, occ.key,
+                                                self._media_duration)
+                self._arbiter.add(activation, now, self._plays.aired(occ.key))
 
     def _next_boundary(self, now: float) -> float | None:
         return self._arbiter.next_boundary(now)
@@ -404,9 +383,9 @@ class ControlLoop:
             return
         at = action.at if action.at is not None and action.at > now else None
         if activation.priority == "emergency":
-            self._set_amp(True)  # never waits for warm-up: the chime covers it
+            self._amp.set(True)  # never waits for warm-up: the chime covers it
         elif at is None:
-            at = self._warm_start_time(now)
+            at = self._amp.ready_at(now, self.s.warmup_s)
         at_frame = None if at is None else self._engine.frame_at(at)
         offset_s = action.offset_s
         if offset_s > 0 and at is not None:
@@ -436,14 +415,6 @@ class ControlLoop:
     def _drop_all(self, voices: list[Voice]) -> None:
         for voice in voices:
             self._drop_voice(voice)
-
-    def _warm_start_time(self, now: float) -> float | None:
-        """When a non-emergency start may sound: after the amplifier's warm-up."""
-        if not self._amp.is_on or self._amp_on_at is None:
-            self._set_amp(True)
-        assert self._amp_on_at is not None
-        ready = self._amp_on_at + self.s.warmup_s
-        return ready if ready > now else None
 
     def _cue_ahead(self, now: float) -> None:
         """Pre-roll what starts at the next boundary, and the next item of what plays."""
@@ -572,7 +543,7 @@ class ControlLoop:
                 self._fail_item(activation, index)
                 return
         self._arbiter.item_ended(key, index, "failed")
-        self._note_command_failure(key)
+        self._ledger.item_failed(key)
 
     def _fail_item(self, activation: Activation, index: int) -> None:
         """An item that could not sound at all: its play report says ``failed`` (nothing
@@ -585,7 +556,7 @@ class ControlLoop:
         self._plays.ended(record, now)
         self._journal.played(record)
         self._arbiter.item_ended(activation.key, index, "failed")
-        self._note_command_failure(activation.key)
+        self._ledger.item_failed(activation.key)
 
     def _level(self, activation: Activation) -> int:
         """The volume (0-100) the activation plays at."""
@@ -643,7 +614,7 @@ class ControlLoop:
                 return  # a stream that ended is dead air: supervision decides
             self._arbiter.item_ended(pb.activation.key, pb.index, pb.outcome, pb.ended_at)
             if failed:
-                self._note_command_failure(pb.activation.key)
+                self._ledger.item_failed(pb.activation.key)
         if pb.outcome is not None:
             self._finish(pb)
 
@@ -799,42 +770,25 @@ class ControlLoop:
 
     # --- amplifier ---------------------------------------------------------------------
     def _drive_amplifier(self, now: float) -> None:
-        boundary = self._next_boundary(now)
-        soon = boundary is not None and boundary - self.s.warmup_s - 0.25 <= now
-        if soon:
-            self._amp_forced = None  # forced power lasts until the next play (mqtt.md)
-        if self._amp_forced is not None:
-            self._set_amp(self._amp_forced)
-            return
-        idle_since = self._engine.idle_since_frame
-        if idle_since is None or self._playbacks or soon or self._arbiter.playing is not None:
-            self._set_amp(True)
-            return
-        # Idle counts from the last sound or from switching on, whichever is later: an
-        # amplifier warmed for a program that then could not play stays on idle_off_s.
-        idle_from = max(self._engine.time_of(idle_since), self._amp_on_at or 0.0)
-        if idle_from + self.s.idle_off_s <= now:
-            self._set_amp(False)
-
-    def _set_amp(self, on: bool) -> None:
-        if self._amp.is_on == on and (not on or self._amp_on_at is not None):
-            return
-        try:
-            self._amp.set_power(on)
-        except AmplifierError as exc:
-            self._faults.raise_("amplifier", str(exc))
-            return
-        self._faults.clear("amplifier")
-        self._amp_on_at = self._clock.now() if on else None
-        self._changed()
+        idle = self._engine.idle_since_frame
+        wanted = self._amp_policy.wanted(
+            now, self._next_boundary(now),
+            busy=bool(self._playbacks) or self._arbiter.playing is not None,
+            idle_since=None if idle is None else self._engine.time_of(idle),
+            on_since=self._amp.on_since)
+        if wanted is not None:
+            self._amp.set(wanted)
 
     # --- commands ----------------------------------------------------------------------
     def _execute(self, cmd: Command) -> None:
         now = self._clock.now()
         args = cmd.args
         if cmd.type in ("emergency", "play_now", "fm_relay"):
-            activation = self._command_activation(cmd, now)
-            self._commands[activation.key] = cmd
+            activation = command_activation(
+                cmd, now, self.s.emergency_volume, self._media_duration,
+                lambda media_id: self._preparable(Item("media", media_id)))
+            self._amp_policy.forced = None  # forced power lasts until the next play
+            self._ledger.open(activation.key, cmd)
             self._arbiter.add(activation, now)
             self._carry_out(self._arbiter.evaluate(now), now)
             return
@@ -846,8 +800,8 @@ class ControlLoop:
         elif cmd.type == "sync_now":
             self._sync_now()
         elif cmd.type == "amplifier":
-            self._amp_forced = bool(args["on"])
-            self._set_amp(self._amp_forced)
+            self._amp_policy.forced = bool(args["on"])
+            self._amp.set(self._amp_policy.forced)
         self._ack(cmd, "completed")
         self._changed()
 
@@ -855,6 +809,8 @@ class ControlLoop:
         """New settings from a config reload; volumes follow at once, without a gap."""
         old, self.s = self.s, settings
         self._arbiter.late_start_grace_s = settings.late_start_grace_s
+        self._amp_policy.warmup_s = settings.warmup_s
+        self._amp_policy.idle_off_s = settings.idle_off_s
         self._lookahead = max(settings.warmup_s, PREROLL_S) + 0.5
         if settings.default_volume != old.default_volume and self._store.get(VOLUME_KEY) is None:
             self.master_volume = settings.default_volume
@@ -873,51 +829,11 @@ class ControlLoop:
                     voice.gain = self._gain(pb.activation)
         self._changed()
 
-    def _command_activation(self, cmd: Command, now: float) -> Activation:
-        args = cmd.args
-        priority = args.get("priority", "emergency" if cmd.type == "emergency" else "live")
-        repeat = int(args.get("repeat", 1))
-        # start_at (mqtt.md): the first sample on that instant, as a scheduled start's.
-        start = max(now, float(args.get("start_at", now)))
-        end = None
-        if cmd.type == "fm_relay":
-            items = [Item("fm", str(float(args["frequency_mhz"])), float(args["duration_s"]))]
-            end = start + float(args["duration_s"])
-        elif "text" in args:
-            items = [Item("tts", str(args["text"]))] * repeat
-        elif "media_id" in args and ("url" not in args
-                                     or self._preparable(Item("media", args["media_id"]))):
-            duration = None
-            if self._schedule is not None and args["media_id"] in self._schedule.media:
-                duration = self._media_duration(args["media_id"])
-            items = [Item("media", str(args["media_id"]), duration)] * repeat
-        else:
-            url = str(args["url"])
-            streamed = url.startswith(("http://", "https://")) and cmd.type == "play_now"
-            items = [Item("stream" if streamed else "media", url)] * repeat
-        emergency = priority == "emergency"
-        volume = args.get("volume", self.s.emergency_volume if emergency else None)
-        self._amp_forced = None
-        return Activation(key=f"cmd:{cmd.id}", program_id=f"cmd:{cmd.id}",
-                          title=f"{cmd.type} command", priority=priority, items=tuple(items),
-                          start=start, end=end, volume=None if volume is None else int(volume),
-                          absolute_volume=emergency, chime=cmd.type == "emergency")
-
-    def _note_command_failure(self, key: str) -> None:
-        if key in self._commands:
-            self._command_failures[key] = self._command_failures.get(key, 0) + 1
-
     def _settle_commands(self) -> None:
         """Ack completed/failed for every command whose activation is over."""
         live = self._arbiter.keys() | {k for k, _ in self._playbacks}
-        for key in [k for k in self._commands if k not in live]:
-            cmd = self._commands.pop(key)
-            failures = self._command_failures.pop(key, 0)
-            items = 1 if cmd.type == "fm_relay" else int(cmd.args.get("repeat", 1))
-            if failures >= items:
-                self._ack(cmd, "failed", "play_failed: nothing could be played")
-            else:
-                self._ack(cmd, "completed")
+        for settled in self._ledger.settle(live):
+            self._ack(settled.command, settled.status, settled.reason)
 
     def _ack(self, cmd: Command, status: str, reason: str | None = None) -> None:
         self._journal.ack(cmd.id, status, reason)
