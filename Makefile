@@ -6,7 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3-venv libvlc5 libvlc-bin vlc-plugin-base espeak-ng mosquitto \
 	mosquitto-clients rtl-sdr libasound2-dev sox lame gpiod openssl systemd \
-	debootstrap gettext alsa-utils gcc python3-dev lintian
+	debootstrap gettext alsa-utils gcc python3-dev lintian \
+	libsndfile1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 

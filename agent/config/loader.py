@@ -161,6 +161,14 @@ class TtsConfig:
 
 
 @dataclass(frozen=True)
+class RecordingConfig:
+    enabled: bool
+    dir: Path
+    max_bytes: int
+    max_days: float
+
+
+@dataclass(frozen=True)
 class PowerConfig:
     backend: str  # gpio | sim | none: the mains-present input (hil.md)
     gpio: GpioConfig  # active_high: the line is high while mains is present
@@ -182,6 +190,7 @@ class Config:
     amplifier: AmplifierConfig
     fm: FmConfig
     tts: TtsConfig
+    recording: RecordingConfig
     power: PowerConfig
     warnings: tuple[str, ...]  # `PATH:LINE: KEY: message`, for the caller to log
     files: tuple[Path, ...]  # the main file, then each conf.d file merged

@@ -500,6 +500,12 @@ def schema(base: Path) -> Section:
             "engine": Key(one_of("espeak-ng"), "espeak-ng"),
             "voice": Key(text, "vi"),
         }),
+        "recording": Section({
+            "enabled": Key(boolean, True),
+            "dir": Key(path_in(base), Path("/var/lib/broadcast-agent/recordings")),
+            "max_bytes": Key(integer(minimum=1), 1_000_000_000),
+            "max_days": Key(number(minimum=0), 14.0),
+        }),
         "power": Section({
             "backend": Key(one_of("gpio", "sim", "none"), "none"),
             "gpio": gpio_line(27),

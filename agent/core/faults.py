@@ -46,6 +46,8 @@ FAULT_SEVERITY: dict[str, Severity] = {
     "tts_failed": "warning",
     # power
     "mains_lost": "warning",
+    # off-air recording
+    "recording_failed": "warning",
 }
 
 

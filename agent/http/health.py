@@ -1,4 +1,4 @@
-"""The health endpoint (health-http.md): /healthz, /status, /metrics.
+"""The health endpoint (health-http.md): /healthz, /status, /metrics, /recordings.
 
 A small asyncio server in one thread rather than ``http.server``: the standard library
 server gives every connection a thread and only a per-recv timeout, so a client sending
@@ -20,13 +20,17 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import unquote
 
 from agent.core.faults import FaultRegistry
 from agent.http.metrics import CONTENT_TYPE, AgentMetrics
+from agent.recording.span import BadSpan, Recording, parse_span
 
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 8 * 1024
+# A large answer (a recording, up to ~9 MB) gets this much more time per byte to leave.
+MIN_SEND_BYTES_PER_S = 32 * 1024
 _JSON = "application/json"
 
 
@@ -53,7 +57,8 @@ class HealthServer:
     def __init__(self, host: str, port: int, token: str | None, max_connections: int,
                  request_timeout_s: float, status_provider: Callable[[], dict[str, Any]],
                  faults: FaultRegistry, metrics: AgentMetrics,
-                 refresh_metrics: Callable[[], None] | None = None) -> None:
+                 refresh_metrics: Callable[[], None] | None = None,
+                 recordings: Callable[[float, float], Recording | None] | None = None) -> None:
         self._host = host
         self._port = port
         self._expected_auth = None if token is None else f"Bearer {token}".encode()
@@ -63,6 +68,7 @@ class HealthServer:
         self._faults = faults
         self._metrics = metrics
         self._refresh_metrics = refresh_metrics  # brings gauges up to date before a scrape
+        self._recordings = recordings  # None: off-air recording is off
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Event | None = None
@@ -127,12 +133,15 @@ class HealthServer:
             writer.close()
             return
         self._open.add(task)
-        self._reading[task] = asyncio.get_running_loop().time()
+        accepted_at = asyncio.get_running_loop().time()
+        self._reading[task] = accepted_at
         answered = False
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout_at(accepted_at + self._timeout):
                 reply = await self._answer(reader, task)
-                writer.write(_response(reply))
+            writer.write(_response(reply))
+            async with asyncio.timeout_at(accepted_at + self._timeout
+                                          + len(reply.body) / MIN_SEND_BYTES_PER_S):
                 await writer.drain()
             answered = True
         except (TimeoutError, ConnectionError):
@@ -198,6 +207,15 @@ class HealthServer:
         if path == "/metrics":
             body = await loop.run_in_executor(self._workers, self._render_metrics)
             return _Reply(HTTPStatus.OK, body, CONTENT_TYPE)
+        if path == "/recordings" and self._recordings is not None:
+            first, last = _span_of(target)
+            recording = await loop.run_in_executor(self._workers, self._recordings, first, last)
+            if recording is None:
+                raise _error(HTTPStatus.NOT_FOUND)
+            headers = recording.headers()
+            content_type = headers.pop("Content-Type")
+            return _Reply(HTTPStatus.OK, recording.body, content_type,
+                          extra=tuple(headers.items()))
         raise _error(HTTPStatus.NOT_FOUND)
 
     def _render_metrics(self) -> bytes:
@@ -220,6 +238,20 @@ class HealthServer:
                    "since": datetime.fromtimestamp(f.since, UTC).isoformat()} for f in active]
         return _json_reply(HTTPStatus.SERVICE_UNAVAILABLE,
                            {"status": "degraded", "faults": faults})
+
+
+def _span_of(target: str) -> tuple[float, float]:
+    """``from`` and ``to`` of the query. A ``+`` is kept as a plus (not a space), so an
+    offset typed unencoded (``...T06:00:00+07:00``) still reads."""
+    query: dict[str, str] = {}
+    for pair in target.partition("?")[2].split("&"):
+        name, _, value = pair.partition("=")
+        query[unquote(name)] = unquote(value)
+    try:
+        return parse_span(query.get("from"), query.get("to"))
+    except BadSpan as exc:
+        raise _Reply(HTTPStatus.BAD_REQUEST,
+                     json.dumps({"error": "Bad Request", "message": str(exc)}).encode()) from exc
 
 
 def _response(reply: _Reply) -> bytes:

@@ -76,6 +76,10 @@ class AgentMetrics:
                                 "MQTT command payloads too broken to acknowledge", ("reason",))
         self._fm_signal = gauge("fm_signal_dbfs", "FM signal level (NaN when not relaying)")
         self._fm_signal.set(float("nan"))
+        self._recording_dropped = counter(
+            "recording_dropped_periods",
+            "Periods the recorder had no room for: played, but recorded as silence")
+        self._recording_bytes = gauge("recording_bytes", "Bytes in the off-air recording store")
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -126,6 +130,13 @@ class AgentMetrics:
 
     def command_dropped(self, reason: str) -> None:
         self._dropped.labels(reason).inc()
+
+    def recording_dropped(self) -> None:
+        self._recording_dropped.inc()
+
+    def watch_recording(self, size: Callable[[], int]) -> None:
+        """Read the recording store's size at every scrape."""
+        self._recording_bytes.set_function(lambda: float(size()))
 
     def fm_signal(self, dbfs: float | None) -> None:
         self._fm_signal.set(float("nan") if dbfs is None else dbfs)

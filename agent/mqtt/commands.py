@@ -32,6 +32,7 @@ from agent.core.clock import Clock
 from agent.core.schedule import FM_BANDS_TEXT, PRIORITY_RANK, in_fm_band
 from agent.core.signing import verify
 from agent.core.text import check_speech_text
+from agent.recording.span import BadSpan, parse_span
 from agent.state.store import StateStore
 
 REJECTION_CODES = ("bad_json", "unknown_type", "bad_args", "bad_signature", "expired",
@@ -138,6 +139,7 @@ _ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "fm_relay": frozenset({"frequency_mhz", "duration_s", "priority", "start_at"}),
     "sync_now": frozenset(),
     "amplifier": frozenset({"on"}),
+    "upload_recording": frozenset({"from", "to"}),
 }
 COMMAND_TYPES = tuple(_ALLOWED_KEYS)
 
@@ -188,6 +190,12 @@ def validate_args(command_type: str, args: object) -> dict[str, Any]:
             else "live"
     if "start_at" in args:
         out["start_at"] = _timestamp(args, "start_at")  # Unix seconds
+    if command_type == "upload_recording":
+        _required(args, "from", "to")
+        try:
+            out["from"], out["to"] = parse_span(args["from"], args["to"])  # Unix seconds
+        except BadSpan as exc:
+            raise BadArgs(str(exc)) from exc
     if command_type == "amplifier":
         _required(args, "on")
         if not isinstance(args["on"], bool):

@@ -38,6 +38,7 @@ from agent.playout.engine import PlayoutEngine
 from agent.playout.fm_tuner import FmTuner
 from agent.playout.sources import builtin_chime
 from agent.playout.tts import TtsRenderer
+from agent.recording.service import OffAirRecording
 from agent.service import sdnotify
 from agent.service.logs import configure_logging
 from agent.service.power import PowerMonitor
@@ -87,7 +88,10 @@ class Daemon:
         self.reports = ReportUploader(self.store, self.journal, self.source,
                                       max_backoff_s=cfg.source.max_backoff_s)
         self.decoders = DecoderPool(cfg.audio.rate, self.clock.monotonic)
-        self.engine = PlayoutEngine(open_output(cfg.audio.output, cfg.audio.rate),
+        self.recording = OffAirRecording(
+            cfg, open_output(cfg.audio.output, cfg.audio.rate), faults=self.faults,
+            clock=self.clock, journal=self.journal, metrics=self.metrics, source=self.source)
+        self.engine = PlayoutEngine(self.recording.output,
                                     on_event=lambda event: self.control.on_engine_event(event))
         mixer_cfg = None if cfg.audio.mixer is None else {
             "card": cfg.audio.mixer.card, "control": cfg.audio.mixer.control}
@@ -113,7 +117,8 @@ class Daemon:
         self.health = HealthServer(cfg.health.host, cfg.health.port, cfg.health.token,
                                    cfg.health.max_connections, cfg.health.request_timeout_s,
                                    self.status, self.faults, self.metrics,
-                                   refresh_metrics=self._refresh_metrics)
+                                   refresh_metrics=self._refresh_metrics,
+                                   recordings=self.recording.span)
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._status_dirty = threading.Event()
@@ -158,6 +163,9 @@ class Daemon:
         return entry is not None and self.cache.path(entry.sha256) is not None
 
     def _command(self, command: Command) -> None:
+        if command.type == "upload_recording":  # file work and HTTP: off the control thread
+            self.recording.upload(command)
+            return
         self.control.post(CommandReceived(command))
 
     def _schedule_applied(self, schedule: Schedule) -> None:
@@ -201,6 +209,7 @@ class Daemon:
             "agent_version": __version__,
             "uptime_s": int(self.clock.monotonic() - self.started_mono),
             "power": self.power.state,
+            "recording": self.recording.status(),
             "playing": playing, "volume": snap["volume"], "amplifier": snap["amplifier"],
             "mqtt": {"connected": self.mqtt is not None and self.mqtt.connected},
             "source": {"reachable": sync.reachable,
@@ -220,6 +229,7 @@ class Daemon:
     def start(self) -> None:
         for warning in self.cfg.warnings:
             log.warning("%s", warning)
+        self.recording.start()
         self.engine.start()
         self.decoders.warm_up()
         applied = self.sync.load_applied()
@@ -249,6 +259,7 @@ class Daemon:
         self.sync.stop()
         self.control.stop()
         self.engine.stop()
+        self.recording.stop_recorder()
         self.decoders.close()
         self.power.stop()
         if self.tuner is not None:
@@ -256,6 +267,7 @@ class Daemon:
         self.amplifier.set_power(False)
         self.amplifier.close()
         self.reports.stop()
+        self.recording.stop_uploads()
         self.health.stop()
         self.store.close()
 
@@ -296,6 +308,7 @@ class Daemon:
         self.sync.poll_interval_s = new.source.poll_interval_s
         self.sync.max_backoff_s = new.source.max_backoff_s
         self.reports.max_backoff_s = new.source.max_backoff_s
+        self.recording.uploads.max_backoff_s = new.source.max_backoff_s
         self.control.post(Reconfigured(_control_settings(new)))
         if "mqtt" in changed:
             self.journal.mqtt_enabled = bool(new.mqtt.brokers)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +192,19 @@ class SourceClient:
             raise SourceError("source_bad_response",
                               f"reports answer is not {{\"accepted\": [ids]}}: {exc}") from exc
         return {str(i) for i in accepted}
+
+    # --- recordings ------------------------------------------------------------------
+    def put_recording(self, first: str, last: str, body: bytes,
+                      headers: Mapping[str, str]) -> None:
+        """PUT the off-air recording of [first, last) with its ``headers`` (Content-Type,
+        X-Recording-Start); returns once the source answered 201."""
+        url = f"{self._base}/devices/{self._device}/recordings"
+        response = self._request("PUT", url, what="recording", data=body,
+                                 params={"from": first, "to": last}, headers=dict(headers))
+        if response.status_code != 201:
+            raise SourceError(status_code_fault(response.status_code),
+                              f"recording: HTTP {response.status_code} from {response.url}: "
+                              f"{response.text[:200]}")
 
     # --- plumbing --------------------------------------------------------------------
     def _request(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:

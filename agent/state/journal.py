@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -37,6 +38,9 @@ class Journal:
         # or the outbox would fill with records nobody will ever take.
         self.mqtt_enabled = mqtt_enabled
         self._changed = threading.Condition()
+        # Set when recording: the start (RFC 3339) of the off-air recording segment that
+        # holds a moment, for the play reports' recording_segment (source-api.md).
+        self.recording_segment: Callable[[float], str | None] | None = None
 
     def stamp(self, epoch: float) -> str:
         return rfc3339(epoch, self.tz)
@@ -73,6 +77,11 @@ class Journal:
         record's ``id``, fixed when the item started, is the report's: were the same play
         reported twice (a power cut between two writes), the source de-duplicates it."""
         body = {k: v for k, v in record.items() if k != "id"}
+        if self.recording_segment is not None and "recording_segment" not in body:
+            segment = self.recording_segment(
+                datetime.fromisoformat(body["started_at"]).timestamp())
+            if segment is not None:
+                body["recording_segment"] = segment
         report = self.report("play", record.get("id"), **body)
         self.event("play_finished", record={**body, "id": report["id"]})
 

@@ -3,7 +3,9 @@
 Serves a content directory over real HTTP, as the source API (source-api.md) does:
 ``<dir>/schedule.json`` at ``GET {base}/devices/{device_id}/schedule`` (ETag, 304,
 optional Ed25519 ``X-Signature``) and ``<dir>/media/<media_id>`` at ``GET {base}/media/{id}``
-(``Range: bytes=N-``), and it stores what the agent POSTs to ``{base}/devices/{id}/reports``.
+(``Range: bytes=N-``), and it stores what the agent POSTs to ``{base}/devices/{id}/reports``
+and PUTs to ``{base}/devices/{id}/recordings`` (listed, with each body's sha256, at
+``GET /_sim/recordings``).
 The schedule file is read on every request, so editing it takes effect at once.
 
 Faults are switched at start or at run time (``POST /_sim/faults`` with a JSON object of
@@ -28,7 +30,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -46,6 +48,7 @@ class SimFaults:
     schedule_status: int | None = None  # answer schedule requests with this HTTP status
     media_status: int | None = None  # answer media requests with this HTTP status
     reports_status: int | None = None  # answer report uploads with this HTTP status
+    recordings_status: int | None = None  # answer recording uploads with this HTTP status
     slow_s: float = 0.0  # wait this long before answering any API request
     truncate: bool = False  # cut media connections after half of the body
     wrong_hash: bool = False  # flip one byte of every media body
@@ -77,6 +80,7 @@ class SourceSimulator:
         self._faults = faults or SimFaults()
         self._lock = threading.Lock()
         self._reports: dict[str, dict[str, Any]] = {}
+        self._recordings: list[dict[str, Any]] = []
         self._stats = _Stats()
         self._stopping = threading.Event()
         self._server = ThreadingHTTPServer((host, port), _make_handler(self))
@@ -159,6 +163,16 @@ class SourceSimulator:
                     accepted.append(report["id"])
         return accepted
 
+    def recordings(self) -> list[dict[str, Any]]:
+        """What the agent PUT to /recordings: query, headers, size and sha256 of each."""
+        with self._lock:
+            return list(self._recordings)
+
+    def store_recording(self, meta: dict[str, Any], body: bytes) -> None:
+        with self._lock:
+            self._recordings.append({**meta, "bytes": len(body),
+                                     "sha256": hashlib.sha256(body).hexdigest()})
+
     def pause(self, seconds: float) -> None:
         if seconds > 0:
             self._stopping.wait(seconds)
@@ -187,6 +201,9 @@ class _SimHandler(BaseHTTPRequestHandler):
             return
         if path == "/_sim/stats":
             self._send_json(HTTPStatus.OK, self.simulator.stats())
+            return
+        if path == "/_sim/recordings":
+            self._send_json(HTTPStatus.OK, self.simulator.recordings())
             return
         route = self._authorized_route(path)
         if route is None:
@@ -223,12 +240,43 @@ class _SimHandler(BaseHTTPRequestHandler):
         else:
             self._send_error(HTTPStatus.METHOD_NOT_ALLOWED, "use GET")
 
+    def do_PUT(self) -> None:
+        parts = urlsplit(self.path)
+        body = self._read_body()
+        route = self._authorized_route(parts.path)
+        if route is None:
+            return
+        kind, device_id = route
+        if kind != "recordings":
+            self._send_error(HTTPStatus.METHOD_NOT_ALLOWED, "PUT only to recordings")
+            return
+        sim = self.simulator
+        sim.count("recordings")
+        status = sim.faults().recordings_status
+        if status is not None:
+            self._send_error(status, "simulated failure")
+            return
+        if device_id != sim.device_id:
+            self._send_error(HTTPStatus.NOT_FOUND, f"unknown device {device_id}")
+            return
+        query = dict(parse_qsl(parts.query))
+        start = self.headers.get("X-Recording-Start")
+        if not {"from", "to"} <= query.keys() or start is None or not body:
+            self._send_error(HTTPStatus.BAD_REQUEST, "from, to, X-Recording-Start and a body "
+                             "are required")
+            return
+        sim.store_recording({"from": query["from"], "to": query["to"], "start": start,
+                             "segments": self.headers.get("X-Recording-Segments"),
+                             "content_type": self.headers.get("Content-Type")}, body)
+        self._send_json(HTTPStatus.CREATED, {"stored": True})
+
     def _api_route(self, path: str) -> tuple[str, str] | None:
         base = self.simulator.base_path
         parts = path[len(base):].split("/") if path.startswith(base + "/") else []
         if len(parts) == 3 and parts[1] == "media":
             return "media", unquote(parts[2])
-        if len(parts) == 4 and parts[1] == "devices" and parts[3] in ("schedule", "reports"):
+        endpoints = ("schedule", "reports", "recordings")
+        if len(parts) == 4 and parts[1] == "devices" and parts[3] in endpoints:
             return parts[3], unquote(parts[2])
         self._send_error(HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")
         return None

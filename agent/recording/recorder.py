@@ -1,0 +1,220 @@
+"""The recorder thread: what the card played, downmixed, decimated and encoded into
+segments of the rolling store.
+
+The playout thread hands over each written period with its frame index through
+:meth:`Recorder.offer`, which never blocks: when the bounded queue is full the period is
+dropped and counted. Frame indices place every period on the card's time line: a hole in
+them (an underrun, where the card played silence, or a dropped period) is recorded as
+silence, so sample ``k`` of a segment is always ``start + k / RATE``; a jump backwards or
+of more than ``_MAX_FILL_S`` (the output was reopened) closes the segment and starts anew.
+
+An encoder or disk failure raises ``recording_failed``, drops the open segment and tries
+again ``_RETRY_S`` of audio later; the fault clears when a segment is stored again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+
+from agent.core.faults import FaultRegistry
+from agent.recording.store import RATE, Segment, SegmentStore, open_encoder
+
+log = logging.getLogger(__name__)
+
+SEGMENT_S = 60.0
+QUEUE_PERIODS = 250  # 5 s of 20 ms periods
+_MAX_FILL_S = 5.0
+_RETRY_S = 5.0
+_TAPS = 63  # anti-alias filter; its delay, (_TAPS - 1) / 2 input frames, is compensated
+_FAILURES = (sf.SoundFileError, OSError, RuntimeError)
+
+Samples = npt.NDArray[np.float32]
+
+
+def _lowpass(rate_in: int) -> Samples:
+    """A windowed-sinc low-pass below half of ``RATE``, unity gain at DC."""
+    cutoff = 0.45 * RATE / rate_in
+    n = np.arange(_TAPS) - (_TAPS - 1) / 2
+    taps = np.sinc(2 * cutoff * n) * np.blackman(_TAPS)
+    normalized: Samples = (taps / taps.sum()).astype(np.float32)
+    return normalized
+
+
+class Recorder:
+    def __init__(self, store: SegmentStore, faults: FaultRegistry, rate: int,
+                 frame_time: Callable[[int], float], *, on_drop: Callable[[], None],
+                 queue_periods: int = QUEUE_PERIODS, segment_s: float = SEGMENT_S) -> None:
+        self.store = store
+        self._faults = faults
+        self._rate = rate
+        self._frame_time = frame_time
+        self._on_drop = on_drop
+        self._queue: queue.Queue[tuple[int, bytes]] = queue.Queue(queue_periods)
+        self._segment_samples = round(segment_s * RATE)
+        self._max_fill = round(_MAX_FILL_S * rate)
+        self._taps = _lowpass(rate)
+        self._step = rate / RATE
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.dropped = 0  # periods the queue had no room for (incremented by the writer)
+        # --- owned by the recorder thread ---
+        self._expected: int | None = None  # index of the next frame, None: no run yet
+        self._history = np.zeros(_TAPS - 1, np.float32)
+        self._phase = 0.0  # offset of the next output sample from the next input frame
+        self._encoder: sf.SoundFile | None = None
+        self._open_start: float | None = None  # read by other threads
+        self._open_samples = 0
+        self._skip = 0  # frames to let pass unrecorded after a failure
+
+    # --- the writer's side (the playout thread) ----------------------------------------
+    def offer(self, index: int, frames: bytes) -> None:
+        """Queue a period that frame ``index`` starts; never blocks."""
+        try:
+            self._queue.put_nowait((index, frames))
+        except queue.Full:
+            self.dropped += 1
+            self._on_drop()
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Record what is queued, close the open segment, and end the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("recorder thread did not stop within %.1f s", timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # --- what other threads ask --------------------------------------------------------
+    def status(self) -> dict[str, float | int | None]:
+        """``since`` (Unix time of the oldest kept audio, None before any) and ``bytes``."""
+        since = self.store.since
+        return {"since": self._open_start if since is None else since,
+                "bytes": self.store.size}
+
+    def segment_holding(self, moment: float) -> float | None:
+        """Start time of the segment that holds ``moment`` (the open one included)."""
+        open_start = self._open_start
+        if open_start is not None and moment >= open_start:
+            return open_start
+        segment = self.store.holding(moment)
+        return None if segment is None else segment.start
+
+    # --- the recorder thread -----------------------------------------------------------
+    def _run(self) -> None:
+        self._recover()
+        while not (self._stop.is_set() and self._queue.empty()):
+            try:
+                index, frames = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._take(index, frames)
+            except _FAILURES as exc:
+                self._fail(exc)
+        try:
+            self._close_segment()
+        except _FAILURES as exc:
+            self._fail(exc)
+
+    def _recover(self) -> None:
+        try:
+            for partial in self.store.load():
+                segment = self.store.repair(partial)
+                log.info("recording segment %s left open by a crash: %s", partial.name,
+                         "nothing decodable, dropped" if segment is None
+                         else f"repaired, {segment.samples / RATE:.1f} s kept")
+        except _FAILURES as exc:
+            self._fail(exc)
+
+    def _take(self, index: int, frames: bytes) -> None:
+        count = len(frames) // 4
+        if self._skip > 0:
+            self._skip -= count
+            return
+        if self._expected is not None and index != self._expected:
+            gap = index - self._expected
+            if 0 < gap <= self._max_fill:
+                self._feed(np.zeros(gap, np.float32))
+            else:
+                self._close_segment()
+                self._expected = None
+        if self._expected is None:
+            self._expected = index
+            self._history[:] = 0.0
+            self._phase = 0.0
+        pcm = np.frombuffer(frames, dtype="<i2", count=count * 2).reshape(-1, 2)
+        mono = pcm.astype(np.float32).sum(axis=1) * np.float32(0.5 / 32768)
+        self._feed(mono)
+
+    def _feed(self, mono: Samples) -> None:
+        """Filter and decimate frames that start at ``self._expected``; encode them."""
+        assert self._expected is not None
+        buffer = np.concatenate((self._history, mono))
+        self._history = buffer[-(_TAPS - 1):]
+        filtered = np.convolve(buffer, self._taps, mode="valid")
+        n = len(mono)
+        positions = np.arange(self._phase, n, self._step)
+        if self._step.is_integer() and self._phase.is_integer():
+            out = filtered[int(self._phase)::int(self._step)]
+        else:
+            out = np.interp(positions, np.arange(n), filtered).astype(np.float32)
+        if out.size:
+            self._encode(out, self._expected + float(positions[0]))
+            self._phase = float(positions[-1]) + self._step - n
+        else:
+            self._phase -= n
+        self._expected += n
+
+    def _encode(self, samples: Samples, first_position: float) -> None:
+        if self._encoder is None:
+            whole = math.floor(first_position)
+            delay = (_TAPS - 1) / 2
+            start = self._frame_time(whole) + (first_position - whole - delay) / self._rate
+            self._encoder = open_encoder(self.store.partial_path(start))
+            self._open_start, self._open_samples = start, 0
+        self._encoder.write(samples)
+        self._open_samples += len(samples)
+        if self._open_samples >= self._segment_samples:
+            self._close_segment()
+
+    def _close_segment(self) -> Segment | None:
+        encoder, start = self._encoder, self._open_start
+        if encoder is None or start is None:
+            return None
+        self._encoder = None
+        encoder.close()
+        segment = self.store.add(self.store.partial_path(start), start, self._open_samples)
+        self._open_start = None
+        self._faults.clear("recording_failed")
+        return segment
+
+    def _fail(self, exc: BaseException) -> None:
+        log.error("off-air recording failed: %s", exc)
+        self._faults.raise_("recording_failed", f"off-air recording failed: {exc}"[:300])
+        encoder, start = self._encoder, self._open_start
+        self._encoder, self._open_start, self._expected = None, None, None
+        if encoder is not None:
+            try:
+                encoder.close()
+            except _FAILURES:
+                log.debug("closing the failed encoder failed too", exc_info=True)
+        if start is not None:
+            self.store.partial_path(start).unlink(missing_ok=True)
+        self._skip = round(_RETRY_S * self._rate)

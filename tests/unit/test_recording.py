@@ -1,0 +1,236 @@
+"""Off-air recording: the tap never blocks playout, the recorder keeps the card's time
+line, and the rolling store survives power cuts and stays within its bounds."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from agent.core.clock import ManualClock
+from agent.core.faults import FaultRegistry
+from agent.mqtt.commands import BadArgs, validate_args
+from agent.recording.recorder import Recorder
+from agent.recording.store import RATE, SegmentStore, open_encoder, samples_in_name
+from agent.recording.tap import RecordingTap
+from drivers.audio.base import AudioOutput
+
+OUT_RATE = 48_000
+PERIOD = 960  # frames of one 20 ms period
+EPOCH = 1_800_000_000.0
+
+
+class ListOutput(AudioOutput):
+    """A card that keeps every write; frame n leaves at EPOCH + n / rate."""
+
+    def __init__(self) -> None:
+        super().__init__(OUT_RATE)
+        self.writes: list[bytes] = []
+        self.next_index = 0
+
+    @classmethod
+    def from_target(cls, target: str, rate: int) -> Self:
+        return cls()
+
+    def open(self) -> None:
+        self.next_index = 0
+
+    def write(self, frames: bytes, timeout: float) -> None:
+        self.writes.append(frames)
+        self.next_index += len(frames) // 4
+
+    def next_frame_index(self) -> int:
+        return self.next_index
+
+    def frame_time(self, index: int) -> float:
+        return EPOCH + index / self.rate
+
+    def buffered_frames(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def period(value: int = 0) -> bytes:
+    return np.full(PERIOD * 2, value, dtype="<i2").tobytes()
+
+
+def tone_period(index: int) -> bytes:
+    t = (index + np.arange(PERIOD)) / OUT_RATE
+    mono = (8000 * np.sin(2 * np.pi * 440 * t)).astype("<i2")
+    return np.repeat(mono, 2).tobytes()
+
+
+def make_store(directory: Path, clock: ManualClock, max_bytes: int = 10**9,
+               max_days: float = 14) -> SegmentStore:
+    return SegmentStore(directory, max_bytes, max_days, clock.now)
+
+
+def write_segment(store: SegmentStore, start: float, seconds: float) -> None:
+    partial = store.partial_path(start)
+    samples = np.full(round(seconds * RATE), 0.2, np.float32)
+    with open_encoder(partial) as encoder:
+        encoder.write(samples)
+    store.add(partial, start, len(samples))
+
+
+def decoded_length(path: Path) -> int:
+    data, rate = sf.read(path, dtype="float32")
+    assert rate == RATE
+    return len(data)
+
+
+# --- the tap -------------------------------------------------------------------------------
+
+def test_tap_forwards_every_write_unchanged_and_never_blocks_on_a_full_queue(tmp_path):
+    inner = ListOutput()
+    dropped: list[int] = []
+    recorder = Recorder(make_store(tmp_path, ManualClock()), FaultRegistry(lambda: EPOCH),
+                        OUT_RATE, inner.frame_time, on_drop=lambda: dropped.append(1),
+                        queue_periods=3)  # never started: nothing drains the queue
+    tap = RecordingTap(inner, recorder.offer)
+    blocks = [tone_period(i * PERIOD) for i in range(20)]
+    writer = threading.Thread(target=lambda: [tap.write(b, timeout=1.0) for b in blocks])
+    writer.start()
+    writer.join(30)
+    assert not writer.is_alive()
+    assert inner.writes == blocks
+    assert recorder.dropped == 17 == len(dropped)
+    assert tap.next_frame_index() == 20 * PERIOD
+    assert tap.frame_time(PERIOD) == inner.frame_time(PERIOD)
+
+
+# --- the recorder --------------------------------------------------------------------------
+
+def record(tmp_path: Path, writes: list[tuple[int, bytes]], **kwargs: object) -> SegmentStore:
+    store = make_store(tmp_path / "rec", ManualClock(EPOCH))
+    recorder = Recorder(store, FaultRegistry(lambda: EPOCH), OUT_RATE,
+                        lambda n: EPOCH + n / OUT_RATE, on_drop=lambda: None,
+                        queue_periods=10_000, **kwargs)  # type: ignore[arg-type]
+    for index, frames in writes:
+        recorder.offer(index, frames)
+    recorder.start()
+    recorder.stop(timeout=60)
+    return store
+
+
+def test_recorder_keeps_the_card_time_line_through_underruns(tmp_path):
+    # 1 s of silence, a 0.5 s hole the card filled with silence, then a tone at 1.5 s.
+    writes = [(i * PERIOD, period()) for i in range(50)]
+    tone_from = 75 * PERIOD
+    writes += [(tone_from + i * PERIOD, tone_period(tone_from + i * PERIOD)) for i in range(50)]
+    store = record(tmp_path, writes)
+    [segment] = store.segments()
+    # The first sample is the anti-alias filter's delay (31 frames) before the first frame.
+    assert segment.start == pytest.approx(EPOCH - 31 / OUT_RATE, abs=1e-5)
+    assert segment.samples == 2.5 * RATE
+    audio, _ = sf.read(segment.path, dtype="float32")
+    assert len(audio) == segment.samples
+    loud = np.flatnonzero(np.abs(audio) > 0.05)
+    onset_s = segment.start + loud[0] / RATE - EPOCH
+    assert 1.5 - 0.002 <= onset_s <= 1.5 + 0.002
+    rms = np.sqrt(np.mean(audio[round(1.6 * RATE):round(2.4 * RATE)] ** 2))
+    assert rms == pytest.approx(8000 / 32768 / np.sqrt(2), rel=0.2)
+
+
+def test_recorder_cuts_segments_and_names_them_by_start_and_length(tmp_path):
+    writes = [(i * PERIOD, tone_period(i * PERIOD)) for i in range(250)]  # 5 s
+    store = record(tmp_path, writes, segment_s=2.0)
+    segments = store.segments()
+    assert len(segments) == 3
+    for before, after in itertools.pairwise(segments):
+        assert after.start == pytest.approx(before.end, abs=1e-6)
+    assert sum(s.samples for s in segments) == 5 * RATE
+    for segment in segments:
+        assert samples_in_name(segment.path) == segment.samples == decoded_length(segment.path)
+
+
+def test_a_disk_that_refuses_raises_recording_failed(tmp_path):
+    blocker = tmp_path / "rec"
+    blocker.write_text("not a directory")
+    faults = FaultRegistry(lambda: EPOCH)
+    recorder = Recorder(SegmentStore(blocker / "sub", 10**9, 14, lambda: EPOCH), faults,
+                        OUT_RATE, lambda n: EPOCH + n / OUT_RATE, on_drop=lambda: None)
+    recorder.offer(0, period())
+    recorder.start()
+    recorder.stop(timeout=30)
+    assert [f.code for f in faults.active()] == ["recording_failed"]
+
+
+# --- the store -----------------------------------------------------------------------------
+
+def test_store_keeps_within_max_bytes_deleting_the_oldest(tmp_path):
+    clock = ManualClock(EPOCH)
+    store = make_store(tmp_path, clock)
+    write_segment(store, EPOCH, 2.0)
+    one = store.size
+    store.max_bytes = int(one * 2.5)
+    for i in range(1, 5):
+        write_segment(store, EPOCH + 2 * i, 2.0)
+    kept = store.segments()
+    assert [s.start for s in kept] == [EPOCH + 6, EPOCH + 8]
+    assert store.size <= store.max_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(s.path.name for s in kept)
+    assert store.since == EPOCH + 6
+
+
+def test_store_deletes_segments_older_than_max_days(tmp_path):
+    clock = ManualClock(EPOCH)
+    store = make_store(tmp_path, clock, max_days=1)
+    write_segment(store, EPOCH - 3 * 86_400, 1.0)
+    write_segment(store, EPOCH - 3600, 1.0)
+    write_segment(store, EPOCH, 1.0)
+    assert [s.start for s in store.segments()] == [EPOCH - 3600, EPOCH]
+
+
+def test_store_after_a_power_cut_indexes_only_what_decodes(tmp_path):
+    clock = ManualClock(EPOCH)
+    store = make_store(tmp_path, clock)
+    write_segment(store, EPOCH, 2.0)
+    # The open segment of the moment of the cut: 3 s written, the file cut in the middle.
+    open_start = EPOCH + 2
+    whole = tmp_path / "whole.ogg"
+    with open_encoder(whole) as encoder:
+        encoder.write(np.full(3 * RATE, 0.2, np.float32))
+    blob = whole.read_bytes()
+    whole.unlink()
+    store.partial_path(open_start).write_bytes(blob[:len(blob) // 2])
+    store.partial_path(EPOCH + 10).write_bytes(b"")  # created, nothing written yet
+    (tmp_path / "123.partial.repair").write_bytes(b"OggS")  # a repair cut short
+
+    after = make_store(tmp_path, clock)
+    partials = after.load()
+    assert [p.name for p in partials] == [store.partial_path(open_start).name,
+                                          store.partial_path(EPOCH + 10).name]
+    repaired = after.repair(partials[0])
+    assert after.repair(partials[1]) is None
+    assert repaired is not None and repaired.start == open_start
+    assert 0 < repaired.samples < 3 * RATE
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == sorted(s.path.name for s in after.segments())
+    for segment in after.segments():
+        assert decoded_length(segment.path) == samples_in_name(segment.path)
+    recording = after.span(EPOCH + 1, EPOCH + 3)
+    assert recording is not None and recording.start == EPOCH
+    assert recording.segments == tuple(s.path.name for s in after.segments())
+    assert after.span(EPOCH + 100, EPOCH + 200) is None
+
+
+# --- the command ---------------------------------------------------------------------------
+
+def test_upload_recording_args_are_a_span_of_at_most_an_hour():
+    args = validate_args("upload_recording", {"from": "2026-11-23T06:00:00+07:00",
+                                              "to": "2026-11-23T07:00:00+07:00"})
+    assert args["to"] - args["from"] == 3600
+    for bad in ({"from": "2026-11-23T06:00:00+07:00", "to": "2026-11-23T07:00:01+07:00"},
+                {"from": "2026-11-23T06:00:00+07:00", "to": "2026-11-23T06:00:00+07:00"},
+                {"from": "2026-11-23T06:00:00", "to": "2026-11-23T06:10:00+07:00"},
+                {"from": "2026-11-23T06:00:00+07:00"}):
+        with pytest.raises(BadArgs):
+            validate_args("upload_recording", bad)
