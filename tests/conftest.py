@@ -100,6 +100,13 @@ class Source:
     def play_reports(self) -> list[dict[str, Any]]:
         return [r for r in self.reports() if r["type"] == "play"]
 
+    def recordings(self) -> list[dict[str, Any]]:
+        """What the agent PUT to /recordings (query, headers, size, sha256 of each)."""
+        reply = requests.get(self._sim("recordings"), timeout=5)
+        reply.raise_for_status()
+        result: list[dict[str, Any]] = reply.json()
+        return result
+
     def stats(self) -> dict[str, Any]:
         reply = requests.get(self._sim("stats"), timeout=5)
         reply.raise_for_status()

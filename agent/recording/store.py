@@ -179,7 +179,7 @@ def _readable_part(path: Path) -> np.ndarray:
     blocks = []
     try:
         with sf.SoundFile(path) as source:
-            for block in source.blocks(blocksize=RATE, dtype="float32"):
+            for block in source.blocks(blocksize=RATE // 50, dtype="float32"):
                 blocks.append(block)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         log.info("recording %s is cut short (%s); keeping what decodes", path.name, exc)

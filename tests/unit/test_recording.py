@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Self
 
@@ -14,11 +15,14 @@ import soundfile as sf
 
 from agent.core.clock import ManualClock
 from agent.core.faults import FaultRegistry
-from agent.mqtt.commands import BadArgs, validate_args
+from agent.mqtt.commands import BadArgs, Command, validate_args
 from agent.recording.recorder import Recorder
+from agent.recording.span import exact_stamp
 from agent.recording.store import RATE, SegmentStore, open_encoder, samples_in_name
 from agent.recording.tap import RecordingTap
+from agent.recording.upload import RecordingUploader
 from drivers.audio.base import AudioOutput
+from tests.support.source_sim import source_rig
 
 OUT_RATE = 48_000
 PERIOD = 960  # frames of one 20 ms period
@@ -234,3 +238,42 @@ def test_upload_recording_args_are_a_span_of_at_most_an_hour():
                 {"from": "2026-11-23T06:00:00+07:00"}):
         with pytest.raises(BadArgs):
             validate_args("upload_recording", bad)
+
+
+# --- the upload ----------------------------------------------------------------------------
+
+def upload_command(first: float, last: float, expires_at: float) -> Command:
+    return Command("c-1", "upload_recording", {"from": first, "to": last}, first, expires_at)
+
+
+def test_upload_puts_the_span_and_retries_until_the_command_expires(tmp_path):
+    with source_rig(tmp_path) as rig:
+        store = make_store(tmp_path / "rec", rig.clock)
+        store.load()
+        write_segment(store, EPOCH, 2.0)
+        recorder = Recorder(store, rig.faults, OUT_RATE, lambda n: EPOCH, on_drop=lambda: None)
+
+        def backoff() -> float:  # each wait lets 10 s pass on the agent's clock
+            rig.clock.advance(10)
+            return 0.0
+        uploads = RecordingUploader(recorder, rig.client, rig.journal, rig.clock,
+                                    lambda *_: None, max_backoff_s=60, rand=backoff)
+        now = rig.clock.now()
+        assert uploads.upload(upload_command(EPOCH + 0.5, EPOCH + 1.5, now + 60)) == (
+            "completed", None)
+        [stored] = rig.sim.recordings()
+        assert stored["start"] == exact_stamp(EPOCH)
+        assert stored["segments"] == store.segments()[0].path.name
+        assert stored["bytes"] == store.size
+        assert datetime.fromisoformat(stored["from"]).timestamp() == EPOCH + 0.5
+
+        rig.sim.set_faults(recordings_status=503)
+        status, reason = uploads.upload(upload_command(EPOCH, EPOCH + 1, now + 35))
+        assert (status, reason.split(":")[0]) == ("failed", "source_unreachable")
+        assert rig.sim.stats()["requests"]["recordings"] == 1 + 4
+
+        status, reason = uploads.upload(upload_command(EPOCH - 100, EPOCH - 50, now + 35))
+        assert (status, reason.split(":")[0]) == ("failed", "not_recorded")
+        off = RecordingUploader(None, rig.client, rig.journal, rig.clock, lambda *_: None,
+                                max_backoff_s=60)
+        assert off.upload(upload_command(EPOCH, EPOCH + 1, now + 35))[0] == "failed"
