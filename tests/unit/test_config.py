@@ -25,6 +25,7 @@ from agent.config.loader import (
     HealthConfig,
     MqttConfig,
     PowerConfig,
+    RecordingConfig,
     SourceConfig,
     TtsConfig,
     load_config,
@@ -80,6 +81,8 @@ def test_defaults_are_those_of_the_contract(tmp_path):
         fm=FmConfig(backend="rtl_fm", rtl_tcp="127.0.0.1:1234", gain_db=None, ppm=0,
                     squelch_dbfs=-30, sample_rate=240_000),
         tts=TtsConfig(engine="espeak-ng", voice="vi"),
+        recording=RecordingConfig(enabled=True, dir=Path("/var/lib/broadcast-agent/recordings"),
+                                  max_bytes=1_000_000_000, max_days=14),
         power=PowerConfig(backend="none",
                           gpio=GpioConfig(chip="gpiochip0", line=27, active_high=True)),
         warnings=(), files=(main,))
