@@ -28,7 +28,10 @@ from agent.state.durable import fsync_dir, publish
 
 log = logging.getLogger(__name__)
 
-RATE = 16_000  # speech grade: 48 kHz stereo is downmixed and decimated to this
+# Speech grade, and what horn loudspeakers reproduce (up to ~6 kHz): 48 kHz stereo is
+# downmixed and decimated to this. At 16 kHz libopus costs about three times the CPU
+# (docs/benchmarks.md), over the recorder's budget.
+RATE = 12_000
 # libsndfile maps its compression level linearly onto the Opus bitrate: 0.95 is ~19 kbit/s.
 _COMPRESSION_LEVEL = 0.95
 _CLOSED = re.compile(r"(\d+)-(\d+)\.opus$")

@@ -20,7 +20,7 @@ import soundfile as sf
 
 from tests.support.wavfile import Capture
 
-RATE = 16_000
+RATE = 12_000  # agent.recording.store.RATE
 Floats = npt.NDArray[np.float64]
 _SEGMENT = re.compile(r"(\d+)-(\d+)\.opus$")
 
