@@ -22,7 +22,6 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,7 +31,7 @@ from agent.core.clock import Clock
 from agent.core.schedule import FM_BANDS_TEXT, PRIORITY_RANK, in_fm_band
 from agent.core.signing import verify
 from agent.core.text import check_speech_text
-from agent.recording.span import BadSpan, parse_span
+from agent.recording.span import BadSpan, parse_span, parse_time
 from agent.state.store import StateStore
 
 REJECTION_CODES = ("bad_json", "unknown_type", "bad_args", "bad_signature", "expired",
@@ -205,16 +204,10 @@ def validate_args(command_type: str, args: object) -> dict[str, Any]:
 
 
 def _timestamp(doc: Mapping[str, Any], key: str) -> float:
-    value = doc[key]
     try:
-        if not isinstance(value, str):
-            raise ValueError
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadArgs(f"{key} must be an RFC 3339 time, got {value!r}") from None
-    if moment.tzinfo is None:
-        raise BadArgs(f"{key} must carry a UTC offset, got {value!r}")
-    return moment.timestamp()
+        return parse_time(key, doc[key])
+    except BadSpan as exc:
+        raise BadArgs(str(exc)) from None
 
 
 def _usable_id(doc: object) -> str | None:

@@ -251,13 +251,7 @@ class _SimHandler(BaseHTTPRequestHandler):
             self._send_error(HTTPStatus.METHOD_NOT_ALLOWED, "PUT only to recordings")
             return
         sim = self.simulator
-        sim.count("recordings")
-        status = sim.faults().recordings_status
-        if status is not None:
-            self._send_error(status, "simulated failure")
-            return
-        if device_id != sim.device_id:
-            self._send_error(HTTPStatus.NOT_FOUND, f"unknown device {device_id}")
+        if self._refused("recordings", device_id, sim.faults().recordings_status):
             return
         query = dict(parse_qsl(parts.query))
         start = self.headers.get("X-Recording-Start")
@@ -365,15 +359,21 @@ class _SimHandler(BaseHTTPRequestHandler):
         if faults.truncate:
             self.close_connection = True
 
+    def _refused(self, kind: str, device_id: str, simulated_status: int | None) -> bool:
+        """Count an upload of ``kind``; answer and return True when it fails (a simulated
+        failure status, an unknown device)."""
+        self.simulator.count(kind)
+        if simulated_status is not None:
+            self._send_error(simulated_status, "simulated failure")
+            return True
+        if device_id != self.simulator.device_id:
+            self._send_error(HTTPStatus.NOT_FOUND, f"unknown device {device_id}")
+            return True
+        return False
+
     def _post_reports(self, device_id: str, body: bytes) -> None:
         sim = self.simulator
-        sim.count("reports")
-        status = sim.faults().reports_status
-        if status is not None:
-            self._send_error(status, "simulated failure")
-            return
-        if device_id != sim.device_id:
-            self._send_error(HTTPStatus.NOT_FOUND, f"unknown device {device_id}")
+        if self._refused("reports", device_id, sim.faults().reports_status):
             return
         try:
             reports = json.loads(body)["reports"]
