@@ -166,6 +166,7 @@ class RecordingConfig:
     dir: Path
     max_bytes: int
     max_days: float
+    segment_s: float
 
 
 @dataclass(frozen=True)

@@ -505,6 +505,7 @@ def schema(base: Path) -> Section:
             "dir": Key(path_in(base), Path("/var/lib/broadcast-agent/recordings")),
             "max_bytes": Key(integer(minimum=1), 1_000_000_000),
             "max_days": Key(number(minimum=0), 14.0),
+            "segment_s": Key(number(minimum=5, maximum=3600), 60.0),
         }),
         "power": Section({
             "backend": Key(one_of("gpio", "sim", "none"), "none"),

@@ -32,7 +32,8 @@ class OffAirRecording:
             rec = cfg.recording
             store = SegmentStore(rec.dir, rec.max_bytes, rec.max_days, clock.now)
             self.recorder = Recorder(store, faults, cfg.audio.rate, output.frame_time,
-                                     on_drop=metrics.recording_dropped)
+                                     on_drop=metrics.recording_dropped,
+                                     segment_s=rec.segment_s)
             self.output = RecordingTap(output, self.recorder.offer)
             metrics.watch_recording(lambda: store.size)
             journal.recording_segment = self._segment_of

@@ -34,8 +34,8 @@ from tests.support.recordings import (
 from tests.support.schemas import validate
 
 SPEECH = "Thông báo của Ủy ban nhân dân xã: lịch tiêm phòng cho trẻ em vào sáng thứ bảy."
-SEGMENT_S = 60.0  # agent.recording.recorder.SEGMENT_S
-CLOSE_WAIT_S = SEGMENT_S + 60  # a segment closes within SEGMENT_S; the machine may be busy
+SEGMENT_S = 5.0  # recording.segment_s of tests.support.agentproc.base_config
+CLOSE_WAIT_S = SEGMENT_S + 30  # a segment closes within SEGMENT_S; the machine may be busy
 KILLS = 20
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 

@@ -62,7 +62,7 @@ def base_config(tmp: Path, source_url: str, **overrides: Any) -> dict[str, Any]:
         "audio": {"output": f"wav:{tmp / 'out.wav'}", "default_volume": 100},
         "amplifier": {"backend": "sim", "warmup_s": 0.5, "idle_off_s": 2},
         "fm": {"backend": "none"},
-        "recording": {"dir": str(tmp / "recordings")},
+        "recording": {"dir": str(tmp / "recordings"), "segment_s": 5},
     }
     if hil.HIL:
         _deep_update(cfg, hil.rig().config_overrides())

@@ -82,7 +82,7 @@ def test_defaults_are_those_of_the_contract(tmp_path):
                     squelch_dbfs=-30, sample_rate=240_000),
         tts=TtsConfig(engine="espeak-ng", voice="vi"),
         recording=RecordingConfig(enabled=True, dir=Path("/var/lib/broadcast-agent/recordings"),
-                                  max_bytes=1_000_000_000, max_days=14),
+                                  max_bytes=1_000_000_000, max_days=14, segment_s=60),
         power=PowerConfig(backend="none",
                           gpio=GpioConfig(chip="gpiochip0", line=27, active_high=True)),
         warnings=(), files=(main,))
