@@ -419,11 +419,15 @@ class ControlLoop:
     def _cue_ahead(self, now: float) -> None:
         """Pre-roll what starts at the next boundary, and the next item of what plays."""
         boundary = self._next_boundary(now)
-        if boundary is not None and boundary - now <= PREROLL_S:
+        playing = self._arbiter.playing
+        on_air = None if playing is None else self._playbacks.get(playing)
+        # A cue replaces the engine's queue: never while the item on air for the arbiter
+        # still waits in it (for the amplifier's warm-up), or it would never sound.
+        waiting = on_air is not None and not on_air.started
+        if boundary is not None and boundary - now <= PREROLL_S and not waiting:
             for action in self._arbiter.preview(boundary):
                 if isinstance(action, StartItem) and action.at == boundary:
                     self._start_item(action, now, preroll=True)
-        playing = self._arbiter.playing
         if playing is None:
             return
         pb = self._playbacks.get(playing)
