@@ -138,7 +138,9 @@ def test_fifty_kills_lose_no_report_corrupt_no_cache_entry_and_resume_downloads(
         assert reported == started, {"started only": started - reported,
                                      "reported only": reported - started}
         outcomes = Counter(r["outcome"] for r in reports)
-        assert set(outcomes) <= {"completed", "stopped"}, outcomes
+        # An item a kill cut resumes where it would be (the grace is 1 s), so the next
+        # program may preempt it.
+        assert set(outcomes) <= {"completed", "stopped", "preempted"}, outcomes
         print(f"plays: {dict(outcomes)}")
     finally:
         sim.stop()
