@@ -553,8 +553,10 @@ class ControlLoop:
         """An item that could not sound at all: its play report says ``failed`` (nothing
         left the card), and the arbiter moves on."""
         now = self._clock.now()
-        pb = Playback(activation, index, activation.items[index], 0.0, started_at=now,
-                      ended_at=now, outcome="failed")
+        item = activation.items[index]
+        entry = None if self._schedule is None else self._schedule.media.get(item.ref)
+        pb = Playback(activation, index, item, 0.0, started_at=now, ended_at=now,
+                      outcome="failed", sha256=None if entry is None else entry.sha256)
         record = pb.record(self._journal.stamp, self.s.rate)
         self._plays.on_air(activation.key, index, record, now)
         self._plays.ended(record, now)
