@@ -16,7 +16,7 @@ PYTEST_WORKERS ?= 2
 install: apt venv
 
 apt: .stamp-apt
-.stamp-apt:
+.stamp-apt: Makefile
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES)
 	touch $@
