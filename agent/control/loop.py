@@ -651,6 +651,10 @@ class ControlLoop:
         if pb.started_at is not None:
             if not _relayed_station(pb):
                 pb.outcome = "failed"
+            if pb.lease is not None and pb.lease.relayed_frames:
+                # What left the card of the station itself: not the silence while tuning.
+                pb.started_at += pb.lease.lead_frames / self.s.rate
+                pb.played_frames = pb.lease.relayed_frames
             record = pb.record(self._journal.stamp, self.s.rate)
             self._journal.played(record)
             self._plays.ended(record, pb.ended_at if pb.ended_at is not None

@@ -98,6 +98,7 @@ class TunerLease:
         self._tuner = tuner
         self.frequency_mhz = frequency_mhz
         self.relayed_frames = 0
+        self.lead_frames = 0  # asked for before the station's first audio (tuning, prefill)
         self.released = False
 
     @property
@@ -109,7 +110,10 @@ class TunerLease:
             return b""
         before = self._tuner.relayed_frames
         data = self._tuner.read(max_bytes // FRAME_BYTES)
-        self.relayed_frames += self._tuner.relayed_frames - before
+        delivered = self._tuner.relayed_frames - before
+        if self.relayed_frames == 0 and delivered == 0:
+            self.lead_frames += max_bytes // FRAME_BYTES
+        self.relayed_frames += delivered
         return data
 
     @property
