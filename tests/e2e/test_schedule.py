@@ -236,7 +236,9 @@ def test_late_start_joins_at_the_position_it_would_have_reached(
     capture = capture_until(agent, start + 10.5)
 
     joined = first_sound(capture, start)
-    assert 2.0 <= joined - start <= 7.5, f"joined {joined - start:.2f} s in: setup too slow?"
+    # Past the 1 s grace it joins where the programme would be (inside the 880 Hz step),
+    # however quickly the agent came up; not from the beginning.
+    assert 1.2 <= joined - start <= 7.5, f"joined {joined - start:.2f} s in"
     assert_tone(capture, joined + 0.01, 0.1, 880)
     # libvlc seeks WAV to about 50 ms and a decoder started cold may lag a little more.
     assert_tone(capture, start + 8.0 - JOIN_TOLERANCE_S - 0.08, 0.08, 880)
