@@ -26,6 +26,9 @@ from tests.support.wavfile import Capture, rms_dbfs, tone_frequency
 pytestmark = pytest.mark.xdist_group("sdr")
 
 DEAD_AIR_S = 2.0
+# How long a test waits for the raise; when it came is judged against when the air went
+# quiet (the decoder may still hold buffered audio after the stream breaks).
+RAISE_WAIT_S = DEAD_AIR_S + 8
 STREAM_HZ = 440.0
 FM_HZ = 1000.0
 FM_MHZ = 100.0
@@ -108,7 +111,7 @@ def fail_and_recover(agent: AgentProcess, stream: PacedStream, break_stream: str
     assert_stream_audio(agent, time.time() - 1.0)
     broken_at = time.time()
     getattr(stream, break_stream)()
-    raised = wait_for(lambda: fault_since(agent, "stream_unavailable"), DEAD_AIR_S + 3, 0.05,
+    raised = wait_for(lambda: fault_since(agent, "stream_unavailable"), RAISE_WAIT_S, 0.05,
                       "stream_unavailable")
     assert raised is not None
     # up to just before the raise: the fallback starts sounding at once
@@ -162,7 +165,7 @@ def test_stream_silent_from_its_start_is_dead_air_counted_from_the_start(
         dongle: FakeRtlTcpServer) -> None:
     stream.silence()  # connects and sends valid MP3 frames, of silence
     agent, on_air = start_on_stream(source, agent_factory, stream, dongle)
-    raised = wait_for(lambda: fault_since(agent, "stream_unavailable"), DEAD_AIR_S + 3, 0.05,
+    raised = wait_for(lambda: fault_since(agent, "stream_unavailable"), RAISE_WAIT_S, 0.05,
                       "stream_unavailable")
     assert raised is not None
     # pre-rolled before its start, it is judged from when it went on air
