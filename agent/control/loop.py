@@ -360,14 +360,17 @@ class ControlLoop:
         if not pb.started:
             self._drop(pb)
             return
-        for voice in (pb.chime, pb.voice):
-            if voice is not None and not voice.done:
-                self._engine.cancel(voice)
+        self._cancel_voices(pb)
         if pb.fallback is not None and pb.fallback.voice is not None:
             self._engine.cancel(pb.fallback.voice)
         if pb.voice_ended:
             self._finish(pb)
         self._changed()
+
+    def _cancel_voices(self, pb: Playback) -> None:
+        for voice in (pb.chime, pb.voice):
+            if voice is not None and not voice.done:
+                self._engine.cancel(voice)
 
     def _start_item(self, action: StartItem, now: float, preroll: bool = False) -> None:
         """Carry out a start; with ``preroll`` it is only cued ahead of its time, and an
@@ -531,9 +534,7 @@ class ControlLoop:
         self._faults.raise_("play_failed", f"{key} item {index}: {exc!r}"[:300])
         pb = self._playbacks.pop((key, index), None)
         if pb is not None:
-            for voice in (pb.chime, pb.voice):
-                if voice is not None and not voice.done:
-                    self._engine.cancel(voice)
+            self._cancel_voices(pb)
         activation = self._arbiter.activation(key)
         if pb is not None and pb.started:
             pb.outcome, pb.ended_at = "failed", self._clock.now()
@@ -651,10 +652,6 @@ class ControlLoop:
         if pb.started_at is not None:
             if not _relayed_station(pb):
                 pb.outcome = "failed"
-            if pb.lease is not None and pb.lease.relayed_frames:
-                # What left the card of the station itself: not the silence while tuning.
-                pb.started_at += pb.lease.lead_frames / self.s.rate
-                pb.played_frames = pb.lease.relayed_frames
             record = pb.record(self._journal.stamp, self.s.rate)
             self._journal.played(record)
             self._plays.ended(record, pb.ended_at if pb.ended_at is not None

@@ -101,16 +101,20 @@ class Playback:
     def record(self, stamp: Any, rate: int) -> dict[str, Any]:
         """The proof-of-play record of source-api.md."""
         a, item = self.activation, self.item
+        started_at, frames = self.started_at, self.played_frames
+        if self.lease is not None and self.lease.relayed_frames and started_at is not None:
+            # What left the card of the station itself: not the silence while tuning.
+            started_at += self.lease.lead_frames / rate
+            frames = self.lease.relayed_frames
         record: dict[str, Any] = {
             "id": self.report_id,
             "program_id": a.program_id,
             "source": SOURCE_OF_KIND[item.kind],
             "priority": a.priority,
             "title": a.title,
-            "started_at": stamp(self.started_at),
-            "ended_at": stamp(self.ended_at if self.ended_at is not None
-                              else self.started_at),
-            "played_s": round(self.played_frames / rate, 3),
+            "started_at": stamp(started_at),
+            "ended_at": stamp(self.ended_at if self.ended_at is not None else started_at),
+            "played_s": round(frames / rate, 3),
             "outcome": self.outcome or "completed",
         }
         record.update(item_ref(item))
