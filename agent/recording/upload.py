@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import queue
 import random
-import threading
 from collections.abc import Callable
 
 from agent.core.clock import Clock
+from agent.core.worker import Worker
 from agent.mqtt.commands import Command
 from agent.recording.recorder import SEGMENT_S, Recorder
 from agent.source.client import SourceClient, SourceError
@@ -29,10 +29,13 @@ _CLOSE_MARGIN_S = 10.0  # beyond SEGMENT_S, for the recorder to close and publis
 _POLL_S = 0.5
 
 
-class RecordingUploader:
+class RecordingUploader(Worker):
+    thread_name = "recording-upload"
+
     def __init__(self, recorder: Recorder | None, client: SourceClient, journal: Journal,
                  clock: Clock, count_command: Callable[[str, str], None], *,
                  max_backoff_s: float, rand: Callable[[], float] = random.random) -> None:
+        super().__init__()
         self._recorder = recorder
         self._client = client
         self._journal = journal
@@ -41,24 +44,9 @@ class RecordingUploader:
         self.max_backoff_s = max_backoff_s
         self._rand = rand
         self._commands: queue.Queue[Command] = queue.Queue()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def submit(self, command: Command) -> None:
         self._commands.put(command)
-
-    def start(self) -> None:
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="recording-upload",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("recording-upload thread did not stop within %.1f s", timeout)
 
     def _run(self) -> None:
         while not self._stopping.is_set():

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from collections.abc import Callable
 
+from agent.core.worker import Worker
 from agent.source.client import SourceClient, SourceError
 from agent.source.sync import backoff_delay
 from agent.state.journal import REPORT, Journal
@@ -21,30 +21,19 @@ log = logging.getLogger(__name__)
 _IDLE_WAIT_S = 1.0  # upper bound on the wait for new records (Journal.wait can be missed)
 
 
-class ReportUploader:
+class ReportUploader(Worker):
+    thread_name = "reports"
+
     def __init__(self, store: StateStore, journal: Journal, client: SourceClient, *,
                  max_backoff_s: float, batch_size: int = 100,
                  rand: Callable[[], float] = random.random) -> None:
+        super().__init__()
         self._store = store
         self._journal = journal
         self._client = client
         self.max_backoff_s = max_backoff_s
         self.batch_size = batch_size
         self._rand = rand
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="reports", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("reports thread did not stop within %.1f s", timeout)
 
     def upload_once(self) -> tuple[int, int]:
         """POST one batch; (records sent, records accepted and removed from the outbox).

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
 from agent.core.schedule import Schedule, ScheduleError, parse_schedule
+from agent.core.worker import Worker
 from agent.source.cache import CacheError, MediaCache
 from agent.source.client import ScheduleFetch, SourceClient, SourceError
 from agent.state.journal import Journal
@@ -50,13 +51,16 @@ def backoff_delay(failures: int, cap_s: float, rand: Callable[[], float]) -> flo
     return rand() * min(cap_s, _BACKOFF_BASE_S * 2.0 ** min(failures, 32))
 
 
-class SyncService:
+class SyncService(Worker):
+    thread_name = "sync"
+
     def __init__(self, client: SourceClient, cache: MediaCache, store: StateStore,
                  journal: Journal, faults: FaultRegistry, clock: Clock, *, device_id: str,
                  default_tz: str, poll_interval_s: float, max_backoff_s: float,
                  on_applied: Callable[[Schedule], None],
                  on_download: Callable[[str, int], None] = lambda outcome, size: None,
                  rand: Callable[[], float] = random.random) -> None:
+        super().__init__()
         self._client = client
         self._cache = cache
         self._store = store
@@ -74,8 +78,6 @@ class SyncService:
         self._reachable: bool | None = None
         self._failures = 0
         self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle -------------------------------------------------------------------
     def load_applied(self) -> Schedule | None:
@@ -92,18 +94,10 @@ class SyncService:
         self._cache.set_referenced(schedule.media.values())
         return schedule
 
-    def start(self) -> None:
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="sync", daemon=True)
-        self._thread.start()
-
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("sync thread did not stop within %.1f s", timeout)
+        self._wake.set()  # out of the wait between polls
+        super().stop(timeout)
 
     def sync_now(self) -> None:
         """Poll at once instead of waiting for the interval or the backoff."""

@@ -1,0 +1,33 @@
+"""A named daemon thread its owner starts and stops: the one shape of the agent's
+background loops (``_run`` checks ``_stopping`` and waits on it between rounds)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+
+log = logging.getLogger(__name__)
+
+
+class Worker(ABC):
+    thread_name: str
+
+    def __init__(self) -> None:
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("%s thread did not stop within %.1f s", self.thread_name, timeout)
+
+    @abstractmethod
+    def _run(self) -> None: ...
