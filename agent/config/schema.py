@@ -440,10 +440,14 @@ def schema(base: Path) -> Section:
             "client_key": tls_file,
             "public_key": Key(optional(public_key), None),
             "read_timeout_s": Key(number(minimum=1), 30.0),
+            "max_schedule_bytes": Key(integer(minimum=1024), 4_194_304),
+            "request_deadline_s": Key(number(minimum=1), 120.0),
+            "media_deadline_s": Key(number(minimum=1), 600.0),
         }),
         "cache": Section({
             "dir": Key(path_in(base), Path("/var/cache/broadcast-agent")),
             "max_bytes": Key(integer(minimum=1), 2_000_000_000),
+            "min_free_bytes": Key(integer(minimum=0), 33_554_432),
         }),
         "mqtt": Section({
             "brokers": ListKey(broker_uri),
@@ -458,6 +462,8 @@ def schema(base: Path) -> Section:
             "keepalive_s": Key(interval, 30.0),
             "command_public_key": Key(optional(public_key), None),
             "max_command_age_s": Key(seconds, 300.0),
+            "max_clock_skew_s": Key(seconds, 120.0),
+            "clock_wait_s": Key(seconds, 60.0),
             "outbox_max": Key(integer(minimum=100), 10_000),
             "max_payload_bytes": Key(integer(minimum=1024), 65_536),
             "protocol": Key(one_of("3.1.1", "5"), "3.1.1"),

@@ -23,6 +23,7 @@ FAULT_SEVERITY: dict[str, Severity] = {
     "schedule_signature": "error",
     "schedule_invalid": "error",
     "schedule_invalid_program": "warning",
+    "schedule_too_large": "error",
     "media_corrupt": "warning",
     "media_missing": "warning",
     "disk_full": "error",
@@ -42,12 +43,14 @@ FAULT_SEVERITY: dict[str, Severity] = {
     # configuration, messaging, time
     "config_invalid": "error",
     "mqtt_unreachable": "warning",
+    "mqtt_tls": "error",
     "clock_unsynced": "warning",
     "tts_failed": "warning",
     # power
     "mains_lost": "warning",
     # off-air recording
     "recording_failed": "warning",
+    "internal_error": "warning",
 }
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent.core.text import check_lang, check_speech_text, check_title
@@ -261,6 +262,8 @@ def _media_entry(raw: object) -> MediaEntry:
         raise ValueError("missing 'id'")
     if not isinstance(url, str) or not url:
         raise ValueError(f"{media_id}: missing 'url'")
+    if urlsplit(url).scheme.lower() not in ("", "http", "https"):
+        raise ValueError(f"{media_id}: 'url' must be http(s) or relative, got {url[:100]!r}")
     if not isinstance(sha, str) or not _SHA256.match(sha.lower()):
         raise ValueError(f"{media_id}: 'sha256' must be 64 hex digits")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -328,7 +331,8 @@ def _source(pid: str, raw: object, media: dict[str, MediaEntry]) -> Source:
         return MediaSource(tuple(items))
     if kind == "stream":
         url = raw.get("url")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        if not isinstance(url, str) or urlsplit(url).scheme.lower() not in ("http", "https") \
+                or not urlsplit(url).hostname:
             raise ValueError(f"{pid}: stream source needs an http(s) 'url'")
         return StreamSource(url)
     if kind == "fm":

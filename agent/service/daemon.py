@@ -78,7 +78,7 @@ class Daemon:
         self.faults.subscribe(lambda *_: self.status_changed())
         self.metrics.watch_outbox(REPORT, lambda: self.store.depth(REPORT))
         self.cache = MediaCache(self.store, cfg.cache.dir, cfg.cache.max_bytes, self.clock,
-                                self.faults)
+                                self.faults, min_free_bytes=cfg.cache.min_free_bytes)
         self.source = SourceClient(SourceSettings.from_config(cfg))
         self.sync = SyncService(
             self.source, self.cache, self.store, self.journal, self.faults, self.clock,
