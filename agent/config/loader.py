@@ -166,6 +166,11 @@ class FmConfig:
 
 
 @dataclass(frozen=True)
+class ClockConfig:
+    trusted_by: tuple[str, ...]  # ntp, rtc, source, always (agent.core.clock_trust)
+
+
+@dataclass(frozen=True)
 class TtsConfig:
     engine: str
     voice: str
@@ -201,6 +206,7 @@ class Config:
     audio: AudioConfig
     amplifier: AmplifierConfig
     fm: FmConfig
+    clock: ClockConfig
     tts: TtsConfig
     recording: RecordingConfig
     power: PowerConfig

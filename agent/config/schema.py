@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+from agent.core.clock_trust import DEFAULT_WITNESSES, WITNESSES
+
 
 @dataclass(frozen=True)
 class Mark:
@@ -412,6 +414,15 @@ def gpio_line(line: int) -> Section:
     })
 
 
+def clock_witnesses(value: object) -> tuple[str, ...]:
+    """A non-empty list of what may vouch for the clock (agent.core.clock_trust)."""
+    if not isinstance(value, list) or not value:
+        raise Invalid(f"expected a non-empty list of {', '.join(WITNESSES)}, "
+                      f"got {describe(value)}")
+    witness = one_of(*WITNESSES)
+    return tuple(str(witness(item)) for item in value)
+
+
 def schema(base: Path) -> Section:
     """Every key of agent.yaml with its check and default; paths are taken from `base`."""
     seconds = number(minimum=0)
@@ -501,6 +512,9 @@ def schema(base: Path) -> Section:
             "ppm": Key(integer(-1000, 1000), 0),
             "squelch_dbfs": Key(dbfs, -30.0),
             "sample_rate": Key(sdr_sample_rate, 240_000),
+        }),
+        "clock": Section({
+            "trusted_by": Key(clock_witnesses, DEFAULT_WITNESSES),
         }),
         "tts": Section({
             "engine": Key(one_of("espeak-ng"), "espeak-ng"),

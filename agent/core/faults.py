@@ -6,10 +6,13 @@ A fault of severity ``error`` makes ``/healthz`` answer 503.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+
+log = logging.getLogger(__name__)
 
 Severity = Literal["warning", "error"]
 
@@ -111,6 +114,14 @@ class FaultRegistry:
         cleared_at = self._now()
         for listener in self._listeners:
             listener("cleared", fault, cleared_at)
+
+    def internal_error(self, where: str, exc: BaseException) -> None:
+        """A background thread caught something unexpected: one log line (the traceback
+        only at DEBUG), fault ``internal_error`` with the reason; the thread retries."""
+        reason = f"{where}: {type(exc).__name__}: {exc}"
+        log.error("%s; retrying", reason)
+        log.debug("%s", where, exc_info=exc)
+        self.raise_("internal_error", reason[:500])
 
     def active(self) -> list[Fault]:
         with self._lock:

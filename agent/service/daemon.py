@@ -4,11 +4,8 @@ main loop (signals, reload, systemd readiness and watchdog)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import logging
-import os
-import shutil
 import signal
 import sys
 import threading
@@ -27,20 +24,21 @@ from agent.control.loop import (
     ScheduleApplied,
 )
 from agent.core.clock import Clock, SystemClock
+from agent.core.clock_trust import ClockTrust, SystemProbe
 from agent.core.faults import FaultRegistry
 from agent.core.schedule import Schedule
 from agent.http.health import HealthServer
 from agent.http.metrics import AgentMetrics
-from agent.mqtt.commands import Command, CommandValidator
+from agent.mqtt.commands import Command
 from agent.mqtt.link import MqttLink, MqttSettings
 from agent.playout.decoder import DecoderPool
 from agent.playout.engine import PlayoutEngine
-from agent.playout.fm_tuner import FmTuner
 from agent.playout.sources import builtin_chime
 from agent.playout.tts import TtsRenderer
 from agent.recording.service import OffAirRecording
 from agent.service import sdnotify
 from agent.service.logs import configure_logging
+from agent.service.parts import command_intake, open_tuner, system_facts
 from agent.service.power import PowerMonitor
 from agent.source.cache import MediaCache
 from agent.source.client import SourceClient, SourceSettings
@@ -53,7 +51,6 @@ from drivers.amplifier import open_amplifier
 from drivers.audio import open_output
 from drivers.mixer import open_mixer
 from drivers.power import open_mains_sensor
-from drivers.sdr import FmReceiver, open_receiver
 
 log = logging.getLogger("agent")
 
@@ -79,7 +76,12 @@ class Daemon:
         self.metrics.watch_outbox(REPORT, lambda: self.store.depth(REPORT))
         self.cache = MediaCache(self.store, cfg.cache.dir, cfg.cache.max_bytes, self.clock,
                                 self.faults, min_free_bytes=cfg.cache.min_free_bytes)
-        self.source = SourceClient(SourceSettings.from_config(cfg))
+        # Trusted since this boot? (agent.core.clock_trust) The control loop reads
+        # clock_trust.trusted; commands wait for it in agent.mqtt.intake.
+        self.clock_trust = ClockTrust(SystemProbe(), self.store, self.faults, self.clock.now,
+                                      cfg.clock.trusted_by)
+        self.source = SourceClient(SourceSettings.from_config(cfg),
+                                   on_date=self.clock_trust.source_date)
         self.sync = SyncService(
             self.source, self.cache, self.store, self.journal, self.faults, self.clock,
             device_id=cfg.device_id, default_tz=cfg.timezone,
@@ -98,7 +100,7 @@ class Daemon:
         self.amplifier = open_amplifier(
             cfg.amplifier.backend, state_dir=cfg.state_dir, chip=cfg.amplifier.gpio.chip,
             line=cfg.amplifier.gpio.line, active_high=cfg.amplifier.gpio.active_high)
-        self.tuner = _open_tuner(cfg, self.faults, self.clock)
+        self.tuner = open_tuner(cfg, self.faults, self.clock)
         self.power = PowerMonitor(
             open_mains_sensor(cfg.power.backend, state_dir=cfg.state_dir,
                               chip=cfg.power.gpio.chip, line=cfg.power.gpio.line,
@@ -150,12 +152,12 @@ class Daemon:
             ca_file=m.ca_file, client_cert=m.client_cert, client_key=m.client_key,
             topic_prefix=m.topic_prefix, heartbeat_s=m.heartbeat_s, keepalive_s=m.keepalive_s,
             protocol=m.protocol)
-        validator = CommandValidator(
-            _command_key(m.command_public_key), m.max_command_age_s, m.max_payload_bytes,
-            self.store, self.clock, media_known=self._media_known)
+        intake = command_intake(self.cfg, self.store, self.journal, self.metrics, self.faults,
+                                self.clock, self.clock_trust, self._media_known,
+                                self._command)
         return MqttLink(settings, self.cfg.device_id, tuple(self.cfg.groups), self.store,
-                        self.journal, self.clock, self.status, self._command, validator,
-                        self.faults, self.metrics)
+                        self.journal, self.clock, self.status, intake, self.faults,
+                        self.metrics)
 
     def _media_known(self, media_id: str) -> bool:
         schedule = self.sync.applied
@@ -192,7 +194,6 @@ class Daemon:
         snap = self.control.snapshot()
         sync = self.sync.status()
         cache = self.cache.stats()
-        disk = shutil.disk_usage(self.cfg.state_dir)
         playing = snap["playing"]
         self.metrics.playing(None if playing is None else playing["source"],
                              None if playing is None else playing["priority"])
@@ -221,7 +222,7 @@ class Daemon:
             "fm": fm,
             "faults": [{"code": f.code, "message": f.message, "severity": f.severity,
                         "since": self.journal.stamp(f.since)} for f in self.faults.active()],
-            "system": _system_facts(disk.free),
+            "system": system_facts(self.cfg.state_dir, self.clock_trust.trusted),
             "next": snap["next"],
         }
 
@@ -229,6 +230,7 @@ class Daemon:
     def start(self) -> None:
         for warning in self.cfg.warnings:
             log.warning("%s", warning)
+        self.clock_trust.check()
         self.recording.start()
         self.engine.start()
         self.decoders.warm_up()
@@ -341,6 +343,7 @@ class Daemon:
             max(interval / 3, 0.2), STATUS_MIN_INTERVAL_S)
         status_line = sdnotify.StatusLine()
         while not self._stop.wait(tick):
+            self.clock_trust.check()
             stamp = self._stamp_files()
             if self._reload.is_set() or stamp != self._config_stamp:
                 self._reload.clear()
@@ -390,60 +393,6 @@ def config_changes(old: Config, new: Config) -> list[str]:
         else:
             changed.append(name)
     return changed
-
-
-def _open_tuner(cfg: Config, faults: FaultRegistry, clock: Clock) -> FmTuner | None:
-    # Without a receiver the control loop has no tuner and fails an FM item at once
-    # (sdr_missing); a tuner over NoReceiver would relay silence until its item ended.
-    if cfg.fm.backend == "none":
-        return None
-
-    def factory() -> FmReceiver:
-        return open_receiver(cfg.fm.backend, rtl_tcp_address=cfg.fm.rtl_tcp,
-                             sample_rate=cfg.fm.sample_rate, gain_db=cfg.fm.gain_db,
-                             ppm=cfg.fm.ppm)
-
-    # Only a dongle the agent drives itself may be reset; under rtl_tcp the server owns it.
-    usb_reset = None
-    if cfg.fm.backend == "rtl_fm":
-        from drivers.sdr.rtl_fm import reset_rtl_usb
-        usb_reset = reset_rtl_usb
-    return FmTuner(factory, faults, clock, squelch_dbfs=cfg.fm.squelch_dbfs,
-                   usb_reset=usb_reset)
-
-
-def _command_key(raw: bytes | None) -> Any:
-    if raw is None:
-        return None
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    return Ed25519PublicKey.from_public_bytes(raw)
-
-
-def _system_facts(disk_free: int) -> dict[str, Any]:
-    temp = None
-    with contextlib.suppress(OSError, ValueError):
-        temp = int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000
-    return {"cpu_temp_c": temp, "load1": round(os.getloadavg()[0], 2),
-            "disk_free_bytes": disk_free, "clock_synced": _clock_synced()}
-
-
-def _clock_synced() -> bool | None:
-    """The kernel's view (adjtimex STA_UNSYNC), None where it cannot be read."""
-    import ctypes
-
-    class Timex(ctypes.Structure):
-        _fields_ = [("modes", ctypes.c_uint), ("offset", ctypes.c_long),
-                    ("freq", ctypes.c_long), ("maxerror", ctypes.c_long),
-                    ("esterror", ctypes.c_long), ("status", ctypes.c_int),
-                    ("rest", ctypes.c_long * 40)]
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        tx = Timex()
-        state = libc.adjtimex(ctypes.byref(tx))
-    except (OSError, AttributeError):
-        return None
-    return bool(state != 5 and not tx.status & 0x40)  # TIME_ERROR / STA_UNSYNC
 
 
 def run_command(args: argparse.Namespace) -> int:

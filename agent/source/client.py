@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,8 +116,10 @@ class SourceClient:
     ``source.url`` (source-api.md, Authentication): they are given per request, after
     checking each URL, and redirects are followed here, hop by hop, for the same check."""
 
-    def __init__(self, settings: SourceSettings, session: requests.Session | None = None) -> None:
+    def __init__(self, settings: SourceSettings, session: requests.Session | None = None,
+                 on_date: Callable[[str | None], None] | None = None) -> None:
         self.settings = settings
+        self._on_date = on_date  # the Date header of every answer of the source (clock trust)
         self._public_key = (None if settings.public_key is None
                             else Ed25519PublicKey.from_public_bytes(settings.public_key))
         self._session = session or requests.Session()
@@ -277,6 +279,8 @@ class SourceClient:
                 cert=self._cert if own else None,
                 verify=self._verify if own or self._verify is False else True,
                 timeout=self._timeout, stream=True, allow_redirects=False)
+            if own and self._on_date is not None:
+                self._on_date(response.headers.get("Date"))
             if not response.is_redirect:
                 return response
             url = urljoin(url, response.headers["Location"])

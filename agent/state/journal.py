@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from agent.core.clock import Clock
 from agent.core.faults import Fault
-from agent.state.store import StateStore
+from agent.state.store import REJECTED_ACK, StateStore
 
 MQTT = "mqtt"
 REPORT = "report"
@@ -62,6 +62,16 @@ class Journal:
             self._store.enqueue(MQTT, "ack", record, now)
             self._notify()
         return record
+
+    def rejected(self, rejections: list[tuple[str, str, float]]) -> None:
+        """Acks of rejected commands, ``(command_id, reason, at)`` each, in one write; the
+        outbox drops them first and sends them last."""
+        if not self.mqtt_enabled or not rejections:
+            return
+        records = [{"command_id": command_id, "status": "rejected", "reason": reason,
+                    "at": self.stamp(at)} for command_id, reason, at in rejections]
+        self._store.enqueue_many(MQTT, REJECTED_ACK, records, self._clock.now())
+        self._notify()
 
     def report(self, type_: str, report_id: str | None = None, **body: Any) -> dict[str, Any]:
         """Queue a Report for POST /reports (source-api.md) and return it."""

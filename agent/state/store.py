@@ -40,6 +40,9 @@ STATE_DB = "agent.db"  # the database's file name in state_dir
 # Record kinds that the bounded outbox never drops (mqtt.md: never play or fault records).
 _PRECIOUS_KINDS = ("play", "fault", "event:play_finished", "event:fault_raised",
                    "event:fault_cleared", "ack")
+# Acks of rejected commands: dropped before anything else, sent after everything else, so
+# a flood of bad commands can neither push out nor hold up the acks of good ones.
+REJECTED_ACK = "ack:rejected"
 
 
 @dataclass(frozen=True)
@@ -101,12 +104,21 @@ class StateStore:
     # --- outbox ----------------------------------------------------------------------
     def enqueue(self, channel: str, kind: str, payload: dict[str, Any], created: float) -> int:
         """Append a record; past ``outbox_max`` records in the channel, drop the oldest
-        droppable (status-only) ones. Precious records are never dropped."""
+        droppable ones (rejected-command acks first, then status-only records). Precious
+        records are never dropped."""
+        return self.enqueue_many(channel, kind, [payload], created)[0]
+
+    def enqueue_many(self, channel: str, kind: str, payloads: list[dict[str, Any]],
+                     created: float) -> list[int]:
+        """``enqueue`` for several records of one kind, in one transaction (one fsync)."""
+        seqs: list[int] = []
         with self.transaction() as db:
-            cur = db.execute(
-                "INSERT INTO outbox(channel, kind, payload, created) VALUES (?, ?, ?, ?)",
-                (channel, kind, json.dumps(payload, ensure_ascii=False), created))
-            seq = cur.lastrowid
+            for payload in payloads:
+                cur = db.execute(
+                    "INSERT INTO outbox(channel, kind, payload, created) VALUES (?, ?, ?, ?)",
+                    (channel, kind, json.dumps(payload, ensure_ascii=False), created))
+                assert cur.lastrowid is not None
+                seqs.append(cur.lastrowid)
             (depth,) = db.execute("SELECT COUNT(*) FROM outbox WHERE channel=?",
                                   (channel,)).fetchone()
             excess = depth - self.outbox_max
@@ -114,16 +126,16 @@ class StateStore:
                 marks = ",".join("?" * len(_PRECIOUS_KINDS))
                 db.execute(
                     f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE channel=? "
-                    f"AND kind NOT IN ({marks}) ORDER BY seq LIMIT ?)",
-                    (channel, *_PRECIOUS_KINDS, excess))
-        assert seq is not None
-        return seq
+                    f"AND kind NOT IN ({marks}) ORDER BY kind != ?, seq LIMIT ?)",
+                    (channel, *_PRECIOUS_KINDS, REJECTED_ACK, excess))
+        return seqs
 
     def pending(self, channel: str, limit: int = 100) -> list[OutboxRecord]:
+        """The next records to send: in order, acks of rejected commands last."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, channel, kind, payload, created FROM outbox WHERE channel=? "
-                "ORDER BY seq LIMIT ?", (channel, limit)).fetchall()
+                "ORDER BY kind = ?, seq LIMIT ?", (channel, REJECTED_ACK, limit)).fetchall()
         return [OutboxRecord(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
     def ack(self, seqs: list[int]) -> None:
