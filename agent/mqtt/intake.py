@@ -44,6 +44,7 @@ class CommandIntake:
         self._clock_wait_s = clock_wait_s
         self._lock = threading.Condition()
         self._waiting: deque[tuple[float, Command]] = deque()  # (monotonic deadline, command)
+        self._undecided = 0  # held or being judged
         self._rejections: list[tuple[str, str, float]] = []  # (command id, reason, at)
         self._rejected: Counter[str] = Counter()  # codes since the last flush
         self._dropped = 0
@@ -69,8 +70,9 @@ class CommandIntake:
 
     @property
     def waiting(self) -> int:
+        """Commands held for a trusted clock and not judged yet."""
         with self._lock:
-            return len(self._waiting)
+            return self._undecided
 
     # --- paho's network thread ----------------------------------------------------------
     def handle(self, payload: bytes) -> None:
@@ -86,6 +88,7 @@ class CommandIntake:
             full = len(self._waiting) >= MAX_WAITING
             if not full:
                 self._waiting.append((self._clock.monotonic() + self._clock_wait_s, screened))
+                self._undecided += 1
                 self._lock.notify_all()
         if full:
             self._decide(screened, trusted=False)
@@ -112,8 +115,10 @@ class CommandIntake:
             for command in ready:
                 try:
                     self._decide(command, trusted)
-                except Exception as exc:
+                except Exception as exc:  # the thread must go on
                     self._faults.internal_error(f"judging command {command.id}", exc)
+                with self._lock:
+                    self._undecided -= 1
 
     def _due(self) -> tuple[list[Command], bool]:
         """Commands to judge now (all once trusted, else those whose wait is over)."""
@@ -154,6 +159,7 @@ class CommandIntake:
             else:
                 self._rejections.append((rejection.command_id, rejection.reason,
                                          self._clock.now()))
+        self._journal.notify()  # the outbox thread flushes: a lone rejection is acked at once
 
     # --- the mqtt-outbox thread ------------------------------------------------------------
     def flush(self) -> None:

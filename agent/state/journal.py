@@ -51,7 +51,7 @@ class Journal:
         record = {"id": str(uuid.uuid4()), "type": type_, "at": self.stamp(now), **body}
         if self.mqtt_enabled:
             self._store.enqueue(MQTT, f"event:{type_}", record, now)
-            self._notify()
+            self.notify()
         return record
 
     def ack(self, command_id: str, status: str, reason: str | None = None) -> dict[str, Any]:
@@ -60,7 +60,7 @@ class Journal:
                   "at": self.stamp(now)}
         if self.mqtt_enabled:
             self._store.enqueue(MQTT, "ack", record, now)
-            self._notify()
+            self.notify()
         return record
 
     def rejected(self, rejections: list[tuple[str, str, float]]) -> None:
@@ -71,7 +71,7 @@ class Journal:
         records = [{"command_id": command_id, "status": "rejected", "reason": reason,
                     "at": self.stamp(at)} for command_id, reason, at in rejections]
         self._store.enqueue_many(MQTT, REJECTED_ACK, records, self._clock.now())
-        self._notify()
+        self.notify()
 
     def report(self, type_: str, report_id: str | None = None, **body: Any) -> dict[str, Any]:
         """Queue a Report for POST /reports (source-api.md) and return it."""
@@ -79,7 +79,7 @@ class Journal:
         record = {"id": report_id or str(uuid.uuid4()), "type": type_, "at": self.stamp(now),
                   **body}
         self._store.enqueue(REPORT, type_, record, now)
-        self._notify()
+        self.notify()
         return record
 
     def played(self, record: dict[str, Any]) -> None:
@@ -104,7 +104,8 @@ class Journal:
                    severity=fault.severity, **body)
         self.report("fault", **body)
 
-    def _notify(self) -> None:
+    def notify(self) -> None:
+        """Wake the readers waiting in :meth:`wait`."""
         with self._changed:
             self._changed.notify_all()
 

@@ -48,7 +48,7 @@ def command(type_: str, args: dict[str, Any], *, issued_s_ago: float = 0.0,
     """A command with chosen times, signed with ``key`` (unsigned when None)."""
     issued = datetime.now(TZ) - timedelta(seconds=issued_s_ago)
     cmd: dict[str, Any] = {
-        "id": f"c-{time.monotonic_ns()}", "type": type_, "args": args,
+        "id": f"c-{time.monotonic_ns()}", "type": type_, "args": args, "to": DEVICE,
         "issued_at": issued.isoformat(timespec="milliseconds"),
         "expires_at": (issued + timedelta(seconds=issued_s_ago + expires_in_s)).isoformat(
             timespec="milliseconds"), **extra}
@@ -316,7 +316,7 @@ def test_group_commands_are_executed(
         central: CheckedCentral, raw_client: TestClient) -> None:
     source.publish([])
     agent = start_online(agent_factory, broker, central, groups=[GROUP])
-    cmd = central.command("set_volume", {"volume": 33})
+    cmd = central.command("set_volume", {"volume": 33}, to=f"group:{GROUP}")
     raw_client.publish(f"{PREFIX}/groups/{GROUP}/commands", canonical_json(cmd))
     central.wait_ack(cmd["id"], "accepted", timeout=1.0)
     central.wait_ack(cmd["id"], "completed", timeout=3)
