@@ -87,7 +87,7 @@ class Daemon:
             device_id=cfg.device_id, default_tz=cfg.timezone,
             poll_interval_s=cfg.source.poll_interval_s, max_backoff_s=cfg.source.max_backoff_s,
             on_applied=self._schedule_applied, on_download=self.metrics.download)
-        self.reports = ReportUploader(self.store, self.journal, self.source,
+        self.reports = ReportUploader(self.store, self.journal, self.source, self.faults,
                                       max_backoff_s=cfg.source.max_backoff_s)
         self.decoders = DecoderPool(cfg.audio.rate, self.clock.monotonic)
         self.recording = OffAirRecording(

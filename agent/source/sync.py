@@ -119,8 +119,8 @@ class SyncService(Worker):
         while not self._stopping.is_set():
             try:
                 ok = self.run_once()
-            except Exception:
-                log.exception("sync cycle failed unexpectedly")
+            except Exception as exc:  # the thread must go on: report and back off
+                self._faults.internal_error("sync cycle", exc)
                 ok = False
             self._failures = 0 if ok else self._failures + 1
             delay = (self.poll_interval_s if ok
