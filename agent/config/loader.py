@@ -277,6 +277,10 @@ def _read_document(file: Path, problems: list[Problem]) -> Marked | None:
         line = where.line + 1 if where else 1
         problems.append(Problem(Mark(file, line), DOCUMENT, str(error.problem or error.context)))
         return None
+    except ValueError as error:  # PyYAML lets some bad escapes ("\U7fffffff") through
+        line = loader.get_mark().line + 1
+        problems.append(Problem(Mark(file, line), DOCUMENT, f"unreadable YAML: {error}"))
+        return None
     if node is None:
         return Marked({}, mark)
     document = _to_marked(node, loader, file, 1, "", problems)
@@ -313,7 +317,7 @@ def _to_marked(node: yaml.Node, constructor: SafeConstructor, file: Path, line: 
                        for i, item in enumerate(node.value)], mark)
     try:
         return Marked(constructor.construct_object(node, deep=True), mark)
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, ValueError, OverflowError) as error:  # a date out of range...
         problems.append(Problem(mark, key or DOCUMENT, str(getattr(error, "problem", error))))
         return Marked(None, mark)
 

@@ -290,8 +290,12 @@ def timezone(value: object) -> str:
 
 def http_url(value: object) -> str:
     url = text(value)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # "http://[x": an unclosed IPv6 literal
+        host = None
+    if host is None or parts.scheme not in ("http", "https"):
         raise Invalid(f"expected an http:// or https:// URL with a host, got {url!r}")
     return url  # a trailing slash matters: relative media URLs resolve under it (RFC 3986)
 

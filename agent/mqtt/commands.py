@@ -279,7 +279,7 @@ class CommandValidator:
             return Rejection("bad_signature", f"signature {reason}", command_id,
                              _type_of(doc))
         command_type = doc.get("type")
-        if command_type not in _ALLOWED_KEYS:
+        if not isinstance(command_type, str) or command_type not in _ALLOWED_KEYS:
             return Rejection("unknown_type", f"unknown command type {command_type!r}",
                              command_id)
         try:
@@ -352,7 +352,7 @@ class CommandValidator:
 
 def _type_of(doc: dict[str, Any]) -> str | None:
     value = doc.get("type")
-    return value if value in _ALLOWED_KEYS else None
+    return value if isinstance(value, str) and value in _ALLOWED_KEYS else None
 
 
 def _id_by_pattern(payload: bytes) -> str | None:
