@@ -136,9 +136,9 @@ def test_command_validator(validator: CommandValidator, drawn: bytes, seed: int,
 
 # --- config loader --------------------------------------------------------------------------
 
-yaml_texts = st.lists(st.sampled_from(list("abd_ :-\n\t[]{},\"'#&*!|>%@`0123456789.")
-                                      + ["device_id", "source", "url", "mqtt", "http://h",
-                                         "  ", "\n  "]), max_size=40).map("".join)
+yaml_texts = st.lists(st.sampled_from([*"abd_ :-\n\t[]{},\"'#&*!|>%@`0123456789.", "device_id",
+                                       "source", "url", "mqtt", "http://h", "  ", "\n  "]),
+                      max_size=40).map("".join)
 configs = st.builds(lambda doc: yaml.safe_dump(doc), near(
     {"device_id": "d1", "source": {"url": "http://h/api", "token": "t"},
      "mqtt": {"brokers": ["mqtt://h"], "max_clock_skew_s": 1}, "clock": {"trusted_by": ["ntp"]},
@@ -171,7 +171,7 @@ heads = st.binary(max_size=200).map(lambda b: b + b"\r\n\r\n") | st.builds(
 def test_health_request_parser(drawn: bytes, seed: int) -> None:
     for head in mutants(drawn, seed):
         try:
-            method, target, headers = parse_request(head)
+            method, _target, headers = parse_request(head)
         except _Reply as reply:
             assert reply.status == 400
             continue
