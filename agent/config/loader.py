@@ -277,7 +277,7 @@ def _read_document(file: Path, problems: list[Problem]) -> Marked | None:
         line = where.line + 1 if where else 1
         problems.append(Problem(Mark(file, line), DOCUMENT, str(error.problem or error.context)))
         return None
-    except ValueError as error:  # PyYAML lets some bad escapes ("\U7fffffff") through
+    except (ValueError, OverflowError) as error:  # PyYAML lets bad escapes ("\Uffffffff") out
         line = loader.get_mark().line + 1
         problems.append(Problem(Mark(file, line), DOCUMENT, f"unreadable YAML: {error}"))
         return None

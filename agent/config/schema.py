@@ -282,7 +282,7 @@ def timezone(value: object) -> str:
     name = text(value)
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: name too long
         raise Invalid(f"unknown time zone {name!r} (an IANA name such as Asia/Ho_Chi_Minh)"
                       ) from None
     return name

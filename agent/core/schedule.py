@@ -208,7 +208,7 @@ def parse_schedule(doc: object, default_tz: str) -> ParsedSchedule:
     tz_name = doc.get("timezone") or default_tz
     try:
         tz = ZoneInfo(str(tz_name))
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a name too long
         raise ScheduleError(f"unknown timezone {tz_name!r}") from exc
     raw_media = doc.get("media", [])
     raw_programs = doc.get("programs", [])
@@ -290,7 +290,7 @@ def _program(raw: object, media: dict[str, MediaEntry]) -> Program:
     if not isinstance(pid, str) or not pid:
         raise ValueError("program without 'id'")
     priority = raw.get("priority", "scheduled")
-    if priority not in ("scheduled", "live", "emergency"):  # any JSON value compares
+    if priority not in tuple(PRIORITY_RANK):  # a tuple: any JSON value compares, even a list
         raise ValueError(f"{pid}: unknown priority {priority!r}")
     start = _parse_time(pid, raw.get("start"))
     duration = raw.get("duration_s")

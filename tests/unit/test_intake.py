@@ -59,7 +59,8 @@ def command(type_: str = "emergency", args: dict | None = None, issued_at: float
             signed: bool = True) -> bytes:
     issued = time.time() if issued_at is None else issued_at
     doc = {"id": str(uuid.uuid4()), "type": type_,
-           "args": {"text": "Bão"} if args is None else args, "to": DEVICE, "issued_at": datetime.fromtimestamp(issued, UTC).isoformat(),
+           "args": {"text": "Bão"} if args is None else args, "to": DEVICE,
+           "issued_at": datetime.fromtimestamp(issued, UTC).isoformat(),
            "expires_at": datetime.fromtimestamp(issued + 3600, UTC).isoformat()}
     if signed:
         doc["signature"] = sign(doc, KEY)
