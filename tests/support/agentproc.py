@@ -63,6 +63,9 @@ def base_config(tmp: Path, source_url: str, **overrides: Any) -> dict[str, Any]:
         "amplifier": {"backend": "sim", "warmup_s": 0.5, "idle_off_s": 2},
         "fm": {"backend": "none"},
         "recording": {"dir": str(tmp / "recordings"), "segment_s": 5},
+        # A test bench's clock is right, whatever the sandbox's NTP says; tests of the
+        # clock trust override this.
+        "clock": {"trusted_by": ["always"]},
     }
     if hil.HIL:
         _deep_update(cfg, hil.rig().config_overrides())
