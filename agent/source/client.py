@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import requests
 import urllib3.exceptions
@@ -241,13 +241,15 @@ class SourceClient:
                       headers: Mapping[str, str]) -> None:
         """PUT the off-air recording of [first, last) with its ``headers`` (Content-Type,
         X-Recording-Start); returns once the source answered 201."""
-        url = f"{self._base}/devices/{self._device}/recordings"
-        response = self._request("PUT", url, what="recording", data=body,
-                                 params={"from": first, "to": last}, headers=dict(headers))
-        if response.status_code != 201:
-            raise SourceError(status_code_fault(response.status_code),
-                              f"recording: HTTP {response.status_code} from {response.url}: "
-                              f"{response.text[:200]}")
+        url = (f"{self._base}/devices/{self._device}/recordings?"
+               + urlencode({"from": first, "to": last}))
+        with self._exchange("recording", self.settings.media_deadline_s), \
+                self._request("PUT", url, what="recording", data=body,
+                              headers=dict(headers)) as response:
+            if response.status_code != 201:
+                raise SourceError(status_code_fault(response.status_code),
+                                  f"recording: HTTP {response.status_code} from {response.url}: "
+                                  f"{error_excerpt(response)}")
 
     # --- plumbing --------------------------------------------------------------------
     @contextmanager
@@ -267,7 +269,7 @@ class SourceClient:
         return str(exc)
 
     def _request(self, method: str, url: str, what: str, headers: dict[str, str] | None = None,
-                 json: Any = None) -> requests.Response:
+                 json: Any = None, data: bytes | None = None) -> requests.Response:
         """Send with the credentials only where they belong; follow redirects by hand."""
         for _ in range(MAX_REDIRECTS + 1):
             if urlsplit(url).scheme.lower() not in WEB_SCHEMES:
@@ -276,7 +278,7 @@ class SourceClient:
             own = origin(url) == self._origin
             response = self._session.request(
                 method, url, headers={**(headers or {}), **(self._auth if own else {})}, json=json,
-                cert=self._cert if own else None,
+                data=data, cert=self._cert if own else None,
                 verify=self._verify if own or self._verify is False else True,
                 timeout=self._timeout, stream=True, allow_redirects=False)
             if own and self._on_date is not None:
@@ -286,8 +288,8 @@ class SourceClient:
             url = urljoin(url, response.headers["Location"])
             response.close()
             if response.status_code == 303 or (response.status_code in (301, 302)
-                                                and method == "POST"):
-                method, json = "GET", None
+                                                and method in ("POST", "PUT")):
+                method, json, data = "GET", None, None
         raise SourceError("source_bad_response", f"{what}: more than {MAX_REDIRECTS} redirects")
 
     def _read(self, response: requests.Response, limit: int, deadline: Deadline, what: str,
