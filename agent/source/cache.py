@@ -240,8 +240,8 @@ class MediaCache:
             except OSError as exc:
                 if exc.errno != errno.ENOSPC:
                     raise
-                message = (f"no space left in {self.directory} while caching media "
-                           f"{entry.id} ({entry.size} bytes); the partial file is kept")
+                message = (f"no space in {self.directory} for media {entry.id} "
+                           f"({entry.size} bytes): {exc.strerror}; the partial file is kept")
                 self._faults.raise_("disk_full", message)
                 raise CacheError("disk_full", message) from exc
             if written < entry.size:

@@ -15,6 +15,7 @@ import urllib3
 
 from agent.core.schedule import parse_schedule
 from agent.source.bodies import BodyBroken, BodyTooLarge, error_excerpt, read_bounded
+from agent.source.cache import MediaCache
 from agent.source.client import SourceError, origin
 from agent.source.sync import KEY_VERSION, SyncService
 from tests.support.hostile import gzip_bomb
@@ -202,3 +203,21 @@ def test_origins_compare_scheme_host_and_port():
     assert origin("https://A.example/api/v1") == origin("https://a.example:443/media/x")
     assert origin("http://a.example/x") != origin("https://a.example/x")
     assert origin("https://a.example:8443/x") != origin("https://a.example/x")
+
+
+# --- a full disk ------------------------------------------------------------------------------
+
+def test_below_the_free_space_reserve_no_download_is_requested(tmp_path):
+    with source_rig(tmp_path) as rig:
+        entry = add_media(rig.content, "m-1", media_bytes(10_000), duration_s=1.0)
+        write_schedule(rig.content, schedule_doc(1, DEVICE, [entry]))
+        cache = MediaCache(rig.store, rig.cache_dir, 100_000_000, rig.clock, rig.faults,
+                           min_free_bytes=2 ** 62)  # more than any disk has free
+        service = SyncService(rig.client, cache, rig.store, rig.journal, rig.faults,
+                              rig.clock, device_id=DEVICE, default_tz="Asia/Ho_Chi_Minh",
+                              poll_interval_s=60, max_backoff_s=30, on_applied=lambda s: None)
+        assert not service.run_once()  # a failed cycle: the sync backs off
+        assert not service.run_once()
+        assert "cache.min_free_bytes" in rig.raised()["disk_full"]
+        assert "media" not in rig.sim.stats()["requests"]
+        assert service.applied is not None  # the schedule itself was applied
