@@ -114,7 +114,8 @@ class Daemon:
             chime_pcm=self._chime(), journal=self.journal,
             plays=PlayJournal(self.store), faults=self.faults,
             store=self.store, on_change=self.status_changed, sync_now=self.sync.sync_now,
-            count_command=self.metrics.command)
+            count_command=self.metrics.command,
+            clock_trusted=lambda: self.clock_trust.trusted)
         self.mqtt = self._mqtt_link() if cfg.mqtt.brokers else None
         self.health = HealthServer(cfg.health.host, cfg.health.port, cfg.health.token,
                                    cfg.health.max_connections, cfg.health.request_timeout_s,
