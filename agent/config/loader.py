@@ -168,6 +168,7 @@ class FmConfig:
 @dataclass(frozen=True)
 class ClockConfig:
     trusted_by: tuple[str, ...]  # ntp, rtc, source, always (agent.core.clock_trust)
+    backend: str  # system | sim (agent.core.clock.SimClock)
 
 
 @dataclass(frozen=True)

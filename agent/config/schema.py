@@ -519,6 +519,7 @@ def schema(base: Path) -> Section:
         }),
         "clock": Section({
             "trusted_by": Key(clock_witnesses, DEFAULT_WITNESSES),
+            "backend": Key(one_of("system", "sim"), "system"),
         }),
         "tts": Section({
             "engine": Key(one_of("espeak-ng"), "espeak-ng"),

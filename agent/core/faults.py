@@ -30,6 +30,8 @@ FAULT_SEVERITY: dict[str, Severity] = {
     "media_corrupt": "warning",
     "media_missing": "warning",
     "disk_full": "error",
+    "state_disk_full": "warning",
+    "state_write_failed": "error",
     "cache_quota": "warning",
     # playout
     "decoder_hung": "warning",

@@ -23,7 +23,7 @@ from agent.control.loop import (
     Reconfigured,
     ScheduleApplied,
 )
-from agent.core.clock import Clock, SystemClock
+from agent.core.clock import Clock, open_clock
 from agent.core.clock_trust import ClockTrust, SystemProbe
 from agent.core.faults import FaultRegistry
 from agent.core.schedule import Schedule
@@ -61,7 +61,7 @@ STATUS_MIN_INTERVAL_S = 1.0
 class Daemon:
     def __init__(self, cfg: Config, clock: Clock | None = None) -> None:
         self.cfg = cfg
-        self.clock = clock or SystemClock()
+        self.clock = clock or open_clock(cfg.clock.backend, cfg.state_dir)
         self.started_mono = self.clock.monotonic()
         self.tz = ZoneInfo(cfg.timezone)
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
@@ -70,6 +70,7 @@ class Daemon:
         self.journal = Journal(self.store, self.clock, self.tz,
                                mqtt_enabled=bool(cfg.mqtt.brokers))
         self.metrics = AgentMetrics(self.clock)
+        self.journal.on_write_failure = self._state_write_failure
         self.faults.subscribe(self.journal.on_fault)
         self.faults.subscribe(self.metrics.on_fault)
         self.faults.subscribe(lambda *_: self.status_changed())
@@ -327,6 +328,26 @@ class Daemon:
         self.journal.event("config_reloaded", applied=live, pending_restart=pending)
         self.status_changed()
 
+    def _state_write_failure(self, held: int, error: Exception | None) -> None:
+        if error is None:
+            self.faults.clear("state_write_failed")
+        else:
+            self.faults.raise_("state_write_failed", f"{held} records held in memory: the "
+                               f"state store cannot write ({error})")
+
+    def _keep_state_writable(self) -> None:
+        try:
+            self.store.maintain()
+        except OSError as exc:
+            log.warning("state reserve check failed: %s", exc)
+        if self.journal.held:
+            self.journal.retry()
+        if self.store.reserve_released:
+            self.faults.raise_("state_disk_full", "the state file system is nearly full: "
+                               "its reserve is in use")
+        else:
+            self.faults.clear("state_disk_full")
+
     def healthy(self) -> bool:
         """True while the control loop and the playout thread are really running."""
         fresh = self.clock.monotonic() - self.control.last_tick_mono < WATCHDOG_STALE_S
@@ -345,6 +366,7 @@ class Daemon:
         status_line = sdnotify.StatusLine()
         while not self._stop.wait(tick):
             self.clock_trust.check()
+            self._keep_state_writable()
             stamp = self._stamp_files()
             if self._reload.is_set() or stamp != self._config_stamp:
                 self._reload.clear()

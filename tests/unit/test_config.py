@@ -84,7 +84,7 @@ def test_defaults_are_those_of_the_contract(tmp_path):
             warmup_s=2.0, idle_off_s=300),
         fm=FmConfig(backend="rtl_fm", rtl_tcp="127.0.0.1:1234", gain_db=None, ppm=0,
                     squelch_dbfs=-30, sample_rate=240_000),
-        clock=ClockConfig(trusted_by=("ntp", "rtc", "source")),
+        clock=ClockConfig(trusted_by=("ntp", "rtc", "source"), backend="system"),
         tts=TtsConfig(engine="espeak-ng", voice="vi"),
         recording=RecordingConfig(enabled=True, dir=Path("/var/lib/broadcast-agent/recordings"),
                                   max_bytes=1_000_000_000, max_days=14, segment_s=60),
