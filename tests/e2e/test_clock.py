@@ -23,7 +23,7 @@ from tests.support.central_checks import (
     KEY,
     CheckedCentral,
     assert_starts_on_time,
-    start_online,
+    mqtt_config,
 )
 from tests.support.mosquitto import Mosquitto
 
@@ -62,10 +62,11 @@ def test_an_agent_6h_behind_airs_nothing_until_its_clock_is_trusted(
     after_trust = whole_second(45)
     source.publish([program("p-wrong", ["m-tone"], on_the_wrong_clock),
                     program("p-right", ["m-tone"], after_trust)])
-    state_dir = tmp_path / "agent0" / "state"
-    _set_offset(state_dir, -BEHIND_S)
-    agent = start_online(agent_factory, broker, central,
-                         clock={"backend": "sim", "trusted_by": ["source"]})
+    agent = agent_factory(start=False, **mqtt_config(broker),
+                          clock={"backend": "sim", "trusted_by": ["source"]})
+    _set_offset(agent.state_dir, -BEHIND_S)
+    agent.start()
+    central.wait_online()
     wait_ready(agent, source.version)
     assert _untrusted(agent.status()["faults"])
     assert agent.status()["system"]["clock_synced"] is False
@@ -78,7 +79,7 @@ def test_an_agent_6h_behind_airs_nothing_until_its_clock_is_trusted(
         "something aired on the untrusted clock"
     assert central.acks(queued["id"]) == [], "the queued command was judged untrusted"
 
-    _set_offset(state_dir, 0)  # NTP at last: the clock steps 6 h forward
+    _set_offset(agent.state_dir, 0)  # NTP at last: the clock steps 6 h forward
     wait_for(lambda: not _untrusted(agent.status()["faults"]), 15, 0.2,
              "clock trusted through the source's Date header")
     ack = central.wait_ack(queued["id"], "rejected", timeout=5)

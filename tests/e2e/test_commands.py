@@ -72,14 +72,6 @@ def alert(tmp_path: Path, source: Source) -> None:
     source.publish([])
 
 
-def rss_bytes(agent: AgentProcess) -> int:
-    assert agent.process is not None
-    for line in Path(f"/proc/{agent.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def on_air(agent: AgentProcess, program_id: str) -> dict[str, Any]:
     playing: dict[str, Any] = agent.status()["playing"] or {}
     return playing if playing.get("program_id") == program_id else {}
@@ -290,7 +282,7 @@ def test_a_flood_of_1000_commands_is_acked_without_harm(
     source.publish([])
     agent = start_online(agent_factory, broker, central)
     wait_ready(agent, source.version)
-    rss_before = rss_bytes(agent)
+    rss_before = agent.memory_bytes()
     flood = [central.command("set_volume", {"volume": n % 101}) for n in range(FLOOD)]
     for cmd in flood:
         central.send(cmd)
@@ -302,7 +294,7 @@ def test_a_flood_of_1000_commands_is_acked_without_harm(
     assert [statuses.get(c["id"]) for c in flood] == [["accepted", "completed"]] * FLOOD
     assert requests.get(agent.health_url + "/healthz", timeout=5).status_code == 200
     assert agent.status()["volume"] == (FLOOD - 1) % 101
-    rss_after = rss_bytes(agent)
+    rss_after = agent.memory_bytes()
     assert rss_after - rss_before < FLOOD_RSS_GROWTH_BYTES, \
         f"RSS {rss_before / 2**20:.1f} MiB -> {rss_after / 2**20:.1f} MiB"
     for status in ("accepted", "completed"):

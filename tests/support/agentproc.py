@@ -132,6 +132,14 @@ class AgentProcess:
         result: dict[str, Any] = reply.json()
         return result
 
+    def memory_bytes(self, field: str = "VmRSS") -> int:
+        """The agent process's ``VmRSS`` (now) or ``VmHWM`` (its peak) from /proc."""
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no {field} for the agent")
+
     def fault_codes(self) -> set[str]:
         return {f["code"] for f in self.status()["faults"]}
 
