@@ -17,7 +17,7 @@ from tests.support import media
 from tests.support.agentproc import AgentProcess, wait_for
 from tests.support.central_checks import assert_no_gap
 
-PROGRAM_S = 40.0
+PROGRAM_S = 50.0
 TONE_DBFS = -6.0 - 3.01  # media.tone's default peak level, as RMS
 RSS_BOUND_BYTES = 250 * 1024 * 1024  # the agent plays in about 80 MB
 REQUEST_DEADLINE_S = 3.0
@@ -42,7 +42,7 @@ def test_a_hostile_source_cannot_stop_the_programme_or_take_the_token(
     start = whole_second(8)
     on_air = program("p-1", ["m-long"], start)
     source.publish([on_air])
-    agent = agent_factory(source={"poll_interval_s": 1,
+    agent = agent_factory(source={"poll_interval_s": 5,
                                   "request_deadline_s": REQUEST_DEADLINE_S})
     good = source.version
     wait_ready(agent, good)
