@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from agent.core.schedule import MediaEntry
 from agent.source.cache import _DURABLE_STEP, CacheError
 from agent.source.client import SourceError
 from tests.support import media
+from tests.support.filesystems import small_tmpfs
 from tests.support.source_sim import add_media, media_bytes, source_rig
 
 
@@ -230,17 +230,9 @@ def test_verify_drops_damaged_files_but_keeps_playing_ones(tmp_path):
 
 @pytest.fixture
 def small_fs(tmp_path):
-    """A real 1 MiB filesystem for the cache (tmpfs; needs root, which the CI has)."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                   check=True)
-    try:
+    """A real 1 MiB filesystem for the cache."""
+    with small_tmpfs(tmp_path / "small", "1m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
 def test_disk_full_keeps_partial_and_resumes(tmp_path, small_fs):
