@@ -231,7 +231,9 @@ class MediaCache:
                 written, hasher = self._resume_point(entry)
             try:
                 if written < entry.size:
-                    self._check_room(0)  # not even a request when nothing can be stored
+                    # Not even a request when the rest cannot be stored: a full disk would
+                    # otherwise cost the link the same bytes at every retry.
+                    self._check_room(entry.size - written)
                     with client.open_media(entry.url, written, entry.id) as body:
                         if body.start != written:
                             log.info("media %s: server ignored Range, restarting", entry.id)

@@ -33,12 +33,11 @@ def resize_tmpfs(mount_point: Path, size: str) -> None:
 
 def fill(path: Path) -> int:
     """Append to ``path`` until its file system is full; the bytes it then holds."""
-    with open(path, "ab") as f:
+    with open(path, "ab", buffering=0) as f:
         for block in (1 << 20, 1 << 12):
             try:
                 while True:
                     f.write(b"\0" * block)
-                    f.flush()
             except OSError as exc:
                 if exc.errno != errno.ENOSPC:
                     raise
