@@ -40,8 +40,9 @@ class Source:
     :meth:`stop` kills the process, so an outage also cuts the agent's open connections;
     :meth:`start` brings a fresh one up on the same port and content."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, token: str | None = TOKEN) -> None:
         self.root = root
+        self.token = token
         self.content = root / "content"
         self.content.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -55,7 +56,9 @@ class Source:
 
     def start(self, signing_key_file: Path | None = None) -> None:
         argv = [sys.executable, "-m", "tests.support.simulator", "--dir", str(self.content),
-                "--port", str(self.port), "--device-id", DEVICE, "--token", TOKEN]
+                "--port", str(self.port), "--device-id", DEVICE]
+        if self.token is not None:
+            argv += ["--token", self.token]
         if signing_key_file is not None:
             argv += ["--signing-key-file", str(signing_key_file)]
         self.process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL,
@@ -106,6 +109,10 @@ class Source:
         reply.raise_for_status()
         result: list[dict[str, Any]] = reply.json()
         return result
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def stats(self) -> dict[str, Any]:
         reply = requests.get(self._sim("stats"), timeout=5)

@@ -10,7 +10,10 @@
 
 The new config is validated together with its secrets in a staging directory beside
 `<etc>` first, so an invalid one changes nothing: it stays on the boot partition with
-`broadcast-agent.error.txt` beside it listing every error, and the exit code is 2. Every
+`broadcast-agent.error.txt` beside it listing every error, and the exit code is 2. Its
+secrets do not stay there (anyone who takes the SD card out could read them): they are
+copied to a root-only quarantine (`--quarantine`, one 0700 folder per attempt), then
+overwritten and removed from the boot partition, and the error file says where they are. Every
 file is written to a temporary name, fsynced and renamed, so a power cut leaves either the
 old or the new file; the originals leave the boot partition only after that.
 """
@@ -23,6 +26,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +70,7 @@ def _lookup_id(table: Path, name: str) -> int | None:
     return None
 
 
-def provision(boot: Path, etc: Path, owners: Owners) -> int:
+def provision(boot: Path, etc: Path, owners: Owners, *, quarantine: Path) -> int:
     """Install `<boot>/broadcast-agent.yaml` (and its secrets) into `etc`; the exit code."""
     source = boot / BOOT_CONFIG
     if not source.is_file():
@@ -78,6 +82,11 @@ def provision(boot: Path, etc: Path, owners: Owners) -> int:
     _set_owner(etc, 0, owners.service_gid, 0o750)
     errors = _validate_staged(source, secrets, boot, etc)
     if errors:
+        if secrets:
+            kept = _quarantine(secrets, quarantine)
+            errors.append(f"note: the {len(secrets)} file(s) of {BOOT_SECRETS}/ were moved to "
+                          f"{kept} (root only) and wiped from this partition; put them back "
+                          "beside the fixed config")
         _write_atomically(boot / BOOT_ERRORS, "".join(f"{e}\n" for e in errors).encode())
         log.error("%s is invalid, left in place; errors in %s:\n%s",
                   source, boot / BOOT_ERRORS, "\n".join(errors))
@@ -97,6 +106,26 @@ def provision(boot: Path, etc: Path, owners: Owners) -> int:
     fsync_dir(boot)
     log.info("removed the provisioning files from %s", boot)
     return EXIT_OK
+
+
+def _quarantine(secrets: list[Path], quarantine: Path) -> Path:
+    """Copy ``secrets`` into a new root-only folder under ``quarantine``, then overwrite
+    and remove the originals; the folder."""
+    quarantine.mkdir(mode=0o700, parents=True, exist_ok=True)
+    quarantine.chmod(0o700)
+    kept = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%dT%H%M%S-"), dir=quarantine))
+    for secret in secrets:
+        _write_atomically(kept / secret.name, secret.read_bytes(), 0o600, (0, 0))
+    for secret in secrets:
+        with open(secret, "r+b") as f:  # best effort: flash may keep older copies
+            f.write(bytes(secret.stat().st_size))
+            f.flush()
+            os.fsync(f.fileno())
+        secret.unlink()
+        log.warning("moved secret %s to %s", secret, kept)
+    _remove_if_empty(secrets[0].parent)
+    fsync_dir(secrets[0].parent.parent)
+    return kept
 
 
 def _validate_staged(source: Path, secrets: list[Path], boot: Path, etc: Path) -> list[str]:
@@ -170,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the boot partition (default: %(default)s)")
     parser.add_argument("--etc", type=Path, default=Path("/etc/broadcast-agent"),
                         help="the config directory (default: %(default)s)")
+    parser.add_argument("--quarantine", type=Path,
+                        default=Path("/var/lib/broadcast-agent/quarantine"),
+                        help="where the secrets of an invalid config go, root only "
+                             "(default: %(default)s)")
     parser.add_argument("--root", type=Path, default=Path("/"),
                         help="the system root holding both, and its etc/passwd and etc/group "
                              "(default: %(default)s; another one to provision an image)")
@@ -180,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     if owners.service_uid is None:
         log.warning("user %s not found in %s: setting modes only", SERVICE_USER,
                     root / "etc/passwd")
-    return provision(_inside(root, args.boot), _inside(root, args.etc), owners)
+    return provision(_inside(root, args.boot), _inside(root, args.etc), owners,
+                     quarantine=_inside(root, args.quarantine))
 
 
 if __name__ == "__main__":

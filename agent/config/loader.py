@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import functools
 import ipaddress
-import stat
 import sys
 import typing
 from dataclasses import dataclass, fields, is_dataclass
@@ -28,6 +27,12 @@ from agent.config.schema import (
     parse_host_port,
     schema,
     validate_document,
+)
+from agent.config.secrets import (
+    SECRETS,
+    check_client_pair,
+    inline_secret_warnings,
+    resolve_secret,
 )
 
 DOCUMENT = "-"  # the KEY of a problem that belongs to no key (syntax errors, unreadable files)
@@ -51,12 +56,16 @@ class SourceConfig:
     client_key: Path | None
     public_key: bytes | None  # raw 32-byte Ed25519 key; when set, schedules must be signed
     read_timeout_s: float
+    max_schedule_bytes: int  # counted after content decoding
+    request_deadline_s: float  # overall, for a schedule or reports exchange
+    media_deadline_s: float  # overall, for one media request (downloads resume)
 
 
 @dataclass(frozen=True)
 class CacheConfig:
     dir: Path
     max_bytes: int
+    min_free_bytes: int  # downloads never take the file system below this
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,8 @@ class MqttConfig:
     keepalive_s: float
     command_public_key: bytes | None  # raw 32-byte Ed25519 key; when set, commands must be signed
     max_command_age_s: float
+    max_clock_skew_s: float  # issued_at further in the future: rejected clock_skew
+    clock_wait_s: float  # how long a command waits for a trusted clock
     outbox_max: int
     max_payload_bytes: int
     protocol: Literal["3.1.1", "5"]
@@ -155,6 +166,12 @@ class FmConfig:
 
 
 @dataclass(frozen=True)
+class ClockConfig:
+    trusted_by: tuple[str, ...]  # ntp, rtc, source, always (agent.core.clock_trust)
+    backend: str  # system | sim (agent.core.clock.SimClock)
+
+
+@dataclass(frozen=True)
 class TtsConfig:
     engine: str
     voice: str
@@ -190,6 +207,7 @@ class Config:
     audio: AudioConfig
     amplifier: AmplifierConfig
     fm: FmConfig
+    clock: ClockConfig
     tts: TtsConfig
     recording: RecordingConfig
     power: PowerConfig
@@ -215,10 +233,11 @@ def load_config(path: Path) -> Config:
     checked = validate_document(functools.reduce(_merge, readable), schema(path.parent))
     problems += checked.problems
     values = checked.values
-    for section, name in (("source", "token"), ("health", "token"), ("mqtt", "password")):
-        _resolve_secret(values, checked.marks, section, name, problems, warnings)
+    warnings += inline_secret_warnings(values, checked.marks)
+    for section, name in SECRETS:
+        resolve_secret(values, checked.marks, section, name, problems, warnings)
     for section in ("source", "mqtt"):
-        _check_client_pair(values, checked.marks, section, problems)
+        check_client_pair(values, checked.marks, section, problems, warnings)
     warnings += _risk_warnings(values, checked.marks)
     if problems:
         raise ConfigError([str(p) for p in _in_reading_order(problems, files)])
@@ -259,6 +278,10 @@ def _read_document(file: Path, problems: list[Problem]) -> Marked | None:
         line = where.line + 1 if where else 1
         problems.append(Problem(Mark(file, line), DOCUMENT, str(error.problem or error.context)))
         return None
+    except (ValueError, OverflowError) as error:  # PyYAML lets bad escapes ("\Uffffffff") out
+        line = loader.get_mark().line + 1
+        problems.append(Problem(Mark(file, line), DOCUMENT, f"unreadable YAML: {error}"))
+        return None
     if node is None:
         return Marked({}, mark)
     document = _to_marked(node, loader, file, 1, "", problems)
@@ -295,7 +318,7 @@ def _to_marked(node: yaml.Node, constructor: SafeConstructor, file: Path, line: 
                        for i, item in enumerate(node.value)], mark)
     try:
         return Marked(constructor.construct_object(node, deep=True), mark)
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, ValueError, OverflowError) as error:  # a date out of range...
         problems.append(Problem(mark, key or DOCUMENT, str(getattr(error, "problem", error))))
         return Marked(None, mark)
 
@@ -310,43 +333,6 @@ def _merge(base: Marked, override: Marked) -> Marked:
     return Marked(merged, base.mark)
 
 
-def _resolve_secret(values: dict[str, typing.Any], marks: dict[str, Mark], section: str,
-                    name: str, problems: list[Problem], warnings: list[Problem]) -> None:
-    """Reads `<name>_file` into `<name>`; the dataclasses only have `<name>`."""
-    part = values[section]
-    secret_file: Path | None = part.pop(f"{name}_file", None) if part else None
-    if secret_file is None:
-        return
-    file_key = f"{section}.{name}_file"
-    mark = marks[file_key]
-    if part[name] is not None:
-        problems.append(Problem(mark, file_key, f"both {name} and {name}_file are given; "
-                                                f"keep one"))
-        return
-    try:
-        part[name] = secret_file.read_text(encoding="utf-8").rstrip("\r\n")
-        mode = secret_file.stat().st_mode
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
-        problems.append(Problem(mark, file_key, f"cannot read {secret_file}: {reason}"))
-        return
-    if not part[name]:
-        problems.append(Problem(mark, file_key, f"{secret_file} is empty"))
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
-        message = (f"{secret_file} is readable by other users (mode {stat.S_IMODE(mode):04o}); "
-                   f"chmod 600 it")
-        warnings.append(Problem(mark, file_key, message))
-
-
-def _check_client_pair(values: dict[str, typing.Any], marks: dict[str, Mark], section: str,
-                       problems: list[Problem]) -> None:
-    part = values[section] or {}
-    given = [name for name in ("client_cert", "client_key") if part.get(name) is not None]
-    if len(given) == 1:
-        key = f"{section}.{given[0]}"
-        problems.append(Problem(marks[key], key, "client_cert and client_key go together"))
-
-
 def _risk_warnings(values: dict[str, typing.Any], marks: dict[str, Mark]) -> list[Problem]:
     """Valid but risky settings; the defaults raise none of them."""
     warnings = []
@@ -354,6 +340,17 @@ def _risk_warnings(values: dict[str, typing.Any], marks: dict[str, Mark]) -> lis
     if source.get("verify_tls") is False:
         key = "source.verify_tls"
         warnings.append(Problem(marks[key], key, "TLS verification of the source is off"))
+    if (source.get("url") or "").startswith("http://") and source.get("token") is not None:
+        key = "source.url"
+        warnings.append(Problem(marks[key], key, "source.token travels unencrypted over "
+                                "http://; anyone on the path can read it (use https://)"))
+    mqtt = values["mqtt"] or {}
+    plain = [uri for uri in mqtt.get("brokers") or () if (uri or "").startswith("mqtt://")]
+    if plain and mqtt.get("password") is not None:
+        key = "mqtt.brokers"
+        warnings.append(Problem(marks[key], key, f"mqtt.password travels unencrypted to "
+                                f"{', '.join(plain)}; anyone on the path can read it "
+                                "(use mqtts://)"))
     health = values["health"] or {}
     if health.get("listen") and health.get("token") is None:
         host = parse_host_port(health["listen"]).host

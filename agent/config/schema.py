@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+from agent.core.clock_trust import DEFAULT_WITNESSES, WITNESSES
+
 
 @dataclass(frozen=True)
 class Mark:
@@ -280,7 +282,7 @@ def timezone(value: object) -> str:
     name = text(value)
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: name too long
         raise Invalid(f"unknown time zone {name!r} (an IANA name such as Asia/Ho_Chi_Minh)"
                       ) from None
     return name
@@ -288,8 +290,12 @@ def timezone(value: object) -> str:
 
 def http_url(value: object) -> str:
     url = text(value)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # "http://[x": an unclosed IPv6 literal
+        host = None
+    if host is None or parts.scheme not in ("http", "https"):
         raise Invalid(f"expected an http:// or https:// URL with a host, got {url!r}")
     return url  # a trailing slash matters: relative media URLs resolve under it (RFC 3986)
 
@@ -412,6 +418,15 @@ def gpio_line(line: int) -> Section:
     })
 
 
+def clock_witnesses(value: object) -> tuple[str, ...]:
+    """A non-empty list of what may vouch for the clock (agent.core.clock_trust)."""
+    if not isinstance(value, list) or not value:
+        raise Invalid(f"expected a non-empty list of {', '.join(WITNESSES)}, "
+                      f"got {describe(value)}")
+    witness = one_of(*WITNESSES)
+    return tuple(str(witness(item)) for item in value)
+
+
 def schema(base: Path) -> Section:
     """Every key of agent.yaml with its check and default; paths are taken from `base`."""
     seconds = number(minimum=0)
@@ -440,10 +455,14 @@ def schema(base: Path) -> Section:
             "client_key": tls_file,
             "public_key": Key(optional(public_key), None),
             "read_timeout_s": Key(number(minimum=1), 30.0),
+            "max_schedule_bytes": Key(integer(minimum=1024), 4_194_304),
+            "request_deadline_s": Key(number(minimum=1), 120.0),
+            "media_deadline_s": Key(number(minimum=1), 600.0),
         }),
         "cache": Section({
             "dir": Key(path_in(base), Path("/var/cache/broadcast-agent")),
             "max_bytes": Key(integer(minimum=1), 2_000_000_000),
+            "min_free_bytes": Key(integer(minimum=0), 33_554_432),
         }),
         "mqtt": Section({
             "brokers": ListKey(broker_uri),
@@ -458,6 +477,8 @@ def schema(base: Path) -> Section:
             "keepalive_s": Key(interval, 30.0),
             "command_public_key": Key(optional(public_key), None),
             "max_command_age_s": Key(seconds, 300.0),
+            "max_clock_skew_s": Key(seconds, 120.0),
+            "clock_wait_s": Key(seconds, 60.0),
             "outbox_max": Key(integer(minimum=100), 10_000),
             "max_payload_bytes": Key(integer(minimum=1024), 65_536),
             "protocol": Key(one_of("3.1.1", "5"), "3.1.1"),
@@ -495,6 +516,10 @@ def schema(base: Path) -> Section:
             "ppm": Key(integer(-1000, 1000), 0),
             "squelch_dbfs": Key(dbfs, -30.0),
             "sample_rate": Key(sdr_sample_rate, 240_000),
+        }),
+        "clock": Section({
+            "trusted_by": Key(clock_witnesses, DEFAULT_WITNESSES),
+            "backend": Key(one_of("system", "sim"), "system"),
         }),
         "tts": Section({
             "engine": Key(one_of("espeak-ng"), "espeak-ng"),

@@ -124,7 +124,8 @@ class ControlLoop:
                  chime_pcm: bytes, journal: Journal, plays: PlayJournal,
                  faults: FaultRegistry, store: StateStore,
                  on_change: Callable[[], None], sync_now: Callable[[], None],
-                 count_command: Callable[[str, str], None]) -> None:
+                 count_command: Callable[[str, str], None],
+                 clock_trusted: Callable[[], bool]) -> None:
         self.s = settings
         self._clock = clock
         self._engine = engine
@@ -142,6 +143,7 @@ class ControlLoop:
         self._on_change = on_change
         self._sync_now = sync_now
         self._count_command = count_command  # (type, completed|failed) for the metrics
+        self._clock_trusted = clock_trusted
         self._arbiter = Arbiter(late_start_grace_s=settings.late_start_grace_s)
         self._facts: queue.Queue[Fact] = queue.Queue()
         self._schedule: Schedule | None = None
@@ -273,7 +275,10 @@ class ControlLoop:
             else self._media.duration_s(entry.sha256)
 
     def _add_occurrences(self, now: float) -> None:
-        if self._schedule is None:
+        # On an untrusted clock (fault clock_unsynced) nothing scheduled is planned: a
+        # programme would air at the wrong hour. Once trusted, late starts follow the
+        # late-start rules like after any outage.
+        if self._schedule is None or not self._clock_trusted():
             return
         for occ in self._schedule.occurrences(now, now + self._lookahead):
             if not self._arbiter.knows(occ.key):

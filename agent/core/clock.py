@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import threading
+import time
+from pathlib import Path
 
 from drivers.clock import Clock, SystemClock
 
-__all__ = ["Clock", "ManualClock", "SystemClock"]
+__all__ = ["Clock", "ManualClock", "SimClock", "SystemClock", "open_clock"]
+
+log = logging.getLogger(__name__)
+
+SIM_FILE = "clock-sim.json"
+_SIM_CHECK_S = 0.05  # how often SimClock looks for a changed file
 
 
 class ManualClock:
@@ -29,3 +39,61 @@ class ManualClock:
         with self._lock:
             self._now += seconds
             self._mono += seconds
+
+
+class SimClock:
+    """``clock.backend: sim``: the system clock set off by ``offset_s`` read from
+    ``<state_dir>/clock-sim.json`` (``{"offset_s": -21600}``) whenever it changes; a missing
+    file means no offset. It stands in for a board whose clock is wrong and then stepped
+    (a Pi without RTC after a power cut, then NTP), the way the sim mains sensor stands in
+    for the UPS line. The monotonic clock is the system's: a wall-clock step never moves it.
+    """
+
+    def __init__(self, state_dir: Path, check_every_s: float = _SIM_CHECK_S) -> None:
+        self.path = state_dir / SIM_FILE
+        self._check_every_s = check_every_s
+        self._lock = threading.Lock()
+        self._offset_s = 0.0
+        self._stamp: tuple[int, int, int] | None = None
+        self._checked = float("-inf")
+
+    def now(self) -> float:
+        return time.time() + self._offset()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def _offset(self) -> float:
+        with self._lock:
+            mono = time.monotonic()
+            if mono - self._checked >= self._check_every_s:
+                self._checked = mono
+                self._reread()
+            return self._offset_s
+
+    def _reread(self) -> None:
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            self._stamp, self._offset_s = None, 0.0
+            return
+        stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            offset = json.loads(self.path.read_text(encoding="utf-8"))["offset_s"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("%s unreadable (%s); keeping offset %.3f s", self.path, error,
+                        self._offset_s)
+            return
+        if isinstance(offset, bool) or not isinstance(offset, int | float):
+            log.warning("%s: 'offset_s' must be a number, got %r", self.path, offset)
+            return
+        log.warning("simulated clock: wall time set off by %+.3f s", offset)
+        self._offset_s = float(offset)
+
+
+def open_clock(backend: str, state_dir: Path) -> Clock:
+    """The agent's clock for ``clock.backend``: ``system``, or ``sim`` (test benches)."""
+    return SimClock(state_dir) if backend == "sim" else SystemClock()

@@ -6,10 +6,13 @@ A fault of severity ``error`` makes ``/healthz`` answer 503.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+
+log = logging.getLogger(__name__)
 
 Severity = Literal["warning", "error"]
 
@@ -23,9 +26,12 @@ FAULT_SEVERITY: dict[str, Severity] = {
     "schedule_signature": "error",
     "schedule_invalid": "error",
     "schedule_invalid_program": "warning",
+    "schedule_too_large": "error",
     "media_corrupt": "warning",
     "media_missing": "warning",
     "disk_full": "error",
+    "state_disk_full": "warning",
+    "state_write_failed": "error",
     "cache_quota": "warning",
     # playout
     "decoder_hung": "warning",
@@ -42,12 +48,14 @@ FAULT_SEVERITY: dict[str, Severity] = {
     # configuration, messaging, time
     "config_invalid": "error",
     "mqtt_unreachable": "warning",
+    "mqtt_tls": "error",
     "clock_unsynced": "warning",
     "tts_failed": "warning",
     # power
     "mains_lost": "warning",
     # off-air recording
     "recording_failed": "warning",
+    "internal_error": "warning",
 }
 
 
@@ -108,6 +116,14 @@ class FaultRegistry:
         cleared_at = self._now()
         for listener in self._listeners:
             listener("cleared", fault, cleared_at)
+
+    def internal_error(self, where: str, exc: BaseException) -> None:
+        """A background thread caught something unexpected: one log line (the traceback
+        only at DEBUG), fault ``internal_error`` with the reason; the thread retries."""
+        reason = f"{where}: {type(exc).__name__}: {exc}"
+        log.error("%s; retrying", reason)
+        log.debug("%s", where, exc_info=exc)
+        self.raise_("internal_error", reason[:500])
 
     def active(self) -> list[Fault]:
         with self._lock:

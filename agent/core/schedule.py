@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent.core.text import check_lang, check_speech_text, check_title
@@ -207,7 +208,7 @@ def parse_schedule(doc: object, default_tz: str) -> ParsedSchedule:
     tz_name = doc.get("timezone") or default_tz
     try:
         tz = ZoneInfo(str(tz_name))
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a name too long
         raise ScheduleError(f"unknown timezone {tz_name!r}") from exc
     raw_media = doc.get("media", [])
     raw_programs = doc.get("programs", [])
@@ -261,6 +262,8 @@ def _media_entry(raw: object) -> MediaEntry:
         raise ValueError("missing 'id'")
     if not isinstance(url, str) or not url:
         raise ValueError(f"{media_id}: missing 'url'")
+    if urlsplit(url).scheme.lower() not in ("", "http", "https"):
+        raise ValueError(f"{media_id}: 'url' must be http(s) or relative, got {url[:100]!r}")
     if not isinstance(sha, str) or not _SHA256.match(sha.lower()):
         raise ValueError(f"{media_id}: 'sha256' must be 64 hex digits")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -287,7 +290,7 @@ def _program(raw: object, media: dict[str, MediaEntry]) -> Program:
     if not isinstance(pid, str) or not pid:
         raise ValueError("program without 'id'")
     priority = raw.get("priority", "scheduled")
-    if priority not in PRIORITY_RANK:
+    if priority not in tuple(PRIORITY_RANK):  # a tuple: any JSON value compares, even a list
         raise ValueError(f"{pid}: unknown priority {priority!r}")
     start = _parse_time(pid, raw.get("start"))
     duration = raw.get("duration_s")
@@ -328,7 +331,8 @@ def _source(pid: str, raw: object, media: dict[str, MediaEntry]) -> Source:
         return MediaSource(tuple(items))
     if kind == "stream":
         url = raw.get("url")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        if not isinstance(url, str) or urlsplit(url).scheme.lower() not in ("http", "https") \
+                or not urlsplit(url).hostname:
             raise ValueError(f"{pid}: stream source needs an http(s) 'url'")
         return StreamSource(url)
     if kind == "fm":

@@ -113,6 +113,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     signer.add_argument("--type", required=True, dest="command_type")
     signer.add_argument("--args", default="{}", dest="command_args",
                         help='the args object as JSON, e.g. \'{"text": "..."}\'')
+    signer.add_argument("--to", required=True, metavar="AUDIENCE",
+                        help="the device id, or group:<name>: covered by the signature, so "
+                             "the command cannot be replayed to another device")
     signer.add_argument("--expires-in", type=int, default=300, metavar="SECONDS")
     signer.add_argument("--id", dest="command_id", default=None,
                         help="command id (default: a fresh UUID)")
@@ -154,6 +157,7 @@ def _sign_command(args: argparse.Namespace) -> int:
         "id": args.command_id or str(uuid.uuid4()),
         "type": args.command_type,
         "args": command_args,
+        "to": args.to,
         "issued_at": issued.isoformat(),
         "expires_at": (issued + timedelta(seconds=args.expires_in)).isoformat(),
     }

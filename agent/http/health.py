@@ -144,7 +144,9 @@ class HealthServer:
                                           + len(reply.body) / MIN_SEND_BYTES_PER_S):
                 await writer.drain()
             answered = True
-        except (TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError, asyncio.CancelledError):
+            # Cancelled: evicted for a newer connection, or the server stops. Ending the
+            # task normally keeps asyncio from logging a traceback per evicted client.
             pass
         finally:
             self._open.discard(task)
@@ -175,23 +177,13 @@ class HealthServer:
             return await self._route(head)
         except _Reply as reply:
             return reply
-        except Exception:
-            log.exception("health endpoint failed to answer %r", head[:200])
+        except Exception as exc:  # one line, never a traceback per hostile request
+            log.warning("health endpoint failed to answer %r: %s: %s", head[:100],
+                        type(exc).__name__, exc)
             return _error(HTTPStatus.INTERNAL_SERVER_ERROR)
 
     async def _route(self, head: bytes) -> _Reply:
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            raise _error(HTTPStatus.BAD_REQUEST)
-        method, target, _ = parts
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if line:
-                name, sep, value = line.partition(":")
-                if not sep:
-                    raise _error(HTTPStatus.BAD_REQUEST)
-                headers[name.strip().lower()] = value.strip()
+        method, target, headers = parse_request(head)
         self._authorize(headers.get("authorization"))
         if method != "GET":
             raise _error(HTTPStatus.METHOD_NOT_ALLOWED, Allow="GET")
@@ -252,6 +244,24 @@ def _span_of(target: str) -> tuple[float, float]:
     except BadSpan as exc:
         raise _Reply(HTTPStatus.BAD_REQUEST,
                      json.dumps({"error": "Bad Request", "message": str(exc)}).encode()) from exc
+
+
+def parse_request(head: bytes) -> tuple[str, str, dict[str, str]]:
+    """(method, target, lower-cased headers) of a request head ending in CRLF CRLF;
+    raises the 400 reply when it is not an HTTP/1.x request."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise _error(HTTPStatus.BAD_REQUEST)
+    method, target, _ = parts
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise _error(HTTPStatus.BAD_REQUEST)
+            headers[name.strip().lower()] = value.strip()
+    return method, target, headers
 
 
 def _response(reply: _Reply) -> bytes:

@@ -1,18 +1,27 @@
 """MQTT commands (mqtt.md, "Command"): parsing, signature, args, times, media and replay.
 
-The checks run in this order: size, JSON, id, signature, type and args, times, media,
-replay. A payload that is too large, not JSON, or has no usable ``id`` cannot be
-acknowledged by id; when no id can be found it comes back as a Rejection with
-``command_id=None`` (dropped and counted by the caller).
+Two steps. :meth:`CommandValidator.screen` needs no clock: size (before any parsing),
+JSON, id, signature, type and args, audience (``to``). :meth:`CommandValidator.judge`
+needs a trusted clock for most types (agent.core.clock_trust): times (``clock_skew``,
+``expired``, ``too_old``), media, replay. While the clock is untrusted a command waits
+(agent.mqtt.intake) and is judged when trust comes, or rejected ``clock_unsynced``;
+``stop``, ``set_volume`` and ``amplifier`` are judged at once, without the time checks
+(a wrong clock must not keep a technician from silencing a loudspeaker).
 
-Replay protection: as soon as a command's signature has been verified (or when no key is
-configured, as soon as it carries an id), its id is remembered durably, whatever the
-outcome of the later checks. A command id is single-use: a copy of a command that was
-first rejected for a reason that may pass later (its media was not cached yet, the
-device clock was wrong) is still a replay; the central server re-issues it with a new id.
-Ids are remembered with their ``issued_at`` and forgotten once
-``max_age_s + REPLAY_GRACE_S`` have passed since, when the ``too_old`` check rejects
-them anyway (the grace covers the device clock being stepped back by NTP).
+A payload that is too large, not JSON, or has no usable ``id`` cannot be acknowledged by
+id; when no id can be found it comes back as a Rejection with ``command_id=None``
+(dropped and counted by the caller). The id of an oversized payload is only looked for
+in its first 4 KiB, by pattern: it is never parsed.
+
+Replay protection: once a signed command passed ``screen`` (its signature verified), its
+id is remembered durably, whatever the outcome of ``judge``. A command id is single-use:
+a copy of a command first rejected for a reason that may pass later (its media was not
+cached yet, the clock was not trusted) is still a replay; the central server re-issues
+it with a new id. Without ``command_public_key`` anyone may send commands, and only
+accepted ones are remembered. Rejections before ``judge`` (bad JSON, signature, args,
+audience) write nothing: a flood of them costs no disk. Ids are remembered with their
+``issued_at`` and forgotten once ``max_age_s + REPLAY_GRACE_S`` have passed since, when
+the ``too_old`` check rejects them anyway (the grace covers the clock being stepped back).
 """
 
 from __future__ import annotations
@@ -35,7 +44,9 @@ from agent.recording.span import BadSpan, parse_span, parse_time
 from agent.state.store import StateStore
 
 REJECTION_CODES = ("bad_json", "unknown_type", "bad_args", "bad_signature", "expired",
-                   "too_old", "replay", "media_not_cached", "too_large")
+                   "too_old", "replay", "media_not_cached", "too_large", "wrong_target",
+                   "clock_skew", "clock_unsynced")
+CLOCK_FREE_TYPES = ("stop", "set_volume", "amplifier")  # judged at once, whatever the clock
 PRIORITIES = tuple(PRIORITY_RANK)
 ON_DEMAND_PRIORITIES = ("priority", "live", "emergency")  # play_now, fm_relay
 REPLAY_GRACE_S = 86_400.0
@@ -221,30 +232,44 @@ def _usable_id(doc: object) -> str | None:
 
 # --- validator ----------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class CommandLimits:
+    max_age_s: float = 300.0  # mqtt.max_command_age_s
+    max_skew_s: float = 120.0  # mqtt.max_clock_skew_s
+    max_payload_bytes: int = 65_536  # mqtt.max_payload_bytes
+
+
 class CommandValidator:
-    def __init__(self, public_key: Ed25519PublicKey | None, max_age_s: float,
-                 max_payload_bytes: int, store: StateStore, clock: Clock,
-                 media_known: Callable[[str], bool]) -> None:
+    def __init__(self, public_key: Ed25519PublicKey | None, limits: CommandLimits,
+                 store: StateStore, clock: Clock, media_known: Callable[[str], bool], *,
+                 device_id: str, groups: tuple[str, ...] = ()) -> None:
         self._key = public_key
-        self._max_age_s = max_age_s
-        self._max_payload_bytes = max_payload_bytes
+        self._limits = limits
         self._store = store
         self._clock = clock
         self._media_known = media_known
+        self._device_id = device_id
+        self._audiences = {device_id, *(f"group:{g}" for g in groups)}
         self._last_prune: float | None = None
 
-    def check(self, payload: bytes) -> Command | Rejection:
-        """A valid, fresh, first-seen command, or why not."""
-        if len(payload) > self._max_payload_bytes:
+    def check(self, payload: bytes, clock_trusted: bool = True) -> Command | Rejection:
+        """``screen`` then ``judge``: a valid, fresh, first-seen command, or why not."""
+        screened = self.screen(payload)
+        return screened if isinstance(screened, Rejection) \
+            else self.judge(screened, clock_trusted)
+
+    def screen(self, payload: bytes) -> Command | Rejection:
+        """The checks that need no clock; writes nothing."""
+        limit = self._limits.max_payload_bytes
+        if len(payload) > limit:
             return Rejection("too_large", f"payload of {len(payload)} bytes is over the "
-                             f"limit of {self._max_payload_bytes}", _id_of_oversized(payload))
+                             f"limit of {limit}", _id_by_pattern(payload))
         try:
             doc = json.loads(payload)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             # A truncated or mistyped command may still show its id: the sender then gets
             # a rejection instead of silence.
-            found = _BROKEN_ID.search(payload[:4096].decode("utf-8", errors="replace"))
-            return Rejection("bad_json", f"not JSON: {exc}", found[1] if found else None)
+            return Rejection("bad_json", f"not JSON: {exc}", _id_by_pattern(payload))
         command_id = _usable_id(doc)
         if command_id is None:
             return Rejection("bad_json", "not a JSON object with a string id "
@@ -253,17 +278,8 @@ class CommandValidator:
             reason = "missing" if "signature" not in doc else "malformed or wrong"
             return Rejection("bad_signature", f"signature {reason}", command_id,
                              _type_of(doc))
-        verdict = self._judge(command_id, doc)
-        self._prune()
-        issued_at = verdict.issued_at if isinstance(verdict, Command) else self._clock.now()
-        if not self._store.remember_command(command_id, issued_at):
-            return Rejection("replay", "command id already seen", command_id,
-                             _type_of(doc))
-        return verdict
-
-    def _judge(self, command_id: str, doc: dict[str, Any]) -> Command | Rejection:
         command_type = doc.get("type")
-        if command_type not in _ALLOWED_KEYS:
+        if not isinstance(command_type, str) or command_type not in _ALLOWED_KEYS:
             return Rejection("unknown_type", f"unknown command type {command_type!r}",
                              command_id)
         try:
@@ -274,37 +290,73 @@ class CommandValidator:
                 else _timestamp(doc, "expires_at")
         except BadArgs as exc:
             return Rejection("bad_args", str(exc), command_id, command_type)
-        now = self._clock.now()
-        if expires_at is not None and expires_at <= now:
-            return Rejection("expired", f"expired {now - expires_at:.0f} s ago", command_id,
-                             command_type)
-        if now - issued_at > self._max_age_s:
-            return Rejection("too_old", f"issued {now - issued_at:.0f} s ago, more than "
-                             f"max_command_age_s {self._max_age_s:g}", command_id,
-                             command_type)
-        media_id = args.get("media_id")
-        if media_id is not None and "url" not in args and not self._media_known(media_id):
-            return Rejection("media_not_cached", f"media {media_id!r} is not cached and "
-                             "the command carries no url", command_id, command_type)
+        wrong = self._wrong_target(doc.get("to"))
+        if wrong is not None:
+            return Rejection("wrong_target", wrong, command_id, command_type)
         return Command(command_id, command_type, args, issued_at, expires_at)
+
+    def _wrong_target(self, to: object) -> str | None:
+        if to is None:
+            return None if self._key is None else \
+                "'to' is required when command_public_key is set"
+        if not isinstance(to, str) or to not in self._audiences:
+            shown = repr(to)[:140]
+            return f"addressed to {shown}, this is {self._device_id!r} " \
+                   f"(or {', '.join(sorted(self._audiences - {self._device_id})) or 'no group'})"
+        return None
+
+    def judge(self, command: Command, clock_trusted: bool) -> Command | Rejection:
+        """The checks that need the clock, then replay. ``clock_trusted`` False: a type
+        that needs the clock is rejected ``clock_unsynced``; the others skip the times."""
+        verdict = self._judged(command, clock_trusted)
+        if self._key is None and isinstance(verdict, Rejection):
+            return verdict
+        self._prune()
+        if not self._store.remember_command(command.id, command.issued_at):
+            return Rejection("replay", "command id already seen", command.id, command.type)
+        return verdict
+
+    def _judged(self, command: Command, clock_trusted: bool) -> Command | Rejection:
+        def no(code: str, message: str) -> Rejection:
+            return Rejection(code, message, command.id, command.type)
+
+        if clock_trusted:
+            now = self._clock.now()
+            limits = self._limits
+            if command.issued_at - now > limits.max_skew_s:
+                return no("clock_skew", f"issued {command.issued_at - now:.0f} s in the future, "
+                          f"more than max_clock_skew_s {limits.max_skew_s:g}")
+            if command.expires_at is not None and command.expires_at <= now:
+                return no("expired", f"expired {now - command.expires_at:.0f} s ago")
+            if now - command.issued_at > limits.max_age_s:
+                return no("too_old", f"issued {now - command.issued_at:.0f} s ago, more than "
+                          f"max_command_age_s {limits.max_age_s:g}")
+        elif command.type not in CLOCK_FREE_TYPES:
+            return no("clock_unsynced", "the device clock is not trusted; the command "
+                      "cannot be judged on it")
+        media_id = command.args.get("media_id")
+        if media_id is not None and "url" not in command.args \
+                and not self._media_known(media_id):
+            return no("media_not_cached", f"media {media_id!r} is not cached and the "
+                      "command carries no url")
+        return command
 
     def _prune(self) -> None:
         mono = self._clock.monotonic()
         if self._last_prune is not None and mono - self._last_prune < _PRUNE_INTERVAL_S:
             return
         self._last_prune = mono
-        self._store.forget_commands_before(self._clock.now() - self._max_age_s - REPLAY_GRACE_S)
+        self._store.forget_commands_before(self._clock.now() - self._limits.max_age_s
+                                           - REPLAY_GRACE_S)
 
 
 def _type_of(doc: dict[str, Any]) -> str | None:
     value = doc.get("type")
-    return value if value in _ALLOWED_KEYS else None
+    return value if isinstance(value, str) and value in _ALLOWED_KEYS else None
 
 
-def _id_of_oversized(payload: bytes) -> str | None:
-    """The id of an oversized payload, for its Ack. The whole payload is already in
-    memory (the broker's message size limit bounds it), so parsing it costs little more."""
-    try:
-        return _usable_id(json.loads(payload))
-    except (ValueError, RecursionError):
-        return None
+def _id_by_pattern(payload: bytes) -> str | None:
+    """The ``id`` a payload that cannot be parsed seems to carry, found by pattern in its
+    first 4 KiB, for its Ack."""
+    found = _BROKEN_ID.search(payload[:4096].decode("utf-8", errors="replace"))
+    return found[1] if found else None

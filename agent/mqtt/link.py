@@ -33,7 +33,7 @@ from agent.config.schema import BrokerUri, parse_broker_uri
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
 from agent.http.metrics import AgentMetrics
-from agent.mqtt.commands import Command, CommandValidator, Rejection
+from agent.mqtt.intake import CommandIntake
 from agent.state.journal import MQTT, Journal
 from agent.state.store import OutboxRecord, StateStore
 
@@ -92,8 +92,7 @@ class _Session:
 class MqttLink:
     def __init__(self, settings: MqttSettings, device_id: str, groups: tuple[str, ...],
                  store: StateStore, journal: Journal, clock: Clock,
-                 status_provider: Callable[[], dict[str, Any]],
-                 on_command: Callable[[Command], None], validator: CommandValidator,
+                 status_provider: Callable[[], dict[str, Any]], intake: CommandIntake,
                  faults: FaultRegistry, metrics: AgentMetrics) -> None:
         if not settings.brokers:
             raise ValueError("MqttLink needs at least one broker")
@@ -105,8 +104,7 @@ class MqttLink:
         self._journal = journal
         self._clock = clock
         self._status_provider = status_provider
-        self._on_command = on_command
-        self._validator = validator
+        self._intake = intake
         self._faults = faults
         self._metrics = metrics
         self._offline = json.dumps({"device_id": device_id, "online": False}).encode()
@@ -127,6 +125,7 @@ class MqttLink:
         return self._ready.is_set()
 
     def start(self) -> None:
+        self._intake.start()
         self._threads = [threading.Thread(target=self._supervise, name="mqtt-link", daemon=True),
                          threading.Thread(target=self._drain, name="mqtt-outbox", daemon=True)]
         for thread in self._threads:
@@ -139,6 +138,7 @@ class MqttLink:
         self._wake.set()
         for thread in self._threads:
             thread.join(max(0.0, self._stop_deadline - self._clock.monotonic()))
+        self._intake.stop(max(0.0, self._stop_deadline - self._clock.monotonic()))
         alive = [t.name for t in self._threads if t.is_alive()]
         if alive:
             log.warning("MQTT threads still running after stop: %s", ", ".join(alive))
@@ -154,7 +154,12 @@ class MqttLink:
         errors: dict[str, str] = {}
         while not self._stopping.is_set():
             broker = self._brokers[index]
-            session = self._open(broker)
+            try:
+                session = self._open(broker)
+            except Exception as exc:
+                self._faults.internal_error(f"MQTT connection to {self._uri(broker)}", exc)
+                self._stopping.wait(self._settings.max_backoff_s)
+                continue
             if self._await_subscribed(session):
                 failures, backoff = 0, self._settings.min_backoff_s
                 errors.clear()
@@ -196,13 +201,15 @@ class MqttLink:
         if settings.username is not None:
             client.username_pw_set(settings.username, settings.password)
         if broker.scheme == "mqtts":
-            context = ssl.create_default_context(
-                cafile=None if settings.ca_file is None else str(settings.ca_file))
-            if settings.client_cert is not None:
-                context.load_cert_chain(
-                    str(settings.client_cert),
-                    None if settings.client_key is None else str(settings.client_key))
-            client.tls_set_context(context)
+            try:
+                client.tls_set_context(self._tls_context())
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                session.error = f"TLS setup failed: {exc}"
+                self._faults.raise_("mqtt_tls", f"{self._uri(broker)}: cannot set up TLS "
+                                    f"(mqtt.ca_file, client_cert, client_key): {exc}")
+                session.ended.set()
+                return session
+            self._faults.clear("mqtt_tls")
         client.will_set(self.topics.state, self._offline, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
@@ -222,6 +229,17 @@ class MqttLink:
             return session
         client.loop_start()
         return session
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """Read again at every attempt: a fixed file is picked up without a restart."""
+        settings = self._settings
+        context = ssl.create_default_context(
+            cafile=None if settings.ca_file is None else str(settings.ca_file))
+        if settings.client_cert is not None:
+            context.load_cert_chain(
+                str(settings.client_cert),
+                None if settings.client_key is None else str(settings.client_key))
+        return context
 
     def _await_subscribed(self, session: _Session) -> bool:
         deadline = self._clock.monotonic() + self._settings.connect_timeout_s
@@ -301,10 +319,12 @@ class MqttLink:
         if mid != session.subscribe_mid:
             return
         refused = [t for t, r in zip(self.topics.commands, reasons, strict=False) if r.is_failure]
-        if refused:
-            log.error("MQTT broker refused subscriptions to %s (check its ACL)",
-                      ", ".join(refused))
-        session.subscribed.set()
+        if refused:  # commands on those topics would never arrive: not connected
+            session.error = (f"the broker refused the subscription to {', '.join(refused)} "
+                             "(check its ACL)")
+            session.ended.set()
+        else:
+            session.subscribed.set()
         self._wake.set()
 
     def _on_disconnect(self, _client: paho.Client, session: _Session,
@@ -323,51 +343,39 @@ class MqttLink:
             log.warning("ignoring MQTT message on unexpected topic %s", message.topic)
             return
         try:
-            self._handle_command(bytes(message.payload))
-        except Exception:  # a bad message must never take the network thread down
-            log.exception("failed to handle a command on %s", message.topic)
-
-    def _handle_command(self, payload: bytes) -> None:
-        verdict = self._validator.check(payload)
-        if isinstance(verdict, Rejection):
-            if verdict.command_id is None:
-                log.warning("dropped an MQTT command payload: %s", verdict.reason)
-                self._metrics.command_dropped(verdict.code)
-                return
-            log.warning("rejected command %s: %s", verdict.command_id, verdict.reason)
-            self._journal.ack(verdict.command_id, "rejected", verdict.reason)
-            self._metrics.command(verdict.command_type, "rejected")
-            return
-        self._journal.ack(verdict.id, "accepted")
-        self._metrics.command(verdict.type, "accepted")
-        try:
-            self._on_command(verdict)
+            self._intake.handle(bytes(message.payload))
         except Exception as exc:
-            log.exception("executing command %s failed", verdict.id)
-            self._journal.ack(verdict.id, "failed", f"internal: {exc}")
-            self._metrics.command(verdict.type, "failed")
+            self._faults.internal_error(f"handling a command on {message.topic}", exc)
 
     # --- outbox (mqtt-outbox thread) -------------------------------------------------------
     def _drain(self) -> None:
         while not self._stopping.is_set():
-            session = self._session
-            if session is None or not self._ready.is_set():
-                self._ready.wait(_IDLE_POLL_S)
-                continue
-            records = self._store.pending(MQTT, _OUTBOX_WINDOW)
-            if not records:
-                self._journal.wait(_IDLE_POLL_S)
-                continue
-            delivered = self._publish_in_order(session, records)
-            self._store.ack(delivered)
-            if len(delivered) < len(records):
-                self._stopping.wait(_IDLE_POLL_S)
+            try:
+                self._drain_once()
+            except Exception as exc:
+                self._faults.internal_error("MQTT outbox", exc)
+                self._stopping.wait(self._settings.max_backoff_s)
+
+    def _drain_once(self) -> None:
+        self._intake.flush()
+        session = self._session
+        if session is None or not self._ready.is_set():
+            self._ready.wait(_IDLE_POLL_S)
+            return
+        records = self._store.pending(MQTT, _OUTBOX_WINDOW)
+        if not records:
+            self._journal.wait(_IDLE_POLL_S)
+            return
+        delivered = self._publish_in_order(session, records)
+        self._store.ack(delivered)
+        if len(delivered) < len(records):
+            self._stopping.wait(_IDLE_POLL_S)
 
     def _publish_in_order(self, session: _Session, records: list[OutboxRecord]) -> list[int]:
         """Publish ``records``; the seqs of the leading ones the broker acknowledged."""
         sent: list[tuple[int, paho.MQTTMessageInfo]] = []
         for record in records:
-            topic = self.topics.acks if record.kind == "ack" else self.topics.events
+            topic = self.topics.acks if record.kind.startswith("ack") else self.topics.events
             payload = json.dumps(record.payload, ensure_ascii=False).encode("utf-8")
             info = session.client.publish(topic, payload, qos=1)
             if info.rc != paho.MQTT_ERR_SUCCESS:

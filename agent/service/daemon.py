@@ -4,11 +4,8 @@ main loop (signals, reload, systemd readiness and watchdog)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import logging
-import os
-import shutil
 import signal
 import sys
 import threading
@@ -26,21 +23,22 @@ from agent.control.loop import (
     Reconfigured,
     ScheduleApplied,
 )
-from agent.core.clock import Clock, SystemClock
+from agent.core.clock import Clock, open_clock
+from agent.core.clock_trust import ClockTrust, SystemProbe
 from agent.core.faults import FaultRegistry
 from agent.core.schedule import Schedule
 from agent.http.health import HealthServer
 from agent.http.metrics import AgentMetrics
-from agent.mqtt.commands import Command, CommandValidator
+from agent.mqtt.commands import Command
 from agent.mqtt.link import MqttLink, MqttSettings
 from agent.playout.decoder import DecoderPool
 from agent.playout.engine import PlayoutEngine
-from agent.playout.fm_tuner import FmTuner
 from agent.playout.sources import builtin_chime
 from agent.playout.tts import TtsRenderer
 from agent.recording.service import OffAirRecording
 from agent.service import sdnotify
 from agent.service.logs import configure_logging
+from agent.service.parts import command_intake, open_tuner, system_facts
 from agent.service.power import PowerMonitor
 from agent.source.cache import MediaCache
 from agent.source.client import SourceClient, SourceSettings
@@ -53,7 +51,6 @@ from drivers.amplifier import open_amplifier
 from drivers.audio import open_output
 from drivers.mixer import open_mixer
 from drivers.power import open_mains_sensor
-from drivers.sdr import FmReceiver, open_receiver
 
 log = logging.getLogger("agent")
 
@@ -64,7 +61,7 @@ STATUS_MIN_INTERVAL_S = 1.0
 class Daemon:
     def __init__(self, cfg: Config, clock: Clock | None = None) -> None:
         self.cfg = cfg
-        self.clock = clock or SystemClock()
+        self.clock = clock or open_clock(cfg.clock.backend, cfg.state_dir)
         self.started_mono = self.clock.monotonic()
         self.tz = ZoneInfo(cfg.timezone)
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
@@ -73,19 +70,25 @@ class Daemon:
         self.journal = Journal(self.store, self.clock, self.tz,
                                mqtt_enabled=bool(cfg.mqtt.brokers))
         self.metrics = AgentMetrics(self.clock)
+        self.journal.on_write_failure = self._state_write_failure
         self.faults.subscribe(self.journal.on_fault)
         self.faults.subscribe(self.metrics.on_fault)
         self.faults.subscribe(lambda *_: self.status_changed())
         self.metrics.watch_outbox(REPORT, lambda: self.store.depth(REPORT))
         self.cache = MediaCache(self.store, cfg.cache.dir, cfg.cache.max_bytes, self.clock,
-                                self.faults)
-        self.source = SourceClient(SourceSettings.from_config(cfg))
+                                self.faults, min_free_bytes=cfg.cache.min_free_bytes)
+        # Trusted since this boot? (agent.core.clock_trust) The control loop reads
+        # clock_trust.trusted; commands wait for it in agent.mqtt.intake.
+        self.clock_trust = ClockTrust(SystemProbe(), self.store, self.faults, self.clock.now,
+                                      cfg.clock.trusted_by)
+        self.source = SourceClient(SourceSettings.from_config(cfg),
+                                   on_date=self.clock_trust.source_date)
         self.sync = SyncService(
             self.source, self.cache, self.store, self.journal, self.faults, self.clock,
             device_id=cfg.device_id, default_tz=cfg.timezone,
             poll_interval_s=cfg.source.poll_interval_s, max_backoff_s=cfg.source.max_backoff_s,
             on_applied=self._schedule_applied, on_download=self.metrics.download)
-        self.reports = ReportUploader(self.store, self.journal, self.source,
+        self.reports = ReportUploader(self.store, self.journal, self.source, self.faults,
                                       max_backoff_s=cfg.source.max_backoff_s)
         self.decoders = DecoderPool(cfg.audio.rate, self.clock.monotonic)
         self.recording = OffAirRecording(
@@ -98,7 +101,7 @@ class Daemon:
         self.amplifier = open_amplifier(
             cfg.amplifier.backend, state_dir=cfg.state_dir, chip=cfg.amplifier.gpio.chip,
             line=cfg.amplifier.gpio.line, active_high=cfg.amplifier.gpio.active_high)
-        self.tuner = _open_tuner(cfg, self.faults, self.clock)
+        self.tuner = open_tuner(cfg, self.faults, self.clock)
         self.power = PowerMonitor(
             open_mains_sensor(cfg.power.backend, state_dir=cfg.state_dir,
                               chip=cfg.power.gpio.chip, line=cfg.power.gpio.line,
@@ -112,7 +115,8 @@ class Daemon:
             chime_pcm=self._chime(), journal=self.journal,
             plays=PlayJournal(self.store), faults=self.faults,
             store=self.store, on_change=self.status_changed, sync_now=self.sync.sync_now,
-            count_command=self.metrics.command)
+            count_command=self.metrics.command,
+            clock_trusted=lambda: self.clock_trust.trusted)
         self.mqtt = self._mqtt_link() if cfg.mqtt.brokers else None
         self.health = HealthServer(cfg.health.host, cfg.health.port, cfg.health.token,
                                    cfg.health.max_connections, cfg.health.request_timeout_s,
@@ -150,12 +154,12 @@ class Daemon:
             ca_file=m.ca_file, client_cert=m.client_cert, client_key=m.client_key,
             topic_prefix=m.topic_prefix, heartbeat_s=m.heartbeat_s, keepalive_s=m.keepalive_s,
             protocol=m.protocol)
-        validator = CommandValidator(
-            _command_key(m.command_public_key), m.max_command_age_s, m.max_payload_bytes,
-            self.store, self.clock, media_known=self._media_known)
+        intake = command_intake(self.cfg, self.store, self.journal, self.metrics, self.faults,
+                                self.clock, self.clock_trust, self._media_known,
+                                self._command)
         return MqttLink(settings, self.cfg.device_id, tuple(self.cfg.groups), self.store,
-                        self.journal, self.clock, self.status, self._command, validator,
-                        self.faults, self.metrics)
+                        self.journal, self.clock, self.status, intake, self.faults,
+                        self.metrics)
 
     def _media_known(self, media_id: str) -> bool:
         schedule = self.sync.applied
@@ -192,7 +196,6 @@ class Daemon:
         snap = self.control.snapshot()
         sync = self.sync.status()
         cache = self.cache.stats()
-        disk = shutil.disk_usage(self.cfg.state_dir)
         playing = snap["playing"]
         self.metrics.playing(None if playing is None else playing["source"],
                              None if playing is None else playing["priority"])
@@ -221,7 +224,7 @@ class Daemon:
             "fm": fm,
             "faults": [{"code": f.code, "message": f.message, "severity": f.severity,
                         "since": self.journal.stamp(f.since)} for f in self.faults.active()],
-            "system": _system_facts(disk.free),
+            "system": system_facts(self.cfg.state_dir, self.clock_trust.trusted),
             "next": snap["next"],
         }
 
@@ -229,6 +232,7 @@ class Daemon:
     def start(self) -> None:
         for warning in self.cfg.warnings:
             log.warning("%s", warning)
+        self.clock_trust.check()
         self.recording.start()
         self.engine.start()
         self.decoders.warm_up()
@@ -324,6 +328,26 @@ class Daemon:
         self.journal.event("config_reloaded", applied=live, pending_restart=pending)
         self.status_changed()
 
+    def _state_write_failure(self, held: int, error: Exception | None) -> None:
+        if error is None:
+            self.faults.clear("state_write_failed")
+        else:
+            self.faults.raise_("state_write_failed", f"{held} records held in memory: the "
+                               f"state store cannot write ({error})")
+
+    def _keep_state_writable(self) -> None:
+        try:
+            self.store.maintain()
+        except OSError as exc:
+            log.warning("state reserve check failed: %s", exc)
+        if self.journal.held:
+            self.journal.retry()
+        if self.store.reserve_released:
+            self.faults.raise_("state_disk_full", "the state file system is nearly full: "
+                               "its reserve is in use")
+        else:
+            self.faults.clear("state_disk_full")
+
     def healthy(self) -> bool:
         """True while the control loop and the playout thread are really running."""
         fresh = self.clock.monotonic() - self.control.last_tick_mono < WATCHDOG_STALE_S
@@ -341,6 +365,8 @@ class Daemon:
             max(interval / 3, 0.2), STATUS_MIN_INTERVAL_S)
         status_line = sdnotify.StatusLine()
         while not self._stop.wait(tick):
+            self.clock_trust.check()
+            self._keep_state_writable()
             stamp = self._stamp_files()
             if self._reload.is_set() or stamp != self._config_stamp:
                 self._reload.clear()
@@ -390,60 +416,6 @@ def config_changes(old: Config, new: Config) -> list[str]:
         else:
             changed.append(name)
     return changed
-
-
-def _open_tuner(cfg: Config, faults: FaultRegistry, clock: Clock) -> FmTuner | None:
-    # Without a receiver the control loop has no tuner and fails an FM item at once
-    # (sdr_missing); a tuner over NoReceiver would relay silence until its item ended.
-    if cfg.fm.backend == "none":
-        return None
-
-    def factory() -> FmReceiver:
-        return open_receiver(cfg.fm.backend, rtl_tcp_address=cfg.fm.rtl_tcp,
-                             sample_rate=cfg.fm.sample_rate, gain_db=cfg.fm.gain_db,
-                             ppm=cfg.fm.ppm)
-
-    # Only a dongle the agent drives itself may be reset; under rtl_tcp the server owns it.
-    usb_reset = None
-    if cfg.fm.backend == "rtl_fm":
-        from drivers.sdr.rtl_fm import reset_rtl_usb
-        usb_reset = reset_rtl_usb
-    return FmTuner(factory, faults, clock, squelch_dbfs=cfg.fm.squelch_dbfs,
-                   usb_reset=usb_reset)
-
-
-def _command_key(raw: bytes | None) -> Any:
-    if raw is None:
-        return None
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    return Ed25519PublicKey.from_public_bytes(raw)
-
-
-def _system_facts(disk_free: int) -> dict[str, Any]:
-    temp = None
-    with contextlib.suppress(OSError, ValueError):
-        temp = int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000
-    return {"cpu_temp_c": temp, "load1": round(os.getloadavg()[0], 2),
-            "disk_free_bytes": disk_free, "clock_synced": _clock_synced()}
-
-
-def _clock_synced() -> bool | None:
-    """The kernel's view (adjtimex STA_UNSYNC), None where it cannot be read."""
-    import ctypes
-
-    class Timex(ctypes.Structure):
-        _fields_ = [("modes", ctypes.c_uint), ("offset", ctypes.c_long),
-                    ("freq", ctypes.c_long), ("maxerror", ctypes.c_long),
-                    ("esterror", ctypes.c_long), ("status", ctypes.c_int),
-                    ("rest", ctypes.c_long * 40)]
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        tx = Timex()
-        state = libc.adjtimex(ctypes.byref(tx))
-    except (OSError, AttributeError):
-        return None
-    return bool(state != 5 and not tx.status & 0x40)  # TIME_ERROR / STA_UNSYNC
 
 
 def run_command(args: argparse.Namespace) -> int:

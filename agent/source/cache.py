@@ -100,9 +100,12 @@ class _Row:
 
 class MediaCache:
     def __init__(self, store: StateStore, directory: Path, max_bytes: int, clock: Clock,
-                 faults: FaultRegistry) -> None:
+                 faults: FaultRegistry, min_free_bytes: int = 0) -> None:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
+        # Downloads never take the file system below this: the state database (play
+        # reports, faults, acks) usually shares it.
+        self.min_free_bytes = min_free_bytes
         self._store = store
         self._clock = clock
         self._faults = faults
@@ -228,6 +231,9 @@ class MediaCache:
                 written, hasher = self._resume_point(entry)
             try:
                 if written < entry.size:
+                    # Not even a request when the rest cannot be stored: a full disk would
+                    # otherwise cost the link the same bytes at every retry.
+                    self._check_room(entry.size - written)
                     with client.open_media(entry.url, written, entry.id) as body:
                         if body.start != written:
                             log.info("media %s: server ignored Range, restarting", entry.id)
@@ -236,8 +242,8 @@ class MediaCache:
             except OSError as exc:
                 if exc.errno != errno.ENOSPC:
                     raise
-                message = (f"no space left in {self.directory} while caching media "
-                           f"{entry.id} ({entry.size} bytes); the partial file is kept")
+                message = (f"no space in {self.directory} for media {entry.id} "
+                           f"({entry.size} bytes): {exc.strerror}; the partial file is kept")
                 self._faults.raise_("disk_full", message)
                 raise CacheError("disk_full", message) from exc
             if written < entry.size:
@@ -303,6 +309,7 @@ class MediaCache:
                 if written + len(chunk) > entry.size:
                     self._discard_corrupt(entry, f"media {entry.id}: the server sent more "
                                           f"than the {entry.size} bytes the schedule names")
+                self._check_room(len(chunk))
                 hasher.update(chunk)
                 _write_all(fd, chunk)
                 written += len(chunk)
@@ -316,6 +323,12 @@ class MediaCache:
         finally:
             self._sync_durable(fd, entry.sha256, written)
         return written
+
+    def _check_room(self, size: int) -> None:
+        """ENOSPC when writing ``size`` bytes would leave less than min_free_bytes free."""
+        if shutil.disk_usage(self.directory).free - size < self.min_free_bytes:
+            raise OSError(errno.ENOSPC, f"fewer than cache.min_free_bytes "
+                          f"({self.min_free_bytes}) would stay free")
 
     def _sync_durable(self, fd: int, sha: str, written: int) -> None:
         """Close the .part, recording how much of it is durable (when fsync works)."""

@@ -10,6 +10,7 @@ import logging
 import random
 from collections.abc import Callable
 
+from agent.core.faults import FaultRegistry
 from agent.core.worker import Worker
 from agent.source.client import SourceClient, SourceError
 from agent.source.sync import backoff_delay
@@ -24,13 +25,14 @@ _IDLE_WAIT_S = 1.0  # upper bound on the wait for new records (Journal.wait can 
 class ReportUploader(Worker):
     thread_name = "reports"
 
-    def __init__(self, store: StateStore, journal: Journal, client: SourceClient, *,
-                 max_backoff_s: float, batch_size: int = 100,
+    def __init__(self, store: StateStore, journal: Journal, client: SourceClient,
+                 faults: FaultRegistry, *, max_backoff_s: float, batch_size: int = 100,
                  rand: Callable[[], float] = random.random) -> None:
         super().__init__()
         self._store = store
         self._journal = journal
         self._client = client
+        self._faults = faults
         self.max_backoff_s = max_backoff_s
         self.batch_size = batch_size
         self._rand = rand
@@ -59,8 +61,8 @@ class ReportUploader(Worker):
                 log.warning("report upload failed (%d queued): %s",
                             self._store.depth(REPORT), exc)
                 sent, accepted = 1, 0
-            except Exception:
-                log.exception("report upload failed unexpectedly")
+            except Exception as exc:  # the thread must go on: report and back off
+                self._faults.internal_error("report upload", exc)
                 sent, accepted = 1, 0
             if sent == 0:
                 self._journal.wait(_IDLE_WAIT_S)

@@ -35,7 +35,8 @@ KEY_LAST_SYNC = "source.last_sync_at"
 _LINK_FAULTS = ("source_unreachable", "source_auth", "source_unknown_device",
                 "source_bad_response")
 # Faults about the served document: cleared once the served document is the applied one.
-_DOCUMENT_FAULTS = ("schedule_signature", "schedule_invalid", "schedule_rollback")
+_DOCUMENT_FAULTS = ("schedule_signature", "schedule_invalid", "schedule_rollback",
+                    "schedule_too_large")
 _BACKOFF_BASE_S = 1.0
 
 
@@ -118,8 +119,8 @@ class SyncService(Worker):
         while not self._stopping.is_set():
             try:
                 ok = self.run_once()
-            except Exception:
-                log.exception("sync cycle failed unexpectedly")
+            except Exception as exc:  # the thread must go on: report and back off
+                self._faults.internal_error("sync cycle", exc)
                 ok = False
             self._failures = 0 if ok else self._failures + 1
             delay = (self.poll_interval_s if ok
@@ -213,8 +214,9 @@ class SyncService(Worker):
         return ok
 
     def _settle_link_faults(self, seen: dict[str, str]) -> None:
-        if "schedule_signature" in seen:
-            self._faults.raise_("schedule_signature", seen.pop("schedule_signature"))
+        for code in ("schedule_signature", "schedule_too_large"):
+            if code in seen:
+                self._faults.raise_(code, seen.pop(code))
         self._reachable = "source_unreachable" not in seen
         for code in _LINK_FAULTS:
             if code in seen:

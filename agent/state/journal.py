@@ -4,12 +4,20 @@ Everything the agent tells the outside world goes through the Journal into the d
 outbox of the StateStore, so nothing is lost across broker or source outages, restarts
 and power cuts. Consumers (MqttLink, ReportUploader) drain their channel in order and wait
 on :meth:`Journal.wait` for new records.
+
+A record that cannot be written (the state file system is full even after its reserve was
+released) is never dropped: it waits in memory, in order, with fault
+``state_write_failed`` raised, and goes to the outbox with the next write or
+:meth:`Journal.retry` once there is room.
 """
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -17,7 +25,9 @@ from zoneinfo import ZoneInfo
 
 from agent.core.clock import Clock
 from agent.core.faults import Fault
-from agent.state.store import StateStore
+from agent.state.store import REJECTED_ACK, StateStore
+
+log = logging.getLogger(__name__)
 
 MQTT = "mqtt"
 REPORT = "report"
@@ -41,6 +51,13 @@ class Journal:
         # Set when recording: the start (RFC 3339) of the off-air recording segment that
         # holds a moment, for the play reports' recording_segment (source-api.md).
         self.recording_segment: Callable[[float], str | None] | None = None
+        # Records not yet durable: (channel, kind, records, created), oldest first.
+        self._held: deque[tuple[str, str, list[dict[str, Any]], float]] = deque()
+        self._held_lock = threading.RLock()
+        self._failing = False
+        # Told (held records, the error) when records are held and (0, None) when none are
+        # any longer: the daemon raises and clears state_write_failed with it.
+        self.on_write_failure: Callable[[int, Exception | None], None] | None = None
 
     def stamp(self, epoch: float) -> str:
         return rfc3339(epoch, self.tz)
@@ -50,8 +67,7 @@ class Journal:
         now = self._clock.now()
         record = {"id": str(uuid.uuid4()), "type": type_, "at": self.stamp(now), **body}
         if self.mqtt_enabled:
-            self._store.enqueue(MQTT, f"event:{type_}", record, now)
-            self._notify()
+            self._persist(MQTT, f"event:{type_}", [record], now)
         return record
 
     def ack(self, command_id: str, status: str, reason: str | None = None) -> dict[str, Any]:
@@ -59,17 +75,24 @@ class Journal:
         record = {"command_id": command_id, "status": status, "reason": reason,
                   "at": self.stamp(now)}
         if self.mqtt_enabled:
-            self._store.enqueue(MQTT, "ack", record, now)
-            self._notify()
+            self._persist(MQTT, "ack", [record], now)
         return record
+
+    def rejected(self, rejections: list[tuple[str, str, float]]) -> None:
+        """Acks of rejected commands, ``(command_id, reason, at)`` each, in one write; the
+        outbox drops them first and sends them last."""
+        if not self.mqtt_enabled or not rejections:
+            return
+        records = [{"command_id": command_id, "status": "rejected", "reason": reason,
+                    "at": self.stamp(at)} for command_id, reason, at in rejections]
+        self._persist(MQTT, REJECTED_ACK, records, self._clock.now())
 
     def report(self, type_: str, report_id: str | None = None, **body: Any) -> dict[str, Any]:
         """Queue a Report for POST /reports (source-api.md) and return it."""
         now = self._clock.now()
         record = {"id": report_id or str(uuid.uuid4()), "type": type_, "at": self.stamp(now),
                   **body}
-        self._store.enqueue(REPORT, type_, record, now)
-        self._notify()
+        self._persist(REPORT, type_, [record], now)
         return record
 
     def played(self, record: dict[str, Any]) -> None:
@@ -94,7 +117,45 @@ class Journal:
                    severity=fault.severity, **body)
         self.report("fault", **body)
 
-    def _notify(self) -> None:
+    def _persist(self, channel: str, kind: str, records: list[dict[str, Any]],
+                 created: float) -> None:
+        with self._held_lock:
+            self._held.append((channel, kind, records, created))
+            self.retry()
+
+    @property
+    def held(self) -> int:
+        """Records waiting in memory for room in the state store."""
+        with self._held_lock:
+            return sum(len(records) for _, _, records, _ in self._held)
+
+    def retry(self) -> None:
+        """Write the held records, oldest first; those that still fail stay held."""
+        error: Exception | None = None
+        with self._held_lock:
+            while self._held:
+                channel, kind, records, created = self._held[0]
+                try:
+                    self._store.enqueue_many(channel, kind, records, created)
+                except sqlite3.Error as exc:  # SQLITE_FULL, or an I/O error
+                    if self._store.release_reserve():
+                        continue
+                    error = exc
+                    break
+                self._held.popleft()
+            held = self.held
+            began, recovered = error is not None and not self._failing, \
+                error is None and self._failing
+            self._failing = error is not None
+        if began:
+            log.error("%d records held in memory: the state store cannot write (%s)",
+                      held, error)
+        if self.on_write_failure is not None and (error is not None or recovered):
+            self.on_write_failure(held, error)
+        self.notify()
+
+    def notify(self) -> None:
+        """Wake the readers waiting in :meth:`wait`."""
         with self._changed:
             self._changed.notify_all()
 

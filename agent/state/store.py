@@ -3,11 +3,19 @@
 Survives kill -9 and power cuts: every write is a committed transaction with
 ``synchronous=FULL``. Modules that own their own tables (the media cache index) create
 them through :meth:`StateStore.ensure_schema` and use :meth:`StateStore.transaction`.
+
+A full disk: beside the database lies a reserve file of ``reserve_bytes``. When the file
+system is nearly full (:meth:`StateStore.maintain`, once a second) or a write fails for
+space, the reserve is released, so play reports, fault records and acks still have room
+while the cache and recordings are evicted; it is put back once space returns.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -35,11 +43,21 @@ CREATE TABLE IF NOT EXISTS seen_commands (
 );
 """
 
+log = logging.getLogger(__name__)
+
 STATE_DB = "agent.db"  # the database's file name in state_dir
+RESERVE_FILE = "reserve"  # beside the database
+RESERVE_BYTES = 8 * 1024 * 1024  # a day of reports and acks at a busy controller's rate
+# The database never grows past this (SQLite's max_page_count): the outbox, the play journal
+# (400 days) and the cache index of a busy controller take about a quarter of it.
+MAX_DB_BYTES = 128 * 1024 * 1024
 
 # Record kinds that the bounded outbox never drops (mqtt.md: never play or fault records).
 _PRECIOUS_KINDS = ("play", "fault", "event:play_finished", "event:fault_raised",
                    "event:fault_cleared", "ack")
+# Acks of rejected commands: dropped before anything else, sent after everything else, so
+# a flood of bad commands can neither push out nor hold up the acks of good ones.
+REJECTED_ACK = "ack:rejected"
 
 
 @dataclass(frozen=True)
@@ -52,16 +70,64 @@ class OutboxRecord:
 
 
 class StateStore:
-    def __init__(self, path: Path, outbox_max: int = 10_000) -> None:
+    def __init__(self, path: Path, outbox_max: int = 10_000,
+                 reserve_bytes: int = RESERVE_BYTES, max_db_bytes: int = MAX_DB_BYTES) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.outbox_max = outbox_max
+        self.reserve_path = path.parent / RESERVE_FILE
+        self.reserve_bytes = reserve_bytes
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
                                    timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        (page_size,) = self._db.execute("PRAGMA page_size").fetchone()
+        self._db.execute(f"PRAGMA max_page_count={max(1, max_db_bytes // page_size)}")
         self.ensure_schema(_SCHEMA)
+        self.maintain()
+
+    # --- the free-space reserve --------------------------------------------------------
+    @property
+    def reserve_released(self) -> bool:
+        return self.reserve_bytes > 0 and not self.reserve_path.exists()
+
+    def free_bytes(self) -> int:
+        """Free space on the state file system, for Status."""
+        return shutil.disk_usage(self.path.parent).free
+
+    def release_reserve(self) -> bool:
+        """Give the reserve's space to the database; False when it was already given."""
+        try:
+            self.reserve_path.unlink()
+        except FileNotFoundError:
+            return False
+        log.warning("state file system full: the %d-byte reserve is released",
+                    self.reserve_bytes)
+        return True
+
+    def maintain(self) -> None:
+        """Release the reserve when the file system is nearly full; put it back when
+        twice its size is free again."""
+        if self.reserve_bytes <= 0:
+            return
+        free = self.free_bytes()
+        if self.reserve_path.exists():
+            if free < self.reserve_bytes:
+                self.release_reserve()
+        elif free >= 2 * self.reserve_bytes:
+            self._write_reserve()
+
+    def _write_reserve(self) -> None:
+        tmp = self.reserve_path.with_suffix(".tmp")
+        try:
+            with open(tmp, "wb") as f:
+                os.posix_fallocate(f.fileno(), 0, self.reserve_bytes)
+                os.fsync(f.fileno())
+            tmp.replace(self.reserve_path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            log.warning("state reserve not written: %s", exc)
 
     def close(self) -> None:
         with self._lock:
@@ -101,12 +167,21 @@ class StateStore:
     # --- outbox ----------------------------------------------------------------------
     def enqueue(self, channel: str, kind: str, payload: dict[str, Any], created: float) -> int:
         """Append a record; past ``outbox_max`` records in the channel, drop the oldest
-        droppable (status-only) ones. Precious records are never dropped."""
+        droppable ones (rejected-command acks first, then status-only records). Precious
+        records are never dropped."""
+        return self.enqueue_many(channel, kind, [payload], created)[0]
+
+    def enqueue_many(self, channel: str, kind: str, payloads: list[dict[str, Any]],
+                     created: float) -> list[int]:
+        """``enqueue`` for several records of one kind, in one transaction (one fsync)."""
+        seqs: list[int] = []
         with self.transaction() as db:
-            cur = db.execute(
-                "INSERT INTO outbox(channel, kind, payload, created) VALUES (?, ?, ?, ?)",
-                (channel, kind, json.dumps(payload, ensure_ascii=False), created))
-            seq = cur.lastrowid
+            for payload in payloads:
+                cur = db.execute(
+                    "INSERT INTO outbox(channel, kind, payload, created) VALUES (?, ?, ?, ?)",
+                    (channel, kind, json.dumps(payload, ensure_ascii=False), created))
+                assert cur.lastrowid is not None
+                seqs.append(cur.lastrowid)
             (depth,) = db.execute("SELECT COUNT(*) FROM outbox WHERE channel=?",
                                   (channel,)).fetchone()
             excess = depth - self.outbox_max
@@ -114,16 +189,16 @@ class StateStore:
                 marks = ",".join("?" * len(_PRECIOUS_KINDS))
                 db.execute(
                     f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE channel=? "
-                    f"AND kind NOT IN ({marks}) ORDER BY seq LIMIT ?)",
-                    (channel, *_PRECIOUS_KINDS, excess))
-        assert seq is not None
-        return seq
+                    f"AND kind NOT IN ({marks}) ORDER BY kind != ?, seq LIMIT ?)",
+                    (channel, *_PRECIOUS_KINDS, REJECTED_ACK, excess))
+        return seqs
 
     def pending(self, channel: str, limit: int = 100) -> list[OutboxRecord]:
+        """The next records to send: in order, acks of rejected commands last."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, channel, kind, payload, created FROM outbox WHERE channel=? "
-                "ORDER BY seq LIMIT ?", (channel, limit)).fetchall()
+                "ORDER BY kind = ?, seq LIMIT ?", (channel, REJECTED_ACK, limit)).fetchall()
         return [OutboxRecord(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
     def ack(self, seqs: list[int]) -> None:

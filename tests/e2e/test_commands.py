@@ -48,7 +48,7 @@ def command(type_: str, args: dict[str, Any], *, issued_s_ago: float = 0.0,
     """A command with chosen times, signed with ``key`` (unsigned when None)."""
     issued = datetime.now(TZ) - timedelta(seconds=issued_s_ago)
     cmd: dict[str, Any] = {
-        "id": f"c-{time.monotonic_ns()}", "type": type_, "args": args,
+        "id": f"c-{time.monotonic_ns()}", "type": type_, "args": args, "to": DEVICE,
         "issued_at": issued.isoformat(timespec="milliseconds"),
         "expires_at": (issued + timedelta(seconds=issued_s_ago + expires_in_s)).isoformat(
             timespec="milliseconds"), **extra}
@@ -70,14 +70,6 @@ def raw_client(broker: Mosquitto) -> Iterator[TestClient]:
 def alert(tmp_path: Path, source: Source) -> None:
     source.add("m-alert", media.tone(tmp_path / "alert.wav", 1500, ALERT_S))
     source.publish([])
-
-
-def rss_bytes(agent: AgentProcess) -> int:
-    assert agent.process is not None
-    for line in Path(f"/proc/{agent.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def on_air(agent: AgentProcess, program_id: str) -> dict[str, Any]:
@@ -290,7 +282,7 @@ def test_a_flood_of_1000_commands_is_acked_without_harm(
     source.publish([])
     agent = start_online(agent_factory, broker, central)
     wait_ready(agent, source.version)
-    rss_before = rss_bytes(agent)
+    rss_before = agent.memory_bytes()
     flood = [central.command("set_volume", {"volume": n % 101}) for n in range(FLOOD)]
     for cmd in flood:
         central.send(cmd)
@@ -302,7 +294,7 @@ def test_a_flood_of_1000_commands_is_acked_without_harm(
     assert [statuses.get(c["id"]) for c in flood] == [["accepted", "completed"]] * FLOOD
     assert requests.get(agent.health_url + "/healthz", timeout=5).status_code == 200
     assert agent.status()["volume"] == (FLOOD - 1) % 101
-    rss_after = rss_bytes(agent)
+    rss_after = agent.memory_bytes()
     assert rss_after - rss_before < FLOOD_RSS_GROWTH_BYTES, \
         f"RSS {rss_before / 2**20:.1f} MiB -> {rss_after / 2**20:.1f} MiB"
     for status in ("accepted", "completed"):
@@ -316,7 +308,7 @@ def test_group_commands_are_executed(
         central: CheckedCentral, raw_client: TestClient) -> None:
     source.publish([])
     agent = start_online(agent_factory, broker, central, groups=[GROUP])
-    cmd = central.command("set_volume", {"volume": 33})
+    cmd = central.command("set_volume", {"volume": 33}, to=f"group:{GROUP}")
     raw_client.publish(f"{PREFIX}/groups/{GROUP}/commands", canonical_json(cmd))
     central.wait_ack(cmd["id"], "accepted", timeout=1.0)
     central.wait_ack(cmd["id"], "completed", timeout=3)

@@ -63,6 +63,9 @@ def base_config(tmp: Path, source_url: str, **overrides: Any) -> dict[str, Any]:
         "amplifier": {"backend": "sim", "warmup_s": 0.5, "idle_off_s": 2},
         "fm": {"backend": "none"},
         "recording": {"dir": str(tmp / "recordings"), "segment_s": 5},
+        # A test bench's clock is right, whatever the sandbox's NTP says; tests of the
+        # clock trust override this.
+        "clock": {"trusted_by": ["always"]},
     }
     if hil.HIL:
         _deep_update(cfg, hil.rig().config_overrides())
@@ -128,6 +131,14 @@ class AgentProcess:
         reply.raise_for_status()
         result: dict[str, Any] = reply.json()
         return result
+
+    def memory_bytes(self, field: str = "VmRSS") -> int:
+        """The agent process's ``VmRSS`` (now) or ``VmHWM`` (its peak) from /proc."""
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no {field} for the agent")
 
     def fault_codes(self) -> set[str]:
         return {f["code"] for f in self.status()["faults"]}

@@ -38,6 +38,7 @@ class Central:
     def __init__(self, broker: Mosquitto, device_id: str, key: Ed25519PrivateKey | None,
                  tls: bool = False) -> None:
         self.base = f"{PREFIX}/devices/{device_id}"
+        self.device_id = device_id
         self._key = key
         self._client: TestClient = broker.client(tls=tls)
         self.received: list[Received] = []
@@ -79,11 +80,13 @@ class Central:
         self.wait("state", lambda s: s.get("online") is True, timeout)
 
     def command(self, type_: str, args: dict[str, Any] | None = None,
-                expires_in_s: float = 120.0) -> dict[str, Any]:
-        """A command of mqtt.md, signed when this central has a key."""
+                expires_in_s: float = 120.0, to: str | None = None) -> dict[str, Any]:
+        """A command of mqtt.md for this device (or ``to``), signed when this central has
+        a key."""
         now = datetime.now(TZ)
         cmd: dict[str, Any] = {
             "id": str(uuid.uuid4()), "type": type_, "args": args or {},
+            "to": to or self.device_id,
             "issued_at": now.isoformat(timespec="milliseconds"),
             "expires_at": (now + timedelta(seconds=expires_in_s)).isoformat(
                 timespec="milliseconds")}

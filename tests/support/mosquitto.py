@@ -246,6 +246,13 @@ class TestClient:
         info.wait_for_publish(timeout=10)
         return info
 
+    def publish_many(self, topic: str, payloads: list[bytes], timeout: float = 120.0) -> None:
+        """Publish all ``payloads`` (QoS 1) without waiting between them; return once the
+        broker has acknowledged the last."""
+        infos = [self._client.publish(topic, payload, qos=1) for payload in payloads]
+        if infos:
+            infos[-1].wait_for_publish(timeout=timeout)
+
     def expect(self, topic: str, timeout: float = 10.0,
                predicate: Any = None) -> Received:
         """The next message on ``topic`` (matching ``predicate(json)``), skipping others."""

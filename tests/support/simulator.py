@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.core.signing import load_private_key, public_key_b64, sign_bytes
+from tests.support.hostile import gzip_bomb, send_chunked, trickle
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 _MEDIA_ID = re.compile(r"[A-Za-z0-9._~-]+$")
@@ -55,6 +56,9 @@ class SimFaults:
     ignore_range: bool = False  # answer Range requests with 200 and the whole file
     garbage_json: bool = False  # serve a schedule body that is not JSON
     sign: bool = True  # add X-Signature (when a signing key is configured)
+    gzip_bomb_bytes: int = 0  # serve the schedule as gzip of this many zero bytes
+    trickle_s: float = 0.0  # send the schedule body one byte every trickle_s seconds
+    media_redirect: str | None = None  # answer media requests with 302 to this + media id
 
 
 @dataclass
@@ -177,6 +181,10 @@ class SourceSimulator:
         if seconds > 0:
             self._stopping.wait(seconds)
 
+    @property
+    def stopping(self) -> threading.Event:
+        return self._stopping
+
 
 def _make_handler(sim: SourceSimulator) -> type[BaseHTTPRequestHandler]:
     class Handler(_SimHandler):
@@ -196,6 +204,8 @@ class _SimHandler(BaseHTTPRequestHandler):
     # --- dispatch --------------------------------------------------------------------
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
+        if self.headers.get("Authorization") is not None:
+            self.simulator.count("with_authorization")
         if path == "/_sim/reports":
             self._send_json(HTTPStatus.OK, self.simulator.reports())
             return
@@ -313,7 +323,13 @@ class _SimHandler(BaseHTTPRequestHandler):
         if sim.signing_key is not None and faults.sign:
             headers["X-Signature"] = sign_bytes(body, sim.signing_key)
         sim.count("schedule_200")
-        self._send_bytes(HTTPStatus.OK, body, headers)
+        if faults.gzip_bomb_bytes:
+            send_chunked(self, {**headers, "Content-Encoding": "gzip"},
+                         gzip_bomb(faults.gzip_bomb_bytes))
+        elif faults.trickle_s:
+            send_chunked(self, headers, trickle(body, faults.trickle_s, sim.stopping.wait))
+        else:
+            self._send_bytes(HTTPStatus.OK, body, headers)
 
     def _media(self, media_id: str) -> None:
         sim = self.simulator
@@ -321,6 +337,10 @@ class _SimHandler(BaseHTTPRequestHandler):
         sim.count("media")
         if faults.media_status is not None:
             self._send_error(faults.media_status, "simulated failure")
+            return
+        if faults.media_redirect is not None:
+            self._send_bytes(HTTPStatus.FOUND, b"",
+                             {"Location": faults.media_redirect + media_id})
             return
         media_file = sim.directory / "media" / media_id
         if not _MEDIA_ID.match(media_id) or not media_file.is_file():

@@ -110,7 +110,8 @@ class SourceRig:
 def source_rig(tmp_path: Path, *, device_id: str = DEVICE, token: str | None = TOKEN,
                signing_key: Ed25519PrivateKey | None = None, public_key: bytes | None = None,
                client_token: str | None = TOKEN, read_timeout_s: float = 5.0,
-               cache_dir: Path | None = None) -> Iterator[SourceRig]:
+               cache_dir: Path | None = None, **settings: Any) -> Iterator[SourceRig]:
+    """``settings``: further SourceSettings fields (bounds and deadlines)."""
     content = tmp_path / "content"
     content.mkdir(exist_ok=True)
     sim = SourceSimulator(content, device_id, token, signing_key=signing_key).start()
@@ -119,7 +120,7 @@ def source_rig(tmp_path: Path, *, device_id: str = DEVICE, token: str | None = T
     faults = FaultRegistry(clock.now)
     client = SourceClient(SourceSettings(url=sim.url, device_id=device_id, token=client_token,
                                          public_key=public_key, connect_timeout_s=2.0,
-                                         read_timeout_s=read_timeout_s))
+                                         read_timeout_s=read_timeout_s, **settings))
     try:
         yield SourceRig(content, sim, store, clock, faults,
                         Journal(store, clock, ZoneInfo("Asia/Ho_Chi_Minh")), client,

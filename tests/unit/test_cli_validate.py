@@ -56,9 +56,12 @@ def test_warnings_are_printed_and_the_config_still_passes(tmp_path):
     token.chmod(0o640)
     result = run_agent("validate", "--config", str(config))
     assert result.returncode == 0
-    assert result.stderr == (f"warning: {config}:4: source.token_file: {token} is readable by "
-                             "other users (mode 0640); chmod 600 it\n")
-    assert result.stdout.endswith("device d1, 1 warning\n")
+    assert result.stderr.splitlines() == [
+        f"warning: {config}:3: source.url: source.token travels unencrypted over http://; "
+        "anyone on the path can read it (use https://)",
+        f"warning: {config}:4: source.token_file: {token} is readable by other users "
+        "(mode 0640); chmod 600 it"]
+    assert result.stdout.endswith("device d1, 2 warnings\n")
 
 
 def test_config_path_comes_from_the_environment_when_not_given(tmp_path):

@@ -10,12 +10,14 @@ from agent.mqtt.commands import (
     REPLAY_GRACE_S,
     BadArgs,
     Command,
+    CommandLimits,
     CommandValidator,
     Rejection,
     validate_args,
 )
 from agent.state.store import StateStore
 
+ABSENT = object()
 KEY = Ed25519PrivateKey.generate()
 PUBLIC_KEY = KEY.public_key()
 MAX_AGE = 300.0
@@ -37,15 +39,21 @@ def store(tmp_path):
     s.close()
 
 
-def make_validator(store, clock, key=PUBLIC_KEY, max_payload=65_536):
-    return CommandValidator(key, MAX_AGE, max_payload, store, clock,
-                            media_known=lambda media_id: media_id == "m-cached")
+DEVICE = "xa-1"
+LIMITS = CommandLimits(max_age_s=MAX_AGE, max_skew_s=120.0, max_payload_bytes=65_536)
+
+
+def make_validator(store, clock, key=PUBLIC_KEY, media_known=None):
+    return CommandValidator(key, LIMITS, store, clock,
+                            media_known or (lambda media_id: media_id == "m-cached"),
+                            device_id=DEVICE, groups=("huyen-a",))
 
 
 def command(clock, type_="emergency", args=None, signed=True, **fields):
     doc = {"id": fields.pop("id", "c-1"), "type": type_,
-           "args": {"media_id": "m-cached"} if args is None else args,
+           "args": {"media_id": "m-cached"} if args is None else args, "to": DEVICE,
            "issued_at": stamp(clock.now()), "expires_at": stamp(clock.now() + 60), **fields}
+    doc = {k: v for k, v in doc.items() if v is not ABSENT}
     if signed:
         doc["signature"] = sign(doc, KEY)
     return json.dumps(doc).encode()
@@ -213,8 +221,7 @@ def test_replay_is_rejected_across_restarts(tmp_path, clock):
 
 def test_a_command_first_rejected_for_a_passing_reason_stays_single_use(store, clock):
     cached: set[str] = set()
-    validator = CommandValidator(KEY.public_key(), MAX_AGE, 65_536, store, clock,
-                                 media_known=cached.__contains__)
+    validator = make_validator(store, clock, media_known=cached.__contains__)
     payload = command(clock, "play_now", {"media_id": "m-late"})
     rejected(validator.check(payload), "media_not_cached")
     cached.add("m-late")
@@ -237,3 +244,64 @@ def test_seen_ids_are_forgotten_only_when_too_old_anyway(store, clock):
     validator.check(command(clock, id="c-other"))  # triggers the hourly pruning
     # c-1 was forgotten (else this would be a replay), and the old copy is still refused
     rejected(validator.check(payload), "too_old")
+
+
+# --- audience, clock ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("to", [DEVICE, "group:huyen-a"])
+def test_a_command_for_this_device_or_its_group_is_accepted(store, clock, to):
+    assert isinstance(make_validator(store, clock).check(command(clock, to=to)), Command)
+
+
+@pytest.mark.parametrize("to", ["xa-2", "group:huyen-b", "huyen-a", ["xa-1"], ABSENT])
+def test_a_command_for_another_audience_is_rejected_wrong_target(store, clock, to):
+    verdict = rejected(make_validator(store, clock).check(command(clock, to=to)),
+                       "wrong_target")
+    assert verdict.command_id == "c-1"
+
+
+def test_the_audience_is_covered_by_the_signature(store, clock):
+    doc = json.loads(command(clock, to="xa-2"))
+    doc["to"] = DEVICE  # re-addressed without re-signing
+    rejected(make_validator(store, clock).check(json.dumps(doc).encode()), "bad_signature")
+
+
+def test_without_a_key_to_is_optional_but_checked_when_present(store, clock):
+    validator = make_validator(store, clock, key=None)
+    assert isinstance(validator.check(command(clock, signed=False, to=ABSENT)), Command)
+    rejected(validator.check(command(clock, signed=False, id="c-2", to="xa-2")),
+             "wrong_target")
+
+
+def test_a_command_from_the_future_is_rejected_clock_skew(store, clock):
+    validator = make_validator(store, clock)
+    rejected(validator.check(command(clock, issued_at=stamp(clock.now() + 121),
+                                     expires_at=stamp(clock.now() + 600))), "clock_skew")
+    assert isinstance(validator.check(command(clock, id="c-2",
+                                              issued_at=stamp(clock.now() + 119))), Command)
+
+
+def test_on_an_untrusted_clock_only_stop_volume_and_amplifier_are_judged(store, clock):
+    validator = make_validator(store, clock)
+    hours_ahead = {"issued_at": stamp(clock.now() + 6 * 3600),
+                   "expires_at": stamp(clock.now() + 6 * 3600 + 60)}
+    rejected(validator.check(command(clock, **hours_ahead), clock_trusted=False),
+             "clock_unsynced")
+    for i, (type_, args) in enumerate([("stop", {}), ("set_volume", {"volume": 10}),
+                                       ("amplifier", {"on": False})]):
+        verdict = validator.check(command(clock, type_, args, id=f"c-{i + 10}", **hours_ahead),
+                                  clock_trusted=False)
+        assert isinstance(verdict, Command), verdict
+
+
+def test_screen_rejections_write_nothing(store, clock):
+    validator = make_validator(store, clock)
+    rejected(validator.screen(command(clock, signed=False)), "bad_signature")
+    rejected(validator.screen(command(clock, to="xa-2")), "wrong_target")
+    assert isinstance(validator.check(command(clock)), Command)  # c-1 was never burnt
+
+
+def test_too_large_is_never_parsed(store, clock):
+    nested = b'{"id": "c-deep", "pad": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    verdict = rejected(make_validator(store, clock).check(nested), "too_large")
+    assert verdict.command_id == "c-deep"

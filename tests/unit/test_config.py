@@ -18,6 +18,7 @@ from agent.config.loader import (
     AmplifierConfig,
     AudioConfig,
     CacheConfig,
+    ClockConfig,
     Config,
     ConfigError,
     FmConfig,
@@ -62,12 +63,15 @@ def test_defaults_are_those_of_the_contract(tmp_path):
         source=SourceConfig(
             url="http://127.0.0.1:9/api", token=None, poll_interval_s=60, max_backoff_s=600,
             verify_tls=True, ca_file=None, client_cert=None, client_key=None, public_key=None,
-            read_timeout_s=30),
-        cache=CacheConfig(dir=Path("/var/cache/broadcast-agent"), max_bytes=2_000_000_000),
+            read_timeout_s=30, max_schedule_bytes=4_194_304, request_deadline_s=120,
+            media_deadline_s=600),
+        cache=CacheConfig(dir=Path("/var/cache/broadcast-agent"), max_bytes=2_000_000_000,
+                          min_free_bytes=33_554_432),
         mqtt=MqttConfig(
             brokers=(), username=None, password=None, ca_file=None, client_cert=None,
             client_key=None, topic_prefix="tt", heartbeat_s=60, keepalive_s=30,
-            command_public_key=None, max_command_age_s=300, outbox_max=10_000,
+            command_public_key=None, max_command_age_s=300, max_clock_skew_s=120,
+            clock_wait_s=60, outbox_max=10_000,
             max_payload_bytes=65_536, protocol="3.1.1"),
         health=HealthConfig(listen="127.0.0.1:8787", token=None, max_connections=8,
                             request_timeout_s=5),
@@ -80,6 +84,7 @@ def test_defaults_are_those_of_the_contract(tmp_path):
             warmup_s=2.0, idle_off_s=300),
         fm=FmConfig(backend="rtl_fm", rtl_tcp="127.0.0.1:1234", gain_db=None, ppm=0,
                     squelch_dbfs=-30, sample_rate=240_000),
+        clock=ClockConfig(trusted_by=("ntp", "rtc", "source"), backend="system"),
         tts=TtsConfig(engine="espeak-ng", voice="vi"),
         recording=RecordingConfig(enabled=True, dir=Path("/var/lib/broadcast-agent/recordings"),
                                   max_bytes=1_000_000_000, max_days=14, segment_s=60),
@@ -311,7 +316,7 @@ def test_every_error_of_every_file_is_listed_in_reading_order(tmp_path):
 def test_secrets_are_read_from_files_beside_the_main_file(tmp_path):
     main = write(tmp_path / "agent.yaml", f"""\
         device_id: d1
-        source: {{url: http://127.0.0.1:9/api, token_file: secrets/source.token}}
+        source: {{url: https://127.0.0.1:9/api, token_file: secrets/source.token}}
         mqtt:
           password_file: {tmp_path}/mqtt.password
         health: {{token_file: health.token}}
@@ -327,7 +332,8 @@ def test_secrets_are_read_from_files_beside_the_main_file(tmp_path):
 
 
 def test_a_secret_file_readable_by_others_is_a_warning(tmp_path):
-    main = write(tmp_path / "agent.yaml", MINIMAL + "  token_file: source.token\n")
+    main = write(tmp_path / "agent.yaml", MINIMAL.replace("http:", "https:")
+                 + "  token_file: source.token\n")
     secret = write(tmp_path / "source.token", "t\n", mode=0o644)
     config = load_config(main)
     assert config.source.token == "t"
@@ -462,7 +468,9 @@ def test_shipped_agent_yaml_is_valid_once_its_secrets_are_provisioned(tmp_path):
 def test_example_full_is_valid_and_shows_every_key(tmp_path):
     example = REPO / "config/example-full.yaml"
     config = load_config(example)
-    assert config.warnings == ()
+    assert [w.split(": ", 1)[1] for w in config.warnings] == [  # it shows the inline forms
+        "source.token: a secret written inline; put it in token_file (mode 600) instead",
+        "mqtt.password: a secret written inline; put it in password_file (mode 600) instead"]
 
     def written_paths(mapping: dict[str, object], prefix: str = "") -> set[str]:
         paths = set()
@@ -475,3 +483,28 @@ def test_example_full_is_valid_and_shows_every_key(tmp_path):
     shown = written_paths(yaml.safe_load(example.read_text()))
     assert shown == schema_key_paths(schema(tmp_path)) - SECRET_FILES
 
+
+
+def test_exposed_secrets_are_warnings_naming_them(tmp_path):
+    key = write(tmp_path / "client.key", "-----BEGIN PRIVATE KEY-----\n", mode=0o644)
+    write(tmp_path / "client.crt", "-----BEGIN CERTIFICATE-----\n", mode=0o644)
+    main = write(tmp_path / "agent.yaml", """\
+        device_id: d1
+        source: {url: http://127.0.0.1:9/api, token: inline-token}
+        mqtt:
+          brokers: ["mqtt://127.0.0.1:1883", "mqtts://127.0.0.1:8883"]
+          password: pw
+          client_cert: client.crt
+          client_key: client.key
+        """)
+    assert load_config(main).warnings == (
+        f"{main}:2: source.token: a secret written inline; put it in token_file (mode 600) "
+        "instead",
+        f"{main}:2: source.url: source.token travels unencrypted over http://; anyone on "
+        "the path can read it (use https://)",
+        f"{main}:4: mqtt.brokers: mqtt.password travels unencrypted to mqtt://127.0.0.1:1883; "
+        "anyone on the path can read it (use mqtts://)",
+        f"{main}:5: mqtt.password: a secret written inline; put it in password_file "
+        "(mode 600) instead",
+        f"{main}:7: mqtt.client_key: {key} is readable by other users (mode 0644); "
+        "chmod 600 it")

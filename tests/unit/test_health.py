@@ -213,3 +213,23 @@ def test_port_in_use_fails_at_start(make):
     with pytest.raises(OSError):
         HealthServer("127.0.0.1", h.server.port, None, 4, 2.0, lambda: STATUS, h.faults,
                      h.metrics).start()
+
+
+def test_hostile_clients_cost_no_traceback(make, caplog):
+    """Idle connections, a 10 MB header, random bytes: answered or dropped, with no
+    traceback in the log."""
+    harness = make()
+    port = harness.server.port
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+    junk = [b"\x00\xff" * 5000, b"GET / HTTP/1.1\r\nX: " + b"a" * 10_000_000 + b"\r\n\r\n",
+            bytes(range(256)) * 40 + b"\r\n\r\n", b"\r\n\r\n", b"GET\r\n\r\n"]
+    for data in junk:
+        with socket.create_connection(("127.0.0.1", port)) as sock, \
+                contextlib.suppress(OSError):
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            sock.recv(1024)
+    for sock in idle:
+        sock.close()
+    assert harness.request("/healthz")[0] == 200
+    assert not [r for r in caplog.records if r.exc_info]

@@ -2,130 +2,27 @@
 
 from __future__ import annotations
 
-import json
-import queue
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.core.clock import SystemClock
-from agent.core.faults import FaultRegistry
-from agent.core.signing import sign
-from agent.http.metrics import AgentMetrics
-from agent.mqtt.commands import Command, CommandValidator
-from agent.mqtt.link import MqttLink, MqttSettings
-from agent.state.journal import MQTT, Journal
-from agent.state.store import StateStore
-from tests.support.mosquitto import Mosquitto, TestClient
-
-KEY = Ed25519PrivateKey.generate()
-GROUP = "g1"
-DEVICES = [f"dev-{n}" for n in range(20)]
-DEATH_KEEPALIVE_S = 5
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    mosquitto = Mosquitto.start(tmp_path_factory.mktemp("mosquitto"),
-                                {d: [GROUP] for d in DEVICES})
-    yield mosquitto
-    mosquitto.stop()
-
-
-@pytest.fixture
-def own_broker(tmp_path):
-    """A broker that this test may stop and restart."""
-    mosquitto = Mosquitto.start(tmp_path / "mosquitto", {d: [GROUP] for d in DEVICES})
-    yield mosquitto
-    mosquitto.stop()
-
-
-class Agent:
-    """An MqttLink with the real store, journal, faults and metrics around it."""
-
-    def __init__(self, broker: Mosquitto, db: Path, device_id: str, *, tls: bool = False,
-                 password: str | None = None, heartbeat_s: float = 60.0,
-                 keepalive_s: float = 30.0, protocol: str = "3.1.1",
-                 on_command: Callable[[Command], None] | None = None) -> None:
-        self.device_id = device_id
-        self.clock = SystemClock()
-        self.store = StateStore(db)
-        self.journal = Journal(self.store, self.clock, ZoneInfo("Asia/Ho_Chi_Minh"))
-        self.faults = FaultRegistry(self.clock.now)
-        self.metrics = AgentMetrics(self.clock)
-        self.commands: queue.Queue[Command] = queue.Queue()
-        self.volume = 70
-        validator = CommandValidator(KEY.public_key(), 300.0, 65_536, self.store, self.clock,
-                                     media_known=lambda media_id: media_id == "m-cached")
-        settings = MqttSettings(
-            brokers=(broker.tls_uri if tls else broker.uri,), username=device_id,
-            password=broker.passwords[device_id] if password is None else password,
-            ca_file=broker.ca_file, heartbeat_s=heartbeat_s, keepalive_s=keepalive_s,
-            protocol="5" if protocol == "5" else "3.1.1", min_backoff_s=0.2, max_backoff_s=1.0,
-            connect_timeout_s=5.0)
-        self.link = MqttLink(settings, device_id, (GROUP,), self.store, self.journal,
-                             self.clock, self.status, on_command or self.commands.put, validator,
-                             self.faults, self.metrics)
-
-    def status(self) -> dict[str, Any]:
-        return {"device_id": self.device_id, "online": True, "volume": self.volume,
-                "mqtt": {"connected": self.link.connected}}
-
-    def topic(self, leaf: str) -> str:
-        return f"tt/devices/{self.device_id}/{leaf}"
-
-    def wait_connected(self, connected: bool = True, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.link.connected != connected:
-            assert time.monotonic() < deadline, f"link connected != {connected}"
-            time.sleep(0.02)
-
-    def close(self) -> None:
-        self.link.stop(3.0)
-        self.store.close()
-
-
-@pytest.fixture
-def agents(tmp_path):
-    started: list[Agent] = []
-
-    def make(broker: Mosquitto, device_id: str, db: Path | None = None, **kw: Any) -> Agent:
-        agent = Agent(broker, db or tmp_path / f"{device_id}-{len(started)}.db", device_id, **kw)
-        started.append(agent)
-        return agent
-
-    yield make
-    for agent in started:
-        agent.close()
-
-
-def signed_command(type_: str = "sync_now", args: dict[str, Any] | None = None,
-                   **fields: Any) -> dict[str, Any]:
-    now = time.time()
-    doc = {"id": str(uuid.uuid4()), "type": type_, "args": args or {},
-           "issued_at": datetime.fromtimestamp(now, UTC).isoformat(),
-           "expires_at": datetime.fromtimestamp(now + 60, UTC).isoformat(), **fields}
-    doc["signature"] = sign(doc, KEY)
-    return doc
-
-
-def payload(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc).encode()
-
-
-def online(doc: dict[str, Any]) -> bool:
-    return doc.get("online") is True
+from agent.mqtt.commands import Command
+from agent.state.journal import MQTT
+from tests.support.mosquitto import TestClient
+from tests.support.mqtt_rig import (
+    DEATH_KEEPALIVE_S,
+    GROUP,
+    Agent,
+    online,
+    payload,
+    signed_command,
+)
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
@@ -198,7 +95,7 @@ CHILD = """
 import sys, time
 from pathlib import Path
 from tests.support.mosquitto import Mosquitto, TestClient
-from tests.unit.test_mqtt_link import Agent
+from tests.support.mqtt_rig import Agent
 broker = Mosquitto(Path(sys.argv[1]), "127.0.0.1", int(sys.argv[2]), 0, Path(sys.argv[3]),
                    {sys.argv[4]: sys.argv[5]})
 agent = Agent(broker, Path(sys.argv[6]), sys.argv[4], keepalive_s=float(sys.argv[7]))

@@ -13,6 +13,7 @@ from agent.cli.provision import Owners, main, provision
 from agent.config.loader import load_config
 
 NOBODY = Owners(service_uid=None, service_gid=None)
+QUARANTINE = "var/lib/broadcast-agent/quarantine"
 CONFIG = """\
 device_id: xa-thu-nghiem-01
 source:
@@ -49,7 +50,7 @@ def test_config_and_secrets_move_to_etc(root: Path) -> None:
     boot = _leave_on_boot(root, CONFIG, {"source.token": "s3cret\n", "mqtt.password": "pw\n"})
     etc = root / "etc/broadcast-agent"
 
-    assert provision(boot, etc, NOBODY) == 0
+    assert provision(boot, etc, NOBODY, quarantine=root / QUARANTINE) == 0
 
     assert (etc / "agent.yaml").read_text() == CONFIG
     assert _mode(etc / "agent.yaml") == 0o640
@@ -70,11 +71,17 @@ def test_invalid_config_stays_on_boot_with_its_errors(root: Path) -> None:
     boot = _leave_on_boot(root, bad, {"source.token": "s3cret\n"})
     etc = root / "etc/broadcast-agent"
 
-    assert provision(boot, etc, NOBODY) == 2
+    assert provision(boot, etc, NOBODY, quarantine=root / QUARANTINE) == 2
 
     assert (boot / "broadcast-agent.yaml").read_text() == bad
-    assert (boot / "broadcast-agent-secrets/source.token").exists()
+    assert not (boot / "broadcast-agent-secrets").exists()  # secrets never stay behind
+    (kept,) = (root / QUARANTINE).iterdir()
+    assert (kept / "source.token").read_text() == "s3cret\n"
+    assert _mode(root / QUARANTINE) == _mode(kept) == 0o700
+    assert _mode(kept / "source.token") == 0o600
     errors = (boot / "broadcast-agent.error.txt").read_text().splitlines()
+    assert errors[-1].startswith(f"note: the 1 file(s) of broadcast-agent-secrets/ were moved "
+                                 f"to {kept} (root only) and wiped")
     source = boot / "broadcast-agent.yaml"
     assert any(e.startswith(f"{source}:1: device_id: ") for e in errors), errors
     assert any(e.startswith(f"{source}:9: audio.volume_defualt: unknown key") for e in errors)
@@ -86,23 +93,23 @@ def test_invalid_config_stays_on_boot_with_its_errors(root: Path) -> None:
 def test_fixed_config_replaces_the_old_one_and_clears_the_error(root: Path) -> None:
     etc = root / "etc/broadcast-agent"
     boot = _leave_on_boot(root, "device_id: [", {})
-    assert provision(boot, etc, NOBODY) == 2
+    assert provision(boot, etc, NOBODY, quarantine=root / QUARANTINE) == 2
     assert (boot / "broadcast-agent.error.txt").exists()
 
     secrets = {"source.token": "a\n", "mqtt.password": "b\n"}
     (boot / "broadcast-agent.yaml").unlink()
     _leave_on_boot(root, CONFIG, secrets)
-    assert provision(boot, etc, NOBODY) == 0
+    assert provision(boot, etc, NOBODY, quarantine=root / QUARANTINE) == 0
     assert list(boot.iterdir()) == []
 
 
 def test_new_config_may_use_secrets_installed_earlier(root: Path) -> None:
     etc = root / "etc/broadcast-agent"
     boot = _leave_on_boot(root, CONFIG, {"source.token": "one\n", "mqtt.password": "pw\n"})
-    assert provision(boot, etc, NOBODY) == 0
+    assert provision(boot, etc, NOBODY, quarantine=root / QUARANTINE) == 0
 
     _leave_on_boot(root, CONFIG.replace("xa-thu-nghiem-01", "xa-thu-nghiem-02"), {})
-    assert provision(boot, etc, NOBODY) == 0
+    assert provision(boot, etc, NOBODY, quarantine=root / QUARANTINE) == 0
     assert load_config(etc / "agent.yaml").device_id == "xa-thu-nghiem-02"
     assert load_config(etc / "agent.yaml").source.token == "one"
 
@@ -113,14 +120,14 @@ def test_conf_d_overrides_are_validated_with_the_new_config(root: Path) -> None:
     (etc / "conf.d/10-site.yaml").write_text("audio:\n  default_volume: 400\n")
     boot = _leave_on_boot(root, CONFIG, {"source.token": "a\n", "mqtt.password": "b\n"})
 
-    assert provision(boot, etc, NOBODY) == 2
+    assert provision(boot, etc, NOBODY, quarantine=root / QUARANTINE) == 2
     errors = (boot / "broadcast-agent.error.txt").read_text()
     assert f"{etc / 'conf.d/10-site.yaml'}:2: audio.default_volume:" in errors
 
 
 def test_nothing_to_do_without_a_file_on_boot(root: Path) -> None:
     etc = root / "etc/broadcast-agent"
-    assert provision(root / "boot/firmware", etc, NOBODY) == 0
+    assert provision(root / "boot/firmware", etc, NOBODY, quarantine=root / QUARANTINE) == 0
     assert not etc.exists()
 
 

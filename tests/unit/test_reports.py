@@ -15,7 +15,7 @@ from tests.support.source_sim import source_rig
 
 
 def uploader(rig, **kwargs) -> ReportUploader:
-    return ReportUploader(rig.store, rig.journal, rig.client, max_backoff_s=1.0,
+    return ReportUploader(rig.store, rig.journal, rig.client, rig.faults, max_backoff_s=1.0,
                           rand=lambda: 0.05, **kwargs)
 
 
@@ -101,3 +101,21 @@ def test_batches_hold_at_most_100_reports(tmp_path):
         assert up.upload_once() == (100, 100)
         assert up.upload_once() == (20, 20)
         assert len(rig.sim.reports()) == 120
+
+
+def test_an_unexpected_error_is_a_fault_and_the_thread_retries(tmp_path, monkeypatch):
+    with source_rig(tmp_path) as rig:
+        up = uploader(rig)
+        calls = []
+
+        def broken() -> tuple[int, int]:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("disk on fire")
+            up._stopping.set()
+            return 0, 0
+
+        monkeypatch.setattr(up, "upload_once", broken)
+        up._run()
+        assert len(calls) == 2
+        assert "report upload: RuntimeError: disk on fire" in rig.raised()["internal_error"]

@@ -83,10 +83,12 @@ def test_keygen_and_sign_command_produce_a_verifiable_command(tmp_path):
     assert (tmp_path / "central.pub").read_text().strip() == public_b64
 
     signed = _cli("sign-command", "--key", str(key_file), "--type", "emergency",
-                  "--args", '{"text": "Bão số 3 đang vào"}', "--expires-in", "120")
+                  "--args", '{"text": "Bão số 3 đang vào"}', "--expires-in", "120",
+                  "--to", "group:huyen-phu-loc")
     assert signed.returncode == 0, signed.stderr
     command = json.loads(signed.stdout)
     assert command["args"] == {"text": "Bão số 3 đang vào"}
+    assert command["to"] == "group:huyen-phu-loc"  # covered by the signature below
     issued = datetime.fromisoformat(command["issued_at"])
     expires = datetime.fromisoformat(command["expires_at"])
     assert (expires - issued).total_seconds() == 120
@@ -103,7 +105,7 @@ def test_keygen_refuses_to_overwrite(tmp_path):
 def test_sign_command_refuses_bad_args(tmp_path):
     assert _cli("keygen", "--out", str(tmp_path / "k")).returncode == 0
     bad = _cli("sign-command", "--key", str(tmp_path / "k.key"), "--type", "set_volume",
-               "--args", '{"volume": 101}')
+               "--args", '{"volume": 101}', "--to", "d1")
     assert bad.returncode == 1
     assert "volume must be an integer 0–100" in bad.stderr
 
@@ -111,5 +113,5 @@ def test_sign_command_refuses_bad_args(tmp_path):
 def test_register_adds_both_subcommands():
     parser = argparse.ArgumentParser()
     signing.register(parser.add_subparsers())
-    args = parser.parse_args(["sign-command", "--key", "k", "--type", "sync_now"])
+    args = parser.parse_args(["sign-command", "--key", "k", "--type", "sync_now", "--to", "d1"])
     assert args.func is not None and args.expires_in == 300

@@ -54,7 +54,8 @@ def test_schedule_etag_and_304(sim, content):
                          headers={**AUTH, "If-None-Match": first.headers["ETag"]})
     assert again.status_code == 304
     assert again.content == b""
-    assert sim.stats()["requests"] == {"schedule": 2, "schedule_200": 1, "schedule_304": 1}
+    assert sim.stats()["requests"] == {"schedule": 2, "schedule_200": 1, "schedule_304": 1,
+                                       "with_authorization": 2}
 
 
 def test_schedule_signature_covers_exact_body(sim, content):

@@ -1,0 +1,97 @@
+"""A wrong clock, end to end (issue 11, "Commands and clock"): a controller without RTC
+after a power cut boots 6 h behind. Its clock is the sim clock of docs/config.md
+(``clock.backend: sim``), trusted only by the source's ``Date`` header. Until the clock is
+stepped right, nothing scheduled airs and an emergency queued on the broker during the
+outage waits; once trusted, that emergency is rejected as stale and never airs, a fresh
+command is accepted, and the schedule plays on its sample again."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from agent.core.clock import SIM_FILE
+from agent.core.signing import sign
+from tests.conftest import AgentFactory, Source, capture_until, program, wait_ready, whole_second
+from tests.support import media
+from tests.support.agentproc import wait_for
+from tests.support.central_checks import (
+    DEVICE,
+    KEY,
+    CheckedCentral,
+    assert_starts_on_time,
+    mqtt_config,
+)
+from tests.support.mosquitto import Mosquitto
+
+BEHIND_S = 6 * 3600
+TONE_HZ = 880
+ALERT_HZ = 1500
+
+
+def _set_offset(state_dir: Path, offset_s: float) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_dir / (SIM_FILE + ".tmp")
+    tmp.write_text(json.dumps({"offset_s": offset_s}))
+    tmp.replace(state_dir / SIM_FILE)
+
+
+def _emergency_issued_at(issued: datetime) -> dict[str, Any]:
+    cmd: dict[str, Any] = {
+        "id": f"c-queued-{time.monotonic_ns()}", "type": "emergency",
+        "args": {"media_id": "m-alert"}, "to": DEVICE,
+        "issued_at": issued.isoformat(timespec="milliseconds"),
+        "expires_at": (issued + timedelta(minutes=5)).isoformat(timespec="milliseconds")}
+    cmd["signature"] = sign(cmd, KEY)
+    return cmd
+
+
+def _untrusted(faults: list[dict[str, Any]]) -> bool:
+    return any(f["code"] == "clock_unsynced" for f in faults)
+
+
+def test_an_agent_6h_behind_airs_nothing_until_its_clock_is_trusted(
+        tmp_path: Path, source: Source, agent_factory: AgentFactory, broker: Mosquitto,
+        central: CheckedCentral) -> None:
+    source.add("m-tone", media.tone(tmp_path / "tone.wav", TONE_HZ, 2.0))
+    source.add("m-alert", media.tone(tmp_path / "alert.wav", ALERT_HZ, 1.0))
+    on_the_wrong_clock = whole_second(12) - BEHIND_S  # "in 12 s" for the agent
+    after_trust = whole_second(45)
+    source.publish([program("p-wrong", ["m-tone"], on_the_wrong_clock),
+                    program("p-right", ["m-tone"], after_trust)])
+    agent = agent_factory(start=False, **mqtt_config(broker),
+                          clock={"backend": "sim", "trusted_by": ["source"]})
+    _set_offset(agent.state_dir, -BEHIND_S)
+    agent.start()
+    central.wait_online()
+    wait_ready(agent, source.version)
+    assert _untrusted(agent.status()["faults"])
+    assert agent.status()["system"]["clock_synced"] is False
+
+    # Queued during the outage: fresh by the agent's wrong clock, stale by the true one.
+    queued = _emergency_issued_at(datetime.now().astimezone() - timedelta(seconds=BEHIND_S))
+    central.send(queued)
+    capture = capture_until(agent, on_the_wrong_clock + BEHIND_S + 3)
+    assert capture.first_non_silent(64, after_epoch=time.time() - 10) is None, \
+        "something aired on the untrusted clock"
+    assert central.acks(queued["id"]) == [], "the queued command was judged untrusted"
+
+    _set_offset(agent.state_dir, 0)  # NTP at last: the clock steps 6 h forward
+    wait_for(lambda: not _untrusted(agent.status()["faults"]), 15, 0.2,
+             "clock trusted through the source's Date header")
+    ack = central.wait_ack(queued["id"], "rejected", timeout=5)
+    assert ack["reason"].split(":")[0] in ("expired", "too_old"), ack
+
+    fresh = central.command("emergency", {"media_id": "m-alert"})
+    central.send_accepted(fresh)
+    central.wait_ack(fresh["id"], "completed", timeout=15)
+
+    capture = capture_until(agent, after_trust + 2.5)
+    assert_starts_on_time(capture, after_trust, TONE_HZ)
+    wait_for(lambda: len(source.play_reports()) >= 2, 20, 0.2, "two play reports")
+    aired = sorted(r["program_id"] for r in source.play_reports())
+    assert aired == [f"cmd:{fresh['id']}", "p-right"], aired
+    assert central.acks(queued["id"]) == ["rejected"]

@@ -1,0 +1,42 @@
+"""Fixtures of the unit tests that need a real Mosquitto (tests/support/mqtt_rig.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.mosquitto import Mosquitto
+from tests.support.mqtt_rig import DEVICES, GROUP, Agent
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    mosquitto = Mosquitto.start(tmp_path_factory.mktemp("mosquitto"),
+                                {d: [GROUP] for d in DEVICES})
+    yield mosquitto
+    mosquitto.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker that this test may stop and restart."""
+    mosquitto = Mosquitto.start(tmp_path / "mosquitto", {d: [GROUP] for d in DEVICES})
+    yield mosquitto
+    mosquitto.stop()
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
+    started: list[Agent] = []
+
+    def make(broker: Mosquitto, device_id: str, db: Path | None = None, **kw: Any) -> Agent:
+        agent = Agent(broker, db or tmp_path / f"{device_id}-{len(started)}.db", device_id, **kw)
+        started.append(agent)
+        return agent
+
+    yield make
+    for agent in started:
+        agent.close()
