@@ -48,6 +48,8 @@ FAULT_SEVERITY: dict[str, Severity] = {
     "mains_lost": "warning",
     # off-air recording
     "recording_failed": "warning",
+    # updates (docs/updates.md)
+    "update_failed": "warning",
 }
 
 
