@@ -94,13 +94,17 @@ def download(url: str, dest: Path, size: int, sha256: str, stopping: threading.E
                     f.write(chunk)
                 f.flush()
                 os.fsync(f.fileno())
+        if got != size:
+            raise BundleError("size", f"{url} ended after {got} of {size} bytes")
+        if digest.hexdigest() != sha256:
+            raise BundleError("sha256", f"{url} has sha256 {digest.hexdigest()}, the "
+                                        f"command says {sha256}")
     except requests.RequestException as exc:
+        partial.unlink(missing_ok=True)
         raise BundleError("download", f"{url}: {exc}") from exc
-    if got != size:
-        raise BundleError("size", f"{url} ended after {got} of {size} bytes")
-    if digest.hexdigest() != sha256:
-        raise BundleError("sha256", f"{url} has sha256 {digest.hexdigest()}, the command "
-                                    f"says {sha256}")
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, dest)
 
 

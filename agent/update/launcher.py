@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
             env[LAUNCHED_ENV] = str(chosen)
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(chosen), env.get("PYTHONPATH")) if p)
+            # Not the working directory first on sys.path (python -P): it may hold another
+            # agent's source. Inherited by the decoder workers.
+            env["PYTHONSAFEPATH"] = "1"
             os.execve(sys.executable, [sys.executable, "-m", "agent", *argv], env)
     from agent.cli.main import main as cli_main
     return cli_main(argv)
