@@ -168,8 +168,11 @@ class UpdateService(Worker):
             self._store.install(bundle)
         except InterruptedError:
             return  # resumed at the next start
-        except (BundleError, OSError) as exc:
+        except BundleError as exc:
             self._fail(st, str(exc))
+            return
+        except OSError as exc:
+            self._fail(st, f"install: {exc}")
             return
         finally:
             path.unlink(missing_ok=True)

@@ -26,17 +26,20 @@ class VersionStore:
 
     def clean(self) -> None:
         """Remove what an interrupted unpack, removal or download left behind."""
-        for folder in (self.versions, self.downloads):
-            folder.mkdir(parents=True, exist_ok=True)
-        for leftover in self.versions.glob(".*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        self._clean_versions()
+        self.downloads.mkdir(parents=True, exist_ok=True)
         for leftover in self.downloads.iterdir():
             leftover.unlink(missing_ok=True)
+
+    def _clean_versions(self) -> None:
+        self.versions.mkdir(parents=True, exist_ok=True)
+        for leftover in self.versions.glob(".*"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def install(self, bundle: Bundle) -> Path:
         """``bundle``'s version under versions/, replacing an older copy of it (never the
         running version: the caller refuses that)."""
-        self.clean()
+        self._clean_versions()
         temp = self.versions / f".new-{bundle.version}"
         temp.mkdir()
         bundle.extract_wheel(temp)
