@@ -158,6 +158,7 @@ def test_keep_only_removes_the_other_versions_and_clean_removes_leftovers(
     for version in ("1.0", "1.1", "1.2"):
         store.install(Bundle.open(bundle_of(tmp_path, fake_wheel(tmp_path / version,
                                                                  version), version), version))
+    store.clean()  # as at a start: downloads/ is there
     (store.versions / ".new-1.3").mkdir()  # an unpack a power cut interrupted
     (store.downloads / "1.3.bundle.part").write_bytes(b"half")
     store.keep_only("1.2", "1.1")
