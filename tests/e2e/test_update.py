@@ -101,6 +101,13 @@ def _status(agent: AgentProcess) -> dict[str, Any]:
         return {}
 
 
+def _online(agent: AgentProcess) -> dict[str, Any]:
+    """Status once the agent is connected to the broker (its commands would be lost
+    before: its session is not persistent), else {}."""
+    status = _status(agent)
+    return status if status and status["mqtt"]["connected"] else {}
+
+
 def _settled(agent: AgentProcess) -> dict[str, Any]:
     status = _status(agent)
     done = status and status["update"]["state"] not in IN_PROGRESS
@@ -215,11 +222,12 @@ def test_twenty_kills_during_updates_leave_1_0_or_1_1_playing_on_its_sample(
     states: list[str] = []
     with BundleServer(releases, SLOW_RATE) as server:
         for _ in range(KILLS):
-            if load_state(root).state not in IN_PROGRESS and _version(agent) is not None:
-                release = "1.0" if _version(agent) == "1.1" else "1.1"
+            if load_state(root).state not in IN_PROGRESS:
+                status = wait_for(lambda: _online(agent), 30, 0.05, "the agent online")
+                release = "1.0" if status["agent_version"] == "1.1" else "1.1"
                 sent.append(update_command(releases / f"{release}.bundle", release,
                                            server.url(f"{release}.bundle")))
-                central.send(sent[-1])
+                central.send_accepted(sent[-1])
             time.sleep(rng.uniform(*KILL_AFTER_S))
             states.append(load_state(root).state)
             supervisor.power_cut()
