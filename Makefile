@@ -11,7 +11,7 @@ APT_PACKAGES := python3-venv libvlc5 libvlc-bin vlc-plugin-base espeak-ng mosqui
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 
-.PHONY: install apt venv demo test lint bench deb image-chroot-test clean
+.PHONY: install apt venv demo test lint bench deb bundle image-chroot-test clean
 
 install: apt venv
 
@@ -47,6 +47,11 @@ deb: install
 	deb="$$(PYTHON=$(PY) firmware-image/deb/build-deb.sh build)" && \
 		lintian --fail-on error,warning "$$deb" && \
 		$(PY) firmware-image/deb/check-layout.py "$$deb" && echo "$$deb"
+
+# The release bundle of this checkout for the `update` command, into build/: prints its
+# path, version, size and sha256 (docs/updates.md).
+bundle: venv
+	$(PY) -m tests.support.bundles build
 
 image-chroot-test: install
 	$(SUDO) firmware-image/test-in-chroot.sh

@@ -193,6 +193,13 @@ class PowerConfig:
 
 
 @dataclass(frozen=True)
+class UpdateConfig:
+    commit_after_s: float  # a new version must stay healthy this long to be kept
+    window: str  # HH:MM-HH:MM local time: when a staged update may switch
+    max_bytes: int  # the largest bundle accepted
+
+
+@dataclass(frozen=True)
 class Config:
     device_id: str
     groups: tuple[str, ...]
@@ -211,6 +218,7 @@ class Config:
     tts: TtsConfig
     recording: RecordingConfig
     power: PowerConfig
+    update: UpdateConfig
     warnings: tuple[str, ...]  # `PATH:LINE: KEY: message`, for the caller to log
     files: tuple[Path, ...]  # the main file, then each conf.d file merged
 

@@ -21,6 +21,7 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from agent.core.clock_trust import DEFAULT_WITNESSES, WITNESSES
+from agent.update.moment import Window
 
 
 @dataclass(frozen=True)
@@ -409,6 +410,16 @@ def chime(base: Path) -> Check:
     return lambda value: None if value == "builtin" else sound_file(value)
 
 
+def maintenance_window(value: object) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"must be HH:MM-HH:MM (local time), got {describe(value)}")
+    try:
+        Window.parse(value)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+    return value
+
+
 def gpio_line(line: int) -> Section:
     """`{chip, line, active_high}` of a GPIO line (the amplifier's relay, the mains sense)."""
     return Section({
@@ -535,5 +546,10 @@ def schema(base: Path) -> Section:
         "power": Section({
             "backend": Key(one_of("gpio", "sim", "none"), "none"),
             "gpio": gpio_line(27),
+        }),
+        "update": Section({
+            "commit_after_s": Key(number(minimum=1), 300.0),
+            "window": Key(maintenance_window, "01:00-04:00"),
+            "max_bytes": Key(integer(minimum=1_000_000), 200_000_000),
         }),
     })

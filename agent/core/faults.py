@@ -56,6 +56,8 @@ FAULT_SEVERITY: dict[str, Severity] = {
     # off-air recording
     "recording_failed": "warning",
     "internal_error": "warning",
+    # updates (docs/updates.md)
+    "update_failed": "warning",
 }
 
 

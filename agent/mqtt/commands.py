@@ -42,6 +42,7 @@ from agent.core.signing import verify
 from agent.core.text import check_speech_text
 from agent.recording.span import BadSpan, parse_span, parse_time
 from agent.state.store import StateStore
+from agent.update.bundle import SHA256_HEX, UPDATE_VERSION
 
 REJECTION_CODES = ("bad_json", "unknown_type", "bad_args", "bad_signature", "expired",
                    "too_old", "replay", "media_not_cached", "too_large", "wrong_target",
@@ -150,6 +151,7 @@ _ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "sync_now": frozenset(),
     "amplifier": frozenset({"on"}),
     "upload_recording": frozenset({"from", "to"}),
+    "update": frozenset({"version", "url", "sha256", "size"}),
 }
 COMMAND_TYPES = tuple(_ALLOWED_KEYS)
 
@@ -206,12 +208,26 @@ def validate_args(command_type: str, args: object) -> dict[str, Any]:
             out["from"], out["to"] = parse_span(args["from"], args["to"])  # Unix seconds
         except BadSpan as exc:
             raise BadArgs(str(exc)) from exc
+    if command_type == "update":
+        out.update(_update_args(args))
     if command_type == "amplifier":
         _required(args, "on")
         if not isinstance(args["on"], bool):
             raise BadArgs(f"on must be true or false, got {args['on']!r}")
         out["on"] = args["on"]
     return out
+
+
+def _update_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    _required(args, "version", "url", "sha256", "size")
+    version = _string(args, "version", 64)
+    if not UPDATE_VERSION.match(version):
+        raise BadArgs(f"version must be a release version like 1.2.0, got {version!r}")
+    sha256 = _string(args, "sha256", 64)
+    if not SHA256_HEX.match(sha256):
+        raise BadArgs("sha256 must be 64 lowercase hexadecimal digits")
+    return {"version": version, "url": _url(args), "sha256": sha256,
+            "size": _integer(args, "size", 1, 2**40)}
 
 
 def _timestamp(doc: Mapping[str, Any], key: str) -> float:
@@ -282,6 +298,9 @@ class CommandValidator:
         if not isinstance(command_type, str) or command_type not in _ALLOWED_KEYS:
             return Rejection("unknown_type", f"unknown command type {command_type!r}",
                              command_id)
+        if command_type == "update" and self._key is None:
+            return Rejection("bad_signature", "update commands must be signed: "
+                             "mqtt.command_public_key is not set", command_id, command_type)
         try:
             args = validate_args(command_type, doc.get("args", {}))
             _required(doc, "issued_at")

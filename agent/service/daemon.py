@@ -47,6 +47,8 @@ from agent.source.sync import SyncService
 from agent.state.journal import REPORT, Journal
 from agent.state.plays import PlayJournal
 from agent.state.store import STATE_DB, StateStore
+from agent.update.service import UpdateService
+from agent.update.state import update_root
 from drivers.amplifier import open_amplifier
 from drivers.audio import open_output
 from drivers.mixer import open_mixer
@@ -124,6 +126,13 @@ class Daemon:
                                    refresh_metrics=self._refresh_metrics,
                                    recordings=self.recording.span)
         self._stop = threading.Event()
+        u = cfg.update
+        self.update = UpdateService(
+            update_root(cfg.state_dir), __version__, commit_after_s=u.commit_after_s,
+            window=u.window, max_bytes=u.max_bytes, journal=self.journal, faults=self.faults,
+            clock=self.clock, tz=self.tz, snapshot=self.control.snapshot,
+            problems=self._trial_problems, restart=self._stop.set,
+            on_change=self.status_changed, count_command=self.metrics.command)
         self._reload = threading.Event()
         self._status_dirty = threading.Event()
         self._status_dirty.set()
@@ -170,6 +179,9 @@ class Daemon:
         if command.type == "upload_recording":  # file work and HTTP: off the control thread
             self.recording.upload(command)
             return
+        if command.type == "update":
+            self.update.submit(command)
+            return
         self.control.post(CommandReceived(command))
 
     def _schedule_applied(self, schedule: Schedule) -> None:
@@ -209,7 +221,7 @@ class Daemon:
             self.metrics.fm_signal(self.tuner.signal_dbfs)
         return {
             "device_id": self.cfg.device_id, "online": True, "at": self.journal.stamp(now),
-            "agent_version": __version__,
+            "agent_version": __version__, "update": self.update.status(),
             "uptime_s": int(self.clock.monotonic() - self.started_mono),
             "power": self.power.state,
             "recording": self.recording.status(),
@@ -246,6 +258,7 @@ class Daemon:
         self.sync.start()
         if self.mqtt is not None:
             self.mqtt.start()
+        self.update.start()
         # Everything imported and built so far lives for the whole run: frozen, the garbage
         # collector never walks it again, so a collection cannot stall the playout thread
         # (a full pass over it holds the GIL for ~25 ms here, several times that on a Pi).
@@ -258,6 +271,7 @@ class Daemon:
     def stop(self) -> None:
         log.info("stopping")
         sdnotify.notify("STOPPING=1")
+        self.update.stop()
         if self.mqtt is not None:
             self.mqtt.stop()
         self.sync.stop()
@@ -347,6 +361,13 @@ class Daemon:
                                "its reserve is in use")
         else:
             self.faults.clear("state_disk_full")
+
+    def _trial_problems(self) -> list[str]:
+        """What keeps a version on trial from being committed (docs/updates.md)."""
+        checks = {"control or playout not ticking": self.healthy(),
+                  "no schedule loaded": self.sync.applied is not None,
+                  "MQTT not connected": self.mqtt is None or self.mqtt.connected}
+        return [problem for problem, fine in checks.items() if not fine]
 
     def healthy(self) -> bool:
         """True while the control loop and the playout thread are really running."""

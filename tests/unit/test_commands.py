@@ -305,3 +305,34 @@ def test_too_large_is_never_parsed(store, clock):
     nested = b'{"id": "c-deep", "pad": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     verdict = rejected(make_validator(store, clock).check(nested), "too_large")
     assert verdict.command_id == "c-deep"
+
+
+# --- update ------------------------------------------------------------------------------
+
+UPDATE_ARGS = {"version": "1.1", "url": "http://updates.invalid/1.1.bundle",
+               "sha256": "a" * 64, "size": 600_000}
+
+
+def test_update_is_refused_without_a_command_public_key(store, clock):
+    verdict = make_validator(store, clock, key=None).check(
+        command(clock, "update", UPDATE_ARGS, signed=False))
+    assert rejected(verdict, "bad_signature").reason == (
+        "bad_signature: update commands must be signed: mqtt.command_public_key is not set")
+
+
+def test_a_signed_update_is_accepted_with_its_args(store, clock):
+    verdict = make_validator(store, clock).check(command(clock, "update", UPDATE_ARGS))
+    assert isinstance(verdict, Command)
+    assert verdict.args == UPDATE_ARGS
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ({**UPDATE_ARGS, "version": "../1.1"}, "version must be a release version"),
+    ({**UPDATE_ARGS, "sha256": "A" * 64}, "sha256 must be 64 lowercase"),
+    ({**UPDATE_ARGS, "size": 0}, "size must be an integer"),
+    ({**UPDATE_ARGS, "url": "file:///etc/passwd"}, "url must be an absolute http"),
+    ({k: v for k, v in UPDATE_ARGS.items() if k != "sha256"}, "missing sha256"),
+])
+def test_bad_update_args(args, message):
+    with pytest.raises(BadArgs, match=message):
+        validate_args("update", args)

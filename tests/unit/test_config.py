@@ -29,6 +29,7 @@ from agent.config.loader import (
     RecordingConfig,
     SourceConfig,
     TtsConfig,
+    UpdateConfig,
     load_config,
 )
 from agent.config.schema import BrokerUri, HostPort, Section, schema
@@ -90,6 +91,7 @@ def test_defaults_are_those_of_the_contract(tmp_path):
                                   max_bytes=1_000_000_000, max_days=14, segment_s=60),
         power=PowerConfig(backend="none",
                           gpio=GpioConfig(chip="gpiochip0", line=27, active_high=True)),
+        update=UpdateConfig(commit_after_s=300, window="01:00-04:00", max_bytes=200_000_000),
         warnings=(), files=(main,))
 
 
