@@ -27,19 +27,19 @@ from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
 from agent.core.schedule import Schedule, TtsSource
 from agent.mqtt.commands import Command
-from agent.playout.decoder import DecoderPool
+from agent.playout.decoder import Decoders
 from agent.playout.engine import (
+    Engine,
     EngineEvent,
     OutputFailed,
     OutputRecovered,
-    PlayoutEngine,
     Voice,
     VoiceEnded,
     VoiceStarted,
 )
 from agent.playout.fm_tuner import TunerLease
 from agent.playout.sources import BufferSource, StreamSource
-from agent.playout.tts import TtsError, TtsRenderer
+from agent.playout.tts import Speech, TtsError
 from agent.state.journal import Journal
 from agent.state.plays import PlayJournal
 from agent.state.store import StateStore
@@ -118,8 +118,8 @@ class ItemUnavailable(Exception):
 
 
 class ControlLoop:
-    def __init__(self, *, settings: ControlSettings, clock: Clock, engine: PlayoutEngine,
-                 decoders: DecoderPool, media: MediaLookup, tts: TtsRenderer,
+    def __init__(self, *, settings: ControlSettings, clock: Clock, engine: Engine,
+                 decoders: Decoders, media: MediaLookup, tts: Speech,
                  tuner: FmTunerLike | None, amplifier: Amplifier, mixer: Mixer,
                  chime_pcm: bytes, journal: Journal, plays: PlayJournal,
                  faults: FaultRegistry, store: StateStore,
@@ -166,11 +166,15 @@ class ControlLoop:
         self._facts.put(EngineReported(event))
 
     def start(self) -> None:
+        self.recover()
+        self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+        self._thread.start()
+
+    def recover(self) -> None:
+        """What a start does before the first tick: report what a crash left on air."""
         self._plays.prune(self._clock.now())
         self._report_interrupted_onair()
         self._amp.set(False)
-        self._thread = threading.Thread(target=self._run, name="control", daemon=True)
-        self._thread.start()
 
     def stop(self, timeout: float = 3.0) -> None:
         self._stop.set()
@@ -196,20 +200,26 @@ class ControlLoop:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                fact = self._facts.get(timeout=self._wait_s())
-                self._apply_fact(fact)
-                while True:
-                    self._apply_fact(self._facts.get_nowait())
-            except queue.Empty:
-                pass
-            except Exception:
-                log.exception("control: a fact could not be applied")
-            try:
-                self._tick()
-            except Exception:
-                log.exception("control: tick failed")
-            self.last_tick_mono = self._clock.monotonic()
+            self.step(self._wait_s())
+
+    def step(self, wait_s: float = 0.0) -> None:
+        """One turn of the control thread: apply the facts posted (waiting up to ``wait_s``
+        for the first), then tick. The simulation calls it on a ManualClock instead of
+        starting the thread (after :meth:`recover`)."""
+        try:
+            fact = self._facts.get(timeout=wait_s) if wait_s > 0 else self._facts.get_nowait()
+            self._apply_fact(fact)
+            while True:
+                self._apply_fact(self._facts.get_nowait())
+        except queue.Empty:
+            pass
+        except Exception:
+            log.exception("control: a fact could not be applied")
+        try:
+            self._tick()
+        except Exception:
+            log.exception("control: tick failed")
+        self.last_tick_mono = self._clock.monotonic()
 
     def _wait_s(self) -> float:
         now = self._clock.now()

@@ -29,3 +29,9 @@ class ManualClock:
         with self._lock:
             self._now += seconds
             self._mono += seconds
+
+    def step(self, seconds: float) -> None:
+        """Step wall time alone, forward or back (NTP setting the clock); monotonic time
+        does not move."""
+        with self._lock:
+            self._now += seconds
