@@ -90,9 +90,11 @@ class StateStore:
         return default if row is None else json.loads(row[0])
 
     def put(self, key: str, value: Any) -> None:
+        # ASCII escapes: a value may hold what UTF-8 cannot encode (a schedule document
+        # with a lone surrogate in a program that is skipped), and must still be kept.
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)",
-                       (key, json.dumps(value, ensure_ascii=False)))
+                       (key, json.dumps(value)))
 
     def delete(self, key: str) -> None:
         with self.transaction() as db:
