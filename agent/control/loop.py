@@ -670,6 +670,7 @@ class ControlLoop:
         self._changed()
 
     def _release(self, pb: Playback) -> None:
+        self._finish_fallback(pb)  # a stop() while the fallback relays: reported, released
         if pb.stream is not None:
             pb.stream.close()
         if pb.sha256:
