@@ -1,0 +1,277 @@
+"""Runs a sequence of field events against the agent and checks the invariants of issue 9
+after every step (a step: one turn of the control loop after the clock moved).
+
+The checks compare what the agent says (acks, play reports, Status, its play journal)
+with what really happened: the in-memory engine's record of every voice it sounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent.control.playback import Playback
+from agent.core.schedule import PRIORITY_RANK
+from agent.mqtt.commands import Command
+from agent.playout.fm_tuner import TunerLease
+from agent.state.plays import PlayJournal
+from tests.simulation import events as ev
+from tests.simulation.world import CHIME_S, RATE, SETTINGS, Boot, Field
+
+TICK_S = 0.5
+COMMAND_BOUND_S = 300.0  # an accepted command ends this long after it may start, at most
+# Why the highest eligible activation may not be what the card carries (a fault says so).
+EXCUSES = frozenset({"play_failed", "media_missing", "tts_failed", "sdr_missing",
+                     "stream_unavailable", "fm_signal_lost", "decoder_hung",
+                     "decoder_crashed", "dead_air"})
+FINAL = ("completed", "failed")
+
+
+class Violation(AssertionError):
+    pass
+
+
+class GuardTripped(logging.Handler):
+    """The control loop's last-resort guards: an exception reached one (a core bug)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("control:"):
+            self.records.append(record)
+
+
+@dataclass
+class Accepted:
+    command: Command
+    deadline_mono: float
+    may_start_mono: float
+    acks: list[str] = field(default_factory=list)
+
+
+class Simulation:
+    def __init__(self, state_dir: Path) -> None:
+        self.world = Field(state_dir)
+        self.boot = Boot(self.world)
+        self.boots = [self.boot]
+        self.guards = GuardTripped()
+        logging.getLogger("agent.control.loop").addHandler(self.guards)
+        self.version = 0
+        self.commands = 0
+        self.accepted: dict[str, Accepted] = {}
+        self.reports: dict[str, dict[str, Any]] = {}  # first play report per id
+        self.disk_was_full = False
+
+    def close(self) -> None:
+        logging.getLogger("agent.control.loop").removeHandler(self.guards)
+        self.boot.power_cut()
+
+    # --- events --------------------------------------------------------------------------
+    def play(self, sequence: list[ev.Event]) -> None:
+        for event in sequence:
+            self.apply(event)
+            self.step()
+        self.finish()
+
+    def apply(self, event: ev.Event) -> None:
+        world, boot = self.world, self.boot
+        if isinstance(event, ev.Wait):
+            self.wait(event.seconds)
+        elif isinstance(event, ev.Publish):
+            self.publish(event)
+        elif isinstance(event, ev.Send):
+            self.send(event)
+        elif isinstance(event, ev.Restart):
+            self.restart(event)
+        elif isinstance(event, ev.Decoder):
+            running = [s for s in boot.decoders.live() if s.state == "playing"]
+            if running:
+                running[-1].hang() if event.fault == "hang" else running[-1].crash()
+        elif isinstance(event, ev.StreamGoes):
+            world.library.stations[event.url] = event.state  # type: ignore[assignment]
+        elif isinstance(event, ev.Station):
+            world.stations[event.frequency_mhz] = event.heard
+        elif isinstance(event, ev.Cache):
+            sha = _sha(event.media_id)
+            world.cache.store(sha, _length(event.media_id)) if event.cached \
+                else world.cache.evict(sha)
+        elif isinstance(event, ev.Speech):
+            world.speech_broken = boot.speech.broken = event.broken
+        elif isinstance(event, ev.Disk):
+            boot.set_disk_full(event.full)
+            self.disk_was_full |= event.full
+        else:
+            world.clock.step(event.seconds)
+
+    def wait(self, seconds: float) -> None:
+        left = seconds
+        while left > 1e-9:
+            dt = min(TICK_S, left)
+            left -= dt
+            self.world.clock.advance(dt)
+            self.step()
+
+    def publish(self, event: ev.Publish) -> None:
+        now = self.world.clock.now()
+        self.version += 1
+        media = [{"id": m, "url": f"http://source.test/{m}", "sha256": _sha(m), "size": 1,
+                  **({"duration_s": _length(m)} if m in event.media_with_duration else {})}
+                 for m in ev.MEDIA]
+        programs = [{**p, "start": _hhmmss(now + p["start"]),
+                     "dates": [_day(now + p["start"])]} for p in event.programs]
+        doc: dict[str, Any] = {"version": self.version, "timezone": "UTC", "media": media,
+                               "programs": programs}
+        if event.fm_fallback:
+            doc["fm_fallback"] = {"frequency_mhz": ev.FREQUENCIES[0]}
+        self.boot.apply_schedule(doc)
+
+    def send(self, event: ev.Send) -> None:
+        now, mono = self.world.clock.now(), self.world.clock.monotonic()
+        self.commands += 1
+        args = dict(event.args)
+        delay = float(args.pop("start_at", 0))
+        if "start_at" in event.args:
+            args["start_at"] = _rfc3339(now + delay)
+        payload = json.dumps({"id": f"c{self.commands}", "type": event.type,
+                              "issued_at": _rfc3339(now), "args": args}).encode()
+        verdict = self.boot.command(payload)
+        if isinstance(verdict, Command):
+            self.accepted[verdict.id] = Accepted(verdict, mono + delay + COMMAND_BOUND_S,
+                                                 mono + delay)
+
+    def restart(self, event: ev.Restart) -> None:
+        if not event.power_cut:
+            self.boot.shut_down()
+            self.drain()
+        self.boot.power_cut()
+        self.world.clock.advance(event.downtime_s)
+        self.boot = Boot(self.world)
+        self.boots.append(self.boot)
+
+    # --- steps and invariants ------------------------------------------------------------
+    def step(self) -> None:
+        self.boot.run()
+        self.drain()
+        self.check_step()
+
+    def drain(self) -> None:
+        reports, mqtt = self.boot.take_outbox()
+        for record in reports:
+            if record.kind == "play":
+                self.reports.setdefault(record.payload["id"], record.payload)
+        for record in mqtt:
+            if record.kind == "ack" and record.payload["command_id"] in self.accepted:
+                acked = self.accepted[record.payload["command_id"]]
+                acked.acks.append(record.payload["status"])
+
+    def check_step(self) -> None:
+        if self.guards.records and not self.disk_was_full:
+            record = self.guards.records[0]
+            raise Violation(f"an exception reached a guard: {record.getMessage()}",
+                            record.exc_info)
+        mono = self.world.clock.monotonic()
+        for acked in self.accepted.values():
+            finals = [a for a in acked.acks if a in FINAL]
+            if len(finals) > 1:
+                raise Violation(f"{acked.command.id} acked {finals}")
+            if not finals and mono > acked.deadline_mono and not self.disk_was_full:
+                raise Violation(f"{acked.command} never ended (acks {acked.acks})")
+        self.check_priority(mono)
+        self.check_ownership()
+
+    def check_priority(self, mono: float) -> None:
+        """An open play command that may start has the air, or something at least as
+        high has it, or a fault says why not."""
+        grace = CHIME_S + SETTINGS.warmup_s + 2 * TICK_S
+        playing = self.boot.loop.snapshot()["playing"]
+        rank = -1 if playing is None else PRIORITY_RANK[playing["priority"]]
+        faults = {f.code for f in self.boot.faults.active()}
+        for acked in self.accepted.values():
+            cmd = acked.command
+            if cmd.type not in ("emergency", "play_now", "fm_relay") or acked.acks[-1:] \
+                    != ["accepted"] or mono < acked.may_start_mono + grace:
+                continue
+            wanted = PRIORITY_RANK[cmd.args.get("priority", "emergency")]
+            if rank < wanted and not faults & EXCUSES:
+                raise Violation(f"{cmd.id} ({cmd.type}) may play but {playing} has the air")
+
+    def check_ownership(self) -> None:
+        voice = self.boot.engine.current
+        if voice is not None and isinstance(voice.source, TunerLease) \
+                and not voice.source.current:
+            raise Violation(f"{voice} relays a station the tuner was taken from")
+        if any(n < 0 for n in self.world.cache.pins.values()):
+            raise Violation(f"a media file was unpinned more often than pinned: "
+                            f"{self.world.cache.pins}")
+
+    def finish(self) -> None:
+        """The end of the sequence: a clean stop, then what must hold over the whole run."""
+        self.boot.shut_down()
+        self.drain()
+        if self.boot.decoders.live() or self.boot.tuner.held or +self.world.cache.pins:
+            raise Violation("resources held after a stop: "
+                            f"{self.boot.decoders.live()} {self.boot.tuner.held} "
+                            f"{self.world.cache.pins}")
+        self.check_history(PlayJournal(self.boot.store))
+
+    def check_history(self, journal: PlayJournal) -> None:
+        """Every play is reported, with the outcome the card bears out; nothing finished
+        airs again."""
+        sounded: dict[str, tuple[int, int]] = {}
+        for boot in self.boots:
+            for entry in boot.engine.history:
+                pb = entry.voice.tag
+                if isinstance(pb, Playback) and entry.voice is not pb.chime \
+                        and not entry.voice.name.startswith("fallback:"):
+                    frames, loud = sounded.get(pb.report_id, (0, 0))
+                    sounded[pb.report_id] = (frames + entry.voice.frames_played,
+                                             loud + entry.loud_frames)
+        over: dict[tuple[str, int], str] = {}
+        stopped: set[str] = set()
+        for play in journal.between(0.0, 1e12):
+            rid = play.record["id"]
+            where = (play.activation, play.item)
+            if play.activation in stopped or where in over:
+                raise Violation(f"{where} aired again after {over.get(where, 'stopped')}")
+            if play.outcome in FINAL:
+                over[where] = play.outcome
+            elif play.outcome == "stopped":
+                stopped.add(play.activation)
+            if self.disk_was_full:
+                continue
+            report = self.reports.get(rid)
+            if report is None:
+                raise Violation(f"play {where} ({play.outcome}) was never reported")
+            frames, loud = sounded.get(rid, (0, 0))
+            if report["outcome"] == "completed" and loud == 0:
+                raise Violation(f"{where} reported completed but nothing sounded: {report}")
+            if report["played_s"] > frames / RATE + 0.05:
+                raise Violation(f"{where} reported {report['played_s']} s, "
+                                f"the card carried {frames / RATE} s")
+
+
+def _sha(media_id: str) -> str:
+    return hashlib.sha256(media_id.encode()).hexdigest()
+
+
+def _length(media_id: str) -> float:
+    return 4.0 + 3 * ev.MEDIA.index(media_id)
+
+
+def _rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+def _hhmmss(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%H:%M:%S")
+
+
+def _day(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).date().isoformat()

@@ -1,0 +1,27 @@
+"""Field sequences that once broke the core, found by the simulation and kept as
+deterministic examples (each names the fix)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.simulation import events as ev
+from tests.simulation.test_field_sequences import run
+
+REGRESSIONS: dict[str, list[ev.Event]] = {
+    # A skipped program with a lone surrogate made the whole document unstorable, so the
+    # rest of the schedule was never applied.
+    "surrogate_in_a_skipped_program": [
+        ev.Publish(({"id": "p0", "title": "t", "priority": "scheduled", "start": 0,
+                     "source": {"type": "tts", "text": "\ud800"}},), frozenset(), False)],
+    # A stop while the FM fallback of a dead stream relayed kept the tuner leased and
+    # never reported the fallback.
+    "stop_during_the_fm_fallback": [
+        ev.Publish((), frozenset(), True),
+        ev.Send("play_now", {"url": ev.STREAMS[0]}), ev.Wait(3.0)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGRESSIONS))
+def test_regression(name: str) -> None:
+    run(REGRESSIONS[name])
