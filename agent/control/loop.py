@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from agent.control.activations import command_activation, program_activation
 from agent.control.amplifier import AmplifierPolicy, AmplifierSwitch
-from agent.control.ledger import CommandLedger
+from agent.control.ledger import CommandLedger, OpenCommands
 from agent.control.playback import LevelMeter, Playback, item_ref
 from agent.core.arbiter import Activation, Arbiter, Item, StartItem, StopItem
 from agent.core.clock import Clock
@@ -147,6 +147,7 @@ class ControlLoop:
         self._schedule: Schedule | None = None
         self._playbacks: dict[tuple[str, int], Playback] = {}
         self._ledger = CommandLedger()
+        self._open_commands = OpenCommands(store)
         self.master_volume = int(store.get(VOLUME_KEY, settings.default_volume))
         self._amp_policy = AmplifierPolicy(settings.warmup_s, settings.idle_off_s)
         self._stop = threading.Event()
@@ -174,6 +175,9 @@ class ControlLoop:
         """What a start does before the first tick: report what a crash left on air."""
         self._plays.prune(self._clock.now())
         self._report_interrupted_onair()
+        for command_id, command_type in self._open_commands.cut_by_restart().items():
+            self._journal.ack(command_id, "failed", "interrupted: the agent restarted")
+            self._count_command(command_type, "failed")
         self._amp.set(False)
 
     def stop(self, timeout: float = 3.0) -> None:
@@ -807,6 +811,7 @@ class ControlLoop:
                 lambda media_id: self._preparable(Item("media", media_id)))
             self._amp_policy.forced = None  # forced power lasts until the next play
             self._ledger.open(activation.key, cmd)
+            self._open_commands.opened(cmd)
             self._arbiter.add(activation, now)
             self._carry_out(self._arbiter.evaluate(now), now)
             return
@@ -856,6 +861,7 @@ class ControlLoop:
     def _ack(self, cmd: Command, status: str, reason: str | None = None) -> None:
         self._journal.ack(cmd.id, status, reason)
         self._count_command(cmd.type, status)
+        self._open_commands.ended(cmd)
 
     # --- status and crash safety -------------------------------------------------------
     def _changed(self) -> None:

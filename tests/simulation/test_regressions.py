@@ -19,6 +19,11 @@ REGRESSIONS: dict[str, list[ev.Event]] = {
     "stop_during_the_fm_fallback": [
         ev.Publish((), frozenset(), True),
         ev.Send("play_now", {"url": ev.STREAMS[0]}), ev.Wait(3.0)],
+    # A restart while a command played: the new run did not know it, and it never ended.
+    "restart_during_an_emergency": [
+        ev.Send("emergency", {"url": ev.STREAMS[0], "start_at": 0}), ev.Restart(3.0, False)],
+    "power_cut_during_an_emergency": [
+        ev.Send("emergency", {"text": "Mưa lớn"}), ev.Restart(3.0, True)],
 }
 
 
