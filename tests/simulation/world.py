@@ -17,6 +17,7 @@ caps the database's pages (``max_page_count``), so writes fail with SQLite's own
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,16 +123,24 @@ class Boot:
             return False
         if self.schedule is not None and schedule.version < self.schedule.version:
             return False
-        self.store.put(KEY_DOC, doc)
+        try:
+            self.store.put(KEY_DOC, doc)
+        except sqlite3.OperationalError:  # the disk is full: the next poll tries again
+            return False
         self.schedule = schedule
         self.loop.post(ScheduleApplied(schedule))
         return True
 
-    def command(self, payload: bytes) -> Command | Rejection:
-        """As MqttLink hands a command over: validated at the door, then posted."""
-        verdict = self.validator.check(payload)
+    def command(self, payload: bytes) -> Command | Rejection | None:
+        """As MqttLink hands a command over: validated at the door, then posted. None:
+        the disk is full, so it could not even be remembered (MqttLink logs and drops it)."""
+        try:
+            verdict = self.validator.check(payload)
+            if isinstance(verdict, Command):
+                self.journal.ack(verdict.id, "accepted")
+        except sqlite3.OperationalError:
+            return None
         if isinstance(verdict, Command):
-            self.journal.ack(verdict.id, "accepted")
             self.loop.post(CommandReceived(verdict))
         return verdict
 
