@@ -364,8 +364,6 @@ class ControlLoop:
         for queued in [p for p in self._playbacks.values()
                        if p.activation.key == action.key and p.index != action.index
                        and not p.started]:
-            if queued.voice is not None:
-                self._engine.cancel(queued.voice)
             self._drop(queued)
         pb = self._playbacks.get((action.key, action.index))
         if pb is None:
@@ -602,8 +600,8 @@ class ControlLoop:
             self._faults.clear("audio_output")
             return
         pb = event.voice.tag
-        if not isinstance(pb, Playback):
-            return
+        if not isinstance(pb, Playback) or self._playbacks.get(pb.key) is not pb:
+            return  # not an item's, or of one already let go of
         if isinstance(event, VoiceStarted):
             if event.voice is pb.voice and pb.started_at is None:
                 pb.started_at = self._engine.time_of(event.frame)
@@ -683,7 +681,10 @@ class ControlLoop:
             pb.lease.release()
 
     def _drop(self, pb: Playback) -> None:
+        """Let go of an item before it started: out of the engine too (it may be cued, or
+        its first sample may be on its way), or it would sound without a playback."""
         self._playbacks.pop(pb.key, None)
+        self._cancel_voices(pb)
         self._release(pb)
 
     def _drop_voice(self, voice: Voice) -> None:

@@ -24,6 +24,19 @@ REGRESSIONS: dict[str, list[ev.Event]] = {
         ev.Send("emergency", {"url": ev.STREAMS[0], "start_at": 0}), ev.Restart(3.0, False)],
     "power_cut_during_an_emergency": [
         ev.Send("emergency", {"text": "Mưa lớn"}), ev.Restart(3.0, True)],
+    # A program removed by a schedule update in the instant its first sample was on its
+    # way: its voice kept sounding (or, for FM, held the engine with a released lease),
+    # and its start was journaled for a playback already let go of: never reported.
+    "fm_program_removed_as_it_starts": [
+        ev.Publish(({"id": "p0", "title": "t", "priority": "scheduled", "start": 0,
+                     "source": {"type": "fm", "frequency_mhz": 60.0}, "duration_s": 5},),
+                   frozenset(), False),
+        ev.Publish((), frozenset(), False), ev.Wait(3.0)],
+    "stream_program_removed_as_it_starts": [
+        ev.Publish(({"id": "p0", "title": "t", "priority": "scheduled", "start": 0,
+                     "source": {"type": "stream", "url": ev.STREAMS[0]}, "duration_s": 5},),
+                   frozenset(), False),
+        ev.Publish((), frozenset(), False), ev.Wait(3.0)],
 }
 
 
