@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 MEDIA = ("m0", "m1", "m2")
 STREAMS = ("http://radio.test/a", "http://radio.test/b")
+ALERT_URL = "http://media.test/alert.mp3"  # a file served by url (not cached)
+ALERT_S = 6.0
 FREQUENCIES = (60.0, 98.5)  # a commune station and a broadcast one
 PRIORITIES = ("scheduled", "priority", "live", "emergency")
 
@@ -140,7 +142,9 @@ def play_args(draw: st.DrawFn, command: str) -> dict[str, Any]:
     if what in ("media_id", "both"):
         args["media_id"] = draw(st.sampled_from(MEDIA))
     if what in ("url", "both"):
-        args["url"] = draw(st.sampled_from((*STREAMS, "ftp://x", "http://")))
+        # An emergency's url is a file (a live stream would play until stopped).
+        streams = STREAMS if command == "play_now" else ()
+        args["url"] = draw(st.sampled_from((*streams, ALERT_URL, "ftp://x", "http://")))
     if what == "text":
         args["text"] = draw(text)
     if command == "emergency" and draw(st.booleans()):
@@ -177,15 +181,17 @@ event: st.SearchStrategy[Event] = st.one_of(
     st.builds(Wait, st.sampled_from([0.5, 1.0, 3.0, 8.0, 20.0])),
     st.builds(Wait, st.sampled_from([0.5, 2.0, 6.0, 15.0])),
     publish,
+    publish,
     send(),
     send(),
     st.builds(Restart, st.sampled_from([0.5, 3.0, 20.0, 90.0]), st.booleans()),
-    st.builds(Decoder, st.sampled_from(["hang", "crash"])),
-    st.builds(StreamGoes, st.sampled_from(STREAMS), st.sampled_from(["up", "silent", "down"])),
-    st.builds(Station, st.sampled_from(FREQUENCIES), st.booleans()),
-    st.builds(Cache, st.sampled_from(MEDIA), st.booleans()),
-    st.builds(Speech, st.booleans()),
-    st.builds(Disk, st.booleans()),
-    st.builds(ClockStep, st.sampled_from([-3600.0, -30.0, 45.0, 3600.0])),
+    st.one_of(
+        st.builds(Decoder, st.sampled_from(["hang", "crash"])),
+        st.builds(StreamGoes, st.sampled_from(STREAMS), st.sampled_from(["up", "silent", "down"])),
+        st.builds(Station, st.sampled_from(FREQUENCIES), st.booleans()),
+        st.builds(Cache, st.sampled_from(MEDIA), st.booleans()),
+        st.builds(ClockStep, st.sampled_from([-3600.0, -30.0, 45.0, 3600.0])),
+    ),
+    st.one_of(st.builds(Speech, st.booleans()), st.builds(Disk, st.booleans())),
 )
 sequences = st.lists(event, min_size=1, max_size=25)

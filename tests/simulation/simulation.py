@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,8 @@ from tests.simulation import events as ev
 from tests.simulation.world import CHIME_S, RATE, SETTINGS, Boot, Field
 
 TICK_S = 0.5
+DRAIN_TICK_S = 2.0
+SETTLE_S = 1.0
 COMMAND_BOUND_S = 300.0  # an accepted command ends this long after it may start, at most
 # Why the highest eligible activation may not be what the card carries (a fault says so).
 EXCUSES = frozenset({"play_failed", "media_missing", "tts_failed", "sdr_missing",
@@ -54,12 +57,20 @@ class Accepted:
     deadline_mono: float
     may_start_mono: float
     acks: list[str] = field(default_factory=list)
+    outranked_since: float | None = None
 
 
 class Simulation:
     def __init__(self, state_dir: Path) -> None:
         self.world = Field(state_dir)
         self.boot = Boot(self.world)
+        # At first every station is on air and the first two media are cached; the events
+        # take them away and give them back.
+        self.world.library.stations.update((url, "up") for url in ev.STREAMS)
+        self.world.library.files[ev.ALERT_URL] = ev.ALERT_S
+        self.world.stations.update((mhz, True) for mhz in ev.FREQUENCIES)
+        for media_id in ev.MEDIA[:2]:
+            self.boot.cache.store(_sha(media_id), _length(media_id))
         self.boots = [self.boot]
         self.guards = GuardTripped()
         logging.getLogger("agent.control.loop").addHandler(self.guards)
@@ -100,8 +111,8 @@ class Simulation:
             world.stations[event.frequency_mhz] = event.heard
         elif isinstance(event, ev.Cache):
             sha = _sha(event.media_id)
-            world.cache.store(sha, _length(event.media_id)) if event.cached \
-                else world.cache.evict(sha)
+            boot.cache.store(sha, _length(event.media_id)) if event.cached \
+                else boot.cache.evict(sha)
         elif isinstance(event, ev.Speech):
             world.speech_broken = boot.speech.broken = event.broken
         elif isinstance(event, ev.Disk):
@@ -143,8 +154,13 @@ class Simulation:
                               "issued_at": _rfc3339(now), "args": args}).encode()
         verdict = self.boot.command(payload)
         if isinstance(verdict, Command):
-            self.accepted[verdict.id] = Accepted(verdict, mono + delay + COMMAND_BOUND_S,
-                                                 mono + delay)
+            bound = COMMAND_BOUND_S if self._ends_by_itself(verdict) else math.inf
+            self.accepted[verdict.id] = Accepted(verdict, mono + delay + bound, mono + delay)
+
+    def _ends_by_itself(self, command: Command) -> bool:
+        """Everything but a live stream (play_now of a url alone), which plays until a
+        ``stop`` (mqtt.md)."""
+        return command.type != "play_now" or "media_id" in command.args
 
     def restart(self, event: ev.Restart) -> None:
         if not event.power_cut:
@@ -188,7 +204,8 @@ class Simulation:
 
     def check_priority(self, mono: float) -> None:
         """An open play command that may start has the air, or something at least as
-        high has it, or a fault says why not."""
+        high has it, or a fault says why not (within a second: the ack of a command that
+        just ended is sent on the next tick)."""
         grace = CHIME_S + SETTINGS.warmup_s + 2 * TICK_S
         playing = self.boot.loop.snapshot()["playing"]
         rank = -1 if playing is None else PRIORITY_RANK[playing["priority"]]
@@ -199,7 +216,11 @@ class Simulation:
                     != ["accepted"] or mono < acked.may_start_mono + grace:
                 continue
             wanted = PRIORITY_RANK[cmd.args.get("priority", "emergency")]
-            if rank < wanted and not faults & EXCUSES:
+            if rank >= wanted or faults & EXCUSES:
+                acked.outranked_since = None
+            elif acked.outranked_since is None:
+                acked.outranked_since = mono
+            elif mono - acked.outranked_since > SETTLE_S:
                 raise Violation(f"{cmd.id} ({cmd.type}) may play but {playing} has the air")
 
     def check_ownership(self) -> None:
@@ -207,18 +228,25 @@ class Simulation:
         if voice is not None and isinstance(voice.source, TunerLease) \
                 and not voice.source.current:
             raise Violation(f"{voice} relays a station the tuner was taken from")
-        if any(n < 0 for n in self.world.cache.pins.values()):
+        if any(n < 0 for n in self.boot.cache.pins.values()):
             raise Violation(f"a media file was unpinned more often than pinned: "
-                            f"{self.world.cache.pins}")
+                            f"{self.boot.cache.pins}")
 
     def finish(self) -> None:
-        """The end of the sequence: a clean stop, then what must hold over the whole run."""
+        """The end of the sequence: time for every command to end, a clean stop, then
+        what must hold over the whole run."""
+        for _ in range(round(COMMAND_BOUND_S / DRAIN_TICK_S)):
+            if all(a.acks[-1] != "accepted" or a.deadline_mono == math.inf
+                   for a in self.accepted.values()):
+                break
+            self.world.clock.advance(DRAIN_TICK_S)
+            self.step()
         self.boot.shut_down()
         self.drain()
-        if self.boot.decoders.live() or self.boot.tuner.held or +self.world.cache.pins:
+        if self.boot.decoders.live() or self.boot.tuner.held or +self.boot.cache.pins:
             raise Violation("resources held after a stop: "
                             f"{self.boot.decoders.live()} {self.boot.tuner.held} "
-                            f"{self.world.cache.pins}")
+                            f"{self.boot.cache.pins}")
         self.check_history(PlayJournal(self.boot.store))
 
     def check_history(self, journal: PlayJournal) -> None:

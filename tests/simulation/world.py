@@ -66,9 +66,6 @@ class Field:
     speech_broken: bool = False
     disk_full: bool = False
 
-    def __post_init__(self) -> None:
-        self.cache = MemoryCache(self.library)
-
 
 class Boot:
     """One run of the agent on the field, wired as the daemon wires it."""
@@ -86,16 +83,17 @@ class Boot:
         self.speech = MemorySpeech(world.library)
         self.speech.broken = world.speech_broken
         self.tuner = MemoryTuner(self.faults, clock, world.stations)
+        self.cache = MemoryCache(world.library)  # its files are the field's, its pins ours
         self.amplifier = NoAmplifier()
         self.schedule: Schedule | None = None
         self.loop = ControlLoop(
             settings=SETTINGS, clock=clock, engine=self.engine, decoders=self.decoders,
-            media=world.cache, tts=self.speech, tuner=self.tuner, amplifier=self.amplifier,
+            media=self.cache, tts=self.speech, tuner=self.tuner, amplifier=self.amplifier,
             mixer=SoftwareMixer(), chime_pcm=LOUD_FRAME * round(CHIME_S * RATE),
             journal=self.journal, plays=self.plays, faults=self.faults, store=self.store,
             on_change=lambda: None, sync_now=lambda: None, count_command=lambda *_: None)
         self.validator = CommandValidator(None, MAX_COMMAND_AGE_S, MAX_PAYLOAD_BYTES,
-                                          self.store, clock, self._media_known)
+                                          self.store, clock, self.media_known)
         self.set_disk_full(world.disk_full)
         self.loop.recover()
         doc = self.store.get(KEY_DOC)
@@ -103,9 +101,9 @@ class Boot:
             self.schedule = parse_schedule(doc, TZ).schedule
             self.loop.post(ScheduleApplied(self.schedule))
 
-    def _media_known(self, media_id: str) -> bool:
+    def media_known(self, media_id: str) -> bool:
         entry = None if self.schedule is None else self.schedule.media.get(media_id)
-        return entry is not None and self.world.cache.path(entry.sha256) is not None
+        return entry is not None and self.cache.path(entry.sha256) is not None
 
     def set_disk_full(self, full: bool) -> None:
         """Caps the database at its present size (full), or lifts the cap."""
