@@ -37,6 +37,10 @@ REGRESSIONS: dict[str, list[ev.Event]] = {
                      "source": {"type": "stream", "url": ev.STREAMS[0]}, "duration_s": 5},),
                    frozenset(), False),
         ev.Publish((), frozenset(), False), ev.Wait(3.0)],
+    # play_now of a media_id that is not cached, with its url: the file was relayed as a
+    # live stream, so when it ended it was "dead" and aired again at every retry.
+    "play_now_of_uncached_media_by_url": [
+        ev.Send("play_now", {"media_id": "m2", "url": ev.ALERT_URL}), ev.Wait(20.0)],
 }
 
 
