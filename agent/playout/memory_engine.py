@@ -6,7 +6,9 @@ No thread and no card: its owner calls :meth:`MemoryEngine.advance` after moving
 "card" meanwhile, with the events of the real engine (first and last sample, cuts,
 underruns, digital silence for dead air). It keeps every voice it started in ``history``
 so that a simulation can compare what the control loop reports with what really sounded.
-Transitions are instantaneous (no fades): a cut voice ends on the next frame.
+Transitions are instantaneous (no fades): a cut voice ends on the next frame. Frames map
+to wall time as an ALSA card's do: anchored anew at every delivery, so a wall-clock step
+moves the mapping with it (the ``wav:`` sink's fixed epoch would not).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class MemoryEngine:
         self.rate = rate
         self._clock = clock
         self._on_event = on_event
-        self._epoch = clock.now()  # wall time of frame 0, fixed as a card's is when opened
+        self._anchor = (0, clock.now())  # (frame, wall time it leaves the card)
         self._mono0 = clock.monotonic()
         self._next = 0  # the next frame to leave the card
         self._current: Sounded | None = None
@@ -61,10 +63,12 @@ class MemoryEngine:
         return [cue.voice for cue in self._queue]
 
     def frame_at(self, wall_time: float) -> int:
-        return round((wall_time - self._epoch) * self.rate)
+        frame, at = self._anchor
+        return frame + round((wall_time - at) * self.rate)
 
     def time_of(self, frame: int) -> float:
-        return self._epoch + frame / self.rate
+        anchor_frame, at = self._anchor
+        return at + (frame - anchor_frame) / self.rate
 
     def play(self, voices: list[Voice], at_frame: int | None = None) -> list[Voice]:
         dropped = [cue.voice for cue in self._queue]
@@ -102,6 +106,7 @@ class MemoryEngine:
             else:
                 self.idle_since_frame = None
                 self._next = self._mix(self._current, pos, limit)
+        self._anchor = (self._next, self._clock.now())
 
     def _due(self, cue: _Cue, frame: int) -> bool:
         if cue.at_frame is None:

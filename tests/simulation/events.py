@@ -142,8 +142,9 @@ def play_args(draw: st.DrawFn, command: str) -> dict[str, Any]:
     if what in ("media_id", "both"):
         args["media_id"] = draw(st.sampled_from(MEDIA))
     if what in ("url", "both"):
-        # An emergency's url is a file (a live stream would play until stopped).
-        streams = STREAMS if command == "play_now" else ()
+        # Only play_now of a url alone relays a live stream (until a stop); any other url
+        # is a file.
+        streams = STREAMS if command == "play_now" and what == "url" else ()
         args["url"] = draw(st.sampled_from((*streams, ALERT_URL, "ftp://x", "http://")))
     if what == "text":
         args["text"] = draw(text)
