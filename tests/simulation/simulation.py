@@ -25,6 +25,7 @@ from tests.simulation import events as ev
 from tests.simulation.world import CHIME_S, RATE, SETTINGS, Boot, Field
 
 TICK_S = 0.5
+TAIL_S = 60.0  # the sequence's last minute: what was scheduled in it plays out
 SETTLE_S = CHIME_S + 2 * TICK_S  # a chime (not yet the item) and a tick to follow
 COMMAND_BOUND_S = 300.0  # an accepted command ends this long after it may start, at most
 # Why the highest eligible activation may not be what the card carries (a fault says so).
@@ -244,11 +245,14 @@ class Simulation:
     def finish(self) -> None:
         """The end of the sequence: time for every command to end, a clean stop, then
         what must hold over the whole run."""
-        for _ in range(round(COMMAND_BOUND_S / TICK_S)):
-            if all(a.acks[-1] != "accepted" or a.deadline_mono == math.inf or a.waived
-                   for a in self.accepted.values()):
+        end = self.world.clock.monotonic() + COMMAND_BOUND_S
+        while self.world.clock.monotonic() < end:
+            waiting = any(a.acks[-1] == "accepted" and a.deadline_mono < math.inf
+                          and not a.waived for a in self.accepted.values())
+            if not waiting and self.world.clock.monotonic() > end - COMMAND_BOUND_S + TAIL_S:
                 break
-            self.world.clock.advance(TICK_S)
+            # Coarser once no command waits: what is scheduled still plays out.
+            self.world.clock.advance(TICK_S if waiting else 4 * TICK_S)
             self.step()
         self.boot.shut_down()
         self.drain()
