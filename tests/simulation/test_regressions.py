@@ -41,6 +41,12 @@ REGRESSIONS: dict[str, list[ev.Event]] = {
     # live stream, so when it ended it was "dead" and aired again at every retry.
     "play_now_of_uncached_media_by_url": [
         ev.Send("play_now", {"media_id": "m2", "url": ev.ALERT_URL}), ev.Wait(20.0)],
+    # The amplifier's switch-on time was wall time: after the clock stepped back an hour
+    # it seemed switched on in the future, and a play_now waited an hour for its warm-up.
+    "warm_up_after_the_clock_stepped_back": [
+        ev.Publish((), frozenset(), False), ev.Send("emergency", {"media_id": "m0"}),
+        ev.ClockStep(-3600.0),
+        ev.Send("play_now", {"media_id": "m0"})],
 }
 
 
