@@ -359,12 +359,7 @@ class ControlLoop:
         self._journal.event("preempted", **body)
 
     def _stop_item(self, action: StopItem) -> None:
-        # The next item of the activation may be queued behind this one (gapless cue):
-        # drop it first, or the engine would start it the moment this one is cut.
-        for queued in [p for p in self._playbacks.values()
-                       if p.activation.key == action.key and p.index != action.index
-                       and not p.started]:
-            self._drop(queued)
+        self._drop_cued_behind(action.key, action.index)
         pb = self._playbacks.get((action.key, action.index))
         if pb is None:
             return
@@ -378,6 +373,13 @@ class ControlLoop:
         if pb.voice_ended:
             self._finish(pb)
         self._changed()
+
+    def _drop_cued_behind(self, key: str, index: int) -> None:
+        """The next item of the activation may be queued behind this one (gapless cue):
+        dropped, or the engine would start it the moment this one is cut or dies."""
+        for queued in [p for p in self._playbacks.values()
+                       if p.activation.key == key and p.index != index and not p.started]:
+            self._drop(queued)
 
     def _cancel_voices(self, pb: Playback) -> None:
         for voice in (pb.chime, pb.voice):
@@ -651,6 +653,7 @@ class ControlLoop:
                             f"decoder for {pb.item.ref} {stream.state}; restarted at "
                             f"{position:.1f} s")
         stream.close()
+        self._drop_cued_behind(pb.activation.key, pb.index)
         self._open_decoder(pb, position)
         assert pb.voice is not None
         self._drop_all(self._engine.play([pb.voice]))

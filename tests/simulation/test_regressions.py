@@ -47,6 +47,15 @@ REGRESSIONS: dict[str, list[ev.Event]] = {
         ev.Publish((), frozenset(), False), ev.Send("emergency", {"media_id": "m0"}),
         ev.ClockStep(-3600.0),
         ev.Send("play_now", {"media_id": "m0"})],
+    # A decoder that hung on the first of three items was restarted over the next item,
+    # which the engine had already begun (cued gapless behind it): that item was orphaned
+    # "playing" for the arbiter, and the third aired again and again.
+    "decoder_hung_with_the_next_item_cued": [
+        ev.Wait(0.5),
+        ev.Publish(({"id": "p0", "title": "t", "priority": "scheduled", "start": 0,
+                     "source": {"type": "media", "items": ["m0"]}, "repeat": 3},),
+                   frozenset(), False),
+        ev.Decoder("hang")],
 }
 
 
