@@ -78,10 +78,13 @@ class StateStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk does): the error that
+                # says so must not be hidden behind "cannot rollback".
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     # --- key/value -------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
