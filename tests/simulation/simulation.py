@@ -212,10 +212,17 @@ class Simulation:
             if len(finals) > 1:
                 raise Violation(f"{acked.command.id} acked {finals}")
             if not finals and mono > acked.deadline_mono and not self.disk_was_full \
-                    and acked.waived is None:
+                    and acked.waived is None and not self._under_endless(acked):
                 raise Violation(f"{acked.command} never ended (acks {acked.acks})")
         self.check_priority(mono)
         self.check_ownership()
+
+    def _under_endless(self, acked: Accepted) -> bool:
+        """Something that plays until a ``stop`` (a live stream by play_now) is open at
+        its priority or above: by the rules, ``acked`` may wait under it for ever."""
+        rank = _rank(acked.command)
+        return any(other.deadline_mono == math.inf and other.acks[-1:] == ["accepted"]
+                   and _rank(other.command) >= rank for other in self.accepted.values())
 
     def check_priority(self, mono: float) -> None:
         """An open play command that may start has the air, or something at least as
@@ -230,8 +237,7 @@ class Simulation:
             if cmd.type not in ("emergency", "play_now", "fm_relay") or acked.acks[-1:] \
                     != ["accepted"] or mono < acked.may_start_mono + grace or acked.waived:
                 continue
-            wanted = PRIORITY_RANK[cmd.args.get("priority", "emergency")]
-            if rank >= wanted or faults & EXCUSES:
+            if rank >= _rank(cmd) or faults & EXCUSES:
                 acked.outranked_since = None
             elif acked.outranked_since is None:
                 acked.outranked_since = mono
@@ -307,6 +313,10 @@ class Simulation:
             if report["played_s"] > frames / RATE + 0.05:
                 raise Violation(f"{where} reported {report['played_s']} s, "
                                 f"the card carried {frames / RATE} s")
+
+
+def _rank(command: Command) -> int:
+    return PRIORITY_RANK[command.args.get("priority", "emergency")]
 
 
 def _sha(media_id: str) -> str:
