@@ -31,10 +31,12 @@ Station = Literal["up", "silent", "down"]
 
 @dataclass
 class Library:
-    """What each MRL decodes to: ``files`` (seconds of sound), ``stations`` (live)."""
+    """What each MRL decodes to: ``files`` (seconds of sound, or of digital silence when
+    also in ``silent``), ``stations`` (live)."""
 
     rate: int
     files: dict[str, float] = field(default_factory=dict)
+    silent: set[str] = field(default_factory=set)
     stations: dict[str, Station] = field(default_factory=dict)
 
 
@@ -84,7 +86,8 @@ class MemoryStream:
         self._produce()
         frames = min(max_bytes // BYTES_PER_FRAME, self._produced - self._consumed)
         self._consumed += frames
-        silent = self._total is None and self._library.stations.get(self.mrl) != "up"
+        silent = self.mrl in self._library.silent if self._total is not None \
+            else self._library.stations.get(self.mrl) != "up"
         return (SILENT_FRAME if silent else LOUD_FRAME) * frames
 
     def buffered_bytes(self) -> int:
@@ -169,8 +172,10 @@ class MemoryCache:
     def _mrl(sha256: str) -> str:
         return f"/memory/media/{sha256}"
 
-    def store(self, sha256: str, seconds: float) -> None:
+    def store(self, sha256: str, seconds: float, silent: bool = False) -> None:
         self._library.files[self._mrl(sha256)] = seconds
+        if silent:
+            self._library.silent.add(self._mrl(sha256))
 
     def evict(self, sha256: str) -> None:
         self._library.files.pop(self._mrl(sha256), None)

@@ -116,8 +116,8 @@ def program(draw: st.DrawFn, index: int) -> dict[str, Any]:
         "priority": draw(st.sampled_from(PRIORITIES)),
         "start": draw(st.integers(-40, 30)), "source": draw(source()),
     }
-    if draw(st.booleans()) or raw["source"]["type"] in ("stream", "fm"):
-        raw["duration_s"] = draw(st.sampled_from([5, 10, 20, 40, 0]))
+    if draw(st.integers(0, 2)) or raw["source"]["type"] in ("stream", "fm"):
+        raw["duration_s"] = draw(st.sampled_from([5, 10, 20, 40, 60, 0]))
     if draw(st.integers(0, 3)) == 0:
         raw["repeat"] = draw(st.integers(1, 3))
         raw["repeat_gap_s"] = draw(st.sampled_from([0, 2]))
@@ -191,9 +191,10 @@ surroundings = st.one_of(
     st.builds(Speech, st.booleans()),
     st.one_of(st.builds(Disk, st.booleans()), wait, wait, wait),
 )
-event: st.SearchStrategy[Event] = st.one_of(
-    wait, wait, publish, send(), send(),
-    st.builds(Restart, st.sampled_from([0.5, 3.0, 20.0, 90.0]), st.booleans()),
-    surroundings,
-)
+restart = st.builds(Restart, st.sampled_from([0.5, 3.0, 20.0, 90.0]), st.booleans())
+event: st.SearchStrategy[Event] = st.one_of(wait, wait, publish, send(), send(), restart,
+                                            surroundings)
 sequences = st.lists(event, min_size=3, max_size=30)
+# Restarts and power cuts among programs that play, and the surroundings failing them.
+turbulent = st.lists(st.one_of(publish, send(), wait, wait, restart, restart, surroundings,
+                               surroundings), min_size=3, max_size=30)

@@ -26,17 +26,20 @@ from tests.simulation.world import CHIME_S, RATE, SETTINGS, Boot, Field
 
 TICK_S = 0.5
 TAIL_S = 60.0  # the sequence's last minute: what was scheduled in it plays out
-SETTLE_S = CHIME_S + 2 * TICK_S  # a chime (not yet the item) and a tick to follow
 COMMAND_BOUND_S = 300.0  # an accepted command ends this long after it may start, at most
 # Why the highest eligible activation may not be what the card carries (a fault says so).
 EXCUSES = frozenset({"play_failed", "media_missing", "tts_failed", "sdr_missing",
                      "stream_unavailable", "fm_signal_lost", "decoder_hung",
                      "decoder_crashed", "dead_air"})
 FINAL = ("completed", "failed")
+SILENT_MEDIA = ev.MEDIA[2]  # a file of digital silence, when cached: dead air
 # A known gap, not a pass: the core does not re-plan after a wall-clock step (source-api.md:
 # "a clock that steps re-plans the day"), so a command open when the clock steps back waits
 # for its wall-clock start again (an emergency: up to the size of the step).
 CLOCK_STEP_GAP = "clock stepped back while it was open: no re-planning after a step yet"
+# The same gap for programs: a step back preempts what plays (its window has not begun
+# again) and airs it again when the window comes round; such a sequence counts its
+# re-airings in ``aired_again_after_step`` instead of failing.
 # A known inconsistency, not a pass: a relay preempted before it relayed anything is
 # journaled (and reported) ``failed``, yet rejoins live when the preemption ends, as a
 # preempted relay does; after a restart the same journal makes it over. Such a rejoin is
@@ -89,6 +92,9 @@ class Simulation:
         self.reports: dict[str, dict[str, Any]] = {}  # first play report per id
         self.disk_was_full = False
         self.rejoined_after_failed_relay = 0
+        self.clock_stepped_back = False
+        self.tick_s = TICK_S  # the present step's length
+        self.aired_again_after_step = 0
 
     def close(self) -> None:
         logging.getLogger("agent.control.loop").removeHandler(self.guards)
@@ -121,8 +127,8 @@ class Simulation:
             world.stations[event.frequency_mhz] = event.heard
         elif isinstance(event, ev.Cache):
             sha = _sha(event.media_id)
-            boot.cache.store(sha, _length(event.media_id)) if event.cached \
-                else boot.cache.evict(sha)
+            boot.cache.store(sha, _length(event.media_id), event.media_id == SILENT_MEDIA) \
+                if event.cached else boot.cache.evict(sha)
         elif isinstance(event, ev.Speech):
             world.speech_broken = boot.speech.broken = event.broken
         elif isinstance(event, ev.Disk):
@@ -130,6 +136,7 @@ class Simulation:
             self.disk_was_full |= event.full
         else:
             world.clock.step(event.seconds)
+            self.clock_stepped_back |= event.seconds < 0
             if event.seconds < 0:
                 for acked in self.accepted.values():
                     if acked.acks[-1:] == ["accepted"]:
@@ -215,6 +222,7 @@ class Simulation:
                     and acked.waived is None and not self._under_endless(acked):
                 raise Violation(f"{acked.command} never ended (acks {acked.acks})")
         self.check_priority(mono)
+        self.check_dead_air()
         self.check_ownership()
 
     def _under_endless(self, acked: Accepted) -> bool:
@@ -226,8 +234,8 @@ class Simulation:
 
     def check_priority(self, mono: float) -> None:
         """An open play command that may start has the air, or something at least as
-        high has it, or a fault says why not (after SETTLE_S: a chime sounds before its
-        item, and a command that just ended is acked on the next tick)."""
+        high has it, or a fault says why not (after a chime and two ticks: a chime sounds
+        before its item, and a command that just ended is acked on the next tick)."""
         grace = CHIME_S + SETTINGS.warmup_s + 2 * TICK_S
         playing = self.boot.loop.snapshot()["playing"]
         rank = -1 if playing is None else PRIORITY_RANK[playing["priority"]]
@@ -241,8 +249,23 @@ class Simulation:
                 acked.outranked_since = None
             elif acked.outranked_since is None:
                 acked.outranked_since = mono
-            elif mono - acked.outranked_since > SETTLE_S:
+            elif mono - acked.outranked_since > CHIME_S + 2 * self.tick_s:
                 raise Violation(f"{cmd.id} ({cmd.type}) may play but {playing} has the air")
+
+    def check_dead_air(self) -> None:
+        """Something on air for Status while the card carried only silence for longer
+        than ``dead_air_s``: a fault says so (at a volume above zero)."""
+        playing = self.boot.loop.snapshot()["playing"]
+        engine = self.boot.engine
+        if playing is None or self.boot.loop.master_volume == 0:
+            return
+        started = datetime.fromisoformat(playing["started_at"]).timestamp()
+        silent_s = self.world.clock.now() - max(engine.time_of(engine.last_sound_frame),
+                                                started)
+        faults = {f.code for f in self.boot.faults.active()}
+        if silent_s > SETTINGS.dead_air_s + 2 * TICK_S and not faults & EXCUSES:
+            raise Violation(f"{playing} is on air, the card silent for {silent_s:.1f} s, "
+                            "and no fault says so")
 
     def check_ownership(self) -> None:
         voice = self.boot.engine.current
@@ -263,7 +286,8 @@ class Simulation:
             if not waiting and self.world.clock.monotonic() > end - COMMAND_BOUND_S + TAIL_S:
                 break
             # Coarser once no command waits: what is scheduled still plays out.
-            self.world.clock.advance(TICK_S if waiting else 4 * TICK_S)
+            self.tick_s = TICK_S if waiting else 4 * TICK_S
+            self.world.clock.advance(self.tick_s)
             self.step()
         self.boot.shut_down()
         self.drain()
@@ -291,9 +315,12 @@ class Simulation:
         for play in journal.between(0.0, 1e12):
             rid = play.record["id"]
             where = (play.activation, play.item)
-            if where in failed_relays:
+            again = play.activation in stopped or where in over
+            if again and where in failed_relays:
                 self.rejoined_after_failed_relay += 1
-            elif play.activation in stopped or where in over:
+            elif again and self.clock_stepped_back:
+                self.aired_again_after_step += 1
+            elif again:
                 raise Violation(f"{where} aired again after {over.get(where, 'stopped')}")
             if play.outcome == "failed" and play.record["source"] in ("stream", "fm") \
                     and play.record["played_s"] == 0:
@@ -308,7 +335,10 @@ class Simulation:
             if report is None:
                 raise Violation(f"play {where} ({play.outcome}) was never reported")
             frames, loud = sounded.get(rid, (0, 0))
-            if report["outcome"] == "completed" and loud == 0:
+            # A relay must have carried its station's sound; a file, its samples (a file of
+            # silence is completed, and dead air says the rest).
+            relay = report["source"] in ("stream", "fm")
+            if report["outcome"] == "completed" and (loud if relay else frames) == 0:
                 raise Violation(f"{where} reported completed but nothing sounded: {report}")
             if report["played_s"] > frames / RATE + 0.05:
                 raise Violation(f"{where} reported {report['played_s']} s, "

@@ -59,6 +59,6 @@ def test_schedules_and_commands(sequence: list[ev.Event]) -> None:
 
 @pytest.mark.xdist_group("simulation-4")
 @field_settings
-@given(ev.sequences)
-def test_field_sequences_3(sequence: list[ev.Event]) -> None:
+@given(ev.turbulent)
+def test_restarts_and_failing_surroundings(sequence: list[ev.Event]) -> None:
     run(sequence)
