@@ -665,8 +665,8 @@ class ControlLoop:
         if pb.fallback is not None:
             self._finish_fallback(pb)
         if pb.started_at is not None:
-            if not _relayed_station(pb):
-                pb.outcome = "failed"
+            if not _relayed_station(pb) or (pb.outcome == "completed" and not pb.played_frames):
+                pb.outcome = "failed"  # what sounded says so, not the end of its window
             record = pb.record(self._journal.stamp, self.s.rate)
             self._journal.played(record)
             self._plays.ended(record, pb.ended_at if pb.ended_at is not None

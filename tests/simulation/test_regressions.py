@@ -56,6 +56,14 @@ REGRESSIONS: dict[str, list[ev.Event]] = {
                      "source": {"type": "media", "items": ["m0"]}, "repeat": 3},),
                    frozenset(), False),
         ev.Decoder("hang")],
+    # A decoder that hung from its start until its window ended: the item was reported
+    # completed with played_s 0.
+    "decoder_hung_until_the_window_ended": [
+        ev.Wait(0.5),
+        ev.Publish(({"id": "p0", "title": "t", "priority": "scheduled", "start": -6,
+                     "source": {"type": "media", "items": ["m0"]}, "duration_s": 10},),
+                   frozenset(), False),
+        ev.Decoder("hang")],
 }
 
 
