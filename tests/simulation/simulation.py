@@ -51,14 +51,15 @@ class Violation(AssertionError):
 
 
 class GuardTripped(logging.Handler):
-    """The control loop's last-resort guards: an exception reached one (a core bug)."""
+    """The control loop's last-resort guards: an exception reached one, or an item was
+    "playing" for the arbiter with nothing carrying it out (a core bug either way)."""
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if str(record.msg).startswith("control:"):
+        if str(record.msg).startswith("control:") or "not played" in str(record.args):
             self.records.append(record)
 
 
