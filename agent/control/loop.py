@@ -730,8 +730,8 @@ class ControlLoop:
                     self._faults.clear("decoder_crashed")
 
     def _supervise_stream(self, pb: Playback, now: float) -> None:
-        if not pb.started or pb.meter is None or pb.stream is None:
-            return
+        if not pb.started or pb.meter is None or pb.stream is None or pb.outcome is not None:
+            return  # not on air yet, or being cut: no fallback, which would take the engine
         if pb.fallback is None:
             if pb.stream.finished or pb.meter.quiet_for() > self.s.dead_air_s:
                 self._stream_died(pb)

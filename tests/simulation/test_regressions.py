@@ -64,6 +64,15 @@ REGRESSIONS: dict[str, list[ev.Event]] = {
                      "source": {"type": "media", "items": ["m0"]}, "duration_s": 10},),
                    frozenset(), False),
         ev.Decoder("hang")],
+    # A stream found dead in the tick its window ended: its FM fallback took the engine
+    # from the program resuming after it (orphaned, then failed) and relayed for ever.
+    "stream_dead_as_its_window_ends": [
+        ev.Wait(0.5),
+        ev.Publish(({"id": "p0", "title": "t", "priority": "scheduled", "start": 4,
+                     "source": {"type": "stream", "url": ev.STREAMS[0]}, "duration_s": 5},
+                    {"id": "p1", "title": "t", "priority": "scheduled", "start": 0,
+                     "source": {"type": "media", "items": ["m0"]}}), frozenset(), True),
+        ev.StreamGoes(ev.STREAMS[0], "silent")],
 }
 
 
