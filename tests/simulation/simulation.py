@@ -327,9 +327,8 @@ class Simulation:
                 self.aired_again_after_step += 1
             elif again:
                 raise Violation(f"{where} aired again after {over.get(where, 'stopped')}")
-            if play.outcome == "failed" and play.record["source"] in ("stream", "fm") \
-                    and play.record["played_s"] == 0:
-                failed_relays.add(where)
+            if play.outcome == "failed" and play.record["source"] in ("stream", "fm"):
+                failed_relays.add(where)  # it carried none of its station's sound
             if play.outcome in FINAL:
                 over[where] = play.outcome
             elif play.outcome == "stopped":

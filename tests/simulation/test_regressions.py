@@ -3,9 +3,12 @@ deterministic examples (each names the fix)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.simulation import events as ev
+from tests.simulation.simulation import Simulation
 from tests.simulation.test_field_sequences import run
 
 REGRESSIONS: dict[str, list[ev.Event]] = {
@@ -79,3 +82,18 @@ REGRESSIONS: dict[str, list[ev.Event]] = {
 @pytest.mark.parametrize("name", sorted(REGRESSIONS))
 def test_regression(name: str) -> None:
     run(REGRESSIONS[name])
+
+
+def test_a_silent_relay_preempted_then_rejoining_is_the_known_inconsistency(
+        tmp_path: Path) -> None:
+    """Not a fix: the inconsistency counted in ``rejoined_after_failed_relay`` (an fm_relay
+    of a station not heard, preempted by an emergency, is journaled failed, then rejoins
+    after it), pinned so that a change of the rule shows here."""
+    sim = Simulation(tmp_path)
+    try:
+        sim.play([ev.Station(98.5, False),
+                  ev.Send("fm_relay", {"frequency_mhz": 98.5, "duration_s": 20}),
+                  ev.Wait(1.5), ev.Send("emergency", {"url": ev.ALERT_URL})])
+    finally:
+        sim.close()
+    assert sim.rejoined_after_failed_relay == 1
