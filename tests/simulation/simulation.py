@@ -95,6 +95,7 @@ class Simulation:
         self.rejoined_after_failed_relay = 0
         self.clock_stepped_back = False
         self.tick_s = TICK_S  # the present step's length
+        self.unowned_since: float | None = None
         self.aired_again_after_step = 0
 
     def close(self) -> None:
@@ -273,6 +274,7 @@ class Simulation:
                             "and no fault says so")
 
     def check_ownership(self) -> None:
+        self.check_the_air_is_owned()
         voice = self.boot.engine.current
         if voice is not None and isinstance(voice.source, TunerLease) \
                 and not voice.source.current:
@@ -347,6 +349,23 @@ class Simulation:
             if report["played_s"] > frames / RATE + 0.05:
                 raise Violation(f"{where} reported {report['played_s']} s, "
                                 f"the card carried {frames / RATE} s")
+
+
+    def check_the_air_is_owned(self) -> None:
+        """What the card carries is what Status says plays (past the tick in which the
+        engine moved on by itself): nothing sounds that nothing will end."""
+        voice = self.boot.engine.current
+        pb = None if voice is None else voice.tag
+        playing = self.boot.loop.snapshot()["playing"]
+        owned = not isinstance(pb, Playback) or voice is pb.chime or (
+            playing is not None and playing["program_id"] == pb.activation.program_id)
+        mono = self.world.clock.monotonic()
+        if owned:
+            self.unowned_since = None
+        elif self.unowned_since is None:
+            self.unowned_since = mono
+        elif mono - self.unowned_since > 2 * self.tick_s:
+            raise Violation(f"{voice} sounds but Status says {playing} plays")
 
 
 def _rank(command: Command) -> int:
