@@ -310,6 +310,7 @@ class ControlLoop:
             except Exception:
                 log.exception("control: %s failed", step.__name__)
         self._fail_orphaned_item()
+        self._end_stale_items(now)
         self._settle_commands()
         if self._dirty or self._clock.monotonic() - self._snapshot_mono > 1.0:
             self._refresh_snapshot()
@@ -324,6 +325,20 @@ class ControlLoop:
         if playing is not None and playing not in self._playbacks:
             self._contain(playing[0], playing[1],
                           RuntimeError("the item is on air for the arbiter but not played"))
+
+    def _end_stale_items(self, now: float) -> None:
+        """Items of an activation the arbiter no longer has would sound with nothing to
+        end them: cued ahead of a start that will not come (removed from the schedule,
+        stopped, its window passed by a clock step), or begun gapless by the engine in the
+        tick the window closed. Dropped, or cut as the window's end or a removal cuts."""
+        for pb in [p for p in self._playbacks.values()
+                   if self._arbiter.activation(p.activation.key) is None]:
+            if not pb.started:
+                self._drop(pb)
+            elif pb.outcome is None:
+                over = pb.activation.end is not None and now >= pb.activation.end
+                self._stop_item(StopItem(pb.activation.key, pb.index,
+                                         "completed" if over else "stopped"))
 
     def _refresh_snapshot(self) -> None:
         self._snapshot = self._build_snapshot()

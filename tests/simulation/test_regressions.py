@@ -76,6 +76,23 @@ REGRESSIONS: dict[str, list[ev.Event]] = {
                     {"id": "p1", "title": "t", "priority": "scheduled", "start": 0,
                      "source": {"type": "media", "items": ["m0"]}}), frozenset(), True),
         ev.StreamGoes(ev.STREAMS[0], "silent")],
+    # A program removed from the schedule while cued ahead of its start still aired (FM:
+    # for ever, "playing" for nobody); so did an fm_relay whose window a clock step passed.
+    "cued_program_removed_before_its_start": [
+        ev.Publish(({"id": "p0", "title": "t", "priority": "scheduled", "start": 2,
+                     "source": {"type": "fm", "frequency_mhz": 60.0}, "duration_s": 5},),
+                   frozenset(), False),
+        ev.Wait(1.0), ev.Publish((), frozenset(), False), ev.Wait(4.0)],
+    "cued_relay_passed_by_a_clock_step": [
+        ev.Send("fm_relay", {"frequency_mhz": 60.0, "duration_s": 5, "start_at": 1}),
+        ev.Wait(0.5), ev.ClockStep(45.0)],
+    # The first item ended and the window closed within one tick (the run's last minute
+    # is played out in 2 s steps): the engine had begun the second, cued gapless, and it
+    # sounded to its end "playing" for nobody.
+    "window_closing_as_the_engine_moves_on": [
+        ev.Publish(({"id": "p0", "title": "t", "priority": "scheduled", "start": 1,
+                     "source": {"type": "media", "items": ["m0", "m1"]}, "duration_s": 5},),
+                   frozenset(), False)],
 }
 
 
