@@ -641,6 +641,12 @@ class ControlLoop:
         pb.ended_at = self._engine.time_of(event.frame)
         if not event.cut and self._recover_decoder(pb):
             return
+        if event.cut and pb.outcome is None and not pb.voice_ended \
+                and self._arbiter.playing != pb.key:
+            # Replaced in the engine by a start the arbiter decided, though it never told
+            # to stop this item (cued on its frame after a repeat gap, the arbiter had not
+            # started it yet): preempted, so that it restarts when it wins again.
+            pb.outcome = "preempted"
         pb.voice_ended = True
         if not event.cut:
             failed = pb.played_frames == 0 or (pb.stream is not None

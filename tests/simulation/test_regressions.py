@@ -93,6 +93,18 @@ REGRESSIONS: dict[str, list[ev.Event]] = {
         ev.Publish(({"id": "p0", "title": "t", "priority": "scheduled", "start": 1,
                      "source": {"type": "media", "items": ["m0", "m1"]}, "duration_s": 5},),
                    frozenset(), False)],
+    # An item cued on its frame after a repeat gap was replaced in the engine by a program
+    # that won the air before the arbiter started it: it lingered, and when the program
+    # came back the item after it aired again and again.
+    "cued_after_a_repeat_gap_then_replaced": [
+        ev.Publish(({"id": "p0", "title": "t", "priority": "scheduled", "start": 0,
+                     "source": {"type": "media", "items": ["m0", "m1"]}, "repeat": 2,
+                     "repeat_gap_s": 2},
+                    {"id": "p1", "title": "t", "priority": "scheduled", "start": 0,
+                     "source": {"type": "media", "items": ["m0"]}},
+                    {"id": "p2", "title": "t", "priority": "scheduled", "start": 25,
+                     "source": {"type": "media", "items": ["m0"]}}), frozenset(), False),
+        ev.Send("sync_now", {}), ev.Send("emergency", {"media_id": "m0", "start_at": 0})],
 }
 
 
