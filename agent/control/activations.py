@@ -56,7 +56,10 @@ def command_activation(cmd: Command, now: float, emergency_volume: int,
         items = [Item("media", media_id, media_length(media_id))] * repeat
     else:
         url = str(args["url"])
-        streamed = cmd.type == "play_now"
+        # play_now of a url alone relays it live; a url standing in for a media_id that is
+        # not cached is that media's file, which ends (relayed live, it aired again at
+        # every retry of the "dead" stream, and the command never ended).
+        streamed = cmd.type == "play_now" and "media_id" not in args
         items = [Item("stream" if streamed else "media", url)] * repeat
     emergency = priority == "emergency"
     volume = args.get("volume", emergency_volume if emergency else None)

@@ -50,7 +50,16 @@ class AmplifierSwitch:
         self._faults = faults
         self._clock = clock
         self._on_change = on_change
-        self.on_since: float | None = None
+        self._on_since_mono: float | None = None
+
+    @property
+    def on_since(self) -> float | None:
+        """Wall time it was switched on; kept in monotonic time, so that a step of the
+        wall clock does not make it seem switched on in the future (and a start wait for
+        a warm-up that long)."""
+        if self._on_since_mono is None:
+            return None
+        return self._clock.now() - (self._clock.monotonic() - self._on_since_mono)
 
     @property
     def is_on(self) -> bool:
@@ -65,7 +74,7 @@ class AmplifierSwitch:
             self._faults.raise_("amplifier", str(exc))
             return
         self._faults.clear("amplifier")
-        self.on_since = self._clock.now() if on else None
+        self._on_since_mono = self._clock.monotonic() if on else None
         self._on_change()
 
     def ready_at(self, now: float, warmup_s: float) -> float | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent.mqtt.commands import Command
+from agent.state.store import StateStore
 
 
 @dataclass(frozen=True)
@@ -49,3 +50,29 @@ class CommandLedger:
             else:
                 settled.append(Settled(command, "completed", None))
         return settled
+
+
+class OpenCommands:
+    """The play commands accepted and not ended yet, kept in the StateStore: a command
+    cut by a restart or a power cut cannot end by itself, so the next start fails it.
+    Written after each final ack: a power cut between the two repeats that ack as
+    ``failed`` (at least once, never lost)."""
+
+    KEY = "control.open_commands"
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    def opened(self, command: Command) -> None:
+        self._store.put(self.KEY, {**self._store.get(self.KEY, {}), command.id: command.type})
+
+    def ended(self, command: Command) -> None:
+        left: dict[str, str] = self._store.get(self.KEY, {})
+        if left.pop(command.id, None) is not None:
+            self._store.put(self.KEY, left)
+
+    def cut_by_restart(self) -> dict[str, str]:
+        """Command id -> type of the commands left open by the last run; forgotten."""
+        left: dict[str, str] = self._store.get(self.KEY, {})
+        self._store.delete(self.KEY)
+        return left

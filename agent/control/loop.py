@@ -20,26 +20,26 @@ from typing import Any, Protocol
 
 from agent.control.activations import command_activation, program_activation
 from agent.control.amplifier import AmplifierPolicy, AmplifierSwitch
-from agent.control.ledger import CommandLedger
+from agent.control.ledger import CommandLedger, OpenCommands
 from agent.control.playback import LevelMeter, Playback, item_ref
 from agent.core.arbiter import Activation, Arbiter, Item, StartItem, StopItem
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
 from agent.core.schedule import Schedule, TtsSource
 from agent.mqtt.commands import Command
-from agent.playout.decoder import DecoderPool
+from agent.playout.decoder import Decoders
 from agent.playout.engine import (
+    Engine,
     EngineEvent,
     OutputFailed,
     OutputRecovered,
-    PlayoutEngine,
     Voice,
     VoiceEnded,
     VoiceStarted,
 )
 from agent.playout.fm_tuner import TunerLease
 from agent.playout.sources import BufferSource, StreamSource
-from agent.playout.tts import TtsError, TtsRenderer
+from agent.playout.tts import Speech, TtsError
 from agent.state.journal import Journal
 from agent.state.plays import PlayJournal
 from agent.state.store import StateStore
@@ -118,8 +118,8 @@ class ItemUnavailable(Exception):
 
 
 class ControlLoop:
-    def __init__(self, *, settings: ControlSettings, clock: Clock, engine: PlayoutEngine,
-                 decoders: DecoderPool, media: MediaLookup, tts: TtsRenderer,
+    def __init__(self, *, settings: ControlSettings, clock: Clock, engine: Engine,
+                 decoders: Decoders, media: MediaLookup, tts: Speech,
                  tuner: FmTunerLike | None, amplifier: Amplifier, mixer: Mixer,
                  chime_pcm: bytes, journal: Journal, plays: PlayJournal,
                  faults: FaultRegistry, store: StateStore,
@@ -149,6 +149,7 @@ class ControlLoop:
         self._schedule: Schedule | None = None
         self._playbacks: dict[tuple[str, int], Playback] = {}
         self._ledger = CommandLedger()
+        self._open_commands = OpenCommands(store)
         self.master_volume = int(store.get(VOLUME_KEY, settings.default_volume))
         self._amp_policy = AmplifierPolicy(settings.warmup_s, settings.idle_off_s)
         self._stop = threading.Event()
@@ -168,11 +169,18 @@ class ControlLoop:
         self._facts.put(EngineReported(event))
 
     def start(self) -> None:
-        self._plays.prune(self._clock.now())
-        self._report_interrupted_onair()
-        self._amp.set(False)
+        self.recover()
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
         self._thread.start()
+
+    def recover(self) -> None:
+        """What a start does before the first tick: report what a crash left on air."""
+        self._plays.prune(self._clock.now())
+        self._report_interrupted_onair()
+        for command_id, command_type in self._open_commands.cut_by_restart().items():
+            self._journal.ack(command_id, "failed", "interrupted: the agent restarted")
+            self._count_command(command_type, "failed")
+        self._amp.set(False)
 
     def stop(self, timeout: float = 3.0) -> None:
         self._stop.set()
@@ -198,20 +206,26 @@ class ControlLoop:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                fact = self._facts.get(timeout=self._wait_s())
-                self._apply_fact(fact)
-                while True:
-                    self._apply_fact(self._facts.get_nowait())
-            except queue.Empty:
-                pass
-            except Exception:
-                log.exception("control: a fact could not be applied")
-            try:
-                self._tick()
-            except Exception:
-                log.exception("control: tick failed")
-            self.last_tick_mono = self._clock.monotonic()
+            self.step(self._wait_s())
+
+    def step(self, wait_s: float = 0.0) -> None:
+        """One turn of the control thread: apply the facts posted (waiting up to ``wait_s``
+        for the first), then tick. The simulation calls it on a ManualClock instead of
+        starting the thread (after :meth:`recover`)."""
+        try:
+            fact = self._facts.get(timeout=wait_s) if wait_s > 0 else self._facts.get_nowait()
+            self._apply_fact(fact)
+            while True:
+                self._apply_fact(self._facts.get_nowait())
+        except queue.Empty:
+            pass
+        except Exception:
+            log.exception("control: a fact could not be applied")
+        try:
+            self._tick()
+        except Exception:
+            log.exception("control: tick failed")
+        self.last_tick_mono = self._clock.monotonic()
 
     def _wait_s(self) -> float:
         now = self._clock.now()
@@ -301,6 +315,7 @@ class ControlLoop:
             except Exception:
                 log.exception("control: %s failed", step.__name__)
         self._fail_orphaned_item()
+        self._end_stale_items(now)
         self._settle_commands()
         if self._dirty or self._clock.monotonic() - self._snapshot_mono > 1.0:
             self._refresh_snapshot()
@@ -315,6 +330,20 @@ class ControlLoop:
         if playing is not None and playing not in self._playbacks:
             self._contain(playing[0], playing[1],
                           RuntimeError("the item is on air for the arbiter but not played"))
+
+    def _end_stale_items(self, now: float) -> None:
+        """Items of an activation the arbiter no longer has would sound with nothing to
+        end them: cued ahead of a start that will not come (removed from the schedule,
+        stopped, its window passed by a clock step), or begun gapless by the engine in the
+        tick the window closed. Dropped, or cut as the window's end or a removal cuts."""
+        for pb in [p for p in self._playbacks.values()
+                   if self._arbiter.activation(p.activation.key) is None]:
+            if not pb.started:
+                self._drop(pb)
+            elif pb.outcome is None:
+                over = pb.activation.end is not None and now >= pb.activation.end
+                self._stop_item(StopItem(pb.activation.key, pb.index,
+                                         "completed" if over else "stopped"))
 
     def _refresh_snapshot(self) -> None:
         self._snapshot = self._build_snapshot()
@@ -350,14 +379,7 @@ class ControlLoop:
         self._journal.event("preempted", **body)
 
     def _stop_item(self, action: StopItem) -> None:
-        # The next item of the activation may be queued behind this one (gapless cue):
-        # drop it first, or the engine would start it the moment this one is cut.
-        for queued in [p for p in self._playbacks.values()
-                       if p.activation.key == action.key and p.index != action.index
-                       and not p.started]:
-            if queued.voice is not None:
-                self._engine.cancel(queued.voice)
-            self._drop(queued)
+        self._drop_cued_behind(action.key, action.index)
         pb = self._playbacks.get((action.key, action.index))
         if pb is None:
             return
@@ -371,6 +393,13 @@ class ControlLoop:
         if pb.voice_ended:
             self._finish(pb)
         self._changed()
+
+    def _drop_cued_behind(self, key: str, index: int) -> None:
+        """The next item of the activation may be queued behind this one (gapless cue):
+        dropped, or the engine would start it the moment this one is cut or dies."""
+        for queued in [p for p in self._playbacks.values()
+                       if p.activation.key == key and p.index != index and not p.started]:
+            self._drop(queued)
 
     def _cancel_voices(self, pb: Playback) -> None:
         for voice in (pb.chime, pb.voice):
@@ -593,8 +622,8 @@ class ControlLoop:
             self._faults.clear("audio_output")
             return
         pb = event.voice.tag
-        if not isinstance(pb, Playback):
-            return
+        if not isinstance(pb, Playback) or self._playbacks.get(pb.key) is not pb:
+            return  # not an item's, or of one already let go of
         if isinstance(event, VoiceStarted):
             if event.voice is pb.voice and pb.started_at is None:
                 pb.started_at = self._engine.time_of(event.frame)
@@ -617,6 +646,12 @@ class ControlLoop:
         pb.ended_at = self._engine.time_of(event.frame)
         if not event.cut and self._recover_decoder(pb):
             return
+        if event.cut and pb.outcome is None and not pb.voice_ended \
+                and self._arbiter.playing != pb.key:
+            # Replaced in the engine by a start the arbiter decided, though it never told
+            # to stop this item (cued on its frame after a repeat gap, the arbiter had not
+            # started it yet): preempted, so that it restarts when it wins again.
+            pb.outcome = "preempted"
         pb.voice_ended = True
         if not event.cut:
             failed = pb.played_frames == 0 or (pb.stream is not None
@@ -644,6 +679,7 @@ class ControlLoop:
                             f"decoder for {pb.item.ref} {stream.state}; restarted at "
                             f"{position:.1f} s")
         stream.close()
+        self._drop_cued_behind(pb.activation.key, pb.index)
         self._open_decoder(pb, position)
         assert pb.voice is not None
         self._drop_all(self._engine.play([pb.voice]))
@@ -655,8 +691,8 @@ class ControlLoop:
         if pb.fallback is not None:
             self._finish_fallback(pb)
         if pb.started_at is not None:
-            if not _relayed_station(pb):
-                pb.outcome = "failed"
+            if not _relayed_station(pb) or (pb.outcome == "completed" and not pb.played_frames):
+                pb.outcome = "failed"  # what sounded says so, not the end of its window
             record = pb.record(self._journal.stamp, self.s.rate)
             self._journal.played(record)
             self._plays.ended(record, pb.ended_at if pb.ended_at is not None
@@ -665,6 +701,7 @@ class ControlLoop:
         self._changed()
 
     def _release(self, pb: Playback) -> None:
+        self._finish_fallback(pb)  # a stop() while the fallback relays: reported, released
         if pb.stream is not None:
             pb.stream.close()
         if pb.sha256:
@@ -673,7 +710,10 @@ class ControlLoop:
             pb.lease.release()
 
     def _drop(self, pb: Playback) -> None:
+        """Let go of an item before it started: out of the engine too (it may be cued, or
+        its first sample may be on its way), or it would sound without a playback."""
         self._playbacks.pop(pb.key, None)
+        self._cancel_voices(pb)
         self._release(pb)
 
     def _drop_voice(self, voice: Voice) -> None:
@@ -716,8 +756,8 @@ class ControlLoop:
                     self._faults.clear("decoder_crashed")
 
     def _supervise_stream(self, pb: Playback, now: float) -> None:
-        if not pb.started or pb.meter is None or pb.stream is None:
-            return
+        if not pb.started or pb.meter is None or pb.stream is None or pb.outcome is not None:
+            return  # not on air yet, or being cut: no fallback, which would take the engine
         if pb.fallback is None:
             if pb.stream.finished or pb.meter.quiet_for() > self.s.dead_air_s:
                 self._stream_died(pb)
@@ -801,6 +841,7 @@ class ControlLoop:
                 lambda media_id: self._preparable(Item("media", media_id)))
             self._amp_policy.forced = None  # forced power lasts until the next play
             self._ledger.open(activation.key, cmd)
+            self._open_commands.opened(cmd)
             self._arbiter.add(activation, now)
             self._carry_out(self._arbiter.evaluate(now), now)
             return
@@ -850,6 +891,7 @@ class ControlLoop:
     def _ack(self, cmd: Command, status: str, reason: str | None = None) -> None:
         self._journal.ack(cmd.id, status, reason)
         self._count_command(cmd.type, status)
+        self._open_commands.ended(cmd)
 
     # --- status and crash safety -------------------------------------------------------
     def _changed(self) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from agent.core.arbiter import Activation, Item, Outcome
 from agent.core.clock import Clock
-from agent.playout.decoder import DecodedStream
+from agent.playout.decoder import Decoded
 from agent.playout.engine import Voice
 from agent.playout.fm_tuner import TunerLease
 
@@ -74,7 +74,7 @@ class Playback:
     sha256: str | None = None
     voice: Voice | None = None
     chime: Voice | None = None
-    stream: DecodedStream | None = None
+    stream: Decoded | None = None
     meter: LevelMeter | None = None
     started_at: float | None = None
     ended_at: float | None = None

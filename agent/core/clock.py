@@ -40,6 +40,12 @@ class ManualClock:
             self._now += seconds
             self._mono += seconds
 
+    def step(self, seconds: float) -> None:
+        """Step wall time alone, forward or back (NTP setting the clock); monotonic time
+        does not move."""
+        with self._lock:
+            self._now += seconds
+
 
 class SimClock:
     """``clock.backend: sim``: the system clock set off by ``offset_s`` read from

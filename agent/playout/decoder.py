@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol
 
 from agent.playout.framing import HEARTBEAT, PCM, STATE, read_frame
 
@@ -26,6 +26,30 @@ log = logging.getLogger(__name__)
 StreamState = Literal["starting", "playing", "ended", "error", "crashed", "killed"]
 # Enough PCM for every pre-roll the control loop asks for, with room to spare.
 MAX_BUFFER_BYTES = 48000 * 4 * 30
+
+
+class Decoded(Protocol):
+    """PCM of one item as the control loop sees it: a :class:`DecodedStream`, or the
+    in-memory stream of the simulation (``agent/playout/memory_media.py``)."""
+
+    state: StreamState
+    message: str
+    pcm_bytes: int
+
+    def read(self, max_bytes: int) -> bytes: ...
+
+    def buffered_bytes(self) -> int: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    def silent_for(self) -> float: ...
+
+    def close(self) -> None: ...
+
+
+class Decoders(Protocol):
+    def open(self, mrl: str, start_s: float = 0.0, caching_ms: int = 300) -> Decoded: ...
 
 
 class DecodedStream:

@@ -104,6 +104,24 @@ class OutputRecovered:
 EngineEvent = VoiceStarted | VoiceEnded | OutputFailed | OutputRecovered
 
 
+class Engine(Protocol):
+    """What the control loop drives: the real-time :class:`PlayoutEngine`, or the
+    in-memory one of the simulation (``agent/playout/memory_engine.py``)."""
+
+    idle_since_frame: int | None  # the first frame of the current silence; None: sounding
+    last_sound_frame: int
+
+    def frame_at(self, wall_time: float) -> int: ...
+
+    def time_of(self, frame: int) -> float: ...
+
+    def play(self, voices: list[Voice], at_frame: int | None = None) -> list[Voice]: ...
+
+    def append(self, voice: Voice) -> None: ...
+
+    def cancel(self, voice: Voice) -> None: ...
+
+
 @dataclass
 class _Cue:
     voice: Voice

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
@@ -89,12 +90,27 @@ class PcmJitterBuffer:
             return self._delivered_bytes
 
 
+class Tunable(Protocol):
+    """The tuner a lease reads: :class:`FmTuner`, or the in-memory one of the simulation
+    (``agent/playout/memory_tuner.py``)."""
+
+    @property
+    def frequency_mhz(self) -> float | None: ...
+
+    @property
+    def relayed_frames(self) -> int: ...
+
+    def read(self, frames: int) -> bytes: ...
+
+    def release(self, lease: TunerLease) -> None: ...
+
+
 class TunerLease:
     """One playback's use of the tuner, and the engine source of its voice: it reads the
     station while the tuner is on its frequency and counts the station's own audio it
     delivered (squelch and outage silence are not counted)."""
 
-    def __init__(self, tuner: FmTuner, frequency_mhz: float) -> None:
+    def __init__(self, tuner: Tunable, frequency_mhz: float) -> None:
         self._tuner = tuner
         self.frequency_mhz = frequency_mhz
         self.relayed_frames = 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.playout.decoder import DecodedStream
+from agent.playout.decoder import Decoded
 
 
 class BufferSource:
@@ -25,9 +25,9 @@ class BufferSource:
 
 
 class StreamSource:
-    """A DecodedStream as an engine source."""
+    """A decoded stream as an engine source."""
 
-    def __init__(self, stream: DecodedStream) -> None:
+    def __init__(self, stream: Decoded) -> None:
         self.stream = stream
 
     def read(self, max_bytes: int) -> bytes:

@@ -8,6 +8,7 @@ import queue
 import subprocess
 import threading
 from pathlib import Path
+from typing import Protocol
 
 from agent.state.durable import publish
 
@@ -17,6 +18,15 @@ log = logging.getLogger(__name__)
 
 class TtsError(RuntimeError):
     pass
+
+
+class Speech(Protocol):
+    """Text to speech as the control loop uses it: :class:`TtsRenderer`, or the in-memory
+    one of the simulation (``agent/playout/memory_media.py``)."""
+
+    def render(self, text: str, lang: str | None = None) -> Path: ...
+
+    def render_ahead(self, text: str, lang: str | None = None) -> None: ...
 
 
 class TtsRenderer:

@@ -144,10 +144,13 @@ class StateStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk does): the error that
+                # says so must not be hidden behind "cannot rollback".
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     # --- key/value -------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
@@ -156,9 +159,11 @@ class StateStore:
         return default if row is None else json.loads(row[0])
 
     def put(self, key: str, value: Any) -> None:
+        # ASCII escapes: a value may hold what UTF-8 cannot encode (a schedule document
+        # with a lone surrogate in a program that is skipped), and must still be kept.
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)",
-                       (key, json.dumps(value, ensure_ascii=False)))
+                       (key, json.dumps(value)))
 
     def delete(self, key: str) -> None:
         with self.transaction() as db:
