@@ -654,11 +654,13 @@ class ControlLoop:
             pb.outcome = "preempted"
         pb.voice_ended = True
         if not event.cut:
+            if pb.item.kind == "stream":
+                # A stream that ended is dead air, not an outcome: supervision decides
+                # (fallback, return), and it leaves items that have an outcome alone.
+                return
             failed = pb.played_frames == 0 or (pb.stream is not None
                                                and pb.stream.state == "error")
             pb.outcome = "failed" if failed else "completed"
-            if pb.item.kind == "stream":
-                return  # a stream that ended is dead air: supervision decides
             self._arbiter.item_ended(pb.activation.key, pb.index, pb.outcome, pb.ended_at)
             if failed:
                 self._ledger.item_failed(pb.activation.key)
