@@ -161,6 +161,17 @@ class TtsConfig:
 
 
 @dataclass(frozen=True)
+class LineInConfig:
+    input: str | None  # alsa:<pcm> or wav:<absolute path>; None: no line input
+    vox: bool
+    threshold_dbfs: float
+    on_after_s: float
+    off_after_s: float
+    priority: Literal["priority", "live", "emergency"]
+    chime: bool  # VOX: the chime before the input goes on air
+
+
+@dataclass(frozen=True)
 class RecordingConfig:
     enabled: bool
     dir: Path
@@ -191,6 +202,7 @@ class Config:
     amplifier: AmplifierConfig
     fm: FmConfig
     tts: TtsConfig
+    line_in: LineInConfig
     recording: RecordingConfig
     power: PowerConfig
     warnings: tuple[str, ...]  # `PATH:LINE: KEY: message`, for the caller to log

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,7 +26,9 @@ from agent.control.loop import (
     ControlSettings,
     Reconfigured,
     ScheduleApplied,
+    VoxChanged,
 )
+from agent.control.vox import Vox
 from agent.core.clock import Clock, SystemClock
 from agent.core.faults import FaultRegistry
 from agent.core.schedule import Schedule
@@ -36,6 +39,7 @@ from agent.mqtt.link import MqttLink, MqttSettings
 from agent.playout.decoder import DecoderPool
 from agent.playout.engine import PlayoutEngine
 from agent.playout.fm_tuner import FmTuner
+from agent.playout.line_in import LineInput
 from agent.playout.sources import builtin_chime
 from agent.playout.tts import TtsRenderer
 from agent.recording.service import OffAirRecording
@@ -51,6 +55,7 @@ from agent.state.plays import PlayJournal
 from agent.state.store import STATE_DB, StateStore
 from drivers.amplifier import open_amplifier
 from drivers.audio import open_output
+from drivers.capture import LineCapture, open_capture
 from drivers.mixer import open_mixer
 from drivers.power import open_mains_sensor
 from drivers.sdr import FmReceiver, open_receiver
@@ -99,6 +104,8 @@ class Daemon:
             cfg.amplifier.backend, state_dir=cfg.state_dir, chip=cfg.amplifier.gpio.chip,
             line=cfg.amplifier.gpio.line, active_high=cfg.amplifier.gpio.active_high)
         self.tuner = _open_tuner(cfg, self.faults, self.clock)
+        self.line_in = _open_line_in(cfg, self.faults, self.clock,
+                                     lambda on: self.control.post(VoxChanged(on)))
         self.power = PowerMonitor(
             open_mains_sensor(cfg.power.backend, state_dir=cfg.state_dir,
                               chip=cfg.power.gpio.chip, line=cfg.power.gpio.line,
@@ -108,7 +115,8 @@ class Daemon:
             settings=_control_settings(cfg), clock=self.clock, engine=self.engine,
             decoders=self.decoders, media=self.cache,
             tts=TtsRenderer(cfg.cache.dir / "tts", cfg.tts.voice, cfg.tts.engine),
-            tuner=self.tuner, amplifier=self.amplifier, mixer=open_mixer(mixer_cfg),
+            tuner=self.tuner, line_in=self.line_in, amplifier=self.amplifier,
+            mixer=open_mixer(mixer_cfg),
             chime_pcm=self._chime(), journal=self.journal,
             plays=PlayJournal(self.store), faults=self.faults,
             store=self.store, on_change=self.status_changed, sync_now=self.sync.sync_now,
@@ -209,6 +217,9 @@ class Daemon:
             "agent_version": __version__,
             "uptime_s": int(self.clock.monotonic() - self.started_mono),
             "power": self.power.state,
+            "line_in": None if self.line_in is None else {
+                **self.line_in.status(),
+                "on_air": playing is not None and playing["source"] == "line_in"},
             "recording": self.recording.status(),
             "playing": playing, "volume": snap["volume"], "amplifier": snap["amplifier"],
             "mqtt": {"connected": self.mqtt is not None and self.mqtt.connected},
@@ -231,6 +242,8 @@ class Daemon:
             log.warning("%s", warning)
         self.recording.start()
         self.engine.start()
+        if self.line_in is not None:
+            self.line_in.start()
         self.decoders.warm_up()
         applied = self.sync.load_applied()
         if applied is not None:
@@ -258,6 +271,8 @@ class Daemon:
             self.mqtt.stop()
         self.sync.stop()
         self.control.stop()
+        if self.line_in is not None:
+            self.line_in.stop()
         self.engine.stop()
         self.recording.stop_recorder()
         self.decoders.close()
@@ -364,7 +379,8 @@ def _control_settings(cfg: Config) -> ControlSettings:
         default_volume=cfg.audio.default_volume, emergency_volume=cfg.audio.emergency_volume,
         warmup_s=cfg.amplifier.warmup_s, idle_off_s=cfg.amplifier.idle_off_s,
         decoder_hang_s=cfg.audio.decoder_hang_s, stream_caching_ms=cfg.audio.stream_caching_ms,
-        dead_air_s=cfg.audio.dead_air_s, dead_air_dbfs=cfg.audio.dead_air_dbfs)
+        dead_air_s=cfg.audio.dead_air_s, dead_air_dbfs=cfg.audio.dead_air_dbfs,
+        vox_priority=cfg.line_in.priority, vox_chime=cfg.line_in.chime)
 
 
 # Sections and keys that a reload applies while running; any other change waits for a
@@ -410,6 +426,23 @@ def _open_tuner(cfg: Config, faults: FaultRegistry, clock: Clock) -> FmTuner | N
         usb_reset = reset_rtl_usb
     return FmTuner(factory, faults, clock, squelch_dbfs=cfg.fm.squelch_dbfs,
                    usb_reset=usb_reset)
+
+
+def _open_line_in(cfg: Config, faults: FaultRegistry, clock: Clock,
+                  on_vox: Callable[[bool], None]) -> LineInput | None:
+    """The line input, or None without one (Status ``line_in`` null; a line_in item then
+    fails at once)."""
+    spec = cfg.line_in.input
+    if spec is None:
+        return None
+
+    def factory() -> LineCapture:
+        return open_capture(spec, cfg.audio.rate)
+
+    li = cfg.line_in
+    vox = Vox(li.threshold_dbfs, li.on_after_s, li.off_after_s) if li.vox else None
+    return LineInput(factory, faults, clock, dead_air_dbfs=cfg.audio.dead_air_dbfs, vox=vox,
+                     on_vox=on_vox)
 
 
 def _command_key(raw: bytes | None) -> Any:
