@@ -52,6 +52,7 @@ VOX_LOUD_S = 1.0
 VOX_EVERY_S = 3.0
 VOX_TRIALS = 25
 TARGET_MS = 50.0
+FIND_WITHIN_S = 0.1  # a burst not on the card this soon was lost (its start dropped or muted)
 
 
 def capture_start(path: Path) -> float:
@@ -83,7 +84,8 @@ def first_sound_after(capture: Capture, at: float, within_s: float) -> float | N
     return None if not sound.size else capture.time_of(capture.index_at(at) + int(sound[0]))
 
 
-def relay_latencies(tmp: Path) -> tuple[list[float], float]:
+def relay_latencies(tmp: Path) -> tuple[list[float], int, float]:
+    """(latency of each burst heard, bursts not heard within FIND_WITHIN_S, CPU share)."""
     mic = tmp / "bursts.wav"
     onsets = bursts(mic)
     start = float(math.ceil(time.time() + LEAD_S))
@@ -100,15 +102,16 @@ def relay_latencies(tmp: Path) -> tuple[list[float], float]:
         cpu = overall_cpu_share(sample_tree(agent.process.pid, CPU_SAMPLE_S))
         time.sleep(max(0.0, start + RELAY_S + 1.0 - time.time()))
         capture = read_capture(agent.wav)
-    latencies = []
+    latencies, lost = [], 0
     for onset in onsets:
         at = captured_at + onset / RATE
         if start + 0.1 <= at <= start + RELAY_S - 0.5:
-            heard = first_sound_after(capture, at, 0.5)
+            heard = first_sound_after(capture, at, FIND_WITHIN_S)
             if heard is None:
-                raise RuntimeError(f"the burst captured at {at:.3f} never left the card")
-            latencies.append(heard - at)
-    return latencies, cpu
+                lost += 1
+            else:
+                latencies.append(heard - at)
+    return latencies, lost, cpu
 
 
 def vox_delays(tmp: Path) -> tuple[list[float], list[float]]:
@@ -144,7 +147,7 @@ def vox_delays(tmp: Path) -> tuple[list[float], list[float]]:
             raise RuntimeError(f"VOX never put the stretch captured at {loud_at:.3f} on air")
         delays.append(on_air - (loud_at + VOX_ON_AFTER_S))
         out = capture.segment(on_air + 0.1, 0.5)[:, 0].astype(np.float64)
-        first = round((on_air + 0.1 - 0.1 - captured_at) * RATE)
+        first = round((on_air - captured_at) * RATE)  # the window starts 0.1 s later
         reference = frames[first:first + out.size + round(0.1 * RATE), 0]
         latencies.append(delay_s(reference, out, RATE, 0.1))
     return delays, latencies
@@ -153,7 +156,7 @@ def vox_delays(tmp: Path) -> tuple[list[float], list[float]]:
 def main() -> str:
     run = BenchRun("bench_line_in", "Line input: capture-to-card latency, VOX to air, CPU")
     with scratch_dir("bench-line-in") as tmp:
-        latencies, cpu = relay_latencies(tmp)
+        latencies, lost, cpu = relay_latencies(tmp)
     with scratch_dir("bench-line-in-vox") as tmp:
         delays, vox_latencies = vox_delays(tmp)
     rows = []
@@ -180,16 +183,19 @@ def main() -> str:
         markdown_table(["case", "samples", "p50 ms", "p90 ms", "p99 ms", "max ms"], rows),
         "",
         f"Target: capture to card ≤ {TARGET_MS:g} ms; {over} of "
-        f"{len(latencies) + len(vox_latencies)} samples over it. Agent tree CPU while "
+        f"{len(latencies) + len(vox_latencies)} samples over it; {lost} bursts of the 60 s "
+        f"relay not on the card within {FIND_WITHIN_S * 1000:g} ms of their capture (their "
+        "start dropped by a buffer overflow or muted by an underrun). Agent tree CPU while "
         f"relaying: {fmt(cpu)} % of one core.",
         "",
-        "Within one relay every sample has the same latency: the capture card and the sink "
-        "are both paced by the monotonic clock, so the relay is sample-synchronous and its "
-        "delay is fixed when it starts (by the phase of the 5 ms capture blocks against the "
-        "20 ms engine periods and the line-in buffer's fill); the VOX relays, started at "
-        "random phases, show the spread. A real card pair drifts: the buffer then drops back "
-        "to its prefill when it overflows (the input runs fast) or refills after an underrun "
-        "(it runs slow).",
+        "Within one relay the latency stays where it started, since the capture card and the "
+        "sink are both paced by the monotonic clock, until a thread is late under load: the "
+        "line-in buffer then underruns (a gap, refilled to the 25 ms prefill) or overflows "
+        "(the oldest audio dropped back to the prefill), and the latency moves within the "
+        "buffer's bounds (25-30 ms before the engine's 20-40 ms). Where it starts depends "
+        "on the phase of the 5 ms capture blocks against the 20 ms engine periods, fixed for "
+        "one agent run here (both clocks are one); a real card pair drifts, so its relays "
+        "wander within the same bounds.",
         "",
         "By design (agent/playout/line_in.py): the line-in buffer keeps the input 25 ms "
         "(prefill) behind the capture, one 5 ms capture block, and the engine's card buffer "
