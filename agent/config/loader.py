@@ -178,6 +178,17 @@ class TtsConfig:
 
 
 @dataclass(frozen=True)
+class LineInConfig:
+    input: str | None  # alsa:<pcm> or wav:<absolute path>; None: no line input
+    vox: bool
+    threshold_dbfs: float
+    on_after_s: float
+    off_after_s: float
+    priority: Literal["priority", "live", "emergency"]
+    chime: bool  # VOX: the chime before the input goes on air
+
+
+@dataclass(frozen=True)
 class RecordingConfig:
     enabled: bool
     dir: Path
@@ -216,6 +227,7 @@ class Config:
     fm: FmConfig
     clock: ClockConfig
     tts: TtsConfig
+    line_in: LineInConfig
     recording: RecordingConfig
     power: PowerConfig
     update: UpdateConfig

@@ -404,6 +404,21 @@ def audio_output(base: Path) -> Check:
     return check
 
 
+def line_input(base: Path) -> Check:
+    """`alsa:<pcm name>`, `wav:<path>` (taken from `base`; a missing file is the running
+    agent's fault line_in_failed, not a config error) or null: no line input."""
+    def check(value: object) -> str | None:
+        if value is None:
+            return None
+        kind, _, arg = value.partition(":") if isinstance(value, str) else ("", "", "")
+        if kind == "alsa" and arg:
+            return f"alsa:{arg}"
+        if kind == "wav" and arg:
+            return f"wav:{base / arg}"
+        raise Invalid(f"expected alsa:<pcm name>, wav:<path> or null, got {describe(value)}")
+    return check
+
+
 def chime(base: Path) -> Check:
     """`builtin` (None) or a sound file."""
     sound_file = path_in(base, must_exist=True)
@@ -535,6 +550,15 @@ def schema(base: Path) -> Section:
         "tts": Section({
             "engine": Key(one_of("espeak-ng"), "espeak-ng"),
             "voice": Key(text, "vi"),
+        }),
+        "line_in": Section({
+            "input": Key(line_input(base), None),
+            "vox": Key(boolean, False),
+            "threshold_dbfs": Key(dbfs, -30.0),
+            "on_after_s": Key(seconds, 0.5),
+            "off_after_s": Key(seconds, 10.0),
+            "priority": Key(one_of("priority", "live", "emergency"), "live"),
+            "chime": Key(boolean, False),
         }),
         "recording": Section({
             "enabled": Key(boolean, True),

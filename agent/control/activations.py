@@ -3,14 +3,25 @@ program or command (and what is known of its media) to an :class:`Activation`.""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 from agent.core.arbiter import Activation, Item
-from agent.core.schedule import FmSource, MediaSource, Program, TtsSource
+from agent.core.schedule import (
+    LIVE_SOURCES,
+    FmSource,
+    LineInSource,
+    MediaSource,
+    Priority,
+    Program,
+    TtsSource,
+)
 from agent.core.schedule import StreamSource as StreamProgramSource
 from agent.mqtt.commands import Command
 
 MediaLength = Callable[[str], float | None]  # media id -> seconds, None when unknown
+LINE_IN_ITEM = Item("line_in", "")  # live: on air until its window ends (or VOX ends it)
+VOX_PREFIX = "vox:"
 
 
 def program_activation(program: Program, start: float, end: float | None, key: str,
@@ -23,11 +34,13 @@ def program_activation(program: Program, start: float, end: float | None, key: s
         items = [Item("tts", src.text)]
     elif isinstance(src, StreamProgramSource):
         items = [Item("stream", src.url, program.duration_s)]
+    elif isinstance(src, LineInSource):
+        items = [LINE_IN_ITEM]
     else:
         assert isinstance(src, FmSource)
         items = [Item("fm", str(src.frequency_mhz), program.duration_s)]
     per_repeat = len(items)
-    if not isinstance(src, (StreamProgramSource, FmSource)):
+    if not isinstance(src, LIVE_SOURCES):
         items = items * program.repeat
     return Activation(key=key, program_id=program.id, title=program.title,
                       priority=program.priority, items=tuple(items), start=start, end=end,
@@ -38,7 +51,7 @@ def program_activation(program: Program, start: float, end: float | None, key: s
 def command_activation(cmd: Command, now: float, emergency_volume: int,
                        media_length: MediaLength, cached: Callable[[str], bool]
                        ) -> Activation:
-    """The activation of a play command (emergency, play_now, fm_relay). A ``media_id``
+    """The activation of a play command (emergency, play_now, fm_relay, line_in). A ``media_id``
     that is not cached plays from the command's ``url`` when it has one (mqtt.md)."""
     args = cmd.args
     priority = args.get("priority", "emergency" if cmd.type == "emergency" else "live")
@@ -48,6 +61,9 @@ def command_activation(cmd: Command, now: float, emergency_volume: int,
     end = None
     if cmd.type == "fm_relay":
         items = [Item("fm", str(float(args["frequency_mhz"])), float(args["duration_s"]))]
+        end = start + float(args["duration_s"])
+    elif cmd.type == "line_in":
+        items = [LINE_IN_ITEM]
         end = start + float(args["duration_s"])
     elif "text" in args:
         items = [Item("tts", str(args["text"]))] * repeat
@@ -67,3 +83,11 @@ def command_activation(cmd: Command, now: float, emergency_volume: int,
                       title=f"{cmd.type} command", priority=priority, items=tuple(items),
                       start=start, end=end, volume=None if volume is None else int(volume),
                       absolute_volume=emergency, chime=cmd.type == "emergency")
+
+
+def vox_activation(now: float, priority: Priority, chime: bool) -> Activation:
+    """The line input on air because VOX heard someone speak: until VOX hears them stop
+    (the control loop then ends its item), at ``line_in.priority``."""
+    key = f"{VOX_PREFIX}{uuid.uuid4()}"
+    return Activation(key=key, program_id=key, title="VOX", priority=priority,
+                      items=(LINE_IN_ITEM,), start=now, chime=chime)

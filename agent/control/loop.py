@@ -18,14 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.control.activations import command_activation, program_activation
+from agent.control.activations import (
+    VOX_PREFIX,
+    command_activation,
+    program_activation,
+    vox_activation,
+)
 from agent.control.amplifier import AmplifierPolicy, AmplifierSwitch
 from agent.control.ledger import CommandLedger, OpenCommands
 from agent.control.playback import LevelMeter, Playback, item_ref
 from agent.core.arbiter import Activation, Arbiter, Item, StartItem, StopItem
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
-from agent.core.schedule import Schedule, TtsSource
+from agent.core.schedule import Priority, Schedule, TtsSource
 from agent.mqtt.commands import Command
 from agent.playout.decoder import Decoders
 from agent.playout.engine import (
@@ -38,6 +43,7 @@ from agent.playout.engine import (
     VoiceStarted,
 )
 from agent.playout.fm_tuner import TunerLease
+from agent.playout.line_in import LineInLease
 from agent.playout.sources import BufferSource, StreamSource
 from agent.playout.tts import Speech, TtsError
 from agent.state.journal import Journal
@@ -72,6 +78,10 @@ class FmTunerLike(Protocol):
     def busy_elsewhere(self, frequency_mhz: float) -> bool: ...
 
 
+class LineInputLike(Protocol):
+    def acquire(self) -> LineInLease: ...
+
+
 @dataclass(frozen=True)
 class ControlSettings:
     rate: int
@@ -84,6 +94,8 @@ class ControlSettings:
     stream_caching_ms: int
     dead_air_s: float
     dead_air_dbfs: float
+    vox_priority: Priority = "live"  # line_in.priority
+    vox_chime: bool = False  # line_in.chime
 
 
 @dataclass(frozen=True)
@@ -106,7 +118,12 @@ class Reconfigured:
     settings: ControlSettings
 
 
-Fact = ScheduleApplied | CommandReceived | EngineReported | Reconfigured
+@dataclass(frozen=True)
+class VoxChanged:
+    on: bool  # VOX heard someone start (True) or stop (False) speaking into the line input
+
+
+Fact = ScheduleApplied | CommandReceived | EngineReported | Reconfigured | VoxChanged
 
 
 class ItemUnavailable(Exception):
@@ -120,7 +137,8 @@ class ItemUnavailable(Exception):
 class ControlLoop:
     def __init__(self, *, settings: ControlSettings, clock: Clock, engine: Engine,
                  decoders: Decoders, media: MediaLookup, tts: Speech,
-                 tuner: FmTunerLike | None, amplifier: Amplifier, mixer: Mixer,
+                 tuner: FmTunerLike | None, line_in: LineInputLike | None,
+                 amplifier: Amplifier, mixer: Mixer,
                  chime_pcm: bytes, journal: Journal, plays: PlayJournal,
                  faults: FaultRegistry, store: StateStore,
                  on_change: Callable[[], None], sync_now: Callable[[], None],
@@ -133,6 +151,8 @@ class ControlLoop:
         self._media = media
         self._tts = tts
         self._tuner = tuner
+        self._line_in = line_in
+        self._vox_key: str | None = None  # the VOX activation while VOX is on
         self._amp = AmplifierSwitch(amplifier, faults, clock, self._changed)
         self._mixer = mixer
         self._chime = chime_pcm
@@ -240,6 +260,8 @@ class ControlLoop:
                 self._execute(fact.command)
             elif isinstance(fact, Reconfigured):
                 self._reconfigure(fact.settings)
+            elif isinstance(fact, VoxChanged):
+                self._vox(fact.on)
             else:
                 self._engine_event(fact.event)
         except Exception as exc:
@@ -497,10 +519,11 @@ class ControlLoop:
     def _prepare(self, pb: Playback) -> None:
         """Give ``pb`` its voice: a decoder, or the tuner. Raises ItemUnavailable."""
         item = pb.item
-        if item.kind == "fm":
-            pb.lease = self._lease_tuner(float(item.ref))
-            pb.voice = Voice(f"fm:{pb.activation.key}", pb.lease, self._gain(pb.activation),
-                             tag=pb)
+        if item.kind in ("fm", "line_in"):
+            pb.lease = self._lease_tuner(float(item.ref)) if item.kind == "fm" \
+                else self._lease_line_in()
+            pb.voice = Voice(f"{item.kind}:{pb.activation.key}", pb.lease,
+                             self._gain(pb.activation), tag=pb)
             return
         if item.kind == "media":
             pb.mrl, pb.sha256 = self._media_path(item.ref)
@@ -519,6 +542,8 @@ class ControlLoop:
         free for its station (a cue must not retune under the station still on air)."""
         if item.kind == "fm":
             return self._tuner is not None and not self._tuner.busy_elsewhere(float(item.ref))
+        if item.kind == "line_in":
+            return self._line_in is not None
         if item.kind != "media" or item.ref.startswith(("http://", "https://", "file://")):
             return True
         entry = self._schedule.media.get(item.ref) if self._schedule is not None else None
@@ -551,6 +576,12 @@ class ControlLoop:
         if self._tuner is None:
             raise ItemUnavailable("sdr_missing", "no FM receiver is configured (fm.backend)")
         return self._tuner.acquire(frequency_mhz)
+
+    def _lease_line_in(self) -> LineInLease:
+        if self._line_in is None:
+            raise ItemUnavailable("line_in_failed", "no line input is configured "
+                                  "(line_in.input)")
+        return self._line_in.acquire()
 
     def _item_unavailable(self, activation: Activation, index: int,
                           exc: ItemUnavailable) -> None:
@@ -634,6 +665,8 @@ class ControlLoop:
                 for not_an_event_field in ("id", "ended_at", "played_s", "outcome"):
                     del record[not_an_event_field]
                 self._journal.event("play_started", **record)
+                if pb.item.kind == "line_in":
+                    self._journal.event("line_in_on", **_line_in_fields(pb))
                 self._changed()
             return
         assert isinstance(event, VoiceEnded)
@@ -699,6 +732,9 @@ class ControlLoop:
             self._journal.played(record)
             self._plays.ended(record, pb.ended_at if pb.ended_at is not None
                               else self._clock.now())
+            if pb.item.kind == "line_in":
+                self._journal.event("line_in_off", **_line_in_fields(pb),
+                                    played_s=record["played_s"], outcome=record["outcome"])
         self._release(pb)
         self._changed()
 
@@ -737,6 +773,10 @@ class ControlLoop:
         if pb is not None and pb.started_at is not None and self._level(pb.activation) > 0:
             last_sound = self._engine.time_of(self._engine.last_sound_frame)
             silent_s = now - max(last_sound, pb.started_at)
+            if isinstance(pb.lease, LineInLease) and pb.activation.key != self._vox_key:
+                # A line input quieter than dead_air_dbfs (a dead microphone hisses); VOX
+                # ends its own relay when the speaker stops.
+                silent_s = max(silent_s, pb.lease.quiet_for())
         if silent_s > self.s.dead_air_s:
             self._faults.raise_("dead_air", f"{pb.activation.program_id if pb else '?'}: "
                                 f"the card has received silence for {silent_s:.0f} s")
@@ -837,7 +877,7 @@ class ControlLoop:
     def _execute(self, cmd: Command) -> None:
         now = self._clock.now()
         args = cmd.args
-        if cmd.type in ("emergency", "play_now", "fm_relay"):
+        if cmd.type in ("emergency", "play_now", "fm_relay", "line_in"):
             activation = command_activation(
                 cmd, now, self.s.emergency_volume, self._media_duration,
                 lambda media_id: self._preparable(Item("media", media_id)))
@@ -859,6 +899,30 @@ class ControlLoop:
             self._amp.set(self._amp_policy.forced)
         self._ack(cmd, "completed")
         self._changed()
+
+    def _vox(self, on: bool) -> None:
+        """VOX on: the line input goes on air like a command at ``line_in.priority`` (the
+        chime and the amplifier's warm-up as usual), unless it is on air already. VOX off:
+        its relay ends (with what it relayed), or never starts."""
+        now = self._clock.now()
+        if on:
+            busy = any(pb.item.kind == "line_in" and pb.started
+                       for pb in self._playbacks.values())
+            if self._vox_key is None and not busy:
+                activation = vox_activation(now, self.s.vox_priority, self.s.vox_chime)
+                self._vox_key = activation.key
+                self._amp_policy.forced = None
+                self._arbiter.add(activation, now)
+        elif self._vox_key is not None:
+            key, self._vox_key = self._vox_key, None
+            pb = self._playbacks.get((key, 0))
+            if pb is not None and pb.started and isinstance(pb.lease, LineInLease):
+                pb.lease.end()  # the engine ends the voice: the item completes
+                return
+            if pb is not None:
+                self._cancel_voices(pb)
+            self._carry_out(self._arbiter.remove(key), now)
+        self._carry_out(self._arbiter.evaluate(now), now)
 
     def _reconfigure(self, settings: ControlSettings) -> None:
         """New settings from a config reload; volumes follow at once, without a gap."""
@@ -935,12 +999,21 @@ class ControlLoop:
                 "amplifier": "on" if self._amp.is_on else "off", "next": upcoming}
 
 
+def _line_in_fields(pb: Playback) -> dict[str, Any]:
+    """What the line_in_on/line_in_off events say about the relay."""
+    key = pb.activation.key
+    trigger = "vox" if key.startswith(VOX_PREFIX) else "command" if key.startswith("cmd:") \
+        else "schedule"
+    return {"program_id": pb.activation.program_id, "priority": pb.activation.priority,
+            "trigger": trigger}
+
+
 def _relayed_station(pb: Playback) -> bool:
     """False for a relay that never carried its source's own sound (FM with no dongle or
     squelched all along, a stream silent or dead from its start): its proof of play must
     not claim it was on air."""
     if pb.lease is not None:
-        return pb.lease.relayed_frames > 0
+        return pb.lease.carried_sound
     if pb.item.kind == "stream":
         return pb.meter is not None and pb.meter.heard
     return True

@@ -18,8 +18,10 @@ from agent.core.clock import Clock
 from agent.playout.decoder import Decoded
 from agent.playout.engine import Voice
 from agent.playout.fm_tuner import TunerLease
+from agent.playout.line_in import LineInLease
 
-SOURCE_OF_KIND = {"media": "media", "stream": "stream", "fm": "fm", "tts": "tts"}
+SOURCE_OF_KIND = {"media": "media", "stream": "stream", "fm": "fm", "tts": "tts",
+                  "line_in": "line_in"}
 
 
 class LevelMeter:
@@ -82,7 +84,7 @@ class Playback:
     outcome: Outcome | None = None
     voice_ended: bool = False
     restarts: int = 0
-    lease: TunerLease | None = None  # an FM item's (or fallback's) hold on the tuner
+    lease: TunerLease | LineInLease | None = None  # a relay's hold on the tuner or input
     fallback: Playback | None = None  # FM relayed while a stream is dead
     retired_voices: list[Voice] = field(default_factory=list)
     report_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -131,4 +133,6 @@ def item_ref(item: Item) -> dict[str, Any]:
         return {"url": item.ref}
     if item.kind == "fm":
         return {"frequency_mhz": float(item.ref)}
+    if item.kind == "line_in":
+        return {}
     return {"text": item.ref}

@@ -24,9 +24,9 @@ from typing import Literal
 
 from agent.core.schedule import PRIORITY_RANK, Priority
 
-SourceKind = Literal["media", "stream", "fm", "tts"]
+SourceKind = Literal["media", "stream", "fm", "tts", "line_in"]
 Outcome = Literal["completed", "preempted", "stopped", "failed"]
-LIVE_KINDS = ("stream", "fm")
+LIVE_KINDS = ("stream", "fm", "line_in")
 # Finished activations are remembered this long so that re-adding them is a no-op.
 _REMEMBER_S = 3 * 86400.0
 
@@ -34,7 +34,7 @@ _REMEMBER_S = 3 * 86400.0
 @dataclass(frozen=True)
 class Item:
     kind: SourceKind
-    ref: str  # media id, stream URL, frequency in MHz, or text
+    ref: str  # media id, stream URL, frequency in MHz, text, or "" (the line input)
     duration_s: float | None = None
 
 

@@ -45,6 +45,8 @@ FAULT_SEVERITY: dict[str, Severity] = {
     "sdr_missing": "error",
     "sdr_stalled": "warning",
     "fm_signal_lost": "warning",
+    # line input
+    "line_in_failed": "error",
     # configuration, messaging, time
     "config_invalid": "error",
     "mqtt_unreachable": "warning",

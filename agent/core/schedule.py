@@ -70,13 +70,21 @@ class FmSource:
 
 
 @dataclass(frozen=True)
+class LineInSource:
+    """The controller's line/microphone input, on air for the program's window."""
+
+    type: Literal["line_in"] = "line_in"
+
+
+@dataclass(frozen=True)
 class TtsSource:
     text: str
     lang: str = "vi"
     type: Literal["tts"] = "tts"
 
 
-Source = MediaSource | StreamSource | FmSource | TtsSource
+Source = MediaSource | StreamSource | FmSource | TtsSource | LineInSource
+LIVE_SOURCES = (StreamSource, FmSource, LineInSource)  # relayed for a window: duration_s required
 
 
 @dataclass(frozen=True)
@@ -297,7 +305,7 @@ def _program(raw: object, media: dict[str, MediaEntry]) -> Program:
     if duration is not None and (not _is_number(duration) or duration <= 0):
         raise ValueError(f"{pid}: 'duration_s' must be a positive number")
     source = _source(pid, raw.get("source"), media)
-    if isinstance(source, (StreamSource, FmSource)) and duration is None:
+    if isinstance(source, LIVE_SOURCES) and duration is None:
         raise ValueError(f"{pid}: a {source.type} program needs 'duration_s'")
     repeat = raw.get("repeat", 1)
     if not isinstance(repeat, int) or isinstance(repeat, bool) or not 1 <= repeat <= 100:
@@ -337,6 +345,8 @@ def _source(pid: str, raw: object, media: dict[str, MediaEntry]) -> Source:
         return StreamSource(url)
     if kind == "fm":
         return FmSource(_frequency(raw.get("frequency_mhz"), pid))
+    if kind == "line_in":
+        return LineInSource()
     if kind == "tts":
         try:
             return TtsSource(check_speech_text(raw.get("text")),

@@ -21,7 +21,7 @@ from agent.core.schedule import PRIORITY_RANK
 # generate_latest writes the classic text format (underscore names); newer prometheus_client
 # releases label it 1.0.0 in CONTENT_TYPE_LATEST, which older Prometheus servers reject.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-SOURCES = ("media", "stream", "fm", "tts")
+SOURCES = ("media", "stream", "fm", "tts", "line_in")
 PRIORITIES = tuple(PRIORITY_RANK)
 _PREFIX = "broadcast_agent_"
 

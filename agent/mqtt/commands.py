@@ -49,12 +49,12 @@ REJECTION_CODES = ("bad_json", "unknown_type", "bad_args", "bad_signature", "exp
                    "clock_skew", "clock_unsynced")
 CLOCK_FREE_TYPES = ("stop", "set_volume", "amplifier")  # judged at once, whatever the clock
 PRIORITIES = tuple(PRIORITY_RANK)
-ON_DEMAND_PRIORITIES = ("priority", "live", "emergency")  # play_now, fm_relay
+ON_DEMAND_PRIORITIES = ("priority", "live", "emergency")  # play_now, fm_relay, line_in
 REPLAY_GRACE_S = 86_400.0
 _PRUNE_INTERVAL_S = 3_600.0
 _MAX_ID_CHARS = 128
 _BROKEN_ID = re.compile(r'"id"\s*:\s*"([!#-\[\]-~]{1,' + str(_MAX_ID_CHARS) + '})"')
-_MAX_FM_DURATION_S = 86_400.0
+_MAX_RELAY_DURATION_S = 86_400.0  # fm_relay, line_in
 
 
 class BadArgs(ValueError):
@@ -148,6 +148,7 @@ _ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "stop": frozenset({"priority"}),
     "set_volume": frozenset({"volume"}),
     "fm_relay": frozenset({"frequency_mhz", "duration_s", "priority", "start_at"}),
+    "line_in": frozenset({"duration_s", "priority", "volume", "start_at"}),
     "sync_now": frozenset(),
     "amplifier": frozenset({"on"}),
     "upload_recording": frozenset({"from", "to"}),
@@ -192,11 +193,13 @@ def validate_args(command_type: str, args: object) -> dict[str, Any]:
         frequency = _number(args, "frequency_mhz")
         if not in_fm_band(frequency):
             raise BadArgs(f"frequency_mhz must be within {FM_BANDS_TEXT}, got {frequency}")
-        duration = _number(args, "duration_s")
-        if not 0 < duration <= _MAX_FM_DURATION_S:
-            raise BadArgs(f"duration_s must be > 0 and at most {_MAX_FM_DURATION_S:g}, "
-                          f"got {duration}")
         out["frequency_mhz"] = frequency
+    if command_type in ("fm_relay", "line_in"):
+        _required(args, "duration_s")
+        duration = _number(args, "duration_s")
+        if not 0 < duration <= _MAX_RELAY_DURATION_S:
+            raise BadArgs(f"duration_s must be > 0 and at most {_MAX_RELAY_DURATION_S:g}, "
+                          f"got {duration}")
         out["duration_s"] = duration
         out["priority"] = _priority(args, ON_DEMAND_PRIORITIES) if "priority" in args \
             else "live"

@@ -136,6 +136,11 @@ class TunerLease:
     def finished(self) -> bool:
         return False
 
+    @property
+    def carried_sound(self) -> bool:
+        """The station's own audio was relayed (squelch and outage silence do not count)."""
+        return self.relayed_frames > 0
+
     def release(self) -> None:
         self._tuner.release(self)
 

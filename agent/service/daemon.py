@@ -22,6 +22,7 @@ from agent.control.loop import (
     ControlSettings,
     Reconfigured,
     ScheduleApplied,
+    VoxChanged,
 )
 from agent.core.clock import Clock, open_clock
 from agent.core.clock_trust import ClockTrust, SystemProbe
@@ -38,7 +39,7 @@ from agent.playout.tts import TtsRenderer
 from agent.recording.service import OffAirRecording
 from agent.service import sdnotify
 from agent.service.logs import configure_logging
-from agent.service.parts import command_intake, open_tuner, system_facts
+from agent.service.parts import command_intake, open_line_in, open_tuner, system_facts
 from agent.service.power import PowerMonitor
 from agent.source.cache import MediaCache
 from agent.source.client import SourceClient, SourceSettings
@@ -104,6 +105,8 @@ class Daemon:
             cfg.amplifier.backend, state_dir=cfg.state_dir, chip=cfg.amplifier.gpio.chip,
             line=cfg.amplifier.gpio.line, active_high=cfg.amplifier.gpio.active_high)
         self.tuner = open_tuner(cfg, self.faults, self.clock)
+        self.line_in = open_line_in(cfg, self.faults, self.clock,
+                                    lambda on: self.control.post(VoxChanged(on)))
         self.power = PowerMonitor(
             open_mains_sensor(cfg.power.backend, state_dir=cfg.state_dir,
                               chip=cfg.power.gpio.chip, line=cfg.power.gpio.line,
@@ -113,7 +116,8 @@ class Daemon:
             settings=_control_settings(cfg), clock=self.clock, engine=self.engine,
             decoders=self.decoders, media=self.cache,
             tts=TtsRenderer(cfg.cache.dir / "tts", cfg.tts.voice, cfg.tts.engine),
-            tuner=self.tuner, amplifier=self.amplifier, mixer=open_mixer(mixer_cfg),
+            tuner=self.tuner, line_in=self.line_in, amplifier=self.amplifier,
+            mixer=open_mixer(mixer_cfg),
             chime_pcm=self._chime(), journal=self.journal,
             plays=PlayJournal(self.store), faults=self.faults,
             store=self.store, on_change=self.status_changed, sync_now=self.sync.sync_now,
@@ -224,6 +228,9 @@ class Daemon:
             "agent_version": __version__, "update": self.update.status(),
             "uptime_s": int(self.clock.monotonic() - self.started_mono),
             "power": self.power.state,
+            "line_in": None if self.line_in is None else {
+                **self.line_in.status(),
+                "on_air": playing is not None and playing["source"] == "line_in"},
             "recording": self.recording.status(),
             "playing": playing, "volume": snap["volume"], "amplifier": snap["amplifier"],
             "mqtt": {"connected": self.mqtt is not None and self.mqtt.connected},
@@ -247,6 +254,8 @@ class Daemon:
         self.clock_trust.check()
         self.recording.start()
         self.engine.start()
+        if self.line_in is not None:
+            self.line_in.start()
         self.decoders.warm_up()
         applied = self.sync.load_applied()
         if applied is not None:
@@ -276,6 +285,8 @@ class Daemon:
             self.mqtt.stop()
         self.sync.stop()
         self.control.stop()
+        if self.line_in is not None:
+            self.line_in.stop()
         self.engine.stop()
         self.recording.stop_recorder()
         self.decoders.close()
@@ -411,7 +422,8 @@ def _control_settings(cfg: Config) -> ControlSettings:
         default_volume=cfg.audio.default_volume, emergency_volume=cfg.audio.emergency_volume,
         warmup_s=cfg.amplifier.warmup_s, idle_off_s=cfg.amplifier.idle_off_s,
         decoder_hang_s=cfg.audio.decoder_hang_s, stream_caching_ms=cfg.audio.stream_caching_ms,
-        dead_air_s=cfg.audio.dead_air_s, dead_air_dbfs=cfg.audio.dead_air_dbfs)
+        dead_air_s=cfg.audio.dead_air_s, dead_air_dbfs=cfg.audio.dead_air_dbfs,
+        vox_priority=cfg.line_in.priority, vox_chime=cfg.line_in.chime)
 
 
 # Sections and keys that a reload applies while running; any other change waits for a

@@ -1,5 +1,5 @@
-"""Builders the daemon wires together: the FM tuner, the MQTT command path, the
-system facts of Status."""
+"""Builders the daemon wires together: the FM tuner, the line input, the MQTT command
+path, the system facts of Status."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.config.loader import Config
+from agent.control.vox import Vox
 from agent.core.clock import Clock
 from agent.core.clock_trust import ClockTrust
 from agent.core.faults import FaultRegistry
@@ -19,8 +20,10 @@ from agent.http.metrics import AgentMetrics
 from agent.mqtt.commands import Command, CommandLimits, CommandValidator
 from agent.mqtt.intake import CommandIntake
 from agent.playout.fm_tuner import FmTuner
+from agent.playout.line_in import LineInput
 from agent.state.journal import Journal
 from agent.state.store import StateStore
+from drivers.capture import LineCapture, open_capture
 from drivers.sdr import FmReceiver, open_receiver
 
 
@@ -42,6 +45,23 @@ def open_tuner(cfg: Config, faults: FaultRegistry, clock: Clock) -> FmTuner | No
         usb_reset = reset_rtl_usb
     return FmTuner(factory, faults, clock, squelch_dbfs=cfg.fm.squelch_dbfs,
                    usb_reset=usb_reset)
+
+
+def open_line_in(cfg: Config, faults: FaultRegistry, clock: Clock,
+                 on_vox: Callable[[bool], None]) -> LineInput | None:
+    """The line input, or None without one (Status ``line_in`` null; a line_in item then
+    fails at once)."""
+    spec = cfg.line_in.input
+    if spec is None:
+        return None
+
+    def factory() -> LineCapture:
+        return open_capture(spec, cfg.audio.rate)
+
+    li = cfg.line_in
+    vox = Vox(li.threshold_dbfs, li.on_after_s, li.off_after_s) if li.vox else None
+    return LineInput(factory, faults, clock, dead_air_dbfs=cfg.audio.dead_air_dbfs, vox=vox,
+                     on_vox=on_vox)
 
 
 def command_intake(cfg: Config, store: StateStore, journal: Journal, metrics: AgentMetrics,

@@ -89,7 +89,8 @@ class Boot:
         self.schedule: Schedule | None = None
         self.loop = ControlLoop(
             settings=SETTINGS, clock=clock, engine=self.engine, decoders=self.decoders,
-            media=self.cache, tts=self.speech, tuner=self.tuner, amplifier=self.amplifier,
+            media=self.cache, tts=self.speech, tuner=self.tuner, line_in=None,
+            amplifier=self.amplifier,
             mixer=SoftwareMixer(), chime_pcm=LOUD_FRAME * round(CHIME_S * RATE),
             journal=self.journal, plays=self.plays, faults=self.faults, store=self.store,
             on_change=lambda: None, sync_now=lambda: None, count_command=lambda *_: None,

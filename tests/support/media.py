@@ -52,9 +52,15 @@ def to_ogg(wav: Path, path: Path) -> Path:
     return path
 
 
-def speech(path: Path, text: str, voice: str = "vi") -> Path:
-    """``text`` spoken by espeak-ng into a WAV."""
-    _run(["espeak-ng", "-v", voice, "-w", str(path), text])
+def speech(path: Path, text: str, voice: str = "vi", rate: int | None = None) -> Path:
+    """``text`` spoken by espeak-ng into a WAV (at espeak-ng's own rate, 22050 Hz, unless
+    ``rate`` is given: then converted by sox)."""
+    if rate is None:
+        _run(["espeak-ng", "-v", voice, "-w", str(path), text])
+        return path
+    spoken = path.with_name(f"{path.stem}.espeak.wav")
+    _run(["espeak-ng", "-v", voice, "-w", str(spoken), text])
+    _run(["sox", str(spoken), "-r", str(rate), "-b", "16", str(path)])
     return path
 
 
@@ -70,3 +76,21 @@ def read_wav(path: Path) -> tuple[Samples, int]:
 def wav_rms_dbfs(path: Path) -> float:
     """RMS level of a whole WAV file relative to full scale."""
     return rms_dbfs(read_wav(path)[0])
+
+
+def write_frames(path: Path, frames: Samples, rate: int = RATE) -> Path:
+    """A 16-bit PCM WAV of ``frames`` (frames, channels), e.g. a line input's "capture"."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(frames.shape[1])
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(frames.astype("<i2").tobytes())
+    return path
+
+
+def noise(seconds: float, level_dbfs: float, seed: int = 1, rate: int = RATE) -> Samples:
+    """Mono white noise of RMS ``level_dbfs`` (a microphone's hiss), as (frames, 1)."""
+    rms = 32768 * 10 ** (level_dbfs / 20)
+    generator = np.random.default_rng(seed)
+    return np.clip(generator.normal(0, rms, (round(seconds * rate), 1)), -32768, 32767
+                   ).astype(np.int16)

@@ -120,3 +120,19 @@ def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.02,
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{what} not reached within {timeout} s")
         time.sleep(interval)
+
+
+def delay_s(reference: npt.NDArray[np.float64], delayed: npt.NDArray[np.float64], rate: int,
+            max_lag_s: float) -> float:
+    """How much later (0 to ``max_lag_s``) ``delayed`` carries ``reference``: the lag of
+    the largest cross-correlation, by FFT. ``reference`` must cover ``delayed`` shifted back
+    by up to ``max_lag_s``: reference[i + max_lag] lines up with delayed[i] at lag 0."""
+    max_lag = round(max_lag_s * rate)
+    n = delayed.size
+    size = 1 << (n + reference.size).bit_length()
+    spectrum = np.fft.rfft(reference, size).conj() * np.fft.rfft(delayed, size)
+    correlation = np.fft.irfft(spectrum, size)
+    # correlation[k] = sum_i reference[i] * delayed[i + k], and
+    # delayed[i] = reference[i + max_lag - lag]: the peak is at k = lag - max_lag.
+    lags = np.array([(-(max_lag - lag)) % size for lag in range(max_lag + 1)])
+    return float(np.argmax(correlation[lags])) / rate

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from agent.core.schedule import PRIORITY_RANK, FmSource, parse_schedule
+from agent.control.activations import program_activation
+from agent.core.schedule import PRIORITY_RANK, FmSource, LineInSource, parse_schedule
 
 SHA = "ab" * 32
 
@@ -97,3 +98,15 @@ def test_frequencies_outside_both_bands_are_refused(frequency: object) -> None:
         assert parsed.problems == [("p-fm", f"p-fm: {within}, got {frequency!r}"),
                                    ("fm_fallback", f"fm_fallback: {within}, got {frequency!r}")]
     assert parsed.schedule.fm_fallback_mhz is None
+
+
+def test_a_line_in_program_relays_the_input_for_its_window_and_needs_duration_s() -> None:
+    line_in = {"id": "p-mic", "source": {"type": "line_in"}, "start": "07:00:00"}
+    parsed = parse_schedule(document({**line_in, "duration_s": 900}, {**line_in, "id": "p-2"}),
+                            "UTC")
+    [program] = parsed.schedule.programs
+    assert (program.id, program.source, program.duration_s) == ("p-mic", LineInSource(), 900.0)
+    assert parsed.problems == [("p-2", "p-2: a line_in program needs 'duration_s'")]
+    activation = program_activation(program, 0.0, 900.0, "p-mic@0", lambda _: None)
+    assert [(i.kind, i.duration_s) for i in activation.items] == [("line_in", None)]
+    assert activation.live and activation.end == 900.0

@@ -76,6 +76,7 @@ STATUS: dict[str, Any] = {
     "device_id": "xa-phu-loc-cum-01", "online": True, "at": "2026-11-23T06:00:01+07:00",
     "agent_version": "0.3.0", "uptime_s": 8123, "power": "mains",
     "update": {"state": "idle", "version": "0.3.0", "previous": "0.2.1"},
+    "line_in": {"level_dbfs": -62.0, "on_air": False},
     "recording": {"since": "2026-11-09T06:00:00.000+07:00", "bytes": 48123456},
     "playing": {"source": "media", "priority": "scheduled", "program_id": "p-1",
                 "media_id": "m-101", "title": "Bản tin sáng",

@@ -1,0 +1,29 @@
+"""Line inputs (drivers/capture/base.py LineCapture), chosen by the `line_in.input` config
+string `<backend>:<target>` (config.md, hil.md). ``line_in.input: null`` is no line input at
+all: the agent then builds no capture (Status ``line_in`` null), as ``fm.backend: none``
+builds no tuner."""
+
+from __future__ import annotations
+
+from drivers.capture.base import CaptureError, LineCapture
+from drivers.registry import backend_class
+
+__all__ = ["BACKENDS", "CaptureError", "LineCapture", "open_capture"]
+
+BACKENDS = {
+    "alsa": ("drivers.capture.alsa", "AlsaCapture"),  # alsa:<pcm name>
+    "wav": ("drivers.capture.wav", "WavCapture"),  # wav:<path>, the virtual capture card
+}
+TARGETS = {"alsa": "PCM name", "wav": "path"}  # what follows the colon
+
+
+def open_capture(spec: str, rate: int) -> LineCapture:
+    """Build (not yet open) the line input named by ``spec``; alsaaudio is only imported
+    for ``alsa:``."""
+    backend, _, target = spec.partition(":")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown line input {spec!r}; expected one of "
+                         f"{', '.join(f'{name}:<{TARGETS[name].lower()}>' for name in BACKENDS)}")
+    if not target:
+        raise ValueError(f"line input {spec!r} needs a {TARGETS[backend]}")
+    return backend_class("line input", BACKENDS, backend, LineCapture).from_target(target, rate)
