@@ -56,7 +56,8 @@ def block_levels(mono: Samples) -> np.ndarray:
     """RMS dBFS of each 5 ms capture block."""
     usable = mono[:mono.size // BLOCK * BLOCK].astype(np.float64).reshape(-1, BLOCK)
     rms = np.sqrt(np.mean(usable * usable, axis=1))
-    return 20 * np.log10(np.maximum(rms, 1e-9) / 32768)
+    levels: np.ndarray = 20 * np.log10(np.maximum(rms, 1e-9) / 32768)
+    return levels
 
 
 def on_air_span(capture: Capture, after: float) -> tuple[float, float]:
@@ -72,12 +73,13 @@ def relayed(capture: Capture, on_air: float, seconds: float, source: Samples,
             source_start: float) -> tuple[float, float]:
     """(capture-to-card delay, level difference in dB) of ``seconds`` relayed from
     ``on_air``: the card's left channel against the input captured from ``source_start``."""
-    out = capture.segment(on_air, seconds)[:, 0].astype(np.float64)
+    card = capture.segment(on_air, seconds)[:, :1]
+    out = card[:, 0].astype(np.float64)
     first = round((on_air - LATENCY_S * 2 - source_start) * RATE)
     reference = source[first:first + out.size + round(LATENCY_S * 2 * RATE), 0]
     lag = delay_s(reference.astype(np.float64), out, RATE, LATENCY_S * 2)
     aligned = source[first + round((LATENCY_S * 2 - lag) * RATE):][:out.size]
-    return lag, rms_dbfs(out.reshape(-1, 1)) - rms_dbfs(aligned)
+    return lag, rms_dbfs(card) - rms_dbfs(aligned)
 
 
 def play_report(source: Source, predicate: Any, timeout: float = 15) -> dict[str, Any]:
@@ -149,9 +151,10 @@ def test_vox_puts_the_speech_on_air_at_once_at_its_level_and_takes_it_off_after_
     assert (report["priority"], report["outcome"]) == ("live", "completed")
     assert epoch(report["started_at"]) == pytest.approx(on_air, abs=0.005)
     assert report["played_s"] == pytest.approx(off_air - on_air, abs=0.1)
-    on, off = wait_for(lambda: central.events("line_in_on", "line_in_off")
-                       if len(central.events("line_in_on", "line_in_off")) == 2 else None,
-                       10, 0.1, "line_in_on and line_in_off")
+    def line_in_events() -> list[dict[str, Any]]:
+        events = central.events("line_in_on", "line_in_off")
+        return events if len(events) == 2 else []
+    on, off = wait_for(line_in_events, 10, 0.1, "line_in_on and line_in_off")
     assert (on["type"], off["type"]) == ("line_in_on", "line_in_off")
     assert on["program_id"] == off["program_id"] == report["program_id"]
     assert (on["trigger"], off["outcome"]) == ("vox", "completed")

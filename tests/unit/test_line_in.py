@@ -7,6 +7,7 @@ import json
 import math
 import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -139,8 +140,8 @@ def test_the_wav_card_captures_in_real_time_then_silence_and_writes_its_sidecar(
     (lambda p: write_wav(p / "slow.wav", np.zeros((10, 1)), rate=44_100),
      "expected 16-bit mono or stereo at 48000 Hz, got 16-bit, 1 channels at 44100 Hz"),
 ])
-def test_an_unusable_wav_input_is_a_capture_error_naming_it(tmp_path: Path, make, message
-                                                            ) -> None:
+def test_an_unusable_wav_input_is_a_capture_error_naming_it(
+        tmp_path: Path, make: Callable[[Path], Path], message: str) -> None:
     capture = WavCapture(make(tmp_path), RATE, ManualClock())
     with pytest.raises(CaptureError, match=message):
         capture.open()
@@ -180,7 +181,7 @@ def test_line_in_paths_are_taken_from_the_config_directory(tmp_path: Path) -> No
 
 # --- the line-in thread ----------------------------------------------------------------------
 
-def wait_until(predicate, timeout_s: float = 10.0) -> bool:
+def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
