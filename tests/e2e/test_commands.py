@@ -242,6 +242,9 @@ def test_every_rejection_is_acked_with_its_reason_and_never_executed(
         "media_not_cached": command("emergency", {"media_id": "m-nowhere"}),
         "replay": first,
         "too_large": command("set_volume", {"volume": 15}, padding="x" * 10_000_000),
+        "wrong_target": command("set_volume", {"volume": 16}, to=OTHER_DEVICE),
+        "clock_skew": command("set_volume", {"volume": 17}, issued_s_ago=-600,
+                              expires_in_s=1200),
     }
     wrong = command("set_volume", {"volume": 12}, key=None)
     wrong["signature"] = sign(wrong, Ed25519PrivateKey.generate())
