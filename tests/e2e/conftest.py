@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.central_checks import DEVICE, GROUP, OTHER_DEVICE, CheckedCentral
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto, TestClient
 
 
 @pytest.fixture
@@ -23,3 +23,12 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 def central(broker: Mosquitto) -> Iterator[CheckedCentral]:
     with CheckedCentral(broker) as client:
         yield client
+
+
+@pytest.fixture
+def raw_client(broker: Mosquitto) -> Iterator[TestClient]:
+    """The central's account, publishing anything anywhere."""
+    client = broker.client(tls=True)
+    client.connect()
+    yield client
+    client.close()

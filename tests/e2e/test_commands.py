@@ -7,7 +7,6 @@ device's command topic."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -55,15 +54,6 @@ def command(type_: str, args: dict[str, Any], *, issued_s_ago: float = 0.0,
     if key is not None:
         cmd["signature"] = sign(cmd, key)
     return cmd
-
-
-@pytest.fixture
-def raw_client(broker: Mosquitto) -> Iterator[TestClient]:
-    """The central's account, publishing anything anywhere."""
-    client = broker.client(tls=True)
-    client.connect()
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.core.signing import canonical_json, sign
@@ -26,14 +24,6 @@ MAX_PAYLOAD_BYTES = 65_536  # mqtt.max_payload_bytes, default
 STATE_GROWTH_BOUND_BYTES = 16 * 1024 * 1024  # docs/mqtt.md, Floods
 PROGRAM_S = 60.0
 TONE_DBFS = -6.0 - 3.01  # media.tone's default peak level, as RMS
-
-
-@pytest.fixture
-def raw_client(broker: Mosquitto) -> Iterator[TestClient]:
-    client = broker.client(tls=True)
-    client.connect()
-    yield client
-    client.close()
 
 
 def _state_bytes(state_dir: Path) -> int:

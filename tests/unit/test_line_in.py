@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import wave
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from agent.core.faults import FaultRegistry
 from agent.playout.line_in import LineInput
 from drivers.capture import BACKENDS, CaptureError, open_capture
 from drivers.capture.wav import WavCapture
+from tests.support import media
 
 RATE = 48_000
 BLOCK = 240  # frames: the wav backend's 5 ms blocks
@@ -105,19 +105,10 @@ def test_block_level_of_silence_and_of_a_full_scale_sine() -> None:
 
 # --- the virtual capture card ----------------------------------------------------------------
 
-def write_wav(path: Path, frames: np.ndarray, rate: int = RATE) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(frames.shape[1])
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(frames.astype("<i2").tobytes())
-    return path
-
-
 def test_the_wav_card_captures_in_real_time_then_silence_and_writes_its_sidecar(
         tmp_path: Path) -> None:
     mono = np.arange(1, 1001, dtype=np.int16).reshape(-1, 1)
-    path = write_wav(tmp_path / "in.wav", mono)
+    path = media.write_frames(tmp_path / "in.wav", mono)
     clock = ManualClock()
     capture = WavCapture(path, RATE, clock)
     capture.open()
@@ -137,7 +128,7 @@ def test_the_wav_card_captures_in_real_time_then_silence_and_writes_its_sidecar(
 
 @pytest.mark.parametrize(("make", "message"), [
     (lambda p: p / "missing.wav", "cannot read the input"),
-    (lambda p: write_wav(p / "slow.wav", np.zeros((10, 1)), rate=44_100),
+    (lambda p: media.write_frames(p / "slow.wav", np.zeros((10, 1)), rate=44_100),
      "expected 16-bit mono or stereo at 48000 Hz, got 16-bit, 1 channels at 44100 Hz"),
 ])
 def test_an_unusable_wav_input_is_a_capture_error_naming_it(
@@ -209,7 +200,7 @@ def test_a_missing_input_raises_line_in_failed_and_is_retried_until_it_appears(
         [fault] = faults.active()
         assert "later.wav: cannot read the input" in fault.message
         assert line.status() == {"level_dbfs": None}
-        write_wav(path, tone(0.5, -20.0))
+        media.write_frames(path, tone(0.5, -20.0))
         assert wait_until(lambda: not faults.is_raised("line_in_failed"))
         assert wait_until(lambda: (line.status()["level_dbfs"] or FLOOR_DBFS) > -25.0)
     finally:
@@ -217,7 +208,7 @@ def test_a_missing_input_raises_line_in_failed_and_is_retried_until_it_appears(
 
 
 def test_vox_and_the_lease_follow_the_captured_sound(tmp_path: Path) -> None:
-    path = write_wav(tmp_path / "mic.wav", np.concatenate(
+    path = media.write_frames(tmp_path / "mic.wav", np.concatenate(
         [np.zeros((RATE // 5, 1)), tone(0.4, -20.0)]))
     changes: list[bool] = []
     line = LineInput(lambda: WavCapture(path, RATE), FaultRegistry(time.time), SystemClock(),
