@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from pathlib import Path
 
 from drivers.clock import Clock, SystemClock
+from drivers.simfile import WatchedValue
 
 __all__ = ["Clock", "ManualClock", "SimClock", "SystemClock", "open_clock"]
 
@@ -59,8 +58,8 @@ class SimClock:
         self.path = state_dir / SIM_FILE
         self._check_every_s = check_every_s
         self._lock = threading.Lock()
+        self._file = WatchedValue(self.path, "offset_s", 0.0, _seconds, "a number")
         self._offset_s = 0.0
-        self._stamp: tuple[int, int, int] | None = None
         self._checked = float("-inf")
 
     def now(self) -> float:
@@ -74,30 +73,16 @@ class SimClock:
             mono = time.monotonic()
             if mono - self._checked >= self._check_every_s:
                 self._checked = mono
-                self._reread()
+                offset = self._file.value()
+                if offset != self._offset_s:
+                    log.warning("simulated clock: wall time set off by %+.3f s", offset)
+                    self._offset_s = offset
             return self._offset_s
 
-    def _reread(self) -> None:
-        try:
-            info = os.stat(self.path)
-        except FileNotFoundError:
-            self._stamp, self._offset_s = None, 0.0
-            return
-        stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
-        if stamp == self._stamp:
-            return
-        self._stamp = stamp
-        try:
-            offset = json.loads(self.path.read_text(encoding="utf-8"))["offset_s"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            log.warning("%s unreadable (%s); keeping offset %.3f s", self.path, error,
-                        self._offset_s)
-            return
-        if isinstance(offset, bool) or not isinstance(offset, int | float):
-            log.warning("%s: 'offset_s' must be a number, got %r", self.path, offset)
-            return
-        log.warning("simulated clock: wall time set off by %+.3f s", offset)
-        self._offset_s = float(offset)
+
+def _seconds(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else None
 
 
 def open_clock(backend: str, state_dir: Path) -> Clock:
