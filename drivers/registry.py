@@ -30,3 +30,16 @@ def backend_class(kind: str, backends: Backends, name: str,
     if not (isinstance(cls, type) and isinstance(base, type) and issubclass(cls, base)):
         raise TypeError(f"{module_name}.{class_name} is not a {getattr(base, '__name__', base)}")
     return cast("type[T]", cls)
+
+
+def backend_for_spec(kind: str, backends: Backends, targets: Mapping[str, str], spec: str,
+                     base: Callable[..., T]) -> tuple[type[T], str]:
+    """The class and the target of a ``<backend>:<target>`` config string (``targets``
+    names what follows the colon for each backend); ValueError saying what is expected."""
+    backend, _, target = spec.partition(":")
+    if backend not in backends:
+        raise ValueError(f"unknown {kind} {spec!r}; expected one of "
+                         f"{', '.join(f'{name}:<{targets[name].lower()}>' for name in backends)}")
+    if not target:
+        raise ValueError(f"{kind} {spec!r} needs a {targets[backend]}")
+    return backend_class(kind, backends, backend, base), target

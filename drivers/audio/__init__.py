@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from drivers.audio.base import AudioOutput, AudioOutputError
-from drivers.registry import backend_class
+from drivers.registry import backend_for_spec
 
 __all__ = ["BACKENDS", "AudioOutput", "AudioOutputError", "open_output"]
 
@@ -18,10 +18,5 @@ TARGETS = {"alsa": "PCM name", "wav": "path"}  # what follows the colon
 def open_output(spec: str, rate: int) -> AudioOutput:
     """Build (not yet open) the output named by ``spec``; alsaaudio is only imported for
     ``alsa:``."""
-    backend, _, target = spec.partition(":")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown audio output {spec!r}; expected one of "
-                         f"{', '.join(f'{name}:<{TARGETS[name].lower()}>' for name in BACKENDS)}")
-    if not target:
-        raise ValueError(f"audio output {spec!r} needs a {TARGETS[backend]}")
-    return backend_class("audio output", BACKENDS, backend, AudioOutput).from_target(target, rate)
+    cls, target = backend_for_spec("audio output", BACKENDS, TARGETS, spec, AudioOutput)
+    return cls.from_target(target, rate)

@@ -6,7 +6,7 @@ builds no tuner."""
 from __future__ import annotations
 
 from drivers.capture.base import CaptureError, LineCapture
-from drivers.registry import backend_class
+from drivers.registry import backend_for_spec
 
 __all__ = ["BACKENDS", "CaptureError", "LineCapture", "open_capture"]
 
@@ -20,10 +20,5 @@ TARGETS = {"alsa": "PCM name", "wav": "path"}  # what follows the colon
 def open_capture(spec: str, rate: int) -> LineCapture:
     """Build (not yet open) the line input named by ``spec``; alsaaudio is only imported
     for ``alsa:``."""
-    backend, _, target = spec.partition(":")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown line input {spec!r}; expected one of "
-                         f"{', '.join(f'{name}:<{TARGETS[name].lower()}>' for name in BACKENDS)}")
-    if not target:
-        raise ValueError(f"line input {spec!r} needs a {TARGETS[backend]}")
-    return backend_class("line input", BACKENDS, backend, LineCapture).from_target(target, rate)
+    cls, target = backend_for_spec("line input", BACKENDS, TARGETS, spec, LineCapture)
+    return cls.from_target(target, rate)
