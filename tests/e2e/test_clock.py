@@ -7,7 +7,6 @@ command is accepted, and the schedule plays on its sample again."""
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from tests.support.central_checks import (
     assert_starts_on_time,
     mqtt_config,
 )
+from tests.support.filesystems import write_json_atomically
 from tests.support.mosquitto import Mosquitto
 
 BEHIND_S = 6 * 3600
@@ -33,10 +33,8 @@ ALERT_HZ = 1500
 
 
 def _set_offset(state_dir: Path, offset_s: float) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = state_dir / (SIM_FILE + ".tmp")
-    tmp.write_text(json.dumps({"offset_s": offset_s}))
-    tmp.replace(state_dir / SIM_FILE)
+    state_dir.mkdir(parents=True, exist_ok=True)  # before the agent's first start
+    write_json_atomically(state_dir / SIM_FILE, {"offset_s": offset_s})
 
 
 def _emergency_issued_at(issued: datetime) -> dict[str, Any]:

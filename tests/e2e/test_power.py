@@ -3,22 +3,18 @@ false raises `mains_lost` within 1 s and Status `power` says `battery`; true cle
 
 from __future__ import annotations
 
-import json
-import os
-
 import requests
 
 from tests.conftest import AgentFactory, Source
 from tests.support.agentproc import AgentProcess, wait_for
+from tests.support.filesystems import write_json_atomically
 from tests.support.schemas import validate
 
 PROMISED_S = 1.0  # issue 12: mains_lost within 1 s of the line going false
 
 
 def set_mains(agent: AgentProcess, mains: bool) -> None:
-    temporary = agent.state_dir / "power-sim.json.tmp"
-    temporary.write_text(json.dumps({"mains": mains}), encoding="utf-8")
-    os.replace(temporary, agent.state_dir / "power-sim.json")
+    write_json_atomically(agent.state_dir / "power-sim.json", {"mains": mains})
 
 
 def power_and_mains_lost(agent: AgentProcess) -> tuple[str, str | None]:

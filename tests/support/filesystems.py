@@ -1,14 +1,17 @@
-"""Small real file systems for disk-full tests: a tmpfs mounted for the test (root only,
-which the CI has), grown or filled on demand."""
+"""Files for tests: small real file systems for disk-full tests (a tmpfs mounted for the
+test, root only, which the CI has; grown or filled on demand), and the JSON files a test
+bench writes for the agent's sim backends and sidecars."""
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,3 +45,10 @@ def fill(path: Path) -> int:
                 if exc.errno != errno.ENOSPC:
                     raise
     return path.stat().st_size
+
+
+def write_json_atomically(path: Path, document: dict[str, Any]) -> None:
+    """Replace ``path`` at once, so a reader never sees it half-written."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(document), encoding="utf-8")
+    os.replace(temporary, path)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from drivers.audio.wav import wav_header
+from tests.support.filesystems import write_json_atomically
 
 HIL = os.environ.get("BROADCAST_HIL") == "1"
 
@@ -173,12 +174,6 @@ def _end(child: subprocess.Popen[bytes] | None) -> None:
         child.wait(STOP_TIMEOUT_S)
 
 
-def _write_json_atomically(path: Path, document: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(document), encoding="utf-8")
-    os.replace(temporary, path)
-
-
 # ---- the capture --------------------------------------------------------------------------
 
 class CaptureRecorder:
@@ -268,7 +263,7 @@ class CaptureRecorder:
         bound = arrived - self._data_bytes // self._frame_bytes / self.rate
         if self.start_epoch is None or bound < self.start_epoch:
             self.start_epoch = bound
-            _write_json_atomically(self.sidecar_path, {
+            write_json_atomically(self.sidecar_path, {
                 "start_epoch": bound, "rate": self.rate, "channels": self.channels,
                 "format": "s16le"})
 
