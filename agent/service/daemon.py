@@ -243,7 +243,7 @@ class Daemon:
             "fm": fm,
             "faults": [{"code": f.code, "message": f.message, "severity": f.severity,
                         "since": self.journal.stamp(f.since)} for f in self.faults.active()],
-            "system": system_facts(self.cfg.state_dir, self.clock_trust.trusted),
+            "system": system_facts(self.store, self.clock_trust.trusted),
             "next": snap["next"],
         }
 

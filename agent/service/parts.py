@@ -78,7 +78,7 @@ def command_intake(cfg: Config, store: StateStore, journal: Journal, metrics: Ag
                          m.clock_wait_s)
 
 
-def system_facts(state_dir: Path, clock_trusted: bool) -> dict[str, Any]:
+def system_facts(store: StateStore, clock_trusted: bool) -> dict[str, Any]:
     """Status ``system``: ``disk_free_bytes`` is the free space of the state file system
     (play reports, faults and acks live there), ``clock_synced`` the clock trust."""
     temp = None
@@ -86,7 +86,6 @@ def system_facts(state_dir: Path, clock_trusted: bool) -> dict[str, Any]:
         temp = int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000
     free = None
     with contextlib.suppress(OSError):
-        stat = os.statvfs(state_dir)
-        free = stat.f_bavail * stat.f_frsize
+        free = store.free_bytes()
     return {"cpu_temp_c": temp, "load1": round(os.getloadavg()[0], 2),
             "disk_free_bytes": free, "clock_synced": clock_trusted}

@@ -93,7 +93,7 @@ class StateStore:
         return self.reserve_bytes > 0 and not self.reserve_path.exists()
 
     def free_bytes(self) -> int:
-        """Free space on the state file system, for Status."""
+        """Free space on the state file system (the reserve checks and Status)."""
         return shutil.disk_usage(self.path.parent).free
 
     def release_reserve(self) -> bool:
