@@ -176,6 +176,8 @@ def test_a_1_1_that_crashes_at_start_is_rolled_back_to_1_0(
     assert switched
     assert time.monotonic() - began < ROLLBACK_WITHIN_S
     assert ack["reason"].startswith("crash_loop: 1.1 started 3 times"), ack
+    # The ack and the event are separate records of the outbox: the ack may arrive first.
+    central.wait("events", lambda e: e["type"] == "update_rolled_back", timeout=10)
     [rolled] = central.events("update_rolled_back")
     assert (rolled["version"], rolled["previous"]) == ("1.1", "1.0")
     assert rolled["reason"] == ack["reason"]
