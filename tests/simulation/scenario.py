@@ -64,6 +64,13 @@ class Scenario(Simulation):
         return [r.payload for r in self.sent if r.kind == "play"
                 and program_id in (None, r.payload["program_id"])]
 
+    def until_plays(self, count: int, within_s: float,
+                    program_id: str | None = None) -> list[dict[str, Any]]:
+        """The play reports (of ``program_id``) once there are ``count`` of them."""
+        return self.until(lambda: self.plays(program_id)
+                          if len(self.plays(program_id)) >= count else None,
+                          within_s, f"{count} play reports")
+
     def fault(self, code: str) -> Fault | None:
         return next((f for f in self.boot.faults.active() if f.code == code), None)
 
