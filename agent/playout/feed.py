@@ -97,6 +97,9 @@ class VoiceFeed:
     def open(cls, voice_id: int, voice: Voice, rate: int) -> VoiceFeed:
         read_fd, write_fd = open_pipe()
         capacity = int(fcntl.fcntl(write_fd, fcntl.F_GETPIPE_SZ))
+        ahead_s = getattr(voice.source, "max_ahead_s", None)  # a source metered as read
+        if isinstance(ahead_s, float):
+            capacity = min(capacity, round(ahead_s * rate) * 4)
         live = voice.source if isinstance(voice.source, LiveSource) else None
         return cls(voice_id, voice, read_fd, write_fd, capacity, voice.gain,
                    None if live else 0.0, live)
