@@ -166,8 +166,8 @@ def test_paces_at_the_nominal_rate_and_header_is_readable_mid_run(tmp_path: Path
                 2, 2, RATE)
         wait_for(lambda: wave_frames(sink.path) > 0, 5, what="header update")
         time.sleep(1.0)
+        frames = read_capture(sink.path).frames  # read before the clock: the sink goes on
         elapsed = time.monotonic() - opened
-        frames = read_capture(sink.path).frames
     finally:
         sink.close()
     assert frames <= elapsed * RATE + 1  # never ahead of the wall clock
