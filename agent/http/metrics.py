@@ -80,6 +80,10 @@ class AgentMetrics:
             "recording_dropped_periods",
             "Periods the recorder had no room for: played, but recorded as silence")
         self._recording_bytes = gauge("recording_bytes", "Bytes in the off-air recording store")
+        self._card_underrun = gauge(
+            "card_underrun_seconds",
+            "Silence the sound card played because the playout was late, since the agent "
+            "started (only grows): each increase was a gap on air")
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -137,6 +141,10 @@ class AgentMetrics:
     def watch_recording(self, size: Callable[[], int]) -> None:
         """Read the recording store's size at every scrape."""
         self._recording_bytes.set_function(lambda: float(size()))
+
+    def watch_card(self, underrun_s: Callable[[], float]) -> None:
+        """Read the card's underruns at every scrape."""
+        self._card_underrun.set_function(underrun_s)
 
     def fm_signal(self, dbfs: float | None) -> None:
         self._fm_signal.set(float("nan") if dbfs is None else dbfs)

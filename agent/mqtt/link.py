@@ -349,12 +349,18 @@ class MqttLink:
 
     # --- outbox (mqtt-outbox thread) -------------------------------------------------------
     def _drain(self) -> None:
+        # A failed round (the state disk full until its reserve is released, a moment
+        # later) is tried again soon, then less often: not a whole max_backoff_s later,
+        # which held every event back for a minute after one full-disk write.
+        backoff = _IDLE_POLL_S
         while not self._stopping.is_set():
             try:
                 self._drain_once()
+                backoff = _IDLE_POLL_S
             except Exception as exc:
                 self._faults.internal_error("MQTT outbox", exc)
-                self._stopping.wait(self._settings.max_backoff_s)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, self._settings.max_backoff_s)
 
     def _drain_once(self) -> None:
         self._intake.flush()

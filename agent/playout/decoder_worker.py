@@ -21,6 +21,7 @@ import vlc
 from agent.playout.framing import HEARTBEAT, PCM, STATE, write_frame
 
 HEARTBEAT_S = 0.5
+FILE_CACHING_MS = 3000
 
 
 class Worker:
@@ -70,7 +71,12 @@ class Worker:
         self.player.audio_set_format("S16N", int(job.get("rate", 48000)), 2)
         media = self.instance.media_new(job["mrl"])
         caching = int(job.get("caching_ms", 300))
-        media.add_option(f":file-caching={min(caching, 50)}")
+        # libvlc hands PCM to the callback in step with its clock, only as far ahead of
+        # it as the input's caching: 50 ms of file caching kept the card 0.15 s ahead of
+        # the decoder, and a worker starved that long by CPU load left a gap on air.
+        # FILE_CACHING_MS keeps local files about 2 s ahead (libvlc's own cap), without
+        # delaying the first samples.
+        media.add_option(f":file-caching={FILE_CACHING_MS}")
         media.add_option(f":network-caching={caching}")
         if job.get("start_s"):
             media.add_option(f":start-time={float(job['start_s']):.3f}")
@@ -90,8 +96,9 @@ def _exit_when_stdin_closes(stdin: BinaryIO) -> None:
 
 
 def main() -> int:
-    # Decoding runs seconds ahead of the card: it yields the CPU to the playout thread,
-    # and a worker's heavy start-up never competes with what is on air.
+    # Decoding runs about 2 s ahead of the card (FILE_CACHING_MS): it yields the CPU to
+    # the playout process, and a worker's heavy start-up never competes with what is on
+    # air.
     os.nice(5)
     out = sys.stdout.buffer
     stdin = sys.stdin.buffer

@@ -73,6 +73,8 @@ class PlayoutProcess:
         self.idle_since_frame: int | None = 0
         self.last_sound_frame = 0
         self.restarts = 0
+        self.card_underrun_frames = 0  # silence the card played for want of audio, in all
+        self._card_underrun_seen = 0  # ... and as the present process last counted it
         self._ids = itertools.count(1)
         self._lock = threading.RLock()  # feeds, cues, the process and its channel
         self._feeds: dict[int, VoiceFeed] = {}
@@ -201,6 +203,7 @@ class PlayoutProcess:
         ours.settimeout(channel.STATUS_INTERVAL_S)
         self._sock, self._sender = ours, ours.dup()
         self._sender.setblocking(False)
+        self._card_underrun_seen = 0
         self._last_word = self._clock.monotonic() + STARTUP_S - HANG_S
         log.info("playout process %d started%s", self._proc.pid,
                  " (continuing the card)" if resume else "")
@@ -327,6 +330,9 @@ class PlayoutProcess:
         idle = message.get("idle_since")
         self.idle_since_frame = None if idle is None else self.frame_at(float(idle))
         self.last_sound_frame = self.frame_at(float(message["last_sound"]))
+        underrun = int(message["card_underrun_frames"])
+        self.card_underrun_frames += max(0, underrun - self._card_underrun_seen)
+        self._card_underrun_seen = underrun
         with self._lock:
             for key, counts in message.get("voices", {}).items():
                 feed = self._feeds.get(int(key))

@@ -47,5 +47,9 @@ class RecordingTap(AudioOutput):
     def buffered_frames(self) -> int:
         return self.inner.buffered_frames()
 
+    @property
+    def underrun_frames(self) -> int:
+        return self.inner.underrun_frames
+
     def close(self) -> None:
         self.inner.close()

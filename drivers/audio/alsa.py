@@ -56,7 +56,7 @@ class AlsaOutput(AudioOutput):
         self._next_index = 0
         self._anchor: tuple[int, float] | None = None  # (frame index, wall time it leaves)
         self._next_refresh = 0.0
-        self.lost_frames = 0
+        self._underrun_frames = 0
 
     @classmethod
     def from_target(cls, target: str, rate: int) -> Self:
@@ -90,7 +90,7 @@ class AlsaOutput(AudioOutput):
             self._pcm = pcm
             self._next_index = 0
             self._anchor = None
-            self.lost_frames = 0
+            self._underrun_frames = 0
 
     def _open_pcm(self) -> alsaaudio.PCM:
         if self._pcm is None:
@@ -136,6 +136,11 @@ class AlsaOutput(AudioOutput):
                 self._anchor = (self._next_index, started_at)
             self._next_index += written
 
+    @property
+    def underrun_frames(self) -> int:
+        with self._lock:
+            return self._underrun_frames
+
     def _count_underrun(self) -> None:
         """The card ran dry at frame_time(next_index) and restarts with the next write."""
         now = self._clock.now()
@@ -144,7 +149,7 @@ class AlsaOutput(AudioOutput):
                 ran_dry_at = self._frame_time_locked(self._next_index)
                 lost = max(0, round((now - ran_dry_at) * self.rate))
                 self._next_index += lost
-                self.lost_frames += lost
+                self._underrun_frames += lost
             self._anchor = None
 
     def _refresh_anchor(self, pcm: alsaaudio.PCM) -> None:

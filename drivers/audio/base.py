@@ -76,5 +76,11 @@ class AudioOutput(ABC):
     def buffered_frames(self) -> int:
         """Frames written but not yet played."""
 
+    @property
+    @abstractmethod
+    def underrun_frames(self) -> int:
+        """Frames the device played as silence since :meth:`open` because the writer was
+        late: what the listeners heard as gaps."""
+
     @abstractmethod
     def close(self) -> None: ...

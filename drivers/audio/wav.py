@@ -6,6 +6,10 @@ at ``start_epoch + n / rate``. What the writer has not supplied in time is padde
 silence (an underrun) and the numbering moves on. Every consumed frame lands at its own
 index in the WAV file, whose data chunk is the last chunk so that a reader can take the
 data up to the end of the file; the header is rewritten twice a second and on close.
+
+The file is written by a second thread ("wav-disk"): a DAC never waits for a disk, and a
+write held up by another process's fsync (a download, the state store) would otherwise
+stop the clock and be heard as a gap that a real card would not have.
 """
 
 from __future__ import annotations
@@ -86,13 +90,15 @@ class ClockedWavSink(AudioOutput):
         self._pending = bytearray()  # frames written, not yet consumed
         self._consumed = 0  # frames that left the card, silence padding included
         self._underrun_frames = 0
-        self._file_frames = 0  # frames on disk; touched by the wav-dac thread only while it runs
+        self._to_disk = bytearray()  # consumed, not yet written (under _cond)
+        self._file_frames = 0  # frames on disk; touched by the wav-disk thread only while it runs
         self._failure: str | None = None
         self._fd = -1
         self._mono_start = 0.0
         self._start_epoch: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._disk_thread: threading.Thread | None = None
 
     @property
     def underrun_frames(self) -> int:
@@ -159,6 +165,7 @@ class ClockedWavSink(AudioOutput):
     def _start(self, start_epoch: float, frame: int, silent_frames: int = 0) -> None:
         with self._cond:
             self._pending.clear()
+            self._to_disk.clear()
             self._consumed = frame
             self._underrun_frames = silent_frames
             self._failure = None
@@ -166,7 +173,10 @@ class ClockedWavSink(AudioOutput):
             self._start_epoch = start_epoch
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="wav-dac", daemon=True)
+        self._disk_thread = threading.Thread(target=self._write_to_disk, name="wav-disk",
+                                             daemon=True)
         self._thread.start()
+        self._disk_thread.start()
 
     def write(self, frames: bytes, timeout: float) -> None:
         if len(frames) % self._frame_bytes:
@@ -207,10 +217,15 @@ class ClockedWavSink(AudioOutput):
         if thread is None:
             return
         self._stop.set()
-        thread.join(timeout=2.0)
-        if thread.is_alive():
-            raise AudioOutputError(f"wav:{self.path}: the wav-dac thread did not stop within 2 s")
-        self._thread = None
+        with self._cond:
+            self._cond.notify_all()
+        for running in (thread, self._disk_thread):
+            assert running is not None
+            running.join(timeout=2.0)
+            if running.is_alive():
+                raise AudioOutputError(
+                    f"wav:{self.path}: the {running.name} thread did not stop within 2 s")
+        self._thread = self._disk_thread = None
         with self._cond:
             self._pending.clear()
             self._failure = self._failure or f"wav:{self.path} is closed"
@@ -246,11 +261,18 @@ class ClockedWavSink(AudioOutput):
         request_realtime()
         try:
             self._consume_until_stopped()
+        except Exception as error:  # the writer must learn that the card is gone
+            self._fail(f"wav:{self.path}: the wav-dac thread failed: {error!r}")
+            raise
+
+    def _write_to_disk(self) -> None:
+        try:
+            self._write_until_stopped()
         except OSError as error:
             reason = "disk full" if error.errno == errno.ENOSPC else "write failed"
             self._fail(f"wav:{self.path}: {reason} after {self._file_frames} frames: {error}")
-        except Exception as error:  # the writer must learn that the card is gone
-            self._fail(f"wav:{self.path}: the wav-dac thread failed: {error!r}")
+        except Exception as error:
+            self._fail(f"wav:{self.path}: the wav-disk thread failed: {error!r}")
             raise
 
     def _fail(self, message: str) -> None:
@@ -260,7 +282,6 @@ class ClockedWavSink(AudioOutput):
             self._cond.notify_all()
 
     def _consume_until_stopped(self) -> None:
-        next_header = self._clock.monotonic() + self._header_interval_s
         while not self._stop.is_set():
             now = self._clock.monotonic()
             # Absolute pacing: after a stall, everything due is consumed at once (no drift).
@@ -273,11 +294,27 @@ class ClockedWavSink(AudioOutput):
                     padding = count * self._frame_bytes - len(taken)
                     self._consumed = due
                     self._underrun_frames += padding // self._frame_bytes
+                    self._to_disk += taken
+                    self._to_disk += bytes(padding)
                     self._cond.notify_all()
-            if count > 0:
-                _write_all(self._fd, taken + bytes(padding) if padding else taken)
-                self._file_frames += count
+            self._stop.wait(self._tick_s)
+
+    def _write_until_stopped(self) -> None:
+        """Everything consumed goes to the file, the last of it after the stop."""
+        next_header = self._clock.monotonic() + self._header_interval_s
+        while True:
+            with self._cond:
+                if not self._to_disk and not self._stop.is_set():
+                    self._cond.wait(self._header_interval_s)
+                chunk = bytes(self._to_disk)
+                self._to_disk.clear()
+                stopping = self._stop.is_set()
+            if chunk:
+                _write_all(self._fd, chunk)
+                self._file_frames += len(chunk) // self._frame_bytes
+            now = self._clock.monotonic()
             if now >= next_header:
                 self._rewrite_header()
                 next_header = now + self._header_interval_s
-            self._stop.wait(self._tick_s)
+            if stopping and not chunk:
+                return

@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import AgentFactory, Source, capture_until, program, wait_ready, whole_second
+from tests.conftest import (
+    AgentFactory,
+    Source,
+    capture_until,
+    metric,
+    program,
+    wait_ready,
+    whole_second,
+)
 from tests.support.agentproc import AgentProcess, processes, wait_for
 from tests.support.media import tones
 from tests.support.wavfile import sounding, tone_frequency
@@ -51,6 +59,8 @@ def test_playout_process_failure_is_replaced_and_the_programme_goes_on(
     assert back[300:].all(), "the programme did not sound again within 3 s"
     silent_s = (~back[:300]).sum() * 0.01
     assert silent_s <= 3.0, f"the air was silent {silent_s:.2f} s"
+    # The gap is told, not hidden: the card counted it as underrun (10 ms blocks here).
+    assert metric(agent, "card_underrun_seconds") == pytest.approx(silent_s, abs=0.03)
     switch_at = next(t for t in np.arange(start + 2.0, failed_at + 8, 0.05)
                      if abs(tone_frequency(capture.segment(t, 0.05), capture.rate) - 880) < 30)
     played = capture.samples[capture.index_at(start):capture.index_at(switch_at)]

@@ -346,36 +346,38 @@ class _SimHandler(BaseHTTPRequestHandler):
         if not _MEDIA_ID.match(media_id) or not media_file.is_file():
             self._send_error(HTTPStatus.NOT_FOUND, f"no media {media_id}")
             return
-        data = media_file.read_bytes()
-        if faults.wrong_hash and data:
-            data = bytes([data[0] ^ 0xFF]) + data[1:]
-        start, end = 0, len(data)
+        size = media_file.stat().st_size
+        start, end = 0, size
         status = HTTPStatus.OK
         headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
         requested = self.headers.get("Range")
         if requested is not None and not faults.ignore_range:
             match = _RANGE.match(requested.strip())
-            if match is None or int(match.group(1)) >= len(data):
+            if match is None or int(match.group(1)) >= size:
                 self._send_error(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
-                                 f"bad range {requested}",
-                                 {"Content-Range": f"bytes */{len(data)}"})
+                                 f"bad range {requested}", {"Content-Range": f"bytes */{size}"})
                 return
             start = int(match.group(1))
             if match.group(2):
                 end = min(end, int(match.group(2)) + 1)
             status = HTTPStatus.PARTIAL_CONTENT
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
-        body = memoryview(data)[start:end]
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(end - start))
         self.end_headers()
-        sent_limit = max(1, len(body) // 2) if faults.truncate else len(body)
-        for offset in range(0, sent_limit, _CHUNK):
-            chunk = body[offset:min(offset + _CHUNK, sent_limit)]
-            self.wfile.write(chunk)
-            sim.add_media_bytes(media_id, len(chunk))
+        # Read as sent, a chunk at a time, as a file server would: never the whole file
+        # in one system call (tests/e2e/test_load.py measures the agent's audio beside it).
+        sent_limit = start + max(1, (end - start) // 2) if faults.truncate else end
+        with open(media_file, "rb") as body:
+            body.seek(start)
+            for offset in range(start, sent_limit, _CHUNK):
+                chunk = body.read(min(_CHUNK, sent_limit - offset))
+                if faults.wrong_hash and offset == 0 and chunk:
+                    chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
+                self.wfile.write(chunk)
+                sim.add_media_bytes(media_id, len(chunk))
         if faults.truncate:
             self.close_connection = True
 

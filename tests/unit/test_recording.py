@@ -57,6 +57,10 @@ class ListOutput(AudioOutput):
     def buffered_frames(self) -> int:
         return 0
 
+    @property
+    def underrun_frames(self) -> int:
+        return 0
+
     def close(self) -> None:
         pass
 
