@@ -9,7 +9,9 @@ APT_PACKAGES := python3-venv libvlc5 libvlc-bin vlc-plugin-base espeak-ng mosqui
 	debootstrap gettext alsa-utils gcc python3-dev lintian \
 	libsndfile1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PYTEST_WORKERS ?= 2
+# The end-to-end tests mostly wait on real time (about 20 % of a core each): four workers
+# keep two cores busy without starving the real-time ones.
+PYTEST_WORKERS ?= 4
 
 .PHONY: install apt venv demo test lint bench deb bundle image-chroot-test clean
 
@@ -31,8 +33,10 @@ $(VENV)/.stamp: setup.cfg pyproject.toml
 demo: install
 	$(PY) -m tests.support.demo
 
+# Then the tests marked 'alone' (tests/e2e/test_load.py), on their own: they load every core.
 test: install
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not alone" tests
+	$(PY) -m pytest -m alone tests
 
 lint: venv
 	$(VENV)/bin/ruff check agent drivers tests bench
