@@ -22,7 +22,7 @@ from typing import IO, Self
 import numpy as np
 
 from drivers.sdr.base import FmReceiver, SdrMissing, SdrSettings, SdrStalled
-from drivers.sdr.wbfm import LEVEL_PER_HZ, Deemphasis, to_stereo_s16le
+from drivers.sdr.fm_audio import LEVEL_PER_HZ, Deemphasis, to_stereo_s16le
 
 log = logging.getLogger(__name__)
 

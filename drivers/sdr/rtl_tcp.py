@@ -8,10 +8,13 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from drivers.sdr.base import FmReceiver, SdrMissing, SdrSettings, SdrStalled
-from drivers.sdr.wbfm import WbfmDemodulator, to_stereo_s16le
+from drivers.sdr.fm_audio import to_stereo_s16le
+
+if TYPE_CHECKING:
+    from drivers.sdr.wbfm import WbfmDemodulator
 
 HEADER_MAGIC = b"RTL0"
 HEADER_SIZE = 12
@@ -107,6 +110,8 @@ class RtlTcpReceiver(FmReceiver):
 
     def start(self, frequency_mhz: float) -> None:
         self.stop()
+        from drivers.sdr.wbfm import WbfmDemodulator  # scipy: imported by the first relay
+
         demodulator = WbfmDemodulator(self._sample_rate)
         centre_hz = round(frequency_mhz * 1e6 - demodulator.offset_hz)
         where = f"rtl_tcp at {self._address[0]}:{self._address[1]}"

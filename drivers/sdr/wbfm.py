@@ -1,4 +1,5 @@
-"""Wideband FM demodulation of RTL-SDR IQ in numpy/scipy, block by block without seams.
+"""Wideband FM demodulation of RTL-SDR IQ in numpy/scipy, block by block without seams (the
+rtl_tcp backend; de-emphasis and levels: drivers/sdr/fm_audio.py).
 
 Pipeline (every stage carries its state across blocks):
   u8 IQ -> complex -> mix the station from ``offset_hz`` down to 0 Hz
@@ -16,12 +17,11 @@ import numpy as np
 import numpy.typing as npt
 from scipy import signal
 
-FloatArray = npt.NDArray[np.float32]
+from drivers.sdr.fm_audio import LEVEL_PER_HZ, Deemphasis, FloatArray
+
 ComplexArray = npt.NDArray[np.complex64]
 
 CHANNEL_HALF_WIDTH_HZ = 100_000.0
-RATED_DEVIATION_HZ = 75_000.0
-FULL_DEVIATION_DBFS = -3.0  # 3 dB of headroom for over-deviating stations, then clipping
 AUDIO_PASSBAND_HZ = 15_000.0
 # Nothing above 24 kHz may fold back into the audio; the stereo pilot (19 kHz, already ~36 dB
 # down after de-emphasis) is left to the loudspeakers, which cannot reproduce it anyway.
@@ -30,7 +30,6 @@ INTERMEDIATE_MIN_RATE = 240_000  # channel filter transition 100 kHz -> rate - 1
 OFF_CENTRE_MIN_RATE = 560_000  # below this, fs/4 leaves no guard band between DC and the channel
 STOPBAND_ATTENUATION_DB = 50.0
 MAX_MIXER_PERIOD = 1 << 16
-LEVEL_PER_HZ = 10 ** (FULL_DEVIATION_DBFS / 20) / RATED_DEVIATION_HZ  # output per Hz of deviation
 
 
 def default_offset_hz(sample_rate: int) -> float:
@@ -168,20 +167,6 @@ class WbfmDemodulator:
         return self._power_weights_cache
 
 
-class Deemphasis:
-    """First-order de-emphasis 1/(1 + s·tau) (bilinear transform), state carried."""
-
-    def __init__(self, rate: float, tau_s: float) -> None:
-        b, a = signal.bilinear([1.0], [tau_s, 1.0], rate)
-        self._b, self._a = b.astype(np.float32), a.astype(np.float32)
-        self._state = np.zeros(1, dtype=np.float32)
-
-    def process(self, audio: FloatArray) -> FloatArray:
-        filtered, self._state = signal.lfilter(self._b, self._a, audio, zi=self._state)
-        result: FloatArray = filtered.astype(np.float32, copy=False)
-        return result
-
-
 class _Mixer:
     """Multiplies by exp(-j 2π offset n / fs) from a one-period table, phase carried."""
 
@@ -216,9 +201,3 @@ def _lowpass(rate: float, passband_hz: float, stopband_hz: float) -> npt.NDArray
                          fs=rate)
     result: FloatArray = taps.astype(np.float32)
     return result
-
-
-def to_stereo_s16le(audio: FloatArray) -> bytes:
-    """Mono float audio in [-1, 1] -> interleaved s16le stereo (mono duplicated)."""
-    mono = np.rint(np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
-    return np.repeat(mono, 2).tobytes()

@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import numpy.typing as npt
 
+from drivers.sdr.fm_audio import LEVEL_PER_HZ
 from drivers.sdr.rtl_tcp import (
     CMD_FREQUENCY,
     CMD_GAIN,
@@ -45,7 +46,6 @@ from drivers.sdr.rtl_tcp import (
     decode_command,
     encode_header,
 )
-from drivers.sdr.wbfm import LEVEL_PER_HZ
 
 R820T_HEADER = RtlTcpHeader(tuner_type=5, gain_count=29)
 DEFAULT_FREQUENCY_HZ = 100_000_000  # rtl_tcp's defaults before the client tunes
