@@ -8,13 +8,11 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
 from drivers.sdr.base import FmReceiver, SdrMissing, SdrSettings, SdrStalled
 from drivers.sdr.fm_audio import to_stereo_s16le
-
-if TYPE_CHECKING:
-    from drivers.sdr.wbfm import WbfmDemodulator
+from drivers.sdr.wbfm import WbfmDemodulator
 
 HEADER_MAGIC = b"RTL0"
 HEADER_SIZE = 12
@@ -110,8 +108,6 @@ class RtlTcpReceiver(FmReceiver):
 
     def start(self, frequency_mhz: float) -> None:
         self.stop()
-        from drivers.sdr.wbfm import WbfmDemodulator  # scipy: imported by the first relay
-
         demodulator = WbfmDemodulator(self._sample_rate)
         centre_hz = round(frequency_mhz * 1e6 - demodulator.offset_hz)
         where = f"rtl_tcp at {self._address[0]}:{self._address[1]}"
