@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import yaml
 from tests.support import hil
 
 REPO = Path(__file__).resolve().parents[2]
+UNIT_NICE = -10  # systemd/broadcast-agent.service
 T = TypeVar("T")
 
 
@@ -122,7 +124,8 @@ class AgentProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", str(self.config_path)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_niced_as_the_unit_runs)
         log.close()
         if wait:
             wait_for(self._up, 20, what=f"agent health endpoint ({self.log_tail()})")
@@ -193,3 +196,11 @@ class AgentProcess:
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _niced_as_the_unit_runs() -> None:
+    """The agent's priority under systemd/broadcast-agent.service (``Nice=-10``), ahead of
+    the test's own processes as of everything else on a controller; unchanged where the
+    tests may not raise it (not root)."""
+    with contextlib.suppress(PermissionError):
+        os.nice(UNIT_NICE)
