@@ -49,7 +49,7 @@ def wav_header(rate: int, channels: int, sample_width: int, data_bytes: int) -> 
     )
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -289,13 +289,14 @@ class ClockedWavSink(AudioOutput):
             with self._cond:
                 count = due - self._consumed
                 if count > 0:
-                    taken = bytes(self._pending[:count * self._frame_bytes])
-                    del self._pending[:len(taken)]
-                    padding = count * self._frame_bytes - len(taken)
+                    taken = min(len(self._pending), count * self._frame_bytes)
+                    self._to_disk += self._pending[:taken]
+                    del self._pending[:taken]
+                    padding = count * self._frame_bytes - taken
+                    if padding:
+                        self._to_disk += bytes(padding)
+                        self._underrun_frames += padding // self._frame_bytes
                     self._consumed = due
-                    self._underrun_frames += padding // self._frame_bytes
-                    self._to_disk += taken
-                    self._to_disk += bytes(padding)
                     self._cond.notify_all()
             self._stop.wait(self._tick_s)
 
@@ -306,8 +307,7 @@ class ClockedWavSink(AudioOutput):
             with self._cond:
                 if not self._to_disk and not self._stop.is_set():
                     self._cond.wait(self._header_interval_s)
-                chunk = bytes(self._to_disk)
-                self._to_disk.clear()
+                chunk, self._to_disk = self._to_disk, bytearray()
                 stopping = self._stop.is_set()
             if chunk:
                 _write_all(self._fd, chunk)
