@@ -190,7 +190,8 @@ class VoiceFeed:
 
 class Feeder:
     """The "playout-feed" thread: pumps every open feed every FEED_INTERVAL_S, and at once
-    when woken (a new cue must not wait)."""
+    when woken (a new cue must not wait); passes on the gain changes of every feed the
+    playout process still holds, its pipe closed or not."""
 
     def __init__(self, feeds: Callable[[], list[VoiceFeed]],
                  on_gain: Callable[[VoiceFeed], None], now: Callable[[], float]) -> None:

@@ -86,7 +86,7 @@ class PlayoutProcess:
         self._last_word = 0.0
         self._up = False
         self._stop = threading.Event()
-        self._feeder = Feeder(self._open_feeds, self._send_gain, clock.now)
+        self._feeder = Feeder(self._held_feeds, self._send_gain, clock.now)
         self._recorder = None if record is None else RecordReader(record, self.frame_at)
         self._thread = threading.Thread(target=self._run, name="playout-events", daemon=True)
 
@@ -349,9 +349,11 @@ class PlayoutProcess:
         self._feeds.pop(feed.voice_id, None)
         feed.close()
 
-    def _open_feeds(self) -> list[VoiceFeed]:
+    def _held_feeds(self) -> list[VoiceFeed]:
+        """Every voice the playout process may still play, its pipe open or not: a gain
+        change must reach a voice whose last PCM is already in the pipe."""
         with self._lock:
-            return [feed for feed in self._feeds.values() if feed.feeding]
+            return list(self._feeds.values())
 
     def _spec_of(self, feed: VoiceFeed) -> channel.Message:
         spec: channel.Message = {"id": feed.voice_id, "gain": feed.voice.gain}

@@ -12,6 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent.core.clock import SystemClock
+from agent.playout.engine import EngineEvent, Voice, VoiceEnded, VoiceStarted
+from agent.playout.remote import PlayoutProcess
+from agent.playout.sources import BufferSource
 from tests.conftest import (
     AgentFactory,
     Source,
@@ -23,7 +27,7 @@ from tests.conftest import (
 )
 from tests.support.agentproc import AgentProcess, processes, wait_for
 from tests.support.media import tones
-from tests.support.wavfile import sounding, tone_frequency
+from tests.support.wavfile import read_capture, rms_dbfs, sounding, tone_frequency
 
 
 def playout_process(agent: AgentProcess) -> int | None:
@@ -80,3 +84,36 @@ def test_playout_process_failure_is_replaced_and_the_programme_goes_on(
     cleared = datetime.fromisoformat(faults[0]["cleared_at"]).timestamp()
     assert raised - failed_at <= 1.0, "the failure was not detected within 1 s"
     assert cleared - raised <= 2.0, "the playout process was not replaced within 2 s"
+
+
+def test_a_gain_change_reaches_a_voice_whose_last_pcm_is_already_in_the_pipe(
+        tmp_path: Path) -> None:
+    # The whole 3 s tone fits in the pipe at once, so its writer is closed before the
+    # change: the volume of the end of a programme must follow a reload all the same.
+    rate = 48_000
+    t = np.arange(3 * rate) / rate
+    wave = (np.sin(2 * np.pi * 1000 * t) * 16_000).astype("<i2")
+    events: list[EngineEvent] = []
+    capture_path = tmp_path / "card.wav"
+    engine = PlayoutProcess(f"wav:{capture_path}", rate, SystemClock(), events.append,
+                            on_down=lambda reason: None, on_up=lambda: None)
+    engine.start()
+    try:
+        voice = Voice("tone", BufferSource(np.repeat(wave, 2).tobytes()), 1.0)
+        engine.play([voice])
+        wait_for(lambda: any(isinstance(e, VoiceStarted) for e in events), 5,
+                 what="the tone started")
+        time.sleep(1.0)
+        assert voice.source.finished, "the tone was not yet all in the pipe"
+        voice.gain = 0.25
+        changed_at = time.time()
+        wait_for(lambda: any(isinstance(e, VoiceEnded) for e in events), 5,
+                 what="the tone ended")
+    finally:
+        engine.stop()
+    capture = read_capture(capture_path)
+    first = capture.first_non_silent()
+    assert first is not None
+    before = rms_dbfs(capture.samples[first + rate // 10:first + rate // 2])
+    after = rms_dbfs(capture.segment(changed_at + 0.3, 0.5))
+    assert abs((before - after) - 20 * np.log10(4)) < 0.5, (before, after)
