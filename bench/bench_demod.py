@@ -25,7 +25,7 @@ from agent.core.clock import SystemClock
 from agent.core.faults import FaultRegistry
 from agent.playout.fm_tuner import FmTuner
 from bench.common import BenchRun, fmt, markdown_table, percentile
-from drivers.sdr import open_receiver
+from drivers.sdr import receiver_factory
 from drivers.sdr.wbfm import WbfmDemodulator, default_offset_hz
 from tests.support.fake_rtl_tcp import NOISE_DBFS, FakeStation, IqGenerator, Tuning
 
@@ -73,8 +73,8 @@ def fake_server_process() -> Iterator[int]:
 
 
 def make_tuner(port: int, sample_rate: int) -> FmTuner:
-    return FmTuner(lambda: open_receiver("rtl_tcp", rtl_tcp_address=f"127.0.0.1:{port}",
-                                         sample_rate=sample_rate, gain_db=None, ppm=0),
+    return FmTuner(receiver_factory("rtl_tcp", rtl_tcp_address=f"127.0.0.1:{port}",
+                                    sample_rate=sample_rate, gain_db=None, ppm=0),
                    FaultRegistry(time.time), SystemClock(), squelch_dbfs=-30.0)
 
 

@@ -32,6 +32,7 @@ from agent.playout.engine import (
 )
 from agent.playout.fm_tuner import PcmJitterBuffer
 from agent.recording.tap import RecordingTap
+from agent.service.logs import configure_logging
 from drivers.audio import AudioOutput, AudioOutputError, open_output
 from drivers.audio.base import AUDIO_RT_PRIORITY, request_realtime
 
@@ -335,8 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a restart: the card kept running, continue its capture")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="playout: %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, "%(levelname)s playout %(name)s: %(message)s")
     # Every thread here real-time, not only the engine's and the card's: they share one
     # GIL, and a normal-priority thread holding it while CPU hogs preempt it would stall
     # the card (measured: 32 gaps of 5-15 ms in a minute under tests/e2e/test_load.py).

@@ -4,7 +4,8 @@ journald reads such a prefix on a service's stdout/stderr (``SyslogLevelPrefix=`
 default; sd-daemon(3)) and files the line at that priority, so ``journalctl -p warning``
 shows the agent's warnings and errors. Without the prefix every line would be "info". The
 prefix is only written when stderr really is the journal stream systemd connected
-(``JOURNAL_STREAM``, systemd.exec(5)): a terminal or a redirected file gets plain lines.
+(``JOURNAL_STREAM``, systemd.exec(5)): a terminal or a redirected file gets plain lines,
+each starting with the local time to the millisecond (journald stamps its entries itself).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sys
 from typing import TextIO
 
 DAEMON_FORMAT = "%(levelname)s %(threadName)s %(name)s: %(message)s"
+STAMP_FORMAT = "%(asctime)s.%(msecs)03d "
+STAMP_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 # syslog(3) priorities, from the most severe level down; anything below DEBUG is debug too.
 _PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4),
@@ -55,5 +58,6 @@ def configure_logging(level: int | str, fmt: str = DAEMON_FORMAT) -> None:
     """The root logger writes to stderr, with priority prefixes when that is the journal."""
     handler = logging.StreamHandler(sys.stderr)
     journal = stderr_is_journal(sys.stderr, os.environ)
-    handler.setFormatter(JournalPriorityFormatter(fmt) if journal else logging.Formatter(fmt))
+    handler.setFormatter(JournalPriorityFormatter(fmt) if journal
+                         else logging.Formatter(STAMP_FORMAT + fmt, STAMP_DATE_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])

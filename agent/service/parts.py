@@ -24,7 +24,7 @@ from agent.playout.line_in import LineInput
 from agent.state.journal import Journal
 from agent.state.store import StateStore
 from drivers.capture import LineCapture, open_capture
-from drivers.sdr import FmReceiver, open_receiver
+from drivers.sdr import receiver_factory
 
 
 def open_tuner(cfg: Config, faults: FaultRegistry, clock: Clock) -> FmTuner | None:
@@ -33,11 +33,9 @@ def open_tuner(cfg: Config, faults: FaultRegistry, clock: Clock) -> FmTuner | No
     if cfg.fm.backend == "none":
         return None
 
-    def factory() -> FmReceiver:
-        return open_receiver(cfg.fm.backend, rtl_tcp_address=cfg.fm.rtl_tcp,
-                             sample_rate=cfg.fm.sample_rate, gain_db=cfg.fm.gain_db,
-                             ppm=cfg.fm.ppm)
-
+    factory = receiver_factory(cfg.fm.backend, rtl_tcp_address=cfg.fm.rtl_tcp,
+                               sample_rate=cfg.fm.sample_rate, gain_db=cfg.fm.gain_db,
+                               ppm=cfg.fm.ppm)
     # Only a dongle the agent drives itself may be reset; under rtl_tcp the server owns it.
     usb_reset = None
     if cfg.fm.backend == "rtl_fm":

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from drivers.registry import backend_class
 from drivers.sdr.base import FmReceiver, SdrError, SdrMissing, SdrSettings, SdrStalled
 
-__all__ = ["BACKENDS", "FmReceiver", "SdrError", "SdrMissing", "SdrStalled", "open_receiver"]
+__all__ = ["BACKENDS", "FmReceiver", "SdrError", "SdrMissing", "SdrStalled",
+           "receiver_factory"]
 
 BACKENDS = {
     "rtl_fm": ("drivers.sdr.rtl_fm", "RtlFmReceiver"),
@@ -14,8 +17,11 @@ BACKENDS = {
 }
 
 
-def open_receiver(backend: str, *, rtl_tcp_address: str, sample_rate: int,
-                  gain_db: float | None, ppm: int) -> FmReceiver:
-    """The receiver for ``fm.backend`` (see SdrSettings for the arguments)."""
+def receiver_factory(backend: str, *, rtl_tcp_address: str, sample_rate: int,
+                     gain_db: float | None, ppm: int) -> Callable[[], FmReceiver]:
+    """Makes a fresh receiver for ``fm.backend`` at each call (see SdrSettings for the
+    arguments). The backend's module is imported now, not by the first relay: rtl_tcp's
+    demodulator brings scipy, about 0.8 s to import, which would delay that relay."""
     cls = backend_class("fm.backend", BACKENDS, backend, FmReceiver)
-    return cls.from_settings(SdrSettings(rtl_tcp_address, sample_rate, gain_db, ppm))
+    settings = SdrSettings(rtl_tcp_address, sample_rate, gain_db, ppm)
+    return lambda: cls.from_settings(settings)

@@ -9,7 +9,7 @@ import pytest
 from agent.core.clock import SystemClock
 from agent.core.faults import FaultRegistry
 from agent.playout.fm_tuner import FmTuner, PcmJitterBuffer
-from drivers.sdr import open_receiver
+from drivers.sdr import receiver_factory
 from drivers.sdr.none import NoReceiver
 from drivers.sdr.rtl_fm import reset_rtl_usb
 from drivers.sdr.rtl_tcp import CMD_SAMPLE_RATE
@@ -34,8 +34,8 @@ def faults():
 
 
 def rtl_tcp_factory(port):
-    return lambda: open_receiver("rtl_tcp", rtl_tcp_address=f"127.0.0.1:{port}",
-                                 sample_rate=240_000, gain_db=None, ppm=0)
+    return receiver_factory("rtl_tcp", rtl_tcp_address=f"127.0.0.1:{port}",
+                            sample_rate=240_000, gain_db=None, ppm=0)
 
 
 @pytest.fixture
@@ -155,8 +155,8 @@ def test_no_server_is_sdr_missing_and_reads_stay_silent(faults, make_tuner):
 
 
 def test_rtl_fm_without_dongle_is_sdr_missing(faults, make_tuner):
-    factory = lambda: open_receiver("rtl_fm", rtl_tcp_address="", sample_rate=240_000,  # noqa: E731
-                                    gain_db=None, ppm=0)
+    factory = receiver_factory("rtl_fm", rtl_tcp_address="", sample_rate=240_000,
+                               gain_db=None, ppm=0)
     tuner = make_tuner(factory)
     tuner.start(100.0)
     assert wait_for(lambda: faults.is_raised("sdr_missing"), 3)
@@ -165,8 +165,8 @@ def test_rtl_fm_without_dongle_is_sdr_missing(faults, make_tuner):
 
 
 def test_backend_none_is_sdr_missing_saying_why(faults, make_tuner):
-    tuner = make_tuner(lambda: open_receiver("none", rtl_tcp_address="", sample_rate=240_000,
-                                             gain_db=None, ppm=0))
+    tuner = make_tuner(receiver_factory("none", rtl_tcp_address="", sample_rate=240_000,
+                                        gain_db=None, ppm=0))
     tuner.start(100.0)
     assert wait_for(lambda: faults.is_raised("sdr_missing"), 3)
     assert faults.active()[0].message == "no FM receiver configured (fm.backend: none)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,8 @@ def test_the_daemon_writes_priorities_only_into_the_journal(tmp_path):
     assert agent_logs(tmp_path / "journal", journal=True) == (
         "<6>INFO MainThread agent: started\n"
         "<4>WARNING MainThread agent: mixer control missing\n")
-    assert agent_logs(tmp_path / "terminal", journal=False) == (
-        "INFO MainThread agent: started\n"
-        "WARNING MainThread agent: mixer control missing\n")
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} "
+    assert re.fullmatch(
+        f"{stamp}INFO MainThread agent: started\n"
+        f"{stamp}WARNING MainThread agent: mixer control missing\n",
+        agent_logs(tmp_path / "terminal", journal=False))

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from drivers.sdr import open_receiver
+from drivers.sdr import receiver_factory
 from drivers.sdr.base import SdrMissing, SdrStalled
 from drivers.sdr.none import NoReceiver
 from drivers.sdr.rtl_fm import RtlFmReceiver
@@ -148,17 +148,22 @@ def test_stalled_server_reads_empty_then_resumes(fake):
 
 
 def test_factory():
-    none = open_receiver("none", rtl_tcp_address="", sample_rate=240_000, gain_db=None, ppm=0)
+    none = receiver_factory("none", rtl_tcp_address="", sample_rate=240_000, gain_db=None,
+                            ppm=0)()
     assert isinstance(none, NoReceiver)
     with pytest.raises(SdrMissing, match=r"no FM receiver configured \(fm\.backend: none\)"):
         none.start(100.0)
     assert none.signal_dbfs is None
-    assert isinstance(open_receiver("rtl_fm", rtl_tcp_address="", sample_rate=240_000,
-                                    gain_db=None, ppm=0), RtlFmReceiver)
-    assert isinstance(open_receiver("rtl_tcp", rtl_tcp_address="127.0.0.1:1234",
-                                    sample_rate=240_000, gain_db=None, ppm=0), RtlTcpReceiver)
+    assert isinstance(receiver_factory("rtl_fm", rtl_tcp_address="", sample_rate=240_000,
+                                       gain_db=None, ppm=0)(), RtlFmReceiver)
+    make_rtl_tcp = receiver_factory("rtl_tcp", rtl_tcp_address="127.0.0.1:1234",
+                                    sample_rate=240_000, gain_db=None, ppm=0)
+    first, second = make_rtl_tcp(), make_rtl_tcp()
+    assert isinstance(first, RtlTcpReceiver) and isinstance(second, RtlTcpReceiver)
+    assert first is not second  # each session of the tuner gets a fresh receiver
     with pytest.raises(ValueError, match=r"unknown fm\.backend 'pyrtlsdr'.*rtl_fm, rtl_tcp, none"):
-        open_receiver("pyrtlsdr", rtl_tcp_address="", sample_rate=240_000, gain_db=None, ppm=0)
+        receiver_factory("pyrtlsdr", rtl_tcp_address="", sample_rate=240_000, gain_db=None,
+                         ppm=0)
 
 
 @pytest.mark.parametrize(("address", "expected"), [
