@@ -3,7 +3,9 @@
 A thread ("wav-dac") consumes frames at exactly the nominal rate, paced by the monotonic
 clock like a DAC: frame ``n`` is consumed at ``mono_start + n / rate`` and so left the card
 at ``start_epoch + n / rate``. What the writer has not supplied in time is padded with
-silence (an underrun) and the numbering moves on. Every consumed frame lands at its own
+silence (an underrun, once the writer has begun: like an ALSA card, which starts with
+the first write, a new capture's opening silence is no underrun) and the numbering moves
+on. Every consumed frame lands at its own
 index in the WAV file, whose data chunk is the last chunk so that a reader can take the
 data up to the end of the file; the header is rewritten twice a second and on close.
 
@@ -90,6 +92,7 @@ class ClockedWavSink(AudioOutput):
         self._pending = bytearray()  # frames written, not yet consumed
         self._consumed = 0  # frames that left the card, silence padding included
         self._underrun_frames = 0
+        self._fed = False  # the writer has begun: from now on, padding is an underrun
         self._to_disk = bytearray()  # consumed, not yet written (under _cond)
         self._file_frames = 0  # frames on disk; touched by the wav-disk thread only while it runs
         self._failure: str | None = None
@@ -129,7 +132,7 @@ class ClockedWavSink(AudioOutput):
             raise AudioOutputError(
                 f"wav:{self.path}: cannot write the sidecar {self.sidecar_path}: {error}"
             ) from error
-        self._start(start_epoch, 0)
+        self._start(start_epoch, 0, fed=False)
 
     def resume(self) -> None:
         """The card ran on while nobody fed it: the capture continues at the frame due
@@ -160,10 +163,13 @@ class ClockedWavSink(AudioOutput):
             self._close_fd()
             raise AudioOutputError(f"wav:{self.path}: cannot continue the capture: {error}"
                                    ) from error
-        self._start(start_epoch, due, silent_frames=due - on_disk)
+        self._start(start_epoch, due, fed=True, silent_frames=due - on_disk)
 
-    def _start(self, start_epoch: float, frame: int, silent_frames: int = 0) -> None:
+    def _start(self, start_epoch: float, frame: int, *, fed: bool,
+               silent_frames: int = 0) -> None:
+        """``fed``: the card was running already (a resumed capture)."""
         with self._cond:
+            self._fed = fed
             self._pending.clear()
             self._to_disk.clear()
             self._consumed = frame
@@ -188,6 +194,7 @@ class ClockedWavSink(AudioOutput):
                 self._check_alive()
                 free_bytes = self._capacity_frames * self._frame_bytes - len(self._pending)
                 if free_bytes > 0:
+                    self._fed = True
                     self._pending += data[:free_bytes]
                     data = data[free_bytes:]
                     continue
@@ -295,7 +302,8 @@ class ClockedWavSink(AudioOutput):
                     padding = count * self._frame_bytes - taken
                     if padding:
                         self._to_disk += bytes(padding)
-                        self._underrun_frames += padding // self._frame_bytes
+                        if self._fed:
+                            self._underrun_frames += padding // self._frame_bytes
                     self._consumed = due
                     self._cond.notify_all()
             self._stop.wait(self._tick_s)
