@@ -156,9 +156,11 @@ class MqttLink:
             broker = self._brokers[index]
             try:
                 session = self._open(broker)
-            except Exception as exc:
+            except Exception as exc:  # a bug (ours or paho's): the next broker, backing off
                 self._faults.internal_error(f"MQTT connection to {self._uri(broker)}", exc)
-                self._stopping.wait(self._settings.max_backoff_s)
+                index = (index + 1) % len(self._brokers)
+                self._stopping.wait(self._random.uniform(backoff / 2, backoff))
+                backoff = min(backoff * 2, self._settings.max_backoff_s)
                 continue
             if self._await_subscribed(session):
                 failures, backoff = 0, self._settings.min_backoff_s

@@ -40,7 +40,8 @@ class Agent:
                  password: str | None = None, heartbeat_s: float = 60.0,
                  keepalive_s: float = 30.0, protocol: str = "3.1.1",
                  on_command: Callable[[Command], None] | None = None,
-                 trust: ClockTrust | None = None, ca_file: Path | None = None) -> None:
+                 trust: ClockTrust | None = None, ca_file: Path | None = None,
+                 max_backoff_s: float = 1.0) -> None:
         self.device_id = device_id
         self.clock = SystemClock()
         self.store = StateStore(db)
@@ -60,7 +61,7 @@ class Agent:
             password=broker.passwords[device_id] if password is None else password,
             ca_file=broker.ca_file if ca_file is None else ca_file, heartbeat_s=heartbeat_s,
             keepalive_s=keepalive_s, protocol="5" if protocol == "5" else "3.1.1",
-            min_backoff_s=0.2, max_backoff_s=1.0, connect_timeout_s=5.0)
+            min_backoff_s=0.2, max_backoff_s=max_backoff_s, connect_timeout_s=5.0)
         self.link = MqttLink(settings, device_id, (GROUP,), self.store, self.journal,
                              self.clock, self.status, self.intake, self.faults, self.metrics)
 

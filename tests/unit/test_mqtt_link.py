@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -298,3 +299,24 @@ def test_a_failing_command_handler_acks_failed_and_keeps_the_link(broker, agents
         assert [a["status"] for a in acks] == ["accepted", "failed"]
         assert acks[1]["reason"] == "internal: control loop gone"
         assert agent.link.connected
+
+
+def test_an_internal_error_while_connecting_is_a_fault_and_retried_soon(
+        broker, agents, monkeypatch):
+    # A bug in the connection code (ours or paho's) is told, and retried after the first
+    # backoff step: not after max_backoff_s, a whole round of minutes on a controller.
+    real_connect = paho.Client.connect
+    calls = []
+
+    def connect_failing_once(client, *args, **kwargs):
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the connection code")
+        return real_connect(client, *args, **kwargs)
+
+    monkeypatch.setattr(paho.Client, "connect", connect_failing_once)
+    agent = agents(broker, "dev-18", max_backoff_s=60.0)
+    agent.link.start()
+    agent.wait_connected(timeout=10)
+    assert len(calls) == 2 and calls[1] - calls[0] < 2.0
+    assert agent.faults.is_raised("internal_error")
