@@ -186,8 +186,11 @@ class FmTuner:
         rate: int = RECEIVER_RATE,
         *,
         usb_reset: Callable[[], object] | None = None,
-        buffer_s: float = 0.2,
-        prefill_s: float = 0.08,
+        # A relay may run a few hundred ms behind the station without anyone noticing, and
+        # that margin rides out a stall of the agent's interpreter (the fm thread and the
+        # feeder are not real-time): 80 ms left the relay of CI runs full of gaps.
+        buffer_s: float = 0.6,
+        prefill_s: float = 0.3,
         stall_after_s: float = 2.0,
         lost_after_s: float = 1.0,
         backoff_initial_s: float = 0.5,

@@ -136,7 +136,7 @@ def test_disconnect_reconnects(fake, faults, make_tuner):
     fake.disconnect_clients()
     assert wait_for(lambda: [c for c, _ in fake.commands].count(CMD_SAMPLE_RATE) == 2, 5)
     assert wait_for(lambda: tuner.signal_ok and not faults.is_raised("sdr_stalled"), 5)
-    assert not is_silent(play(tuner, 0.2))
+    assert not is_silent(play(tuner, 0.5))
 
 
 def test_no_server_is_sdr_missing_and_reads_stay_silent(faults, make_tuner):
