@@ -32,18 +32,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-import paho.mqtt.client as mqtt
-import requests
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
+from typing import TYPE_CHECKING, Literal
 
 from agent.cli.i18n import translator
 from agent.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from agent.config.loader import Config, ConfigError, load_config
 from agent.config.schema import BrokerUri
 from agent.core.schedule import FM_BANDS_MHZ
+
+if TYPE_CHECKING:
+    from paho.mqtt.reasoncodes import ReasonCode
 
 Severity = Literal["pass", "warn", "fail"]
 SERVICE = "broadcast-agent"
@@ -369,6 +367,8 @@ TLS_HINT = msg("TLS failed: check source.ca_file (the province's CA) and the clo
 
 
 def check_source(cfg: Config) -> list[CheckResult]:
+    import requests  # here, not at the top: this module is imported to build the CLI
+
     source = cfg.source
     url = f"{source.url}/devices/{cfg.device_id}/schedule"
     headers = {"Authorization": f"Bearer {source.token}"} if source.token else {}
@@ -402,6 +402,9 @@ def check_mqtt(cfg: Config) -> list[CheckResult]:
 
 
 def _check_broker(cfg: Config, broker: BrokerUri) -> CheckResult:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
     name = f"{broker.scheme}://{broker.host}:{broker.port}"
     settings = cfg.mqtt
     client = mqtt.Client(CallbackAPIVersion.VERSION2,
