@@ -37,6 +37,7 @@ FAULT_SEVERITY: dict[str, Severity] = {
     "decoder_hung": "warning",
     "decoder_crashed": "warning",
     "audio_output": "error",
+    "playout_failed": "error",
     "amplifier": "error",
     "stream_unavailable": "warning",
     "play_failed": "warning",

@@ -130,11 +130,11 @@ class _Cue:
 
 class PlayoutEngine:
     def __init__(self, output: AudioOutput, on_event: Callable[[EngineEvent], None],
-                 buffer_s: float = 0.040) -> None:
+                 buffer_s: float = 0.040, period_s: float = PERIOD_S) -> None:
         self.output = output
         self.rate = output.rate
         self._on_event = on_event
-        self._period = int(self.rate * PERIOD_S)
+        self._period = int(self.rate * period_s)
         self._target_buffer = max(int(self.rate * buffer_s), 2 * self._period)
         self._silence = bytes(self._period * BYTES_PER_FRAME)
         self._lock = threading.Lock()
@@ -148,8 +148,13 @@ class PlayoutEngine:
         self.last_sound_frame = 0  # one past the last period that was not digital silence
 
     # --- control side ------------------------------------------------------------------
-    def start(self) -> None:
-        self.output.open()
+    def start(self, resume: bool = False) -> None:
+        """Open the output and start feeding it; ``resume``: after the previous writer of
+        the card died (AudioOutput.resume)."""
+        if resume:
+            self.output.resume()
+        else:
+            self.output.open()
         self._thread = threading.Thread(target=self._run, name="playout", daemon=True)
         self._thread.start()
 
@@ -191,6 +196,12 @@ class PlayoutEngine:
                 self._current = None
             self._queue = [cue for cue in self._queue if cue.voice is not voice]
         voice.cut = True
+
+    def voices(self) -> list[Voice]:
+        """Every voice the engine still holds: on air, fading out, queued."""
+        with self._lock:
+            current = [] if self._current is None else [self._current]
+            return current + self._fading + [cue.voice for cue in self._queue]
 
     def _fade_out_now(self, voice: Voice) -> None:
         """Begin a fade from the next period the engine renders."""

@@ -73,6 +73,21 @@ class PcmJitterBuffer:
             self._delivered_bytes += len(chunk)
         return chunk + bytes(size - len(chunk))
 
+    def take(self, max_bytes: int) -> bytes:
+        """Queued audio, whole frames, at most ``max_bytes``, never padded: for a reader
+        that buffers on its own side (agent.playout.feed)."""
+        with self._lock:
+            size = min(len(self._data), max_bytes) // FRAME_BYTES * FRAME_BYTES
+            chunk = bytes(self._data[:size])
+            del self._data[:size]
+            self._delivered_bytes += size
+        return chunk
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """(capacity, prefill) in bytes: what a reader on the other side keeps."""
+        return self._capacity, self._prefill
+
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
@@ -102,6 +117,11 @@ class Tunable(Protocol):
 
     def read(self, frames: int) -> bytes: ...
 
+    def take(self, max_bytes: int) -> bytes: ...
+
+    @property
+    def jitter_sizes(self) -> tuple[int, int]: ...
+
     def release(self, lease: TunerLease) -> None: ...
 
 
@@ -109,6 +129,8 @@ class TunerLease:
     """One playback's use of the tuner, and the engine source of its voice: it reads the
     station while the tuner is on its frequency and counts the station's own audio it
     delivered (squelch and outage silence are not counted)."""
+
+    live = True  # paced by the card: read only while on air (agent.playout.feed)
 
     def __init__(self, tuner: Tunable, frequency_mhz: float) -> None:
         self._tuner = tuner
@@ -131,6 +153,15 @@ class TunerLease:
             self.lead_frames += max_bytes // FRAME_BYTES
         self.relayed_frames += delivered
         return data
+
+    def drain(self, max_bytes: int) -> bytes:
+        """The station's audio received so far, unpadded (agent.playout.feed); what was
+        relayed is then counted by the playout process."""
+        return self._tuner.take(max_bytes) if self.current else b""
+
+    @property
+    def jitter_sizes(self) -> tuple[int, int]:
+        return self._tuner.jitter_sizes
 
     @property
     def finished(self) -> bool:
@@ -190,6 +221,13 @@ class FmTuner:
 
     def read(self, frames: int) -> bytes:
         return self._buffer.read(frames * FRAME_BYTES)
+
+    def take(self, max_bytes: int) -> bytes:
+        return self._buffer.take(max_bytes)
+
+    @property
+    def jitter_sizes(self) -> tuple[int, int]:
+        return self._buffer.sizes
 
     @property
     def relayed_frames(self) -> int:

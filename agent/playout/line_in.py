@@ -39,6 +39,8 @@ class LineInLease:
     captured frames it delivered, and whether any of them carried sound (louder than
     ``audio.dead_air_dbfs``): a relay of nothing but silence is not a broadcast."""
 
+    live = True  # paced by the card: read only while on air (agent.playout.feed)
+
     def __init__(self, line: LineInput) -> None:
         self._line = line
         self.relayed_frames = 0
@@ -69,6 +71,24 @@ class LineInLease:
         if loud_at is not None and loud_at >= self._first_read:
             self.heard = True
         return data
+
+    def drain(self, max_bytes: int) -> bytes:
+        """The captured audio so far, unpadded (agent.playout.feed); what was relayed is
+        then counted by the playout process."""
+        if self.ended or not self.current:
+            return b""
+        line = self._line
+        if self._first_read is None:
+            self._first_read = line.clock.monotonic()
+        data = line.buffer.take(max_bytes)
+        loud_at = line.last_loud
+        if loud_at is not None and loud_at >= self._first_read:
+            self.heard = True
+        return data
+
+    @property
+    def jitter_sizes(self) -> tuple[int, int]:
+        return self._line.buffer.sizes
 
     @property
     def finished(self) -> bool:

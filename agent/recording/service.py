@@ -4,6 +4,7 @@ reports ask of them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from agent.config.loader import Config
@@ -14,27 +15,27 @@ from agent.mqtt.commands import Command
 from agent.recording.recorder import Recorder
 from agent.recording.span import Recording
 from agent.recording.store import SegmentStore
-from agent.recording.tap import RecordingTap
 from agent.recording.upload import RecordingUploader
 from agent.source.client import SourceClient
 from agent.state.journal import Journal
-from drivers.audio.base import AudioOutput
 
 
 class OffAirRecording:
-    def __init__(self, cfg: Config, output: AudioOutput, *, faults: FaultRegistry,
-                 clock: Clock, journal: Journal, metrics: AgentMetrics,
-                 source: SourceClient) -> None:
+    def __init__(self, cfg: Config, frame_time: Callable[[int], float], *,
+                 faults: FaultRegistry, clock: Clock, journal: Journal,
+                 metrics: AgentMetrics, source: SourceClient) -> None:
+        """``frame_time``: the wall time at which a frame of the playout engine's numbering
+        left the card; the engine hands each period to :attr:`offer`."""
         self._journal = journal
         self.recorder: Recorder | None = None
-        self.output = output  # what the playout engine writes to
+        self.offer: Callable[[int, bytes], None] | None = None
         if cfg.recording.enabled:
             rec = cfg.recording
             store = SegmentStore(rec.dir, rec.max_bytes, rec.max_days, clock.now)
-            self.recorder = Recorder(store, faults, cfg.audio.rate, output.frame_time,
+            self.recorder = Recorder(store, faults, cfg.audio.rate, frame_time,
                                      on_drop=metrics.recording_dropped,
                                      segment_s=rec.segment_s)
-            self.output = RecordingTap(output, self.recorder.offer)
+            self.offer = self.recorder.offer
             metrics.watch_recording(lambda: store.size)
             journal.recording_segment = self._segment_of
         self.uploads = RecordingUploader(self.recorder, source, journal, clock,

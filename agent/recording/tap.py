@@ -28,6 +28,9 @@ class RecordingTap(AudioOutput):
     def open(self) -> None:
         self.inner.open()
 
+    def resume(self) -> None:
+        self.inner.resume()
+
     def write(self, frames: bytes, timeout: float) -> None:
         index = self.inner.next_frame_index()
         self.inner.write(frames, timeout)

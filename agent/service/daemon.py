@@ -31,7 +31,7 @@ from agent.http.metrics import AgentMetrics
 from agent.mqtt.commands import Command
 from agent.mqtt.link import MqttLink, MqttSettings
 from agent.playout.decoder import DecoderPool
-from agent.playout.engine import PlayoutEngine
+from agent.playout.remote import PlayoutProcess
 from agent.playout.sources import builtin_chime
 from agent.playout.tts import TtsRenderer
 from agent.recording.service import OffAirRecording
@@ -48,7 +48,6 @@ from agent.state.store import STATE_DB, StateStore
 from agent.update.service import UpdateService
 from agent.update.state import update_root
 from drivers.amplifier import open_amplifier
-from drivers.audio import open_output
 from drivers.mixer import open_mixer
 from drivers.power import open_mains_sensor
 
@@ -92,10 +91,13 @@ class Daemon:
                                       max_backoff_s=cfg.source.max_backoff_s)
         self.decoders = DecoderPool(cfg.audio.rate, self.clock.monotonic)
         self.recording = OffAirRecording(
-            cfg, open_output(cfg.audio.output, cfg.audio.rate), faults=self.faults,
+            cfg, lambda frame: self.engine.time_of(frame), faults=self.faults,
             clock=self.clock, journal=self.journal, metrics=self.metrics, source=self.source)
-        self.engine = PlayoutEngine(self.recording.output,
-                                    on_event=lambda event: self.control.on_engine_event(event))
+        self.engine = PlayoutProcess(
+            cfg.audio.output, cfg.audio.rate, self.clock,
+            on_event=lambda event: self.control.on_engine_event(event),
+            on_down=lambda reason: self.faults.raise_("playout_failed", reason),
+            on_up=lambda: self.faults.clear("playout_failed"), record=self.recording.offer)
         mixer_cfg = None if cfg.audio.mixer is None else {
             "card": cfg.audio.mixer.card, "control": cfg.audio.mixer.control}
         self.amplifier = open_amplifier(

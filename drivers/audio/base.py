@@ -53,6 +53,12 @@ class AudioOutput(ABC):
     @abstractmethod
     def open(self) -> None: ...
 
+    def resume(self) -> None:
+        """Open again after the previous writer died without closing (a restarted playout
+        process). A device that keeps its own clock through that (the virtual card of
+        hil.md) continues its numbering and capture; any other opens afresh."""
+        self.open()
+
     @abstractmethod
     def write(self, frames: bytes, timeout: float) -> None:
         """Queue interleaved s16le frames; blocks (up to ``timeout`` s) while the device

@@ -123,12 +123,46 @@ class ClockedWavSink(AudioOutput):
             raise AudioOutputError(
                 f"wav:{self.path}: cannot write the sidecar {self.sidecar_path}: {error}"
             ) from error
+        self._start(start_epoch, 0)
+
+    def resume(self) -> None:
+        """The card ran on while nobody fed it: the capture continues at the frame due
+        now, the frames in between silent (underrun); without a capture to continue
+        (no sidecar, another rate), a new one."""
+        if self._thread is not None:
+            raise AudioOutputError(f"wav:{self.path} is already open")
+        try:
+            sidecar = json.loads(self.sidecar_path.read_text(encoding="utf-8"))
+            start_epoch = float(sidecar["start_epoch"])
+            if sidecar.get("rate") != self.rate:
+                raise ValueError(f"the capture is at {sidecar.get('rate')} Hz")
+            self._fd = os.open(self.path, os.O_RDWR)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("wav:%s: no capture to continue (%s): starting a new one", self.path,
+                        error)
+            self.open()
+            return
+        self._mono_start = self._clock.monotonic()
+        now = self._clock.now()
+        self._mono_start -= now - start_epoch
+        on_disk = max(0, (os.fstat(self._fd).st_size - HEADER_BYTES) // self._frame_bytes)
+        due = max(on_disk, int((now - start_epoch) * self.rate))
+        try:
+            os.ftruncate(self._fd, HEADER_BYTES + due * self._frame_bytes)  # zeros: silence
+            os.lseek(self._fd, 0, os.SEEK_END)
+        except OSError as error:
+            self._close_fd()
+            raise AudioOutputError(f"wav:{self.path}: cannot continue the capture: {error}"
+                                   ) from error
+        self._start(start_epoch, due, silent_frames=due - on_disk)
+
+    def _start(self, start_epoch: float, frame: int, silent_frames: int = 0) -> None:
         with self._cond:
             self._pending.clear()
-            self._consumed = 0
-            self._underrun_frames = 0
+            self._consumed = frame
+            self._underrun_frames = silent_frames
             self._failure = None
-            self._file_frames = 0
+            self._file_frames = frame
             self._start_epoch = start_epoch
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="wav-dac", daemon=True)

@@ -13,12 +13,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.core.signing import public_key_b64
 from tests.conftest import (
-    UNREACHABLE_BROKER,
     AgentFactory,
     Source,
     capture_until,
     corrupt_cache_files,
-    journal_events,
     program,
     wait_ready,
     whole_second,
@@ -172,25 +170,3 @@ def test_program_with_an_unknown_media_is_skipped_and_the_rest_applied(
     assert "p-bad" in {f["message"] for f in agent.status()["faults"]
                        if f["code"] == "schedule_invalid_program"}.pop()
     assert_plays(agent, start, 1000)
-
-
-def test_media_not_cached_at_the_start_is_reported_and_the_rest_plays(
-        tmp_path: Path, source: Source, agent_factory: AgentFactory) -> None:
-    gone = source.add("m-gone", media.tone(tmp_path / "g.wav", 300, 1.0))
-    (source.content / "media" / "m-gone").unlink()  # the source lost the file
-    source.add("m-1", media.tone(tmp_path / "a.wav", 1000, 1.0))
-    start = whole_second(8)
-    source.publish([program("p-1", ["m-gone", "m-1"], start)])
-    agent = agent_factory(mqtt=UNREACHABLE_BROKER)
-    wait_for(lambda: agent.status()["cache"]["items"] == 1, 10, 0.1, "m-1 cached")
-
-    # The rest starts when the missing item would have: at once, once a decoder is up.
-    assert_plays(agent, start, 1000, tolerance_s=2.0)
-    assert_fault_shown(source, agent, "media_missing")
-    [event] = journal_events(agent, "media_missing")
-    assert (event["program_id"], event["media_id"]) == ("p-1", gone["id"])
-    # The gap is in the proof of play too: the missing item failed, nothing of it aired.
-    plays = wait_for(lambda: len(source.play_reports()) == 2 and source.play_reports(), 10,
-                     0.2, "the play reports of m-gone and m-1")
-    assert [(r["media_id"], r["outcome"], r["played_s"]) for r in plays] == \
-        [("m-gone", "failed", 0.0), ("m-1", "completed", 1.0)]

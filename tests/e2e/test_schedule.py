@@ -32,7 +32,6 @@ LEAD_S = 7.0  # programs start this long after they are published
 MIN_LEFT_S = 2.0  # what must remain before the start once the agent is ready (pre-roll)
 START_TOLERANCE_S = 0.005
 REPORT_TOLERANCE_S = START_TOLERANCE_S + 0.001  # report times are cut to milliseconds
-JOIN_TOLERANCE_S = 0.25
 SILENCE = 64  # sample magnitude below which a frame counts as silent
 WARMUP_S = 0.5
 IDLE_OFF_S = 1.0
@@ -205,44 +204,3 @@ def test_chime_then_the_item(tmp_path: Path, source: Source,
     assert_tone(capture, start + chime_s + 0.2, 1.5, 1000)
     [report] = play_reports(source, 1, start + chime_s + 2.0)
     assert_play(report, "m-1", start + chime_s, 2.0)
-
-
-def test_repeat_plays_the_items_again(tmp_path: Path, source: Source,
-                                      agent_factory: AgentFactory) -> None:
-    source.add("m-1", media.tone(tmp_path / "tone.wav", 1000, 1.5))
-    start = whole_second(LEAD_S)
-    source.publish([program("p-1", ["m-1"], start, repeat=2)])
-    agent = start_agent(source, agent_factory, start)
-    capture = capture_until(agent, start + 3.5)
-
-    assert silent_gaps(capture, start, 3.0, 0.020) == []
-    assert capture.first_non_silent(SILENCE, after_epoch=start + 3.03) is None
-    first, second = play_reports(source, 2, start + 3.0)
-    assert_play(first, "m-1", start, 1.5)
-    assert_play(second, "m-1", start + 1.5, 1.5)
-
-
-def test_late_start_joins_at_the_position_it_would_have_reached(
-        tmp_path: Path, source: Source, agent_factory: AgentFactory) -> None:
-    # 440 Hz for 1 s, 880 Hz for 7 s, 660 Hz for 2 s: the tone tells the position.
-    source.add("m-1", media.tones(tmp_path / "steps.wav", [(440, 1), (880, 7), (660, 2)]))
-    source.publish([])
-    agent = agent_factory(late_start_grace_s=1, **AGENT_CONFIG)
-    wait_ready(agent, source.version)  # the media is cached; now the agent is off a while
-    agent.stop()
-    start = whole_second(0) - 2.0
-    source.publish([program("p-1", ["m-1"], start)])
-    agent.start()
-    capture = capture_until(agent, start + 10.5)
-
-    joined = first_sound(capture, start)
-    # Past the 1 s grace it joins where the programme would be (inside the 880 Hz step),
-    # however quickly the agent came up; not from the beginning.
-    assert 1.2 <= joined - start <= 7.5, f"joined {joined - start:.2f} s in"
-    assert_tone(capture, joined + 0.01, 0.1, 880)
-    # libvlc seeks WAV to about 50 ms and a decoder started cold may lag a little more.
-    assert_tone(capture, start + 8.0 - JOIN_TOLERANCE_S - 0.08, 0.08, 880)
-    assert_tone(capture, start + 8.0 + JOIN_TOLERANCE_S, 0.08, 660)
-    [report] = play_reports(source, 1, start + 10.0)
-    assert (report["media_id"], report["outcome"]) == ("m-1", "completed")
-    assert report["played_s"] == pytest.approx(10.0 - (joined - start), abs=JOIN_TOLERANCE_S)

@@ -21,6 +21,7 @@ from agent.core.schedule import PRIORITY_RANK
 from agent.mqtt.commands import Command
 from agent.playout.fm_tuner import TunerLease
 from agent.state.plays import PlayJournal
+from agent.state.store import OutboxRecord
 from tests.simulation import events as ev
 from tests.simulation.world import CHIME_S, RATE, SETTINGS, Boot, Field
 
@@ -76,8 +77,9 @@ class Accepted:
 
 
 class Simulation:
-    def __init__(self, state_dir: Path) -> None:
-        self.world = Field(state_dir)
+    def __init__(self, state_dir: Path, has_tuner: bool = True,
+                 amplifier_log: bool = False) -> None:
+        self.world = Field(state_dir, has_tuner=has_tuner, amplifier_log=amplifier_log)
         self.boot = Boot(self.world)
         # At first every station is on air and the first two media are cached; the events
         # take them away and give them back.
@@ -93,6 +95,7 @@ class Simulation:
         self.commands = 0
         self.accepted: dict[str, Accepted] = {}
         self.reports: dict[str, dict[str, Any]] = {}  # first play report per id
+        self.sent: list[OutboxRecord] = []  # everything reported or sent over MQTT
         self.disk_was_full = False
         self.rejoined_after_failed_relay = 0
         self.clock_stepped_back = False
@@ -205,6 +208,7 @@ class Simulation:
 
     def drain(self) -> None:
         reports, mqtt = self.boot.take_outbox()
+        self.sent += reports + mqtt
         for record in reports:
             if record.kind == "play":
                 self.reports.setdefault(record.payload["id"], record.payload)
@@ -301,9 +305,10 @@ class Simulation:
             self.step()
         self.boot.shut_down()
         self.drain()
-        if self.boot.decoders.live() or self.boot.tuner.held or +self.boot.cache.pins:
+        leases = [] if self.boot.tuner is None else self.boot.tuner.held
+        if self.boot.decoders.live() or leases or +self.boot.cache.pins:
             raise Violation("resources held after a stop: "
-                            f"{self.boot.decoders.live()} {self.boot.tuner.held} "
+                            f"{self.boot.decoders.live()} {leases} "
                             f"{self.boot.cache.pins}")
         self.check_history(PlayJournal(self.boot.store))
 
@@ -352,7 +357,6 @@ class Simulation:
             if report["played_s"] > frames / RATE + 0.05:
                 raise Violation(f"{where} reported {report['played_s']} s, "
                                 f"the card carried {frames / RATE} s")
-
 
     def check_the_air_is_owned(self) -> None:
         """What the card carries is what Status says plays (past the tick in which the

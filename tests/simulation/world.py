@@ -42,6 +42,7 @@ from agent.state.journal import MQTT, REPORT, Journal
 from agent.state.plays import PlayJournal
 from agent.state.store import STATE_DB, OutboxRecord, StateStore
 from drivers.amplifier.none import NoAmplifier
+from drivers.amplifier.sim import SimAmplifier
 from drivers.mixer.software import SoftwareMixer
 
 RATE = 50  # frames per second: 20 ms of resolution, enough for every rule of the core
@@ -65,6 +66,10 @@ class Field:
     stations: dict[float, bool] = field(default_factory=dict)  # FM: heard or not
     speech_broken: bool = False
     disk_full: bool = False
+    # The daemon's wiring options: no FM receiver (fm.backend: none, so no tuner at all);
+    # the sim amplifier (amplifier.backend: sim), logging its transitions on this clock.
+    has_tuner: bool = True
+    amplifier_log: bool = False
 
 
 class Boot:
@@ -83,9 +88,11 @@ class Boot:
         self.decoders = MemoryDecoders(world.library, clock)
         self.speech = MemorySpeech(world.library)
         self.speech.broken = world.speech_broken
-        self.tuner = MemoryTuner(self.faults, clock, world.stations)
+        self.tuner = MemoryTuner(self.faults, clock, world.stations) if world.has_tuner \
+            else None
         self.cache = MemoryCache(world.library)  # its files are the field's, its pins ours
-        self.amplifier = NoAmplifier()
+        self.amplifier = SimAmplifier(world.state_dir, clock) if world.amplifier_log \
+            else NoAmplifier()
         self.schedule: Schedule | None = None
         self.loop = ControlLoop(
             settings=SETTINGS, clock=clock, engine=self.engine, decoders=self.decoders,

@@ -1,0 +1,256 @@
+"""The agent's side of the PCM pipes to the playout process.
+
+Each voice gets a pipe. The feeder thread ("playout-feed") moves PCM from the voice's
+source (a decoder, a buffer) into the pipe as far as the pipe has room, so a decoded file
+runs up to PIPE_BYTES (about 5 s at 48 kHz) ahead of the card: a stall of the agent's
+interpreter shorter than that is never heard. A live source (:class:`LiveSource`: the
+tuner, the line input) hands out what it received, as it arrives and from its start on,
+and its jitter buffer (prefill, padding, dropping the oldest on overflow) is kept on the
+playout process's side, so that the relay is no later on air than in one process; that
+process counts what it relayed. The agent keeps its copy of each read end
+until the voice ends, so that the PCM not yet played survives a playout process that
+died, and the next one continues from it.
+
+The record reader ("playout-record") takes what left the card from the playout process
+(wall time of the first frame, length, frames) to the off-air recorder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import struct
+import termios
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from agent.playout.engine import PcmSource, Voice
+
+log = logging.getLogger(__name__)
+
+PIPE_BYTES = 1 << 20  # the kernel's default pipe-max-size
+FEED_INTERVAL_S = 0.005
+# A live source is drained from this long before its first frame is due.
+LIVE_AHEAD_S = 0.030
+READ_CHUNK = 64 * 1024
+RECORD_HEADER = struct.Struct("<dI")  # as agent.playout.host writes it
+
+
+def open_pipe() -> tuple[int, int]:
+    """A PCM pipe (read end, write end), as deep as the system allows; the write end is
+    non-blocking."""
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError as exc:  # above /proc/sys/fs/pipe-max-size for an unprivileged user
+        log.info("PCM pipes keep their default size (%s)", exc)
+    os.set_blocking(write_fd, False)
+    return read_fd, write_fd
+
+
+def pipe_fill(fd: int) -> int:
+    """Bytes waiting in the pipe of ``fd`` (either end)."""
+    buf = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return int(struct.unpack("i", buf)[0])
+
+
+@runtime_checkable
+class LiveSource(Protocol):
+    """A relay's source (agent.playout.fm_tuner.TunerLease, agent.playout.line_in
+    .LineInLease) as the feed drains it."""
+
+    live: bool
+    relayed_frames: int  # its own audio that left the card (set from the playout process)
+    lead_frames: int  # silence before the first of it
+
+    def drain(self, max_bytes: int) -> bytes: ...
+
+    @property
+    def jitter_sizes(self) -> tuple[int, int]: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+
+@dataclass(eq=False)
+class VoiceFeed:
+    """One voice on its way to the playout process."""
+
+    voice_id: int
+    voice: Voice
+    read_fd: int
+    write_fd: int
+    capacity: int  # bytes the pipe may hold
+    sent_gain: float
+    opens_at: float | None  # wall time from which the source is read; None: not yet
+    live: LiveSource | None
+    played_base: int = 0  # frames played by playout processes that died since
+    underrun_base: int = 0
+    relayed_base: int = 0
+    carry: bytes = field(default=b"", repr=False)
+
+    @classmethod
+    def open(cls, voice_id: int, voice: Voice, rate: int) -> VoiceFeed:
+        read_fd, write_fd = open_pipe()
+        capacity = int(fcntl.fcntl(write_fd, fcntl.F_GETPIPE_SZ))
+        live = voice.source if isinstance(voice.source, LiveSource) else None
+        return cls(voice_id, voice, read_fd, write_fd, capacity, voice.gain,
+                   None if live else 0.0, live)
+
+    def took(self, played: int, underrun: int, relayed: int, lead: int) -> None:
+        """What the playout process reports of this voice (since it started it)."""
+        self.voice.frames_played = self.played_base + played
+        self.voice.underrun_frames = self.underrun_base + underrun
+        if self.live is not None:
+            self.live.relayed_frames = self.relayed_base + relayed
+            if not self.relayed_base:
+                self.live.lead_frames = lead
+
+    def carry_over(self) -> None:
+        """Its playout process died: the next one counts from zero again."""
+        self.played_base = self.voice.frames_played
+        self.underrun_base = self.voice.underrun_frames
+        if self.live is not None:
+            self.relayed_base = self.live.relayed_frames
+
+    def opens(self, at: float | None) -> None:
+        """The voice is cued to start at ``at`` (wall time; None: now, or it started)."""
+        if self.opens_at != 0.0:
+            self.opens_at = 0.0 if at is None else at - LIVE_AHEAD_S
+
+    @property
+    def source(self) -> PcmSource:
+        return self.voice.source
+
+    @property
+    def feeding(self) -> bool:
+        return self.write_fd >= 0
+
+    def pump(self, now: float) -> None:
+        """Move what fits; at the end of the source, close the pipe (end of file for the
+        playout process). Never blocks."""
+        if self.write_fd < 0 or self.opens_at is None or now < self.opens_at:
+            return
+        if not self.carry:
+            room = self.capacity - pipe_fill(self.write_fd)
+            if room <= 0:
+                return
+            self.carry = self.source.read(min(room, READ_CHUNK)) if self.live is None \
+                else self.live.drain(min(room, READ_CHUNK))
+        if self.carry:
+            try:
+                written = os.write(self.write_fd, self.carry)
+            except BlockingIOError:
+                return
+            except BrokenPipeError:  # every read end closed: nobody will play it
+                self.close_writer()
+                return
+            self.carry = self.carry[written:]
+        elif self.source.finished:
+            self.close_writer()
+
+    def close_writer(self) -> None:
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    def close(self) -> None:
+        self.close_writer()
+        if self.read_fd >= 0:
+            os.close(self.read_fd)
+            self.read_fd = -1
+
+
+class Feeder:
+    """The "playout-feed" thread: pumps every open feed every FEED_INTERVAL_S, and at once
+    when woken (a new cue must not wait)."""
+
+    def __init__(self, feeds: Callable[[], list[VoiceFeed]],
+                 on_gain: Callable[[VoiceFeed], None], now: Callable[[], float]) -> None:
+        self._feeds = feeds
+        self._now = now
+        self._on_gain = on_gain
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="playout-feed", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(FEED_INTERVAL_S)
+            self._wake.clear()
+            now = self._now()
+            for feed in self._feeds():
+                try:
+                    if feed.voice.gain != feed.sent_gain:
+                        feed.sent_gain = feed.voice.gain
+                        self._on_gain(feed)
+                    feed.pump(now)
+                except Exception:  # one source's failure ends its voice, not the feed
+                    log.exception("feeding %s failed", feed.voice)
+                    feed.close_writer()
+
+
+class RecordReader:
+    """The "playout-record" thread: (wall time, frames) from the playout process to
+    ``record(index, frames)``, with ``frame_at`` mapping the time to the agent's frames."""
+
+    def __init__(self, record: Callable[[int, bytes], None],
+                 frame_at: Callable[[float], int]) -> None:
+        self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
+        with contextlib.suppress(OSError):  # a second of sound; the default is 0.3 s
+            fcntl.fcntl(self.write_fd, fcntl.F_SETPIPE_SZ, 256 * 1024)
+        self._record = record
+        self._frame_at = frame_at
+        self._thread = threading.Thread(target=self._run, name="playout-record", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """After the playout process exited: the last records are taken, then the end."""
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        with os.fdopen(self.read_fd, "rb", buffering=0) as pipe:
+            while True:
+                header = _read_exactly(pipe.fileno(), RECORD_HEADER.size)
+                if header is None:
+                    return
+                at, length = RECORD_HEADER.unpack(header)
+                frames = _read_exactly(pipe.fileno(), length)
+                if frames is None:
+                    return
+                try:
+                    self._record(self._frame_at(at), frames)
+                except Exception:
+                    log.exception("the recorder refused a period")
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data

@@ -1,0 +1,324 @@
+"""The playout process: the engine and the sound card, with nothing else in its
+interpreter (issue 10, docs/design.md "Playout process").
+
+The agent starts it (agent.playout.remote.PlayoutProcess) and speaks to it over the
+channel of agent.playout.channel. Each voice's PCM arrives on its own pipe; this process
+only mixes what it is told to, writes it to the card, and reports frame-accurate facts.
+When the agent goes away (the channel ends) it closes the card and exits.
+
+    python -m agent.playout.host --output wav:/tmp/out.wav --rate 48000 --channel-fd 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import socket
+import struct
+import sys
+import threading
+from dataclasses import dataclass
+
+from agent.playout import channel
+from agent.playout.engine import (
+    EngineEvent,
+    OutputFailed,
+    PlayoutEngine,
+    Voice,
+    VoiceEnded,
+    VoiceStarted,
+)
+from agent.playout.fm_tuner import PcmJitterBuffer
+from agent.recording.tap import RecordingTap
+from drivers.audio import AudioOutput, AudioOutputError, open_output
+
+log = logging.getLogger("agent.playout.host")
+
+RECORD_HEADER = struct.Struct("<dI")  # wall time of the first frame, bytes that follow
+# A pipe write of at most PIPE_BUF bytes is atomic: a record never interleaves.
+RECORD_CHUNK = 4096 - RECORD_HEADER.size
+OPEN_RETRY_S = 0.3  # below the agent's hang limit: the failure reports are the heartbeat
+CLOSE_AFTER_END_S = 0.5  # an ended voice may still fade out; its pipe is closed after
+# Alone in its interpreter at real-time priority, the engine needs half the card buffer
+# it needed inside the agent (engine.PlayoutEngine's default 40 ms): a relay is heard
+# 20 ms sooner.
+CARD_BUFFER_S = 0.020
+BURST_BYTES = 48_000 * 4 * 20 // 1000  # 20 ms at 48 kHz
+
+
+class PipeSource:
+    """A voice's PCM pipe (read end, non-blocking), as the engine's PcmSource."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self._fd = fd
+        self._lock = threading.Lock()
+        self._eof = False
+
+    def read(self, max_bytes: int) -> bytes:
+        with self._lock:
+            if self._fd < 0 or self._eof:
+                return b""
+            data = self._read(max_bytes)
+            if len(data) < max_bytes and not self._eof:
+                # Short: at the end of the pipe this says so now, not one period later.
+                data += self._read(max_bytes - len(data))
+            return data
+
+    def _read(self, max_bytes: int) -> bytes:
+        try:
+            data = os.read(self._fd, max_bytes)
+        except BlockingIOError:
+            return b""
+        if not data:
+            self._eof = True
+        return data
+
+    @property
+    def finished(self) -> bool:
+        return self._eof
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+class LivePipeSource(PipeSource):
+    """A relay's pipe: the agent sends what was received as it arrives; this side keeps
+    the jitter buffer (prefill, silence while short, oldest dropped on overflow), as the
+    agent's relay would in one process, and counts what of the relay itself it played."""
+
+    def __init__(self, fd: int, capacity_bytes: int, prefill_bytes: int) -> None:
+        super().__init__(fd)
+        # The relay's PCM crosses the agent's feeder, which passes it on in bursts (every
+        # FEED_INTERVAL_S, or late after a stall of the agent's interpreter): room for
+        # them above the relay's own capacity, or a burst would be dropped as overflow.
+        self._jitter = PcmJitterBuffer(capacity_bytes + BURST_BYTES, prefill_bytes)
+        self.lead_frames = 0  # asked for before the relay's first audio
+
+    def read(self, max_bytes: int) -> bytes:
+        while data := super().read(64 * 1024):
+            self._jitter.write(data)
+        if super().finished:  # the relay ended: what is left plays out, unpadded
+            return self._jitter.take(max_bytes)
+        chunk = self._jitter.read(max_bytes)
+        if self._jitter.delivered_bytes == 0:
+            self.lead_frames += max_bytes // 4
+        return chunk
+
+    @property
+    def relayed_frames(self) -> int:
+        return self._jitter.delivered_bytes // 4
+
+    @property
+    def finished(self) -> bool:
+        return super().finished and self._jitter.queued_bytes == 0
+
+
+@dataclass
+class _Ended:
+    source: PipeSource
+    close_at: float  # wall time
+
+
+class PlayoutHost:
+    def __init__(self, output: AudioOutput, sock: socket.socket, record_fd: int) -> None:
+        self._sock = sock
+        self._record_fd = record_fd
+        if record_fd >= 0:
+            os.set_blocking(record_fd, False)
+            output = RecordingTap(output, self._record)
+        self._output = output
+        self.engine = PlayoutEngine(output, self._on_event, buffer_s=CARD_BUFFER_S,
+                                    period_s=CARD_BUFFER_S / 2)
+        self._sources: dict[int, PipeSource] = {}
+        self._ended: list[_Ended] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    # --- to the agent ------------------------------------------------------------------
+    def _on_event(self, event: EngineEvent) -> None:
+        if isinstance(event, VoiceStarted):
+            message = {"ev": "started", "id": event.voice.tag,
+                       "at": self._output.frame_time(event.frame)}
+        elif isinstance(event, VoiceEnded):
+            voice = event.voice
+            end = self._output.frame_time(event.frame)
+            message = {"ev": "ended", "id": voice.tag, "at": end, "cut": event.cut,
+                       "counts": _counts(voice)}
+            with self._lock:
+                source = self._sources.pop(int(str(voice.tag)), None)
+                if source is not None:
+                    self._ended.append(_Ended(source, end + CLOSE_AFTER_END_S))
+        elif isinstance(event, OutputFailed):
+            message = {"ev": "output_failed", "message": event.message}
+        else:
+            message = {"ev": "output_recovered"}
+        self._send(message)
+
+    def _send(self, message: channel.Message) -> None:
+        try:
+            channel.send(self._sock, message)
+        except channel.ChannelClosed:
+            self._stop.set()
+
+    def _record(self, index: int, frames: bytes) -> None:
+        """Hand what left the card to the agent's recorder; never blocks (a full pipe
+        drops the period, and the recorder sees the gap)."""
+        start = self._output.frame_time(index)
+        rate = self._output.rate
+        for offset in range(0, len(frames), RECORD_CHUNK - RECORD_CHUNK % 4):
+            chunk = frames[offset:offset + RECORD_CHUNK - RECORD_CHUNK % 4]
+            at = start + offset // 4 / rate
+            try:
+                os.write(self._record_fd, RECORD_HEADER.pack(at, len(chunk)) + chunk)
+            except BlockingIOError:
+                return
+            except OSError:  # the agent is gone; the channel tells the rest
+                return
+
+    def _report_status(self) -> None:
+        engine = self.engine
+        idle = engine.idle_since_frame
+        states: dict[str, list[int]] = {}
+        for voice in engine.voices():
+            if isinstance(voice.tag, int):
+                states[str(voice.tag)] = _counts(voice)
+        self._send({"ev": "status",
+                    "idle_since": None if idle is None else self._output.frame_time(idle),
+                    "last_sound": self._output.frame_time(engine.last_sound_frame),
+                    "voices": states})
+        now = self._output.frame_time(self._output.next_frame_index())
+        with self._lock:
+            due = [e for e in self._ended if e.close_at <= now]
+            self._ended = [e for e in self._ended if e.close_at > now]
+        for ended in due:
+            ended.source.close()
+
+    # --- from the agent ----------------------------------------------------------------
+    def _voice(self, spec: channel.Message, fd: int) -> Voice:
+        jitter = spec.get("jitter")
+        source = PipeSource(fd) if jitter is None \
+            else LivePipeSource(fd, int(jitter[0]), int(jitter[1]))
+        voice_id = int(spec["id"])
+        with self._lock:
+            self._sources[voice_id] = source
+        return Voice(f"v{voice_id}", source, float(spec["gain"]), tag=voice_id)
+
+    def _apply(self, message: channel.Message, fds: list[int]) -> None:
+        op = message.get("op")
+        if op == "play":
+            voices = [self._voice(spec, fd) for spec, fd in zip(message["voices"], fds,
+                                                                 strict=True)]
+            at = message.get("at")
+            at_frame = None if at is None else self.engine.frame_at(float(at))
+            self._close(self.engine.play(voices, at_frame))
+        elif op == "append":
+            self.engine.append(self._voice(message["voice"], fds[0]))
+        elif op == "cancel":
+            voice = self._find(int(message["id"]))
+            if voice is not None:
+                self.engine.cancel(voice)
+        elif op == "gain":
+            voice = self._find(int(message["id"]))
+            if voice is not None:
+                voice.gain = float(message["gain"])
+        elif op == "stop":
+            self._stop.set()
+        else:
+            raise ValueError(f"unknown op {op!r}")
+
+    def _find(self, voice_id: int) -> Voice | None:
+        return next((v for v in self.engine.voices() if v.tag == voice_id), None)
+
+    def _close(self, dropped: list[Voice]) -> None:
+        """Voices replaced in the queue before they started: never read again."""
+        with self._lock:
+            sources = [self._sources.pop(int(str(v.tag)), None) for v in dropped]
+        for source in sources:
+            if source is not None:
+                source.close()
+
+    # --- the process -------------------------------------------------------------------
+    def run(self, resume: bool) -> int:
+        if not self._open_output(resume):
+            return 0
+        status = threading.Thread(target=self._status_loop, name="playout-status",
+                                  daemon=True)
+        status.start()
+        gc.collect()
+        gc.freeze()  # nothing to collect here later: no collection can stall the card
+        sys.setswitchinterval(0.002)
+        try:
+            while not self._stop.is_set():
+                try:
+                    message, fds = channel.receive(self._sock)
+                except channel.ChannelClosed:
+                    log.info("the agent closed the channel: stopping")
+                    break
+                try:
+                    self._apply(message, fds)
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.error("bad message from the agent %r: %s", message, exc)
+                    for fd in fds:
+                        os.close(fd)
+        finally:
+            self._stop.set()
+            status.join(1.0)
+            self.engine.stop()
+        return 0
+
+    def _open_output(self, resume: bool) -> bool:
+        """Start the engine, trying again while the card cannot be opened (each failure
+        reported: the agent raises audio_output and sees the process alive). False when
+        the agent went away meanwhile."""
+        failed = False
+        while True:
+            try:
+                self.engine.start(resume=resume)
+            except AudioOutputError as exc:
+                failed = True
+                self._send({"ev": "output_failed", "message": str(exc)})
+                if self._stop.wait(OPEN_RETRY_S):
+                    return False
+                continue
+            if failed:
+                self._send({"ev": "output_recovered"})
+            return True
+
+    def _status_loop(self) -> None:
+        while not self._stop.wait(channel.STATUS_INTERVAL_S):
+            self._report_status()
+
+
+def _counts(voice: Voice) -> list[int]:
+    """[played, underrun, relayed, lead] frames, as agent.playout.remote reads them."""
+    source = voice.source
+    relayed, lead = (source.relayed_frames, source.lead_frames) \
+        if isinstance(source, LivePipeSource) else (0, 0)
+    return [voice.frames_played, voice.underrun_frames, relayed, lead]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="broadcast-agent-playout")
+    parser.add_argument("--output", required=True, help="audio.output, e.g. alsa:default")
+    parser.add_argument("--rate", type=int, required=True)
+    parser.add_argument("--channel-fd", type=int, required=True)
+    parser.add_argument("--record-fd", type=int, default=-1)
+    parser.add_argument("--resume", action="store_true",
+                        help="a restart: the card kept running, continue its capture")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="playout: %(levelname)s %(name)s: %(message)s")
+    sock = socket.socket(fileno=args.channel_fd)
+    host = PlayoutHost(open_output(args.output, args.rate), sock, args.record_fd)
+    return host.run(args.resume)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

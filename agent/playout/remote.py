@@ -1,0 +1,390 @@
+"""The playout engine as the agent sees it, running in its own process.
+
+:class:`PlayoutProcess` is an :class:`~agent.playout.engine.Engine` like the in-process
+engine: the control loop cues voices on frames and hears back when they start and end.
+Behind it, the mixer and the sound card run in agent.playout.host, a process with nothing
+else in its interpreter, so nothing the agent does (schedule parsing, hashing, MQTT, HTTP,
+SQLite) can hold up the card; PCM goes there through pipes (agent.playout.feed), cues and
+facts through the channel (agent.playout.channel).
+
+The "playout-events" thread reads the facts and supervises the process: when it exits,
+or sends nothing for HANG_S (hung: killed), a new one is started at once, continuing the
+card's capture, and everything that was on air or queued is cued again, each voice from
+the PCM it had not played yet. The control loop sees no change but a fault
+(``playout_failed``, raised while the process is down).
+
+Frames: the agent numbers frames from the instant this object was made, at the nominal
+rate; the channel speaks wall time, and each playout process maps it to its card's own
+frames. A voice queued when ``play`` replaces the queue is reported dropped at once; in
+the instant the playout process may already have started it (it fades out within
+FADE_OUT_S, and its start is ignored by the control loop, which let go of it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.core.clock import Clock
+from agent.playout import channel
+from agent.playout.engine import (
+    EngineEvent,
+    OutputFailed,
+    OutputRecovered,
+    Voice,
+    VoiceEnded,
+    VoiceStarted,
+)
+from agent.playout.feed import Feeder, RecordReader, VoiceFeed
+
+log = logging.getLogger(__name__)
+
+HANG_S = 0.8  # silence of the playout process (status every 0.1 s) that means it hung
+STARTUP_S = 10.0  # a new process's first word: Python, numpy and the card opened
+MAX_BACKOFF_S = 10.0
+
+
+@dataclass
+class _Cue:
+    feed: VoiceFeed
+    mode: str  # "now", "at" or "after" (gapless behind the one before)
+    at: float | None = None
+
+
+class PlayoutProcess:
+    def __init__(self, output_spec: str, rate: int, clock: Clock,
+                 on_event: Callable[[EngineEvent], None], *,
+                 on_down: Callable[[str], None], on_up: Callable[[], None],
+                 record: Callable[[int, bytes], None] | None = None) -> None:
+        self.rate = rate
+        self._spec = output_spec
+        self._clock = clock
+        self._on_event = on_event
+        self._on_down = on_down
+        self._on_up = on_up
+        self._epoch = clock.now()
+        self.idle_since_frame: int | None = 0
+        self.last_sound_frame = 0
+        self.restarts = 0
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()  # feeds, cues, the process and its channel
+        self._feeds: dict[int, VoiceFeed] = {}
+        self._current: VoiceFeed | None = None
+        self._queue: list[_Cue] = []
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None  # receives, with a timeout
+        self._sender: socket.socket | None = None  # sends, never blocks
+        self._last_word = 0.0
+        self._up = False
+        self._stop = threading.Event()
+        self._feeder = Feeder(self._open_feeds, self._send_gain, clock.now)
+        self._recorder = None if record is None else RecordReader(record, self.frame_at)
+        self._thread = threading.Thread(target=self._run, name="playout-events", daemon=True)
+
+    # --- Engine ------------------------------------------------------------------------
+    def frame_at(self, wall_time: float) -> int:
+        return round((wall_time - self._epoch) * self.rate)
+
+    def time_of(self, frame: int) -> float:
+        return self._epoch + frame / self.rate
+
+    def play(self, voices: list[Voice], at_frame: int | None = None) -> list[Voice]:
+        at = None if at_frame is None else self.time_of(at_frame)
+        with self._lock:
+            dropped = [cue.feed for cue in self._queue]
+            feeds = [self._feed(voice) for voice in voices]
+            self._queue = [_Cue(feed, "after") for feed in feeds]
+            if self._queue:
+                self._queue[0].mode, self._queue[0].at = ("now", None) if at is None \
+                    else ("at", at)
+                feeds[0].opens(at)
+            self._send_play(feeds, at)
+            for feed in dropped:
+                self._let_go(feed)
+        self._feeder.wake()
+        for feed in dropped:
+            feed.voice.cut = True
+        return [feed.voice for feed in dropped]
+
+    def append(self, voice: Voice) -> None:
+        with self._lock:
+            feed = self._feed(voice)
+            self._queue.append(_Cue(feed, "after"))
+            self._send({"op": "append", "voice": self._spec_of(feed)}, [feed.read_fd])
+        self._feeder.wake()
+
+    def cancel(self, voice: Voice) -> None:
+        with self._lock:
+            feed = next((f for f in self._feeds.values() if f.voice is voice), None)
+            if feed is not None:
+                self._queue = [cue for cue in self._queue if cue.feed is not feed]
+                self._send({"op": "cancel", "id": feed.voice_id})
+        voice.cut = True
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        if self._recorder is not None:
+            self._recorder.start()
+        with self._lock:
+            self._spawn(resume=False)
+        self._first_word()
+        self._feeder.start()
+        self._thread.start()
+
+    def _first_word(self) -> None:
+        """Wait (up to STARTUP_S) until the new process has opened the card or said why
+        it cannot, so that the agent starts after its card, as with a card in-process."""
+        sock, deadline = self._sock, self._clock.monotonic() + STARTUP_S
+        assert sock is not None
+        while self._clock.monotonic() < deadline:
+            try:
+                message, fds = channel.receive(sock)
+            except TimeoutError:
+                continue
+            except channel.ChannelClosed:
+                return  # the events thread restarts it
+            for fd in fds:
+                socket.close(fd)
+            self._heard(message)
+            return
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        with self._lock:
+            self._send({"op": "stop"})
+            proc = self._proc
+        if proc is not None:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.error("the playout process did not stop within %.0f s: killed", timeout)
+                proc.kill()
+                proc.wait(timeout)
+        self._thread.join(timeout)
+        self._feeder.stop(timeout)
+        if self._recorder is not None:
+            self._recorder.stop(timeout)
+        with self._lock:
+            for feed in list(self._feeds.values()):
+                self._let_go(feed)
+            self._close_channel()
+
+    @property
+    def alive(self) -> bool:
+        """The playout process runs and speaks (False while it is being replaced)."""
+        return self._up and self._thread.is_alive() \
+            and self._clock.monotonic() - self._last_word < HANG_S
+
+    # --- the process -------------------------------------------------------------------
+    def _spawn(self, resume: bool) -> None:
+        ours, theirs = channel.socket_pair()
+        pass_fds = [theirs.fileno()]
+        command = [sys.executable, "-m", "agent.playout.host", "--output", self._spec,
+                   "--rate", str(self.rate), "--channel-fd", str(theirs.fileno()),
+                   "--log-level", logging.getLevelName(logging.getLogger().level)]
+        if self._recorder is not None:
+            pass_fds.append(self._recorder.write_fd)
+            command += ["--record-fd", str(self._recorder.write_fd)]
+        if resume:
+            command.append("--resume")
+        try:
+            self._proc = subprocess.Popen(command, pass_fds=pass_fds, stdin=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        ours.settimeout(channel.STATUS_INTERVAL_S)
+        self._sock, self._sender = ours, ours.dup()
+        self._sender.setblocking(False)
+        self._last_word = self._clock.monotonic() + STARTUP_S - HANG_S
+        log.info("playout process %d started%s", self._proc.pid,
+                 " (continuing the card)" if resume else "")
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            reason = self._listen()
+            if reason is None or self._stop.is_set():
+                return
+            self._up = False
+            log.error("playout process %s: restarting", reason)
+            self._on_down(f"the playout process {reason}; restarting it")
+            self._kill()
+            with self._lock:
+                self._close_channel()
+                if self._stop.is_set():
+                    return
+                try:
+                    self._spawn(resume=True)
+                except OSError as exc:
+                    log.error("cannot start the playout process: %s", exc)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+                    continue
+                self.restarts += 1
+                self._cue_again()
+            self._feeder.wake()
+
+    def _listen(self) -> str | None:
+        """Take the process's facts until it dies or hangs; returns why (None: stopped)."""
+        while not self._stop.is_set():
+            sock, proc = self._sock, self._proc
+            assert sock is not None and proc is not None
+            try:
+                message, fds = channel.receive(sock)
+            except TimeoutError:
+                code = proc.poll()
+                if code is not None:
+                    return f"exited with {_exit_status(code)}"
+                if self._clock.monotonic() - self._last_word > HANG_S:
+                    return f"sent nothing for {HANG_S} s (hung)"
+                continue
+            except channel.ChannelClosed:
+                if self._stop.is_set():
+                    return None
+                code = _wait(proc)
+                return "closed its channel" if code is None \
+                    else f"exited with {_exit_status(code)}"
+            for fd in fds:  # it never sends any; never leak one
+                socket.close(fd)
+            self._heard(message)
+        return None
+
+    def _heard(self, message: channel.Message) -> None:
+        self._last_word = self._clock.monotonic()
+        if not self._up:
+            self._up = True
+            self._on_up()
+        self._take(message)
+
+    def _kill(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        if proc is not None:
+            _wait(proc)
+
+    def _close_channel(self) -> None:
+        for sock in (self._sock, self._sender):
+            if sock is not None:
+                sock.close()
+        self._sock = self._sender = None
+
+    def _cue_again(self) -> None:
+        """After a restart: what was on air goes on from the PCM it had not played, then
+        the queue as it was cued."""
+        if self._current is not None:
+            self._current.carry_over()
+            self._send_play([self._current], None)
+        for cue in self._queue:
+            if cue.mode == "after":
+                self._send({"op": "append", "voice": self._spec_of(cue.feed)},
+                           [cue.feed.read_fd])
+            else:
+                self._send_play([cue.feed], cue.at)
+
+    # --- facts from the process --------------------------------------------------------
+    def _take(self, message: channel.Message) -> None:
+        kind = message.get("ev")
+        if kind == "status":
+            self._status(message)
+            return
+        if kind == "output_failed":
+            self._on_event(OutputFailed(str(message.get("message"))))
+            return
+        if kind == "output_recovered":
+            self._on_event(OutputRecovered())
+            return
+        with self._lock:
+            feed = self._feeds.get(int(message["id"]))
+            if feed is None:
+                return  # let go of already
+            voice = feed.voice
+            if kind == "started":
+                self._queue = [cue for cue in self._queue if cue.feed is not feed]
+                self._current = feed
+                feed.opens(None)
+                if voice.first_frame is not None:
+                    return  # on air again after a restart: not a new start
+                voice.first_frame = self.frame_at(float(message["at"]))
+                event: EngineEvent = VoiceStarted(voice, voice.first_frame)
+            else:
+                if self._current is feed:
+                    self._current = None
+                feed.took(*_counts(message["counts"]))
+                voice.end_frame = self.frame_at(float(message["at"]))
+                voice.cut = voice.cut or bool(message["cut"])
+                self._let_go(feed)
+                event = VoiceEnded(voice, voice.end_frame, bool(message["cut"]))
+        self._on_event(event)
+
+    def _status(self, message: channel.Message) -> None:
+        idle = message.get("idle_since")
+        self.idle_since_frame = None if idle is None else self.frame_at(float(idle))
+        self.last_sound_frame = self.frame_at(float(message["last_sound"]))
+        with self._lock:
+            for key, counts in message.get("voices", {}).items():
+                feed = self._feeds.get(int(key))
+                if feed is not None and feed.voice.end_frame is None:
+                    feed.took(*_counts(counts))
+
+    # --- helpers (with the lock held) --------------------------------------------------
+    def _feed(self, voice: Voice) -> VoiceFeed:
+        feed = VoiceFeed.open(next(self._ids), voice, self.rate)
+        self._feeds[feed.voice_id] = feed
+        return feed
+
+    def _let_go(self, feed: VoiceFeed) -> None:
+        self._feeds.pop(feed.voice_id, None)
+        feed.close()
+
+    def _open_feeds(self) -> list[VoiceFeed]:
+        with self._lock:
+            return [feed for feed in self._feeds.values() if feed.feeding]
+
+    def _spec_of(self, feed: VoiceFeed) -> channel.Message:
+        spec: channel.Message = {"id": feed.voice_id, "gain": feed.voice.gain}
+        if feed.live is not None:
+            spec["jitter"] = list(feed.live.jitter_sizes)
+        return spec
+
+    def _send_play(self, feeds: list[VoiceFeed], at: float | None) -> None:
+        self._send({"op": "play", "voices": [self._spec_of(f) for f in feeds], "at": at},
+                   [f.read_fd for f in feeds])
+
+    def _send_gain(self, feed: VoiceFeed) -> None:
+        with self._lock:
+            self._send({"op": "gain", "id": feed.voice_id, "gain": feed.sent_gain})
+
+    def _send(self, message: channel.Message, fds: list[int] | None = None) -> None:
+        """To the process, if it can take it now; otherwise it is dead or hung, and its
+        successor gets the whole state (_cue_again)."""
+        if self._sender is None:
+            return
+        try:
+            channel.send(self._sender, message, fds)
+        except (channel.ChannelClosed, BlockingIOError) as exc:
+            log.warning("playout process not taking %s: %s", message.get("op"), exc)
+
+
+def _counts(counts: list[int]) -> tuple[int, int, int, int]:
+    """[played, underrun, relayed, lead] frames of a voice, as the host sends them."""
+    played, underrun, relayed, lead = (int(n) for n in counts)
+    return played, underrun, relayed, lead
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float = 2.0) -> int | None:
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _exit_status(code: int) -> str:
+    return f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
+

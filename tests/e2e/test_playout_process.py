@@ -1,0 +1,82 @@
+"""The playout process (engine and sound card) dies or hangs mid-programme: detected
+within 1 s, replaced within 2 s, and the programme goes on from where it was (issue 10)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import AgentFactory, Source, capture_until, program, wait_ready, whole_second
+from tests.support.agentproc import AgentProcess, wait_for
+from tests.support.media import tones
+from tests.support.wavfile import tone_frequency
+
+
+def playout_process(agent: AgentProcess) -> int | None:
+    """Pid of the agent's playout process."""
+    assert agent.process is not None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if b"agent.playout.host" in cmdline and parent == agent.process.pid:
+            return int(entry.name)
+    return None
+
+
+def sounding(samples: np.ndarray, threshold: int = 300) -> np.ndarray:
+    """Per 10 ms block: True where the block carries sound."""
+    blocks = samples[: len(samples) // 480 * 480, 0].reshape(-1, 480)
+    return np.abs(blocks).max(axis=1) > threshold
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP], ids=["crash", "hang"])
+def test_playout_process_failure_is_replaced_and_the_programme_goes_on(
+        tmp_path: Path, source: Source, agent_factory: AgentFactory, how: signal.Signals) -> None:
+    # 6 s at 440 Hz then 8 s at 880 Hz: how much 440 Hz sounded tells whether the new
+    # process went on from the position reached, skipped ahead or started over.
+    source.add("m-long", tones(tmp_path / "long.wav", [(440, 6.0), (880, 8.0)]))
+    start = whole_second(4)
+    doc = source.publish([program("p-long", ["m-long"], start)])
+    agent = agent_factory()
+    wait_ready(agent, doc["version"])
+    first = wait_for(lambda: playout_process(agent), 10, what="the playout process")
+    time.sleep(max(0.0, start + 2.0 - time.time()))
+    os.kill(first, how)
+    failed_at = time.time()
+    capture = capture_until(agent, failed_at + 8)
+    after = capture.samples[capture.index_at(failed_at):capture.index_at(failed_at + 8)]
+    back = sounding(after)
+    assert back[300:].all(), "the programme did not sound again within 3 s"
+    silent_s = (~back[:300]).sum() * 0.01
+    assert silent_s <= 3.0, f"the air was silent {silent_s:.2f} s"
+    switch_at = next(t for t in np.arange(start + 2.0, failed_at + 8, 0.05)
+                     if abs(tone_frequency(capture.segment(t, 0.05), capture.rate) - 880) < 30)
+    played = capture.samples[capture.index_at(start):capture.index_at(switch_at)]
+    assert abs(sounding(played).sum() * 0.01 - 6.0) <= 0.15, \
+        "the new playout process did not go on from the position reached"
+    second = playout_process(agent)
+    assert second is not None and second != first
+    reports = wait_for(lambda: [r for r in source.play_reports() if r["program_id"] == "p-long"],
+                       30, 0.2, what="the play report")
+    assert len(reports) == 1 and reports[0]["outcome"] == "completed"
+    assert abs(reports[0]["played_s"] - 14.0) <= 0.15
+    faults = wait_for(lambda: [r for r in source.reports()
+                               if r["type"] == "fault" and r["code"] == "playout_failed"
+                               and r["cleared_at"] is not None], 10, 0.2,
+                      what="the playout_failed fault, raised and cleared")
+    raised = datetime.fromisoformat(faults[0]["raised_at"]).timestamp()
+    cleared = datetime.fromisoformat(faults[0]["cleared_at"]).timestamp()
+    assert raised - failed_at <= 1.0, "the failure was not detected within 1 s"
+    assert cleared - raised <= 2.0, "the playout process was not replaced within 2 s"
