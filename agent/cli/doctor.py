@@ -24,7 +24,6 @@ import os
 import pwd
 import shutil
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,6 @@ from agent.cli.i18n import translator
 from agent.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from agent.config.loader import Config, ConfigError, load_config
 from agent.config.schema import BrokerUri
-from agent.core.schedule import FM_BANDS_MHZ
 
 if TYPE_CHECKING:
     from paho.mqtt.reasoncodes import ReasonCode
@@ -332,6 +330,8 @@ def _check_rtl_tcp(address: str) -> CheckResult:
     if tuner is None:
         return passed("sdr", msg("rtl_tcp at {address}, tuner {tuner}", address=address,
                                  tuner=number))
+    from agent.core.schedule import FM_BANDS_MHZ
+
     low, high = RTL_TUNER_RANGES_MHZ[tuner]
     missing = [f"{a:g}–{b:g} MHz" for a, b in FM_BANDS_MHZ if not (low <= a and b <= high)]
     if missing:
@@ -402,6 +402,8 @@ def check_mqtt(cfg: Config) -> list[CheckResult]:
 
 
 def _check_broker(cfg: Config, broker: BrokerUri) -> CheckResult:
+    import ssl
+
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 

@@ -15,15 +15,17 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.cli.i18n import translator
 from agent.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from agent.config.loader import Config, ConfigError, load_config
 from agent.core.clock import SystemClock
 from agent.core.faults import FaultRegistry
-from agent.core.schedule import ParsedSchedule, parse_schedule
 from agent.state.store import STATE_DB, StateStore
+
+if TYPE_CHECKING:
+    from agent.core.schedule import ParsedSchedule
 
 _ = translator().gettext
 # requests, numpy (the engine) and the drivers are imported by the commands that use them:
@@ -153,6 +155,8 @@ def _duration(seconds: int) -> str:
 
 # --- schedule ----------------------------------------------------------------------------
 def _applied_schedule(cfg: Config, store: StateStore) -> ParsedSchedule | None:
+    from agent.core.schedule import parse_schedule
+
     doc = store.get("schedule.doc")
     return None if doc is None else parse_schedule(doc, cfg.timezone)
 
