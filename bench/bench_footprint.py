@@ -4,8 +4,8 @@ an MP3 and while relaying FM, FM off and FM as shipped reported apart; memory ov
 tracks in a row; the time of ``broadcast-agent --help`` and ``validate``; what each library
 the daemon imports costs in RSS.
 
-Memory and CPU are read from /proc for the agent's whole process tree (the agent, its
-libvlc decoder workers, the FM demodulator worker); see bench/common.py for how
+Memory and CPU are read from /proc for the agent's whole process tree (the agent, the
+playout process, the libvlc decoder workers, the FM demodulator worker); see bench/common.py for how
 short-lived workers are counted.
 
 Run: ``.venv/bin/python -m bench.bench_footprint``
@@ -274,14 +274,15 @@ def main() -> str:
         f"for {FM_SAMPLE_S} s.",
         "",
         "Sampled every second from /proc: RSS of the agent process alone, RSS and PSS summed "
-        "over its process tree (agent, libvlc decoder workers: the one decoding and the one "
-        "kept warm; the FM demodulator worker). RSS counts pages shared between processes "
+        "over its process tree (agent, the playout process with the engine and the sound "
+        "card, libvlc decoder workers: the one decoding and the one kept warm; the FM "
+        "demodulator worker while relaying). RSS counts pages shared between processes "
         "once per process; PSS splits them, so the tree's PSS is what the tree costs the "
         "machine. CPU: utime+stime+cutime+cstime summed over the agent and its live "
         "descendants, differenced between samples and divided by wall time: % of one core, "
         "p50/p95 over the one-second intervals and over the whole window. The virtual sound "
         "card (the `wav-dac` thread writing the WAV file, on a device ALSA's work) runs in "
-        "the agent process; the last column takes off what it costs alone, measured below "
+        "the playout process; the last column takes off what it costs alone, measured below "
         f"({fmt(sink_cpu, 2)} %).",
         "",
         markdown_table(["phase", "samples", "agent RSS MB p50 / max",
