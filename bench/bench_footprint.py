@@ -71,9 +71,11 @@ CLI_RUNS = 15
 FM_OFF = {"backend": "none"}
 # Imported one after another in a fresh Python, then the daemon: each line is what that
 # library adds (what it shares with one before it is counted there).
-LIBRARIES = ("yaml", "sqlite3", "asyncio", "ssl", "hashlib", "requests", "paho.mqtt.client",
-             "prometheus_client", "soundfile", "importlib.metadata", "numpy", "cryptography",
+LIBRARIES = ("yaml", "sqlite3", "ssl", "hashlib", "asyncio", "requests", "paho.mqtt.client",
+             "prometheus_client", "numpy", "soundfile", "importlib.metadata",
              "agent.service.daemon")
+# ... and what it no longer imports with the default config, imported after it.
+NOT_IMPORTED = ("cryptography.hazmat.primitives.asymmetric.ed25519", "scipy.signal")
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,8 @@ def cli_seconds(argv: Sequence[str]) -> list[float]:
 
 
 def library_rss_kb() -> list[tuple[str, int]]:
-    """RSS that each of LIBRARIES adds, imported in that order in a fresh Python."""
+    """RSS that each of LIBRARIES, then NOT_IMPORTED, adds, imported in that order in a
+    fresh Python (the first entry is Python itself)."""
     probe = subprocess.run(
         [sys.executable, "-c", "import importlib, sys\n"
          "def rss():\n"
@@ -141,7 +144,7 @@ def library_rss_kb() -> list[tuple[str, int]]:
          "for name in sys.argv[1:]:\n"
          "    before = rss()\n"
          "    importlib.import_module(name)\n"
-         "    print(name, rss() - before)\n", *LIBRARIES],
+         "    print(name, rss() - before)\n", *LIBRARIES, *NOT_IMPORTED],
         cwd=REPO, check=True, capture_output=True, text=True)
     return [(name, int(kb)) for name, kb in (line.split() for line in probe.stdout.splitlines())]
 
@@ -259,6 +262,7 @@ def main() -> str:
     with scratch_dir("bench-idle") as tmp:
         sink_cpu, engine_cpu = in_process_idle_cpu(tmp)
     python_kb = libraries[0][1]
+    imported, not_imported = libraries[:-len(NOT_IMPORTED)], libraries[-len(NOT_IMPORTED):]
     body = [
         "The real agent with the shipped `config/agent.yaml`, changed only where a test box "
         "must (tests/support/shipped.py): its folders in a scratch directory, the source "
@@ -306,11 +310,17 @@ def main() -> str:
         "of these in turn, then the daemon's own modules (`agent.service.daemon`, which "
         "pulls in what is not listed); a library's share of something an earlier one "
         "already loaded is counted with the earlier one. The total is the floor under the "
-        "agent's RSS before it runs anything.",
+        "agent's RSS before it runs anything. Below the total, what the daemon no longer "
+        "imports with the default config, imported after it: cryptography's Ed25519 (only "
+        "once a signing key is configured) and scipy.signal (only in the FM demodulator "
+        "worker).",
         "",
         markdown_table(["import", "RSS added MB"],
-                       [[f"`{name}`", fmt(kb / 1024)] for name, kb in libraries[1:]]
-                       + [["total", fmt(sum(kb for _, kb in libraries) / 1024)]]),
+                       [[f"`{name}`", fmt(kb / 1024)] for name, kb in imported[1:]]
+                       + [["total (Python included)",
+                           fmt(sum(kb for _, kb in imported) / 1024)]]
+                       + [[f"not imported: `{name}`", fmt(kb / 1024)]
+                          for name, kb in not_imported]),
         "",
         "### Command line",
         "",
