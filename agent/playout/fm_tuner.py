@@ -216,7 +216,6 @@ class FmTuner:
         self._lost = False
         self._last_usb_reset: float | None = None
         self._leases: list[TunerLease] = []
-        self._receiver: FmReceiver | None = None  # the fm thread's, for interrupt()
 
     # -- engine side (any thread, never blocks on the receiver) ---------------------------
 
@@ -290,9 +289,6 @@ class FmTuner:
         if thread is None:
             return
         self._stop.set()
-        receiver = self._receiver
-        if receiver is not None:
-            receiver.interrupt()  # a worker still starting (drivers/sdr/worker.py)
         thread.join(timeout=JOIN_TIMEOUT_S)
         if thread.is_alive():
             log.error("fm thread did not stop within %.0f s", JOIN_TIMEOUT_S)
@@ -307,8 +303,7 @@ class FmTuner:
     def _run(self) -> None:
         backoff_s = self._backoff_initial_s
         while not self._stop.is_set():
-            self._receiver = self._factory()
-            if self._session(self._receiver):
+            if self._session(self._factory()):
                 backoff_s = self._backoff_initial_s
             if self._stop.wait(backoff_s):
                 return

@@ -58,8 +58,3 @@ class FmReceiver(ABC):
 
     @abstractmethod
     def stop(self) -> None: ...
-
-    def interrupt(self) -> None:
-        """From another thread: a :meth:`start` in progress returns early (the owner is
-        stopping it). Receivers whose start is short have nothing to interrupt."""
-        return

@@ -26,7 +26,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from typing import IO, ClassVar, Self
 
@@ -66,7 +65,6 @@ class WorkerReceiver(FmReceiver):
         self._pcm = bytearray()
         self._ready = False
         self._signal_dbfs: float | None = None
-        self._interrupted = threading.Event()
 
     @classmethod
     def from_settings(cls, settings: SdrSettings) -> Self:
@@ -97,18 +95,12 @@ class WorkerReceiver(FmReceiver):
         self._signal_dbfs = None
         deadline = time.monotonic() + self._startup_timeout_s
         while not self._ready:
-            if self._interrupted.is_set():
-                self.stop()
-                return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.stop()
                 raise SdrStalled(f"the FM demodulator worker did not tune within "
                                  f"{self._startup_timeout_s:.0f} s")
             self._receive(min(remaining, 0.1))
-
-    def interrupt(self) -> None:
-        self._interrupted.set()
 
     def read(self, timeout: float) -> bytes:
         if not self._pcm:
