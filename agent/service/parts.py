@@ -40,7 +40,7 @@ def open_tuner(cfg: Config, faults: FaultRegistry, clock: Clock) -> FmTuner | No
     # Only a dongle the agent drives itself may be reset; under rtl_tcp the server owns it.
     usb_reset = None
     if cfg.fm.backend == "rtl_fm":
-        from drivers.sdr.usb import reset_rtl_usb
+        from drivers.sdr.rtl_fm import reset_rtl_usb
         usb_reset = reset_rtl_usb
     return FmTuner(factory, faults, clock, squelch_dbfs=cfg.fm.squelch_dbfs,
                    usb_reset=usb_reset)

@@ -8,10 +8,8 @@ from drivers.sdr.base import FmReceiver, SdrError, SdrMissing, SdrSettings, SdrS
 __all__ = ["BACKENDS", "FmReceiver", "SdrError", "SdrMissing", "SdrStalled", "open_receiver"]
 
 BACKENDS = {
-    # The demodulating receivers run in a worker process for the time of a relay
-    # (drivers/sdr/worker.py): the agent never imports numpy or scipy for FM.
-    "rtl_fm": ("drivers.sdr.worker", "RtlFmWorker"),
-    "rtl_tcp": ("drivers.sdr.worker", "RtlTcpWorker"),
+    "rtl_fm": ("drivers.sdr.rtl_fm", "RtlFmReceiver"),
+    "rtl_tcp": ("drivers.sdr.rtl_tcp", "RtlTcpReceiver"),
     "none": ("drivers.sdr.none", "NoReceiver"),
 }
 

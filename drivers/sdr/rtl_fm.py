@@ -9,18 +9,22 @@ rtl_fm does not report the channel power, so ``signal_dbfs`` is None for this ba
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import signal
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 from typing import IO, Self
 
 import numpy as np
 
 from drivers.sdr.base import FmReceiver, SdrMissing, SdrSettings, SdrStalled
 from drivers.sdr.wbfm import LEVEL_PER_HZ, Deemphasis, to_stereo_s16le
+
+log = logging.getLogger(__name__)
 
 DEMOD_RATE = 200_000
 AUDIO_RATE = 48_000
@@ -30,6 +34,8 @@ MISSING_MARKERS = ("No supported devices found", "usb_open error", "Failed to op
                    "usb_claim_interface error")
 READ_CHUNK = 16384
 STOP_WAIT_S = 1.0
+RTL2832U_VENDOR = "0bda"
+RTL2832U_PRODUCTS = frozenset({"2832", "2838"})
 
 
 class RtlFmReceiver(FmReceiver):
@@ -134,3 +140,25 @@ class RtlFmReceiver(FmReceiver):
             self._stderr.close()
             self._stderr = None
 
+
+def reset_rtl_usb(devices_dir: Path = Path("/sys/bus/usb/devices")) -> list[str]:
+    """Re-enumerates every RTL2832U dongle by toggling its sysfs ``authorized`` flag (the
+    software equivalent of unplugging it). Returns the devices reset; devices that cannot be
+    reset (no permission, no sysfs) are skipped with a log line."""
+    reset: list[str] = []
+    for device in sorted(devices_dir.glob("*")):
+        try:
+            vendor = (device / "idVendor").read_text().strip()
+            product = (device / "idProduct").read_text().strip()
+        except OSError:
+            continue
+        if vendor != RTL2832U_VENDOR or product not in RTL2832U_PRODUCTS:
+            continue
+        try:
+            (device / "authorized").write_text("0")
+            (device / "authorized").write_text("1")
+        except OSError as exc:
+            log.warning("cannot reset USB device %s: %s", device.name, exc)
+            continue
+        reset.append(device.name)
+    return reset

@@ -11,8 +11,8 @@ from agent.core.faults import FaultRegistry
 from agent.playout.fm_tuner import FmTuner, PcmJitterBuffer
 from drivers.sdr import open_receiver
 from drivers.sdr.none import NoReceiver
+from drivers.sdr.rtl_fm import reset_rtl_usb
 from drivers.sdr.rtl_tcp import CMD_SAMPLE_RATE
-from drivers.sdr.usb import reset_rtl_usb
 from tests.support.fake_rtl_tcp import FakeRtlTcpServer, FakeStation, measure_tone
 
 # The fake SDR server makes IQ in real time with numpy: tests that use it share one

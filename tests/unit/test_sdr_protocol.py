@@ -9,6 +9,7 @@ import pytest
 from drivers.sdr import open_receiver
 from drivers.sdr.base import SdrMissing, SdrStalled
 from drivers.sdr.none import NoReceiver
+from drivers.sdr.rtl_fm import RtlFmReceiver
 from drivers.sdr.rtl_tcp import (
     CMD_FREQUENCY,
     CMD_GAIN,
@@ -24,7 +25,6 @@ from drivers.sdr.rtl_tcp import (
     parse_header,
     tuning_commands,
 )
-from drivers.sdr.worker import RtlFmWorker, RtlTcpWorker
 from tests.support.fake_rtl_tcp import FakeRtlTcpServer, FakeStation
 
 
@@ -154,9 +154,9 @@ def test_factory():
         none.start(100.0)
     assert none.signal_dbfs is None
     assert isinstance(open_receiver("rtl_fm", rtl_tcp_address="", sample_rate=240_000,
-                                    gain_db=None, ppm=0), RtlFmWorker)
+                                    gain_db=None, ppm=0), RtlFmReceiver)
     assert isinstance(open_receiver("rtl_tcp", rtl_tcp_address="127.0.0.1:1234",
-                                    sample_rate=240_000, gain_db=None, ppm=0), RtlTcpWorker)
+                                    sample_rate=240_000, gain_db=None, ppm=0), RtlTcpReceiver)
     with pytest.raises(ValueError, match=r"unknown fm\.backend 'pyrtlsdr'.*rtl_fm, rtl_tcp, none"):
         open_receiver("pyrtlsdr", rtl_tcp_address="", sample_rate=240_000, gain_db=None, ppm=0)
 
