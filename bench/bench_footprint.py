@@ -5,7 +5,7 @@ tracks in a row; the time of ``broadcast-agent --help`` and ``validate``; what e
 the daemon imports costs in RSS.
 
 Memory and CPU are read from /proc for the agent's whole process tree (the agent, the
-playout process, the libvlc decoder workers, the FM demodulator worker); see bench/common.py for how
+playout process, the libvlc decoder workers); see bench/common.py for how
 short-lived workers are counted.
 
 Run: ``.venv/bin/python -m bench.bench_footprint``
@@ -64,18 +64,19 @@ TRACKS_DEADLINE_S = 270.0
 CHECKPOINT_EVERY = 100
 RATE = 48000
 FM_AFTER_S = 15
-FM_SAMPLE_FROM_S = 5  # into the relay: past the demodulator worker's start
+FM_SAMPLE_FROM_S = 5  # into the relay: past its start
 FM_SAMPLE_S = 20
 FM_MHZ = 100.0
 CLI_RUNS = 15
 FM_OFF = {"backend": "none"}
 # Imported one after another in a fresh Python, then the daemon: each line is what that
 # library adds (what it shares with one before it is counted there).
+# drivers.sdr.rtl_fm: what an FM backend (rtl_fm or rtl_tcp) adds when the tuner is built.
 LIBRARIES = ("yaml", "sqlite3", "ssl", "hashlib", "asyncio", "requests", "paho.mqtt.client",
              "prometheus_client", "numpy", "soundfile", "importlib.metadata",
-             "agent.service.daemon")
+             "agent.service.daemon", "drivers.sdr.rtl_fm")
 # ... and what it no longer imports with the default config, imported after it.
-NOT_IMPORTED = ("cryptography.hazmat.primitives.asymmetric.ed25519", "scipy.signal")
+NOT_IMPORTED = ("cryptography.hazmat.primitives.asymmetric.ed25519",)
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def fm_relay_phase(tmp: Path) -> Phase:
             assert agent.process is not None
             time.sleep(max(0.0, start + FM_SAMPLE_FROM_S - time.time()))
             relaying = sample_tree(agent.process.pid, FM_SAMPLE_S)
-    return Phase("FM relaying (rtl_tcp, the demodulator worker running)", relaying)
+    return Phase("FM relaying (rtl_tcp)", relaying)
 
 
 def cli_seconds(argv: Sequence[str]) -> list[float]:
@@ -271,7 +272,7 @@ def main() -> str:
         "three ways: off (`fm.backend: none`), as shipped (`rtl_fm`, configured but not "
         "relaying: no program asks for it), and relaying a scheduled FM program through "
         "`rtl_tcp` from the fake server (it runs in the benchmark's process, outside the "
-        "agent's tree), which starts the demodulator worker. The MP3 is a "
+        "agent's tree). The MP3 is a "
         f"{MP3_S} s, {MP3_KBIT_S} kbit/s CBR MP3 of pink noise (lame), starting "
         f"{PLAY_AFTER_S} s after launch, sampled from {PLAY_SAMPLE_FROM_S} s into it for "
         f"{PLAY_SAMPLE_S} s; the relay is sampled from {FM_SAMPLE_FROM_S} s after its start "
@@ -279,9 +280,9 @@ def main() -> str:
         "",
         "Sampled every second from /proc: RSS of the agent process alone, RSS and PSS summed "
         "over its process tree (agent, the playout process with the engine and the sound "
-        "card, libvlc decoder workers: the one decoding and the one kept warm; the FM "
-        "demodulator worker while relaying). RSS counts pages shared between processes "
-        "once per process; PSS splits them, so the tree's PSS is what the tree costs the "
+        "card, libvlc decoder workers: the one decoding and the one kept warm; rtl_fm when "
+        "relaying with that backend). RSS counts pages shared between processes once per "
+        "process; PSS splits them, so the tree's PSS is what the tree costs the "
         "machine. CPU: utime+stime+cutime+cstime summed over the agent and its live "
         "descendants, differenced between samples and divided by wall time: % of one core, "
         "p50/p95 over the one-second intervals and over the whole window. The virtual sound "
@@ -310,10 +311,11 @@ def main() -> str:
         "of these in turn, then the daemon's own modules (`agent.service.daemon`, which "
         "pulls in what is not listed); a library's share of something an earlier one "
         "already loaded is counted with the earlier one. The total is the floor under the "
-        "agent's RSS before it runs anything. Below the total, what the daemon no longer "
-        "imports with the default config, imported after it: cryptography's Ed25519 (only "
-        "once a signing key is configured) and scipy.signal (only in the FM demodulator "
-        "worker).",
+        "agent's RSS before it runs anything; `drivers.sdr.rtl_fm` is what FM as shipped "
+        "adds (the demodulator's numpy and scipy), imported when the daemon builds its "
+        "tuner. Below the total, what the daemon no longer imports with the default "
+        "config, imported after it: cryptography's Ed25519 (only once a signing key is "
+        "configured).",
         "",
         markdown_table(["import", "RSS added MB"],
                        [[f"`{name}`", fmt(kb / 1024)] for name, kb in imported[1:]]
