@@ -39,6 +39,13 @@ class AmplifierPolicy:
             return False
         return None
 
+    def off_due(self, idle_since: float | None, on_since: float | None) -> float | None:
+        """When an amplifier left on would idle off (None: not while it is forced or the
+        card carries sound), so that the deciding thread wakes then and not a tick late."""
+        if self.forced is not None or idle_since is None:
+            return None
+        return max(idle_since, on_since or 0.0) + self.idle_off_s
+
 
 class AmplifierSwitch:
     """Switches the amplifier, remembering since when it is on; a refusal of the line

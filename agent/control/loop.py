@@ -60,6 +60,8 @@ STREAM_RETRY_S = 5.0
 PROBE_LOUD_S = 0.5  # a dead stream's probe counts as back when it was loud this recently
 MAX_DECODER_RESTARTS = 3
 VOLUME_KEY = "audio.master_volume"
+BUSY_WAIT_S = 0.05  # the deciding thread's longest wait while anything plays or is due
+IDLE_WAIT_S = 0.5
 
 
 class MediaLookup(Protocol):
@@ -249,8 +251,17 @@ class ControlLoop:
 
     def _wait_s(self) -> float:
         now = self._clock.now()
-        busy = self._playbacks or self._next_boundary(now) is not None
-        return 0.05 if busy else 0.5
+        if self._playbacks or self._next_boundary(now) is not None:
+            return BUSY_WAIT_S
+        off_due = None if not self._amp.is_on else self._amp_policy.off_due(
+            self._idle_since(), self._amp.on_since)
+        if off_due is None:
+            return IDLE_WAIT_S
+        return min(IDLE_WAIT_S, max(BUSY_WAIT_S, off_due - now))
+
+    def _idle_since(self) -> float | None:
+        idle = self._engine.idle_since_frame
+        return None if idle is None else self._engine.time_of(idle)
 
     def _apply_fact(self, fact: Fact) -> None:
         try:
@@ -864,11 +875,10 @@ class ControlLoop:
 
     # --- amplifier ---------------------------------------------------------------------
     def _drive_amplifier(self, now: float) -> None:
-        idle = self._engine.idle_since_frame
         wanted = self._amp_policy.wanted(
             now, self._next_boundary(now),
             busy=bool(self._playbacks) or self._arbiter.playing is not None,
-            idle_since=None if idle is None else self._engine.time_of(idle),
+            idle_since=self._idle_since(),
             on_since=self._amp.on_since)
         if wanted is not None:
             self._amp.set(wanted)

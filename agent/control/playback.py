@@ -31,6 +31,10 @@ class LevelMeter:
     from when the meter was made: a stream pre-rolled ahead of its start is not dead yet.
     """
 
+    # Metered as it is read: read no further ahead of the card than this
+    # (agent.playout.feed), or the air would be called dead before it is.
+    max_ahead_s = 0.040
+
     def __init__(self, inner: Any, clock: Clock, threshold_dbfs: float) -> None:
         self.inner = inner
         self._clock = clock

@@ -27,9 +27,15 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 from typing import Any
 
 STATUS_INTERVAL_S = 0.1
+# The off-air record pipe beside the channel: each record is this header (wall time of
+# its first frame, bytes that follow) and whole frames, at most PIPE_BUF bytes in all, so
+# that one write is atomic and records never interleave.
+RECORD_HEADER = struct.Struct("<dI")
+RECORD_MAX_BYTES = 4096
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_FDS = 16
 
@@ -60,9 +66,9 @@ def receive(sock: socket.socket) -> tuple[Message, list[int]]:
     and socket.timeout when the socket's timeout passes first."""
     try:
         data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE_BYTES, MAX_FDS)
-    except (ConnectionError, OSError) as exc:
-        if isinstance(exc, TimeoutError):
-            raise
+    except TimeoutError:
+        raise
+    except OSError as exc:
         raise ChannelClosed(str(exc)) from exc
     if not data:
         raise ChannelClosed("end of the channel")

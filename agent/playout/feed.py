@@ -28,16 +28,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from agent.playout.engine import PcmSource, Voice
+from agent.playout import channel
+from agent.playout.engine import BYTES_PER_FRAME, PcmSource, Voice
 
 log = logging.getLogger(__name__)
 
 PIPE_BYTES = 1 << 20  # the kernel's default pipe-max-size
 FEED_INTERVAL_S = 0.005
+IDLE_FEED_INTERVAL_S = 0.050  # gain changes wait at most this long
+# A pipe holding less than this is pumped every FEED_INTERVAL_S (so always a pipe kept
+# shorter, a metered stream's); one above it can wait IDLE_FEED_INTERVAL_S.
+LOW_WATER_S = 0.5
 # A live source is drained from this long before its first frame is due.
 LIVE_AHEAD_S = 0.030
 READ_CHUNK = 64 * 1024
-RECORD_HEADER = struct.Struct("<dI")  # as agent.playout.host writes it
 
 
 def open_pipe() -> tuple[int, int]:
@@ -88,18 +92,26 @@ class VoiceFeed:
     sent_gain: float
     opens_at: float | None  # wall time from which the source is read; None: not yet
     live: LiveSource | None
+    low_water: int  # bytes
     played_base: int = 0  # frames played by playout processes that died since
     underrun_base: int = 0
     relayed_base: int = 0
     carry: bytes = field(default=b"", repr=False)
+    # The feeder pumps while the events or control thread may let go of the voice: an fd
+    # closed under a write could be reused by the next pipe and get this voice's PCM.
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @classmethod
     def open(cls, voice_id: int, voice: Voice, rate: int) -> VoiceFeed:
         read_fd, write_fd = open_pipe()
         capacity = int(fcntl.fcntl(write_fd, fcntl.F_GETPIPE_SZ))
+        ahead_s = getattr(voice.source, "max_ahead_s", None)  # a source metered as read
+        if isinstance(ahead_s, float):
+            capacity = min(capacity, round(ahead_s * rate) * BYTES_PER_FRAME)
         live = voice.source if isinstance(voice.source, LiveSource) else None
         return cls(voice_id, voice, read_fd, write_fd, capacity, voice.gain,
-                   None if live else 0.0, live)
+                   None if live else 0.0, live,
+                   round(LOW_WATER_S * rate) * BYTES_PER_FRAME)
 
     def took(self, played: int, underrun: int, relayed: int, lead: int) -> None:
         """What the playout process reports of this voice (since it started it)."""
@@ -130,11 +142,20 @@ class VoiceFeed:
     def feeding(self) -> bool:
         return self.write_fd >= 0
 
-    def pump(self, now: float) -> None:
+    def pump(self, now: float) -> bool:
         """Move what fits; at the end of the source, close the pipe (end of file for the
-        playout process). Never blocks."""
-        if self.write_fd < 0 or self.opens_at is None or now < self.opens_at:
-            return
+        playout process). Never blocks. Returns whether it wants the next pump within
+        FEED_INTERVAL_S: a relay, a voice about to open, a pipe below its low water."""
+        with self._lock:
+            if self.write_fd < 0:
+                return False
+            if self.opens_at is None or now < self.opens_at:
+                return True
+            self._move()
+            return self.write_fd >= 0 and (self.live is not None
+                                           or pipe_fill(self.write_fd) < self.low_water)
+
+    def _move(self) -> None:
         if not self.carry:
             room = self.capacity - pipe_fill(self.write_fd)
             if room <= 0:
@@ -154,15 +175,17 @@ class VoiceFeed:
             self.close_writer()
 
     def close_writer(self) -> None:
-        if self.write_fd >= 0:
-            os.close(self.write_fd)
-            self.write_fd = -1
+        with self._lock:
+            if self.write_fd >= 0:
+                os.close(self.write_fd)
+                self.write_fd = -1
 
     def close(self) -> None:
-        self.close_writer()
-        if self.read_fd >= 0:
-            os.close(self.read_fd)
-            self.read_fd = -1
+        with self._lock:
+            self.close_writer()
+            if self.read_fd >= 0:
+                os.close(self.read_fd)
+                self.read_fd = -1
 
 
 class Feeder:
@@ -192,19 +215,23 @@ class Feeder:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        interval = FEED_INTERVAL_S
         while not self._stop.is_set():
-            self._wake.wait(FEED_INTERVAL_S)
+            self._wake.wait(interval)
             self._wake.clear()
             now = self._now()
+            soon = False
             for feed in self._feeds():
                 try:
                     if feed.voice.gain != feed.sent_gain:
                         feed.sent_gain = feed.voice.gain
                         self._on_gain(feed)
-                    feed.pump(now)
+                    soon = feed.pump(now) or soon
                 except Exception:  # one source's failure ends its voice, not the feed
                     log.exception("feeding %s failed", feed.voice)
                     feed.close_writer()
+            # Files a second or more ahead, or nothing to feed: no need to spin.
+            interval = FEED_INTERVAL_S if soon else IDLE_FEED_INTERVAL_S
 
 
 class RecordReader:
@@ -233,10 +260,10 @@ class RecordReader:
     def _run(self) -> None:
         with os.fdopen(self.read_fd, "rb", buffering=0) as pipe:
             while True:
-                header = _read_exactly(pipe.fileno(), RECORD_HEADER.size)
+                header = _read_exactly(pipe.fileno(), channel.RECORD_HEADER.size)
                 if header is None:
                     return
-                at, length = RECORD_HEADER.unpack(header)
+                at, length = channel.RECORD_HEADER.unpack(header)
                 frames = _read_exactly(pipe.fileno(), length)
                 if frames is None:
                     return

@@ -16,13 +16,13 @@ import gc
 import logging
 import os
 import socket
-import struct
 import sys
 import threading
 from dataclasses import dataclass
 
 from agent.playout import channel
 from agent.playout.engine import (
+    BYTES_PER_FRAME,
     EngineEvent,
     OutputFailed,
     PlayoutEngine,
@@ -36,16 +36,17 @@ from drivers.audio import AudioOutput, AudioOutputError, open_output
 
 log = logging.getLogger("agent.playout.host")
 
-RECORD_HEADER = struct.Struct("<dI")  # wall time of the first frame, bytes that follow
-# A pipe write of at most PIPE_BUF bytes is atomic: a record never interleaves.
-RECORD_CHUNK = 4096 - RECORD_HEADER.size
+RECORD_CHUNK = (channel.RECORD_MAX_BYTES - channel.RECORD_HEADER.size) \
+    // BYTES_PER_FRAME * BYTES_PER_FRAME
 OPEN_RETRY_S = 0.3  # below the agent's hang limit: the failure reports are the heartbeat
 CLOSE_AFTER_END_S = 0.5  # an ended voice may still fade out; its pipe is closed after
-# Alone in its interpreter at real-time priority, the engine needs half the card buffer
-# it needed inside the agent (engine.PlayoutEngine's default 40 ms): a relay is heard
-# 20 ms sooner.
-CARD_BUFFER_S = 0.020
-BURST_BYTES = 48_000 * 4 * 20 // 1000  # 20 ms at 48 kHz
+# Alone in its interpreter at real-time priority, the engine keeps less in the card than
+# inside the agent (engine.PlayoutEngine's default: 40 ms in 20 ms periods), so a relay
+# is heard sooner. Not less: at 20 ms the virtual card (ticking every 10 ms) underran
+# now and then, and each underrun shifted the relayed FM tone (SNR under 40 dB).
+CARD_BUFFER_S = 0.025
+PERIOD_S = 0.010
+BURST_S = 0.010  # room above a relay's jitter capacity for the feeder's bursts
 
 
 class PipeSource:
@@ -92,27 +93,35 @@ class LivePipeSource(PipeSource):
     the jitter buffer (prefill, silence while short, oldest dropped on overflow), as the
     agent's relay would in one process, and counts what of the relay itself it played."""
 
-    def __init__(self, fd: int, capacity_bytes: int, prefill_bytes: int) -> None:
+    def __init__(self, fd: int, capacity_bytes: int, prefill_bytes: int,
+                 burst_bytes: int) -> None:
         super().__init__(fd)
         # The relay's PCM crosses the agent's feeder, which passes it on in bursts (every
         # FEED_INTERVAL_S, or late after a stall of the agent's interpreter): room for
         # them above the relay's own capacity, or a burst would be dropped as overflow.
-        self._jitter = PcmJitterBuffer(capacity_bytes + BURST_BYTES, prefill_bytes)
+        self._jitter = PcmJitterBuffer(capacity_bytes + burst_bytes, prefill_bytes)
         self.lead_frames = 0  # asked for before the relay's first audio
+        self._partial = b""
 
     def read(self, max_bytes: int) -> bytes:
         while data := super().read(64 * 1024):
-            self._jitter.write(data)
+            # A read may end inside a frame (a write larger than PIPE_BUF is not atomic):
+            # the jitter buffer takes whole frames only, or its padding and dropping would
+            # shift every later sample by a byte or two.
+            data = self._partial + data
+            whole = len(data) - len(data) % BYTES_PER_FRAME
+            self._partial = data[whole:]
+            self._jitter.write(data[:whole])
         if super().finished:  # the relay ended: what is left plays out, unpadded
             return self._jitter.take(max_bytes)
         chunk = self._jitter.read(max_bytes)
         if self._jitter.delivered_bytes == 0:
-            self.lead_frames += max_bytes // 4
+            self.lead_frames += max_bytes // BYTES_PER_FRAME
         return chunk
 
     @property
     def relayed_frames(self) -> int:
-        return self._jitter.delivered_bytes // 4
+        return self._jitter.delivered_bytes // BYTES_PER_FRAME
 
     @property
     def finished(self) -> bool:
@@ -133,8 +142,9 @@ class PlayoutHost:
             os.set_blocking(record_fd, False)
             output = RecordingTap(output, self._record)
         self._output = output
+        self._burst_bytes = round(BURST_S * output.rate) * BYTES_PER_FRAME
         self.engine = PlayoutEngine(output, self._on_event, buffer_s=CARD_BUFFER_S,
-                                    period_s=CARD_BUFFER_S / 2)
+                                    period_s=PERIOD_S)
         self._sources: dict[int, PipeSource] = {}
         self._ended: list[_Ended] = []
         self._lock = threading.Lock()
@@ -151,7 +161,7 @@ class PlayoutHost:
             message = {"ev": "ended", "id": voice.tag, "at": end, "cut": event.cut,
                        "counts": _counts(voice)}
             with self._lock:
-                source = self._sources.pop(int(str(voice.tag)), None)
+                source = self._sources.pop(_voice_id(voice), None)
                 if source is not None:
                     self._ended.append(_Ended(source, end + CLOSE_AFTER_END_S))
         elif isinstance(event, OutputFailed):
@@ -171,11 +181,11 @@ class PlayoutHost:
         drops the period, and the recorder sees the gap)."""
         start = self._output.frame_time(index)
         rate = self._output.rate
-        for offset in range(0, len(frames), RECORD_CHUNK - RECORD_CHUNK % 4):
-            chunk = frames[offset:offset + RECORD_CHUNK - RECORD_CHUNK % 4]
-            at = start + offset // 4 / rate
+        for offset in range(0, len(frames), RECORD_CHUNK):
+            chunk = frames[offset:offset + RECORD_CHUNK]
+            at = start + offset // BYTES_PER_FRAME / rate
             try:
-                os.write(self._record_fd, RECORD_HEADER.pack(at, len(chunk)) + chunk)
+                os.write(self._record_fd, channel.RECORD_HEADER.pack(at, len(chunk)) + chunk)
             except BlockingIOError:
                 return
             except OSError:  # the agent is gone; the channel tells the rest
@@ -186,8 +196,7 @@ class PlayoutHost:
         idle = engine.idle_since_frame
         states: dict[str, list[int]] = {}
         for voice in engine.voices():
-            if isinstance(voice.tag, int):
-                states[str(voice.tag)] = _counts(voice)
+            states[str(_voice_id(voice))] = _counts(voice)
         self._send({"ev": "status",
                     "idle_since": None if idle is None else self._output.frame_time(idle),
                     "last_sound": self._output.frame_time(engine.last_sound_frame),
@@ -203,7 +212,7 @@ class PlayoutHost:
     def _voice(self, spec: channel.Message, fd: int) -> Voice:
         jitter = spec.get("jitter")
         source = PipeSource(fd) if jitter is None \
-            else LivePipeSource(fd, int(jitter[0]), int(jitter[1]))
+            else LivePipeSource(fd, int(jitter[0]), int(jitter[1]), self._burst_bytes)
         voice_id = int(spec["id"])
         with self._lock:
             self._sources[voice_id] = source
@@ -238,7 +247,7 @@ class PlayoutHost:
     def _close(self, dropped: list[Voice]) -> None:
         """Voices replaced in the queue before they started: never read again."""
         with self._lock:
-            sources = [self._sources.pop(int(str(v.tag)), None) for v in dropped]
+            sources = [self._sources.pop(_voice_id(v), None) for v in dropped]
         for source in sources:
             if source is not None:
                 source.close()
@@ -293,6 +302,11 @@ class PlayoutHost:
     def _status_loop(self) -> None:
         while not self._stop.wait(channel.STATUS_INTERVAL_S):
             self._report_status()
+
+
+def _voice_id(voice: Voice) -> int:
+    assert isinstance(voice.tag, int)  # every voice here is tagged with the agent's id
+    return voice.tag
 
 
 def _counts(voice: Voice) -> list[int]:

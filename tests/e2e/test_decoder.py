@@ -12,33 +12,24 @@ import numpy as np
 import pytest
 
 from tests.conftest import AgentFactory, Source, capture_until, program, wait_ready, whole_second
-from tests.support.agentproc import AgentProcess, wait_for
+from tests.support.agentproc import AgentProcess, processes, wait_for
 from tests.support.media import tones
-from tests.support.wavfile import tone_frequency
+from tests.support.wavfile import sounding, tone_frequency
 
 
 def decoder_playing(agent: AgentProcess, media_dir: Path) -> int | None:
     """Pid of the decoder worker that has the playing media file open."""
     assert agent.process is not None
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid, entry in processes(b"decoder_worker"):
         try:
-            cmdline = (entry / "cmdline").read_bytes()
-            if b"decoder_worker" not in cmdline or os.getpgid(int(entry.name)) == 0:
+            if os.getpgid(pid) == 0:
                 continue
             targets = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
         except OSError:
             continue
         if any(t.startswith(str(media_dir)) for t in targets):
-            return int(entry.name)
+            return pid
     return None
-
-
-def sounding(samples: np.ndarray, threshold: int = 300) -> np.ndarray:
-    """Per 10 ms block: True where the block carries sound."""
-    blocks = samples[: len(samples) // 480 * 480, 0].reshape(-1, 480)
-    return np.abs(blocks).max(axis=1) > threshold
 
 
 @pytest.mark.parametrize("how", [signal.SIGSTOP, signal.SIGKILL], ids=["hang", "crash"])

@@ -13,32 +13,22 @@ import numpy as np
 import pytest
 
 from tests.conftest import AgentFactory, Source, capture_until, program, wait_ready, whole_second
-from tests.support.agentproc import AgentProcess, wait_for
+from tests.support.agentproc import AgentProcess, processes, wait_for
 from tests.support.media import tones
-from tests.support.wavfile import tone_frequency
+from tests.support.wavfile import sounding, tone_frequency
 
 
 def playout_process(agent: AgentProcess) -> int | None:
     """Pid of the agent's playout process."""
     assert agent.process is not None
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid, entry in processes(b"agent.playout.host"):
         try:
-            cmdline = (entry / "cmdline").read_bytes()
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if b"agent.playout.host" in cmdline and parent == agent.process.pid:
-            return int(entry.name)
+        if int(stat.rsplit(")", 1)[1].split()[1]) == agent.process.pid:
+            return pid
     return None
-
-
-def sounding(samples: np.ndarray, threshold: int = 300) -> np.ndarray:
-    """Per 10 ms block: True where the block carries sound."""
-    blocks = samples[: len(samples) // 480 * 480, 0].reshape(-1, 480)
-    return np.abs(blocks).max(axis=1) > threshold
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP], ids=["crash", "hang"])

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,7 +30,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.05,
+def processes(marker: bytes) -> Iterator[tuple[int, Path]]:
+    """(pid, /proc entry) of each process whose command line contains ``marker``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline:
+            yield int(entry.name), entry
+
+
+def wait_for(predicate: Callable[[], T | None], timeout: float, interval: float = 0.05,
              what: str = "condition") -> T:
     deadline = time.monotonic() + timeout
     while True:

@@ -101,6 +101,13 @@ def tone_frequency(segment: Samples, rate: int) -> float:
     return float(np.fft.rfftfreq(mono.size, 1 / rate)[int(np.argmax(spectrum))])
 
 
+def sounding(samples: Samples, threshold: int = 300) -> npt.NDArray[np.bool_]:
+    """Per 10 ms block (48 kHz) of the first channel: True where the block carries sound."""
+    blocks = samples[: len(samples) // 480 * 480, 0].reshape(-1, 480)
+    loud: npt.NDArray[np.bool_] = np.abs(blocks).max(axis=1) > threshold
+    return loud
+
+
 def max_step(segment: Samples) -> int:
     """Largest sample-to-sample jump on any channel (a click shows up as a big one)."""
     if segment.shape[0] < 2:

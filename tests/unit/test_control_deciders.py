@@ -87,3 +87,20 @@ def test_start_at_times_the_activation(start_at: float, start: float) -> None:
                                     lambda media_id: False)
     assert (activation.start, activation.end) == (start, start + 30.0)
     assert activation.items == (Item("fm", "60.0", 30.0),)
+
+
+@pytest.mark.parametrize(("forced", "idle_since", "on_since", "due"), [
+    (None, NOW - 30, NOW - 100, NOW + 30),   # idle_off_s after the last sound
+    (None, NOW - 100, NOW - 30, NOW + 30),   # or after switching on, whichever is later
+    (None, None, NOW - 100, None),           # the card carries sound: not due
+    (True, NOW - 100, NOW - 100, None),      # forced on holds
+])
+def test_the_idle_off_is_due_when_the_policy_would_switch_off(
+        forced: bool | None, idle_since: float | None, on_since: float | None,
+        due: float | None) -> None:
+    decider = policy()
+    decider.forced = forced
+    assert decider.off_due(idle_since, on_since) == due
+    if due is not None:
+        assert decider.wanted(due, None, False, idle_since, on_since) is False
+        assert decider.wanted(due - 0.01, None, False, idle_since, on_since) is None
