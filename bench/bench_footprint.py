@@ -1,8 +1,12 @@
-"""Footprint of the real agent: memory and CPU idle and while playing an MP3, and memory
-over many tracks in a row.
+"""Footprint of the real agent with the shipped default config (config/agent.yaml, changed
+only where a test box must: tests/support/shipped.py): memory and CPU idle, while playing
+an MP3 and while relaying FM, FM off and FM as shipped reported apart; memory over many
+tracks in a row; the time of ``broadcast-agent --help`` and ``validate``; what each library
+the daemon imports costs in RSS.
 
-Memory and CPU are read from /proc for the agent's whole process tree (the agent and
-its libvlc decoder workers); see bench/common.py for how short-lived workers are counted.
+Memory and CPU are read from /proc for the agent's whole process tree (the agent, the
+playout process, the libvlc decoder workers); see bench/common.py for how
+short-lived workers are counted.
 
 Run: ``.venv/bin/python -m bench.bench_footprint``
 """
@@ -12,15 +16,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from agent.playout.engine import PERIOD_S, PlayoutEngine
 from bench.common import (
+    DEVICE_ID,
     REPO,
+    SOURCE_TOKEN,
     BenchRun,
     TreeSample,
     cpu_shares,
@@ -40,6 +47,8 @@ from bench.common import (
 )
 from drivers.audio.wav import ClockedWavSink
 from tests.support.agentproc import local_time
+from tests.support.fake_rtl_tcp import FakeRtlTcpServer, FakeStation
+from tests.support.shipped import provisioned_copy, test_box_config
 from tests.support.source_sim import add_media
 
 MP3_S = 60
@@ -54,6 +63,20 @@ TRACK_S = 0.05
 TRACKS_DEADLINE_S = 270.0
 CHECKPOINT_EVERY = 100
 RATE = 48000
+FM_AFTER_S = 15
+FM_SAMPLE_FROM_S = 5  # into the relay: past its start
+FM_SAMPLE_S = 20
+FM_MHZ = 100.0
+CLI_RUNS = 15
+FM_OFF = {"backend": "none"}
+# Imported one after another in a fresh Python, then the daemon: each line is what that
+# library adds (what it shares with one before it is counted there).
+# drivers.sdr.rtl_fm: what an FM backend (rtl_fm or rtl_tcp) adds when the tuner is built.
+LIBRARIES = ("yaml", "sqlite3", "ssl", "hashlib", "asyncio", "requests", "paho.mqtt.client",
+             "prometheus_client", "numpy", "soundfile", "importlib.metadata",
+             "agent.service.daemon", "drivers.sdr.rtl_fm")
+# ... and what it no longer imports with the default config, imported after it.
+NOT_IMPORTED = ("cryptography.hazmat.primitives.asymmetric.ed25519",)
 
 
 @dataclass(frozen=True)
@@ -62,27 +85,72 @@ class Phase:
     samples: list[TreeSample]
 
 
-def play_mp3_phases(tmp: Path) -> list[Phase]:
+def shipped(tmp: Path, fm: dict[str, Any] | None) -> Callable[[str], dict[str, Any]]:
+    return lambda source_url: test_box_config(tmp, DEVICE_ID, source_url, SOURCE_TOKEN, fm)
+
+
+def play_mp3_phases(tmp: Path, fm: dict[str, Any] | None, label: str) -> list[Phase]:
     mp3 = make_mp3(tmp / "noise.mp3", MP3_S, MP3_KBIT_S)
     media = add_media(tmp / "content", "m-mp3", mp3, duration_s=float(MP3_S))
     start = int(time.time()) + PLAY_AFTER_S
     schedule = schedule_of([media], [media_program("p-mp3", ["m-mp3"], local_time(start))])
-    with running_agent(tmp, schedule) as (agent, _):
+    with running_agent(tmp, schedule, config=shipped(tmp, fm)) as (agent, _):
         assert agent.process is not None
         pid = agent.process.pid
         time.sleep(2)  # past the first sync
         idle = sample_tree(pid, start - 3 - time.time())
         time.sleep(max(0.0, start + PLAY_SAMPLE_FROM_S - time.time()))
         playing = sample_tree(pid, PLAY_SAMPLE_S)
-        # the MP3 ends, then the amplifier's idle_off_s (2 s in base_config)
-        time.sleep(max(0.0, start + MP3_S + 3 - time.time()))
-        after = sample_tree(pid, IDLE_SAMPLE_S)
-    return [Phase("idle, nothing played yet", idle),
-            Phase(f"playing a {MP3_KBIT_S} kbit/s MP3", playing),
-            Phase("idle after playing (one warm decoder worker)", after)]
+    return [Phase(f"{label}: idle, nothing played yet", idle),
+            Phase(f"{label}: playing a {MP3_KBIT_S} kbit/s MP3", playing)]
 
 
-def phase_rows(phases: Sequence[Phase]) -> list[list[str]]:
+def fm_relay_phase(tmp: Path) -> Phase:
+    """The shipped config with the rtl_tcp backend against the fake server (this process,
+    not the agent's tree) relaying a scheduled FM program."""
+    start = int(time.time()) + FM_AFTER_S
+    program = {"id": "p-fm", "title": "p-fm", "priority": "scheduled",
+               "source": {"type": "fm", "frequency_mhz": FM_MHZ}, "start": local_time(start),
+               "duration_s": FM_SAMPLE_FROM_S + FM_SAMPLE_S + 5}
+    with FakeRtlTcpServer([FakeStation(FM_MHZ * 1e6, 1000.0)]) as fake:
+        fm = {"backend": "rtl_tcp", "rtl_tcp": f"127.0.0.1:{fake.port}"}
+        with running_agent(tmp, schedule_of([], [program]), config=shipped(tmp, fm)) \
+                as (agent, _):
+            assert agent.process is not None
+            time.sleep(max(0.0, start + FM_SAMPLE_FROM_S - time.time()))
+            relaying = sample_tree(agent.process.pid, FM_SAMPLE_S)
+    return Phase("FM relaying (rtl_tcp)", relaying)
+
+
+def cli_seconds(argv: Sequence[str]) -> list[float]:
+    """Wall time of ``python -m agent <argv>`` (what the broadcast-agent script runs),
+    CLI_RUNS runs after one warm-up."""
+    times = []
+    for _ in range(CLI_RUNS + 1):
+        began = time.monotonic()
+        subprocess.run([sys.executable, "-m", "agent", *argv], cwd=REPO, check=True,
+                       capture_output=True)
+        times.append(time.monotonic() - began)
+    return times[1:]
+
+
+def library_rss_kb() -> list[tuple[str, int]]:
+    """RSS that each of LIBRARIES, then NOT_IMPORTED, adds, imported in that order in a
+    fresh Python (the first entry is Python itself)."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import importlib, sys\n"
+         "def rss():\n"
+         "    return int(open('/proc/self/statm').read().split()[1]) * 4\n"
+         "print('python', rss())\n"
+         "for name in sys.argv[1:]:\n"
+         "    before = rss()\n"
+         "    importlib.import_module(name)\n"
+         "    print(name, rss() - before)\n", *LIBRARIES, *NOT_IMPORTED],
+        cwd=REPO, check=True, capture_output=True, text=True)
+    return [(name, int(kb)) for name, kb in (line.split() for line in probe.stdout.splitlines())]
+
+
+def phase_rows(phases: Sequence[Phase], card_cpu: float) -> list[list[str]]:
     rows = []
     for phase in phases:
         s = phase.samples
@@ -90,6 +158,7 @@ def phase_rows(phases: Sequence[Phase]) -> list[list[str]]:
         tree_rss = [x.memory.tree_rss_kb / 1024 for x in s]
         tree_pss = [x.memory.tree_pss_kb / 1024 for x in s]
         shares = cpu_shares(s)
+        overall = overall_cpu_share(s)
         rows.append([
             phase.name, str(len(s)),
             f"{fmt(percentile(agent, 50))} / {fmt(max(agent))}",
@@ -97,7 +166,7 @@ def phase_rows(phases: Sequence[Phase]) -> list[list[str]]:
             f"{fmt(percentile(tree_pss, 50))} / {fmt(max(tree_pss))}",
             str(max(x.memory.processes for x in s)),
             f"{fmt(percentile(shares, 50), 2)} / {fmt(percentile(shares, 95), 2)}",
-            fmt(overall_cpu_share(s), 2)])
+            fmt(overall, 2), fmt(overall - card_cpu, 2)])
     return rows
 
 
@@ -145,18 +214,6 @@ def many_tracks(tmp: Path) -> list[Checkpoint]:
     return checkpoints
 
 
-def imports_only_rss_kb() -> int:
-    """RSS of a Python process that has imported the daemon's modules and nothing else:
-    the floor under the agent's own RSS."""
-    probe = subprocess.run(
-        [sys.executable, "-c", "import agent.service.daemon, pathlib; "
-         "print(next(l.split()[1] for l "
-         "in pathlib.Path('/proc/self/status').read_text().splitlines() "
-         "if l.startswith('VmRSS:')))"],
-        cwd=REPO, check=True, capture_output=True, text=True)
-    return int(probe.stdout)
-
-
 def in_process_idle_cpu(tmp: Path) -> tuple[float, float]:
     """% of one core used, with nothing to play, by the clocked WAV sink alone and by the
     playout engine feeding it silence, each in this process for IDLE_SAMPLE_S."""
@@ -188,37 +245,59 @@ def slope_kb_per_100(checkpoints: Sequence[Checkpoint]) -> float:
 
 
 def main() -> str:
-    run = BenchRun("bench_footprint", "Footprint: memory and CPU")
-    with scratch_dir("bench-footprint") as tmp:
-        phases = play_mp3_phases(tmp)
+    run = BenchRun("bench_footprint", "Footprint: memory and CPU with the default config")
+    with scratch_dir("bench-cli") as tmp:
+        config = provisioned_copy(tmp)
+        help_s = cli_seconds(["--help"])
+        validate_s = cli_seconds(["validate", "--config", str(config)])
+    libraries = library_rss_kb()
+    phases: list[Phase] = []
+    with scratch_dir("bench-footprint-off") as tmp:
+        phases += play_mp3_phases(tmp, FM_OFF, "FM off")
+    with scratch_dir("bench-footprint-shipped") as tmp:
+        phases += play_mp3_phases(tmp, None, "FM as shipped (rtl_fm), idle")
+    with scratch_dir("bench-footprint-fm") as tmp:
+        phases.append(fm_relay_phase(tmp))
     with scratch_dir("bench-tracks") as tmp:
         checkpoints = many_tracks(tmp)
     with scratch_dir("bench-idle") as tmp:
         sink_cpu, engine_cpu = in_process_idle_cpu(tmp)
+    python_kb = libraries[0][1]
+    imported, not_imported = libraries[:-len(NOT_IMPORTED)], libraries[-len(NOT_IMPORTED):]
     body = [
-        "The real agent (clocked WAV sink, simulated amplifier, no MQTT, no FM) with one "
-        f"program: a {MP3_S} s, {MP3_KBIT_S} kbit/s CBR MP3 of pink noise (lame), starting "
-        f"{PLAY_AFTER_S} s after launch. Sampled every second from /proc: RSS of the agent "
-        "process alone, RSS and PSS summed over its process tree (agent + libvlc decoder "
-        "workers: the one decoding and the one kept warm). RSS counts pages shared between "
-        "processes (Python, libvlc) once per process; PSS splits them, so the tree's PSS is "
-        "what the tree costs the machine. CPU: utime+stime+cutime+cstime from "
-        "/proc/<pid>/stat summed over the agent and its live descendants (a worker that exited "
-        "and was reaped is in the agent's cutime/cstime, so short-lived workers are counted), "
-        "differenced between samples and divided by wall time: % of one core, p50/p95 over "
-        "the one-second intervals and over the whole window. The virtual sound card "
-        "(`wav-dac` thread writing the WAV file) is part of the agent's CPU here; on a device "
-        f"ALSA does that. Playing is sampled from {PLAY_SAMPLE_FROM_S} s into the MP3 for "
-        f"{PLAY_SAMPLE_S} s.",
+        "The real agent with the shipped `config/agent.yaml`, changed only where a test box "
+        "must (tests/support/shipped.py): its folders in a scratch directory, the source "
+        "simulator, MQTT off (no broker), the clocked WAV sink instead of `alsa:default`, the "
+        "simulated amplifier instead of the GPIO relay, the clock trusted. FM is reported "
+        "three ways: off (`fm.backend: none`), as shipped (`rtl_fm`, configured but not "
+        "relaying: no program asks for it), and relaying a scheduled FM program through "
+        "`rtl_tcp` from the fake server (it runs in the benchmark's process, outside the "
+        "agent's tree). The MP3 is a "
+        f"{MP3_S} s, {MP3_KBIT_S} kbit/s CBR MP3 of pink noise (lame), starting "
+        f"{PLAY_AFTER_S} s after launch, sampled from {PLAY_SAMPLE_FROM_S} s into it for "
+        f"{PLAY_SAMPLE_S} s; the relay is sampled from {FM_SAMPLE_FROM_S} s after its start "
+        f"for {FM_SAMPLE_S} s.",
+        "",
+        "Sampled every second from /proc: RSS of the agent process alone, RSS and PSS summed "
+        "over its process tree (agent, the playout process with the engine and the sound "
+        "card, libvlc decoder workers: the one decoding and the one kept warm; rtl_fm when "
+        "relaying with that backend). RSS counts pages shared between processes once per "
+        "process; PSS splits them, so the tree's PSS is what the tree costs the "
+        "machine. CPU: utime+stime+cutime+cstime summed over the agent and its live "
+        "descendants, differenced between samples and divided by wall time: % of one core, "
+        "p50/p95 over the one-second intervals and over the whole window. The virtual sound "
+        "card (the `wav-dac` thread writing the WAV file, on a device ALSA's work) runs in "
+        "the playout process; the last column takes off what it costs alone, measured below "
+        f"({fmt(sink_cpu, 2)} %).",
         "",
         markdown_table(["phase", "samples", "agent RSS MB p50 / max",
                         "tree RSS MB p50 / max", "tree PSS MB p50 / max", "processes",
-                        "CPU % of one core p50 / p95", "CPU % overall"],
-                       phase_rows(phases)),
+                        "CPU % of one core p50 / p95", "CPU % overall",
+                        "CPU % overall, virtual card excluded"],
+                       phase_rows(phases, sink_cpu)),
         "",
-        f"For scale: a Python process that has only imported `agent.service.daemon` (and so numpy, "
-        f"requests, paho-mqtt, prometheus_client, cryptography, yaml) has an RSS of "
-        f"{fmt(imports_only_rss_kb() / 1024)} MB.",
+        "Targets (issue 10): agent RSS ≤ 45 MB while playing an MP3, tree CPU ≤ 4 % of one "
+        "core with the virtual card excluded.",
         "",
         "Where the idle CPU goes, measured in this process (time.process_time over "
         f"{IDLE_SAMPLE_S} s, nothing playing): the clocked WAV sink alone (the virtual "
@@ -226,13 +305,43 @@ def main() -> str:
         f"silence into it every {PERIOD_S * 1000:.0f} ms, sink included, "
         f"{fmt(engine_cpu, 2)} % of one core.",
         "",
-        "Targets: RSS while playing ≤ 60 MB, CPU while playing ≤ 5 % of one core.",
+        "### What the daemon's imports cost",
+        "",
+        f"RSS a fresh Python ({fmt(python_kb / 1024)} MB after start-up) gains importing each "
+        "of these in turn, then the daemon's own modules (`agent.service.daemon`, which "
+        "pulls in what is not listed); a library's share of something an earlier one "
+        "already loaded is counted with the earlier one. The total is the floor under the "
+        "agent's RSS before it runs anything; `drivers.sdr.rtl_fm` is what FM as shipped "
+        "adds (the demodulator's numpy and scipy), imported when the daemon builds its "
+        "tuner. Below the total, what the daemon no longer imports with the default "
+        "config, imported after it: cryptography's Ed25519 (only once a signing key is "
+        "configured).",
+        "",
+        markdown_table(["import", "RSS added MB"],
+                       [[f"`{name}`", fmt(kb / 1024)] for name, kb in imported[1:]]
+                       + [["total (Python included)",
+                           fmt(sum(kb for _, kb in imported) / 1024)]]
+                       + [[f"not imported: `{name}`", fmt(kb / 1024)]
+                          for name, kb in not_imported]),
+        "",
+        "### Command line",
+        "",
+        f"`python -m agent` (what the `broadcast-agent` script runs), {CLI_RUNS} runs after "
+        "one warm-up, wall time from start to exit; `validate` checks the shipped config "
+        "with its secret files beside it. Target ≤ 0.3 s.",
+        "",
+        markdown_table(["command", "p50 s", "p90 s", "max s"],
+                       [[f"`broadcast-agent {label}`", fmt(percentile(times, 50), 3),
+                         fmt(percentile(times, 90), 3), fmt(max(times), 3)]
+                        for label, times in (("--help", help_s),
+                                             ("validate --config agent.yaml", validate_s))]),
         "",
         "### Memory over many tracks",
         "",
         f"One program of {TRACK_ITEMS} WAV items of {TRACK_S * 1000:.0f} ms each (different "
         f"tones), `repeat: {TRACK_REPEAT}`: {TRACK_ITEMS * TRACK_REPEAT} tracks, each "
-        "decoded by its own worker process. The agent's RSS is recorded each time the source "
+        "decoded by its own worker process, with the tests' base config (FM off). The "
+        "agent's RSS is recorded each time the source "
         f"simulator has received another {CHECKPOINT_EVERY} play reports (deadline "
         f"{TRACKS_DEADLINE_S:.0f} s); the track rate is bounded by starting one libvlc worker "
         "per item, not by the items' length.",

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -239,15 +239,19 @@ def scratch_dir(name: str) -> Iterator[Path]:
 
 @contextmanager
 def running_agent(tmp: Path, schedule: dict[str, Any],
+                  config: Callable[[str], dict[str, Any]] | None = None,
                   **config_overrides: Any) -> Iterator[tuple[AgentProcess, SourceSimulator]]:
     """The real agent (clocked WAV sink, simulated amplifier) syncing ``schedule`` from a
     source simulator whose content directory is ``tmp / "content"`` (add media there
-    first)."""
+    first). Its config is ``config(source_url)``, by default the tests' base_config with
+    ``config_overrides``."""
     content = tmp / "content"
     content.mkdir(exist_ok=True)
     write_schedule(content, schedule)
     sim = SourceSimulator(content, DEVICE_ID, SOURCE_TOKEN).start()
-    agent = AgentProcess(tmp, base_config(tmp, sim.url, **config_overrides))
+    settings = base_config(tmp, sim.url, **config_overrides) if config is None \
+        else config(sim.url)
+    agent = AgentProcess(tmp, settings)
     try:
         agent.start()
         yield agent, sim

@@ -24,7 +24,6 @@ import os
 import pwd
 import shutil
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -32,18 +31,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-import paho.mqtt.client as mqtt
-import requests
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
+from typing import TYPE_CHECKING, Literal
 
 from agent.cli.i18n import translator
 from agent.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from agent.config.loader import Config, ConfigError, load_config
 from agent.config.schema import BrokerUri
-from agent.core.schedule import FM_BANDS_MHZ
+
+if TYPE_CHECKING:
+    from paho.mqtt.reasoncodes import ReasonCode
 
 Severity = Literal["pass", "warn", "fail"]
 SERVICE = "broadcast-agent"
@@ -334,6 +330,8 @@ def _check_rtl_tcp(address: str) -> CheckResult:
     if tuner is None:
         return passed("sdr", msg("rtl_tcp at {address}, tuner {tuner}", address=address,
                                  tuner=number))
+    from agent.core.schedule import FM_BANDS_MHZ
+
     low, high = RTL_TUNER_RANGES_MHZ[tuner]
     missing = [f"{a:g}–{b:g} MHz" for a, b in FM_BANDS_MHZ if not (low <= a and b <= high)]
     if missing:
@@ -369,6 +367,8 @@ TLS_HINT = msg("TLS failed: check source.ca_file (the province's CA) and the clo
 
 
 def check_source(cfg: Config) -> list[CheckResult]:
+    import requests  # here, not at the top: this module is imported to build the CLI
+
     source = cfg.source
     url = f"{source.url}/devices/{cfg.device_id}/schedule"
     headers = {"Authorization": f"Bearer {source.token}"} if source.token else {}
@@ -402,6 +402,11 @@ def check_mqtt(cfg: Config) -> list[CheckResult]:
 
 
 def _check_broker(cfg: Config, broker: BrokerUri) -> CheckResult:
+    import ssl
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
     name = f"{broker.scheme}://{broker.host}:{broker.port}"
     settings = cfg.mqtt
     client = mqtt.Client(CallbackAPIVersion.VERSION2,

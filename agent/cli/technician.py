@@ -15,26 +15,21 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from agent.cli.i18n import translator
 from agent.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from agent.config.loader import Config, ConfigError, load_config
 from agent.core.clock import SystemClock
 from agent.core.faults import FaultRegistry
-from agent.core.schedule import ParsedSchedule, parse_schedule
-from agent.playout.engine import EngineEvent, PlayoutEngine, Voice, VoiceEnded
-from agent.playout.sources import BufferSource, tone
-from agent.source.cache import MediaCache
 from agent.state.store import STATE_DB, StateStore
-from drivers.amplifier import open_amplifier
-from drivers.audio import open_output
-from drivers.mixer import open_mixer
-from drivers.mixer.curve import volume_to_gain
+
+if TYPE_CHECKING:
+    from agent.core.schedule import ParsedSchedule
 
 _ = translator().gettext
+# requests, numpy (the engine) and the drivers are imported by the commands that use them:
+# this module is imported to build the command line.
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 # --- status ------------------------------------------------------------------------------
 def fetch_status(cfg: Config) -> dict[str, Any]:
+    import requests
+
     headers = {} if cfg.health.token is None else {"Authorization": f"Bearer {cfg.health.token}"}
     host = "127.0.0.1" if cfg.health.host in ("0.0.0.0", "::", "") else cfg.health.host
     reply = requests.get(f"http://{host}:{cfg.health.port}/status", headers=headers, timeout=5)
@@ -83,6 +80,8 @@ def status_command(args: argparse.Namespace) -> int:
             raise
         _print_json({"online": False, "error": "; ".join(exc.errors)})
         return EXIT_USAGE
+    import requests
+
     try:
         status = fetch_status(cfg)
     except requests.RequestException as exc:
@@ -156,6 +155,8 @@ def _duration(seconds: int) -> str:
 
 # --- schedule ----------------------------------------------------------------------------
 def _applied_schedule(cfg: Config, store: StateStore) -> ParsedSchedule | None:
+    from agent.core.schedule import parse_schedule
+
     doc = store.get("schedule.doc")
     return None if doc is None else parse_schedule(doc, cfg.timezone)
 
@@ -196,6 +197,8 @@ def schedule_command(args: argparse.Namespace) -> int:
 
 # --- cache -------------------------------------------------------------------------------
 def cache_command(args: argparse.Namespace) -> int:
+    from agent.source.cache import MediaCache
+
     cfg = load_config(Path(args.config))
     store = StateStore(cfg.state_dir / STATE_DB)
     clock = SystemClock()
@@ -232,6 +235,15 @@ def cache_command(args: argparse.Namespace) -> int:
 
 # --- test tone ---------------------------------------------------------------------------
 def test_tone_command(args: argparse.Namespace) -> int:
+    import requests
+
+    from agent.playout.engine import EngineEvent, PlayoutEngine, Voice, VoiceEnded
+    from agent.playout.sources import BufferSource, tone
+    from drivers.amplifier import open_amplifier
+    from drivers.audio import open_output
+    from drivers.mixer import open_mixer
+    from drivers.mixer.curve import volume_to_gain
+
     cfg = load_config(Path(args.config))
     try:
         fetch_status(cfg)

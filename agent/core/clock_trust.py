@@ -22,7 +22,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -169,6 +168,8 @@ class ClockTrust:
         """A ``Date`` header of the source system, read as its answer arrived."""
         if header is None or self._trusted.is_set() or "source" not in self._allowed:
             return
+        from email.utils import parsedate_to_datetime  # 10 ms: not on `validate`'s path
+
         try:
             theirs = parsedate_to_datetime(header).timestamp()
         except (TypeError, ValueError, IndexError, OverflowError):

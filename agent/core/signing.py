@@ -2,6 +2,9 @@
 
 Also the developer subcommands ``keygen`` and ``sign-command`` that a central server's
 developers use to produce keys and correctly signed commands.
+
+cryptography (7 MB of RSS) is imported where a key is first used: an agent configured
+without keys never loads it, and the command line does not wait for it.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 SIGNATURE_PREFIX = "ed25519:"
 _PUBLIC_KEY_BYTES = 32
@@ -43,10 +48,19 @@ def load_public_key(b64: str) -> Ed25519PublicKey:
     if len(raw) != _PUBLIC_KEY_BYTES:
         raise ValueError(f"public key must be {_PUBLIC_KEY_BYTES} raw bytes "
                          f"(44 base64 characters), got {len(raw)} bytes")
+    return public_key_from_raw(raw)
+
+
+def public_key_from_raw(raw: bytes) -> Ed25519PublicKey:
+    """The key of 32 raw bytes (config values are checked by agent/config/schema.py)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def public_key_b64(key: Ed25519PublicKey) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return base64.b64encode(raw).decode("ascii")
 
@@ -66,6 +80,8 @@ def sign(obj: Mapping[str, Any], private_key: Ed25519PrivateKey) -> str:
 
 def verify_bytes(body: bytes, signature: str | None, key: Ed25519PublicKey) -> bool:
     """True when ``signature`` (``ed25519:<base64>``) is a valid signature of ``body``."""
+    from cryptography.exceptions import InvalidSignature
+
     if not isinstance(signature, str) or not signature.startswith(SIGNATURE_PREFIX):
         return False
     try:
@@ -91,6 +107,9 @@ def verify(obj: Mapping[str, Any], key: Ed25519PublicKey) -> bool:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path} is not an Ed25519 private key")
@@ -125,6 +144,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _keygen(args: argparse.Namespace) -> int:
     key_path = Path(f"{args.out}.key")
     pub_path = Path(f"{args.out}.pub")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())

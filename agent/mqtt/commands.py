@@ -31,10 +31,8 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.core.clock import Clock
 from agent.core.schedule import FM_BANDS_TEXT, PRIORITY_RANK, in_fm_band
@@ -43,6 +41,9 @@ from agent.core.text import check_speech_text
 from agent.recording.span import BadSpan, parse_span, parse_time
 from agent.state.store import StateStore
 from agent.update.bundle import SHA256_HEX, UPDATE_VERSION
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 REJECTION_CODES = ("bad_json", "unknown_type", "bad_args", "bad_signature", "expired",
                    "too_old", "replay", "media_not_cached", "too_large", "wrong_target",

@@ -3,14 +3,12 @@ main loop (signals, reload, systemd readiness and watchdog)."""
 
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
 import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,7 +36,6 @@ from agent.playout.sources import builtin_chime
 from agent.playout.tts import TtsRenderer
 from agent.recording.service import OffAirRecording
 from agent.service import sdnotify
-from agent.service.logs import configure_logging
 from agent.service.parts import command_intake, open_line_in, open_tuner, system_facts
 from agent.service.power import PowerMonitor
 from agent.source.cache import MediaCache
@@ -453,18 +450,3 @@ def config_changes(old: Config, new: Config) -> list[str]:
             changed.append(name)
     return changed
 
-
-def run_command(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(Path(args.config))
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return 2
-    configure_logging(cfg.log_level)
-    return Daemon(cfg).run()
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("run", help="run the daemon (systemd runs this)")
-    parser.set_defaults(func=run_command)

@@ -9,13 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from agent.config.loader import Config
 from agent.control.vox import Vox
 from agent.core.clock import Clock
 from agent.core.clock_trust import ClockTrust
 from agent.core.faults import FaultRegistry
+from agent.core.signing import public_key_from_raw
 from agent.http.metrics import AgentMetrics
 from agent.mqtt.commands import Command, CommandLimits, CommandValidator
 from agent.mqtt.intake import CommandIntake
@@ -68,7 +67,7 @@ def command_intake(cfg: Config, store: StateStore, journal: Journal, metrics: Ag
                    on_command: Callable[[Command], None]) -> CommandIntake:
     m = cfg.mqtt
     key = None if m.command_public_key is None \
-        else Ed25519PublicKey.from_public_bytes(m.command_public_key)
+        else public_key_from_raw(m.command_public_key)
     validator = CommandValidator(
         key, CommandLimits(m.max_command_age_s, m.max_clock_skew_s, m.max_payload_bytes),
         store, clock, media_known, device_id=cfg.device_id, groups=tuple(cfg.groups))

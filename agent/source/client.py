@@ -18,10 +18,9 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import requests
 import urllib3.exceptions
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.core.faults import FaultError
-from agent.core.signing import verify_bytes
+from agent.core.signing import public_key_from_raw, verify_bytes
 from agent.source.bodies import (
     ACCEPT_ENCODING,
     CHUNK,
@@ -33,6 +32,7 @@ from agent.source.bodies import (
 from agent.source.deadline import Deadline, DeadlineAdapter
 
 if TYPE_CHECKING:
+
     from agent.config.loader import Config
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class SourceClient:
         self.settings = settings
         self._on_date = on_date  # the Date header of every answer of the source (clock trust)
         self._public_key = (None if settings.public_key is None
-                            else Ed25519PublicKey.from_public_bytes(settings.public_key))
+                            else public_key_from_raw(settings.public_key))
         self._session = session or requests.Session()
         adapter = DeadlineAdapter()
         self._session.mount("http://", adapter)
