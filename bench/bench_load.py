@@ -4,6 +4,11 @@ priority, a 1,500-program schedule republished every poll, a burst of 500 signed
 (100 ``sync_now``) every minute, and a new 48 MB download every two minutes, cut halfway
 at every request and resumed (each resume rehashes the part kept).
 
+The agent runs the shipped config/agent.yaml as a test box must change it
+(tests/support/shipped.py), on a broker for the commands, with two changes that make the
+load: the schedule is polled every 5 s (60 s as shipped) and a cut download is resumed
+after at most 2 s (600 s as shipped).
+
 Counted: 5 ms windows of the tone that went silent on the clocked WAV sink, and the
 agent's own ``card_underrun_seconds``.
 
@@ -17,9 +22,17 @@ import time
 from pathlib import Path
 
 from bench.common import BenchRun, fmt, markdown_table, scratch_dir
-from tests.conftest import Source, capture_until, metric, program, wait_ready, whole_second
+from tests.conftest import (
+    TOKEN,
+    Source,
+    capture_until,
+    metric,
+    program,
+    wait_ready,
+    whole_second,
+)
 from tests.support import media
-from tests.support.agentproc import AgentProcess, base_config
+from tests.support.agentproc import AgentProcess
 from tests.support.central import Central
 from tests.support.central_checks import DEVICE, KEY, mqtt_config
 from tests.support.load import (
@@ -30,11 +43,14 @@ from tests.support.load import (
     silent_windows,
 )
 from tests.support.mosquitto import Mosquitto
+from tests.support.shipped import test_box_config
 
 LOAD_MINUTES = float(os.environ.get("BENCH_LOAD_MINUTES", "10"))
 BURST_EVERY_S = 60.0
 DOWNLOAD_EVERY_S = 120.0
 DOWNLOAD_BYTES = 48 * 1024 * 1024
+POLL_S = 5
+RESUME_BACKOFF_S = 2
 
 
 def under_load(tmp: Path, tone_s: float) -> tuple[list[float], float, int, int, int]:
@@ -44,7 +60,10 @@ def under_load(tmp: Path, tone_s: float) -> tuple[list[float], float, int, int, 
     broker = Mosquitto.start(tmp / "mosquitto", {DEVICE: []})
     home = tmp / "agent"
     home.mkdir()
-    agent = AgentProcess(home, base_config(home, source.url, **mqtt_config(broker)))
+    config = test_box_config(home, DEVICE, source.url, TOKEN)
+    config["source"].update(poll_interval_s=POLL_S, max_backoff_s=RESUME_BACKOFF_S)
+    config.update(mqtt_config(broker))
+    agent = AgentProcess(home, config)
     try:
         tone = source.add("m-tone", media.tone(tmp / "tone.wav", 550, tone_s))
         source.publish([])

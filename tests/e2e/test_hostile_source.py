@@ -73,6 +73,8 @@ def test_a_hostile_source_cannot_stop_the_programme_or_take_the_token(
     assert cdn.stats()["requests"]["media"] >= 1
     assert "with_authorization" not in cdn.stats()["requests"], "the token left its origin"
 
-    capture = capture_until(agent, start + PROGRAM_S)
-    assert_no_gap(capture, start + 0.05, PROGRAM_S - 0.1, TONE_DBFS)
+    heard_until = time.time()  # the programme plays on; the hostile answers are over
+    assert heard_until < start + PROGRAM_S - 1, "the hostile answers outlasted the programme"
+    capture = capture_until(agent, heard_until)
+    assert_no_gap(capture, start + 0.05, heard_until - start - 0.05, TONE_DBFS)
     assert agent.memory_bytes("VmHWM") < RSS_BOUND_BYTES
