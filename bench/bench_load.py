@@ -10,18 +10,23 @@ load: the schedule is polled every 5 s (60 s as shipped) and a cut download is r
 after at most 2 s (600 s as shipped).
 
 Counted: 5 ms windows of the tone that went silent on the clocked WAV sink, and the
-agent's own ``card_underrun_seconds``.
+agent's own ``card_underrun_seconds``. Sampled every second: ``playout_buffered_seconds``,
+the tone's PCM waiting in its pipe to the playout process (the ring between decoder and
+card): how much of the margin a stall of the agent ate.
 
 Run: ``.venv/bin/python -m bench.bench_load`` (``BENCH_LOAD_MINUTES`` to shorten it)
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
-from bench.common import BenchRun, fmt, markdown_table, scratch_dir
+from bench.common import BenchRun, fmt, markdown_table, percentile, scratch_dir
 from tests.conftest import (
     TOKEN,
     Source,
@@ -53,8 +58,20 @@ POLL_S = 5
 RESUME_BACKOFF_S = 2
 
 
-def under_load(tmp: Path, tone_s: float) -> tuple[list[float], float, int, int, int]:
-    """(silent window times, card_underrun_seconds, bursts, downloads, schedules)."""
+BUFFERED_BINS_S = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 6.0)
+
+
+@dataclass
+class LoadRun:
+    silent: list[float]  # wall times of the silent 5 ms windows
+    underrun_s: float  # card_underrun_seconds at the end
+    buffered_s: list[float]  # playout_buffered_seconds, once a second
+    bursts: int
+    downloads: int
+    schedules: int
+
+
+def under_load(tmp: Path, tone_s: float) -> LoadRun:
     source = Source(tmp / "source")
     source.start()
     broker = Mosquitto.start(tmp / "mosquitto", {DEVICE: []})
@@ -74,6 +91,7 @@ def under_load(tmp: Path, tone_s: float) -> tuple[list[float], float, int, int, 
         programs = [program("p-tone", ["m-tone"], start), *big_schedule(tone["id"])]
         source.publish(programs)
         bursts = downloads = 0
+        buffered: list[float] = []
         with Central(broker, DEVICE, KEY, tls=True) as central, CpuHogs(), \
                 Republisher(lambda: source.publish(programs)) as republisher:
             central.wait_online()
@@ -87,11 +105,17 @@ def under_load(tmp: Path, tone_s: float) -> tuple[list[float], float, int, int, 
                     bursts += 1
                     for command in command_burst(central):
                         central.send(command)
+                level = metric(agent, "playout_buffered_seconds")
+                # Not in the tone's last seconds: its whole end is then in the pipe, which
+                # drains as it should.
+                steady = start + 1 < time.time() < start + tone_s - BUFFERED_BINS_S[-1]
+                if level is not None and steady and not math.isnan(level):
+                    buffered.append(level)
                 time.sleep(1.0)
             capture = capture_until(agent, start + tone_s)
             underrun_s = metric(agent, "card_underrun_seconds") or 0.0
         silent = silent_windows(capture, start + 0.01, tone_s - 0.02)
-        return silent, underrun_s, bursts, downloads, republisher.published
+        return LoadRun(silent, underrun_s, buffered, bursts, downloads, republisher.published)
     finally:
         agent.stop()
         agent.kill()
@@ -103,19 +127,31 @@ def main() -> str:
     run = BenchRun("bench_load", f"Dropouts under load ({LOAD_MINUTES:g} min)")
     tone_s = LOAD_MINUTES * 60
     with scratch_dir("bench-load") as tmp:
-        silent, underrun_s, bursts, downloads, schedules = under_load(tmp, tone_s)
+        measured = under_load(tmp, tone_s)
     windows = round(tone_s / 0.005)
+    levels = measured.buffered_s
     rows: list[list[object]] = [
-        ["silent 5 ms windows in the tone", f"{len(silent)} of {windows}"],
-        ["card_underrun_seconds (the agent's own count)", fmt(underrun_s, 4)],
-        ["schedules republished (1,500 programs each)", schedules],
-        ["command bursts (500 signed commands, 100 sync_now)", bursts],
-        ["48 MB downloads, cut halfway at every request", downloads]]
+        ["silent 5 ms windows in the tone", f"{len(measured.silent)} of {windows}"],
+        ["card_underrun_seconds (the agent's own count)", fmt(measured.underrun_s, 4)],
+        ["playout_buffered_seconds min / p1 / p50 / p99",
+         " / ".join(fmt(v, 2) for v in (min(levels), *(percentile(levels, q)
+                                                          for q in (1, 50, 99))))],
+        ["schedules republished (1,500 programs each)", measured.schedules],
+        ["command bursts (500 signed commands, 100 sync_now)", measured.bursts],
+        ["48 MB downloads, cut halfway at every request", measured.downloads]]
+    histogram = [[f"{low:g}-{high:g} s", sum(low <= v < high for v in levels)]
+                 for low, high in pairwise(BUFFERED_BINS_S)]
+    silent = measured.silent
     first = ", ".join(f"{t - silent[0]:.3f}" for t in silent[:10]) if silent else "none"
     body = [
-        __doc__.split("\n\n")[0].replace("\n", " "),
+        "\n\n".join(__doc__.split("\n\n")[:3]).replace("\n", " "),
         "",
         markdown_table(["measure", "value"], rows),
+        "",
+        f"Fill level of the ring (the tone's pipe to the playout process), {len(levels)} "
+        "samples, one a second:",
+        "",
+        markdown_table(["PCM buffered ahead of the card", "samples"], histogram),
         "",
         f"Target: 0 dropouts. Silent windows (s after the first): {first}.",
     ]

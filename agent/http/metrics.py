@@ -80,6 +80,10 @@ class AgentMetrics:
             "recording_dropped_periods",
             "Periods the recorder had no room for: played, but recorded as silence")
         self._recording_bytes = gauge("recording_bytes", "Bytes in the off-air recording store")
+        self._playout_buffered = gauge(
+            "playout_buffered_seconds",
+            "PCM of the voice on air waiting in its pipe to the playout process, ahead of "
+            "the card (NaN when nothing plays): the margin a stall of the agent eats into")
         self._card_underrun = gauge(
             "card_underrun_seconds",
             "Silence the sound card played because the playout was late, since the agent "
@@ -142,9 +146,15 @@ class AgentMetrics:
         """Read the recording store's size at every scrape."""
         self._recording_bytes.set_function(lambda: float(size()))
 
-    def watch_card(self, underrun_s: Callable[[], float]) -> None:
-        """Read the card's underruns at every scrape."""
+    def watch_card(self, underrun_s: Callable[[], float],
+                   buffered_s: Callable[[], float | None]) -> None:
+        """Read the card's underruns and the PCM buffered ahead of it at every scrape."""
         self._card_underrun.set_function(underrun_s)
+
+        def buffered() -> float:
+            seconds = buffered_s()
+            return float("nan") if seconds is None else seconds
+        self._playout_buffered.set_function(buffered)
 
     def fm_signal(self, dbfs: float | None) -> None:
         self._fm_signal.set(float("nan") if dbfs is None else dbfs)

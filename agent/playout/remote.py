@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from agent.core.clock import Clock
 from agent.playout import channel
 from agent.playout.engine import (
+    BYTES_PER_FRAME,
     EngineEvent,
     OutputFailed,
     OutputRecovered,
@@ -42,7 +43,7 @@ from agent.playout.engine import (
     VoiceEnded,
     VoiceStarted,
 )
-from agent.playout.feed import Feeder, RecordReader, VoiceFeed
+from agent.playout.feed import Feeder, RecordReader, VoiceFeed, pipe_fill
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,15 @@ class PlayoutProcess:
             for feed in list(self._feeds.values()):
                 self._let_go(feed)
             self._close_channel()
+
+    def buffered_s(self) -> float | None:
+        """Seconds of PCM in the pipe of the voice on air, waiting for the playout process
+        (None when nothing is on air)."""
+        with self._lock:
+            feed = self._current
+            if feed is None or feed.read_fd < 0:
+                return None
+            return pipe_fill(feed.read_fd) / BYTES_PER_FRAME / self.rate
 
     @property
     def alive(self) -> bool:

@@ -98,7 +98,8 @@ class Daemon:
             on_event=lambda event: self.control.on_engine_event(event),
             on_down=lambda reason: self.faults.raise_("playout_failed", reason),
             on_up=lambda: self.faults.clear("playout_failed"), record=self.recording.offer)
-        self.metrics.watch_card(lambda: self.engine.card_underrun_frames / cfg.audio.rate)
+        self.metrics.watch_card(lambda: self.engine.card_underrun_frames / cfg.audio.rate,
+                                self.engine.buffered_s)
         mixer_cfg = None if cfg.audio.mixer is None else {
             "card": cfg.audio.mixer.card, "control": cfg.audio.mixer.control}
         self.amplifier = open_amplifier(

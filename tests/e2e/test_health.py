@@ -5,6 +5,7 @@ slow-loris clients that do not keep /healthz from others."""
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import time
@@ -118,12 +119,15 @@ def test_status_and_metrics_while_playing_and_after_commands(
     assert value(idle, "last_sync_timestamp_seconds") > time.time() - 60
     assert value(idle, "volume_percent") == 100
     assert value(idle, "outbox_depth", channel="mqtt") >= 0
+    assert math.isnan(value(idle, "playout_buffered_seconds"))
 
     time.sleep(max(0.0, start + 1.0 - time.time()))
     playing = samples(agent)  # not preceded by /status: metrics are current on their own
     assert value(playing, "playing", source="media", priority="scheduled") == 1
     assert value(playing, "playing", source="media", priority="emergency") == 0
     assert value(playing, "amplifier_on") == 1
+    # A 3 s file decodes well ahead of the card (decoder_worker: about 2 s).
+    assert 0.5 < value(playing, "playout_buffered_seconds") < 3.0
     status = get(agent, "/status").json()
     validate("status", status)
     assert status["playing"]["program_id"] == "p-1"
