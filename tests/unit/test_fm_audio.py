@@ -4,6 +4,7 @@ computes, block boundaries or not, and the shipped FM backend (rtl_fm) never imp
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 
@@ -47,3 +48,17 @@ def test_the_shipped_fm_backend_never_imports_scipy() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("backend", ["rtl_fm", "rtl_tcp"])
+def test_relaying_keeps_one_blas_thread(backend: str) -> None:
+    # OpenBLAS's idle workers spin: one per core would keep a second core busy while the
+    # de-emphasis multiplies its small matrices (agent/__init__.py).
+    probe = (f"import agent, os, numpy as np, drivers.sdr.{backend};"
+             "from drivers.sdr.fm_audio import Deemphasis;"
+             "Deemphasis(48_000, 50e-6).process(np.ones(48_000, np.float32));"
+             "print(len(os.listdir('/proc/self/task')))")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True, env=env)
+    assert result.stdout.strip() == "1"
