@@ -39,7 +39,8 @@ def relay(port, frequency_mhz, sample_rate, seconds):
     try:
         while len(pcm) < wanted and time.monotonic() < deadline:
             pcm += receiver.read(0.5)
-        return pcm[round(0.3 * 48_000) * 4 :], receiver.signal_dbfs
+        # The last read may bring more than wanted (a burst after a late wake-up).
+        return pcm[round(0.3 * 48_000) * 4 : wanted], receiver.signal_dbfs
     finally:
         receiver.stop()
 
