@@ -22,7 +22,8 @@ from zoneinfo import ZoneInfo
 from agent.core.clock import SystemClock
 from agent.core.faults import FaultRegistry
 from agent.http.metrics import AgentMetrics
-from agent.mqtt.commands import CommandValidator
+from agent.mqtt.commands import CommandLimits, CommandValidator
+from agent.mqtt.intake import CommandIntake
 from agent.mqtt.link import MqttLink, MqttSettings
 from agent.state.journal import Journal
 from agent.state.store import StateStore
@@ -100,14 +101,17 @@ def make_run(name: str, broker: Mosquitto, device: str, tls: bool, workdir: Path
     store = StateStore(workdir / f"{device}.db")
     journal = Journal(store, clock, ZoneInfo("Asia/Ho_Chi_Minh"))
     faults = FaultRegistry(clock.now)
-    validator = CommandValidator(None, 300.0, 65_536, store, clock, lambda _m: False)
+    metrics = AgentMetrics(clock)
+    validator = CommandValidator(None, CommandLimits(), store, clock, lambda _m: False,
+                                 device_id=device, groups=("g1",))
+    intake = CommandIntake(validator, journal, metrics, faults, clock, lambda _c: None, None,
+                           clock_wait_s=60.0)
     uri = f"mqtts://localhost:{proxy.port}" if tls else f"mqtt://127.0.0.1:{proxy.port}"
     settings = MqttSettings(brokers=(uri,), username=device, password=broker.passwords[device],
                             ca_file=broker.ca_file, heartbeat_s=heartbeat_s,
                             keepalive_s=keepalive_s)
     link = MqttLink(settings, device, ("g1",), store, journal, clock,
-                    lambda: {**STATUS, "device_id": device}, lambda _c: None, validator,
-                    faults, AgentMetrics(clock))
+                    lambda: {**STATUS, "device_id": device}, intake, faults, metrics)
     return Run(name, proxy, link)
 
 
