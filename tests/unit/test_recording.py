@@ -7,7 +7,7 @@ import itertools
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Self
+from typing import Self, TypedDict, Unpack
 
 import numpy as np
 import pytest
@@ -121,11 +121,18 @@ def test_tap_forwards_every_write_unchanged_and_never_blocks_on_a_full_queue(
 
 # --- the recorder --------------------------------------------------------------------------
 
-def record(tmp_path: Path, writes: list[tuple[int, bytes]], **kwargs: object) -> SegmentStore:
+class RecorderOptions(TypedDict, total=False):
+    """The Recorder option that record() leaves open."""
+
+    segment_s: float
+
+
+def record(tmp_path: Path, writes: list[tuple[int, bytes]],
+           **kwargs: Unpack[RecorderOptions]) -> SegmentStore:
     store = make_store(tmp_path / "rec", ManualClock(EPOCH))
     recorder = Recorder(store, FaultRegistry(lambda: EPOCH), OUT_RATE,
                         lambda n: EPOCH + n / OUT_RATE, on_drop=lambda: None,
-                        queue_periods=10_000, **kwargs)  # type: ignore[arg-type]
+                        queue_periods=10_000, **kwargs)
     for index, frames in writes:
         recorder.offer(index, frames)
     recorder.start()
