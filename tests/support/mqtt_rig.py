@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypedDict, Unpack
 from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -31,6 +31,20 @@ KEY = Ed25519PrivateKey.generate()
 GROUP = "g1"
 DEVICES = [f"dev-{n}" for n in range(20)]
 DEATH_KEEPALIVE_S = 5
+
+
+class AgentOptions(TypedDict, total=False):
+    """Agent's keyword options."""
+
+    tls: bool
+    password: str | None
+    heartbeat_s: float
+    keepalive_s: float
+    protocol: str
+    on_command: Callable[[Command], None] | None
+    trust: ClockTrust | None
+    ca_file: Path | None
+    max_backoff_s: float
 
 
 class Agent:
@@ -81,6 +95,14 @@ class Agent:
     def close(self) -> None:
         self.link.stop(3.0)
         self.store.close()
+
+
+class AgentFactory(Protocol):
+    """The ``agents`` fixture (tests/unit/conftest.py): an Agent of ``device_id`` on
+    ``broker``, with its state database at ``db`` (default: a new one)."""
+
+    def __call__(self, broker: Mosquitto, device_id: str, db: Path | None = None,
+                 **options: Unpack[AgentOptions]) -> Agent: ...
 
 
 def signed_command(type_: str = "sync_now", args: dict[str, Any] | None = None,

@@ -91,13 +91,15 @@ def envelope(samples: Floats, rate: int, window_s: float = 0.020,
     count = (len(samples) - window) // hop + 1
     power = np.cumsum(np.concatenate(([0.0], samples.astype(np.float64) ** 2)))
     starts = np.arange(count) * hop
-    return np.sqrt((power[starts + window] - power[starts]) / window)
+    rms: Floats = np.sqrt((power[starts + window] - power[starts]) / window)
+    return rms
 
 
 def sink_mono(capture: Capture, first: float, last: float) -> Floats:
     """What left the card over [first, last), mono, full scale 1.0."""
     stereo = capture.samples[capture.index_at(first):capture.index_at(last)]
-    return stereo.astype(np.float64).mean(axis=1) / 32768.0
+    mono: Floats = stereo.astype(np.float64).mean(axis=1) / 32768.0
+    return mono
 
 
 def recorded_mono(recording: Served, first: float, last: float) -> Floats:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Unpack
 
 import pytest
 
 from tests.support.mosquitto import Mosquitto
-from tests.support.mqtt_rig import DEVICES, GROUP, Agent
+from tests.support.mqtt_rig import DEVICES, GROUP, Agent, AgentFactory, AgentOptions
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +29,11 @@ def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
+def agents(tmp_path: Path) -> Iterator[AgentFactory]:
     started: list[Agent] = []
 
-    def make(broker: Mosquitto, device_id: str, db: Path | None = None, **kw: Any) -> Agent:
+    def make(broker: Mosquitto, device_id: str, db: Path | None = None,
+             **kw: Unpack[AgentOptions]) -> Agent:
         agent = Agent(broker, db or tmp_path / f"{device_id}-{len(started)}.db", device_id, **kw)
         started.append(agent)
         return agent

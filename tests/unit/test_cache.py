@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from agent.source.cache import _DURABLE_STEP, CacheError
 from agent.source.client import SourceError
 from tests.support import media
 from tests.support.filesystems import small_tmpfs
-from tests.support.source_sim import add_media, media_bytes, source_rig
+from tests.support.source_sim import SourceRig, add_media, media_bytes, source_rig
 
 
 def entry_for(content: Path, media_id: str, size: int, seed: int = 0) -> MediaEntry:
@@ -21,7 +22,7 @@ def entry_for(content: Path, media_id: str, size: int, seed: int = 0) -> MediaEn
     return MediaEntry(id=raw["id"], url=raw["url"], sha256=raw["sha256"], size=raw["size"])
 
 
-def test_file_is_playable_only_once_verified(tmp_path):
+def test_file_is_playable_only_once_verified(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         cache = rig.cache()
         entry = entry_for(rig.content, "m-1", 700_000)
@@ -30,13 +31,14 @@ def test_file_is_playable_only_once_verified(tmp_path):
         path = cache.fetch(entry, rig.client)
         assert path == cache.path(entry.sha256) == tmp_path / "cache" / entry.sha256[:2] / \
             entry.sha256
+        assert path is not None
         assert hashlib.sha256(path.read_bytes()).hexdigest() == entry.sha256
         assert cache.missing([entry]) == []
         assert list((tmp_path / "cache" / "partial").iterdir()) == []
         assert cache.stats().items == 1 and cache.stats().bytes == entry.size
 
 
-def test_wrong_hash_is_discarded_then_recovered(tmp_path):
+def test_wrong_hash_is_discarded_then_recovered(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         cache = rig.cache()
         entry = entry_for(rig.content, "m-1", 100_000)
@@ -53,7 +55,7 @@ def test_wrong_hash_is_discarded_then_recovered(tmp_path):
         assert "media_corrupt" not in rig.raised()
 
 
-def test_interrupted_download_resumes_with_range(tmp_path):
+def test_interrupted_download_resumes_with_range(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         cache = rig.cache()
         entry = entry_for(rig.content, "m-1", 2_000_000)
@@ -67,7 +69,7 @@ def test_interrupted_download_resumes_with_range(tmp_path):
         assert rig.sim.stats()["media_bytes"]["m-1"] <= 1.05 * entry.size
 
 
-def test_server_ignoring_range_restarts_from_zero(tmp_path):
+def test_server_ignoring_range_restarts_from_zero(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         cache = rig.cache()
         entry = entry_for(rig.content, "m-1", 1_000_000)
@@ -80,7 +82,7 @@ def test_server_ignoring_range_restarts_from_zero(tmp_path):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == entry.sha256
 
 
-def test_body_longer_than_the_entry_is_corrupt(tmp_path):
+def test_body_longer_than_the_entry_is_corrupt(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         cache = rig.cache()
         real = entry_for(rig.content, "m-1", 50_000)
@@ -91,7 +93,7 @@ def test_body_longer_than_the_entry_is_corrupt(tmp_path):
         assert "more than" in rig.raised()["media_corrupt"]
 
 
-def test_body_shorter_than_the_entry_is_kept_for_resume(tmp_path):
+def test_body_shorter_than_the_entry_is_kept_for_resume(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         cache = rig.cache()
         real = entry_for(rig.content, "m-1", 50_000)
@@ -102,7 +104,7 @@ def test_body_shorter_than_the_entry_is_kept_for_resume(tmp_path):
         assert (tmp_path / "cache" / "partial" / f"{real.sha256}.part").stat().st_size == 50_000
 
 
-def test_quota_evicts_only_unreferenced_unpinned_lru(tmp_path):
+def test_quota_evicts_only_unreferenced_unpinned_lru(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         cache = rig.cache(max_bytes=3_000)
         a, b, c, d = (entry_for(rig.content, f"m-{i}", 1_000, seed=i) for i in range(4))
@@ -124,7 +126,7 @@ def test_quota_evicts_only_unreferenced_unpinned_lru(tmp_path):
         assert cache.path(a.sha256) is None
 
 
-def test_evict_brings_cache_under_quota_least_recently_used_first(tmp_path):
+def test_evict_brings_cache_under_quota_least_recently_used_first(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         cache = rig.cache(max_bytes=10_000)
         a, b, c = (entry_for(rig.content, f"m-{i}", 3_000, seed=i) for i in range(3))
@@ -136,7 +138,7 @@ def test_evict_brings_cache_under_quota_least_recently_used_first(tmp_path):
         assert cache.evict() == [b.sha256]
 
 
-def test_schedule_larger_than_quota_raises_cache_quota(tmp_path):
+def test_schedule_larger_than_quota_raises_cache_quota(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         cache = rig.cache(max_bytes=1_500)
         a, b = (entry_for(rig.content, f"m-{i}", 1_000, seed=i) for i in range(2))
@@ -146,7 +148,7 @@ def test_schedule_larger_than_quota_raises_cache_quota(tmp_path):
         assert "cache_quota" not in rig.raised()
 
 
-def _interrupted_part(rig, tmp_path):
+def _interrupted_part(rig: SourceRig, tmp_path: Path) -> tuple[MediaEntry, Path, int]:
     """A download cut off half-way: (entry, its .part file, its fsynced length)."""
     entry = entry_for(rig.content, "m-1", 3 * _DURABLE_STEP + 1234)
     rig.sim.set_faults(truncate=True)
@@ -159,7 +161,7 @@ def _interrupted_part(rig, tmp_path):
     return entry, part, durable
 
 
-def test_after_a_power_cut_the_part_is_cut_to_its_durable_length(tmp_path):
+def test_after_a_power_cut_the_part_is_cut_to_its_durable_length(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         entry, part, durable = _interrupted_part(rig, tmp_path)
         with open(part, "ab") as f:  # what a power cut can leave past the durable length
@@ -173,7 +175,7 @@ def test_after_a_power_cut_the_part_is_cut_to_its_durable_length(tmp_path):
         assert rig.sim.stats()["media_bytes"]["m-1"] - served_before == entry.size - durable
 
 
-def test_after_a_crash_without_reboot_every_byte_on_disk_is_kept(tmp_path):
+def test_after_a_crash_without_reboot_every_byte_on_disk_is_kept(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         entry, part, _ = _interrupted_part(rig, tmp_path)
         data = rig.content / "media" / "m-1"
@@ -188,7 +190,7 @@ def test_after_a_crash_without_reboot_every_byte_on_disk_is_kept(tmp_path):
         assert rig.sim.stats()["media_bytes"]["m-1"] - served_before == entry.size - on_disk
 
 
-def test_reconcile_after_crash(tmp_path):
+def test_reconcile_after_crash(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         cache = rig.cache()
         kept, lost, unlisted = (entry_for(rig.content, f"m-{i}", 2_000, seed=i)
@@ -212,7 +214,7 @@ def test_reconcile_after_crash(tmp_path):
         assert {e.sha256 for e in restarted.entries()} == {kept.sha256, unlisted.sha256}
 
 
-def test_verify_drops_damaged_files_but_keeps_playing_ones(tmp_path):
+def test_verify_drops_damaged_files_but_keeps_playing_ones(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         cache = rig.cache()
         a, b = (entry_for(rig.content, f"m-{i}", 4_000, seed=i) for i in range(2))
@@ -229,13 +231,14 @@ def test_verify_drops_damaged_files_but_keeps_playing_ones(tmp_path):
 
 
 @pytest.fixture
-def small_fs(tmp_path):
+def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A real 1 MiB filesystem for the cache."""
     with small_tmpfs(tmp_path / "small", "1m") as mount_point:
         yield mount_point
 
 
-def test_a_file_that_cannot_fit_is_not_even_requested_until_there_is_room(tmp_path, small_fs):
+def test_a_file_that_cannot_fit_is_not_even_requested_until_there_is_room(tmp_path: Path,
+                                                                          small_fs: Path) -> None:
     with source_rig(tmp_path, cache_dir=small_fs / "cache") as rig:
         cache = rig.cache()
         entry = entry_for(rig.content, "m-1", 1_500_000)
@@ -252,7 +255,7 @@ def test_a_file_that_cannot_fit_is_not_even_requested_until_there_is_room(tmp_pa
 
 
 @pytest.mark.parametrize("kind", ["wav", "mp3"])
-def test_the_length_of_a_cached_file_is_read_from_its_headers(tmp_path, kind):
+def test_the_length_of_a_cached_file_is_read_from_its_headers(tmp_path: Path, kind: str) -> None:
     """For media entries without duration_s (the contract allows it)."""
     wav = media.tone(tmp_path / "t.wav", 440, 3.0)
     audio = wav if kind == "wav" else media.to_mp3(wav, tmp_path / "t.mp3")
@@ -265,7 +268,7 @@ def test_the_length_of_a_cached_file_is_read_from_its_headers(tmp_path, kind):
         assert cache.duration_s(entry.sha256) == pytest.approx(3.0, abs=0.06)
 
 
-def test_a_file_that_is_not_audio_has_no_length(tmp_path):
+def test_a_file_that_is_not_audio_has_no_length(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         cache = rig.cache()
         entry = entry_for(rig.content, "m-1", 10_000)

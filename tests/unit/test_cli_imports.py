@@ -4,6 +4,7 @@ time is measured in bench/bench_footprint.py)."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,7 @@ PROBE = ("import json, sys\n"
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["validate"], ["run", "--help"]])
-def test_help_and_validate_import_no_heavy_library(tmp_path, argv):
+def test_help_and_validate_import_no_heavy_library(tmp_path: Path, argv: list[str]) -> None:
     argv = [*argv, "--config", str(provisioned_copy(tmp_path))]
     done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True,
                           timeout=60)

@@ -24,7 +24,7 @@ def write_config(directory: Path, content: str = VALID) -> Path:
     return path
 
 
-def test_valid_config_exits_0_with_a_summary(tmp_path):
+def test_valid_config_exits_0_with_a_summary(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     result = run_agent("validate", "--config", str(config))
     assert result.returncode == 0
@@ -32,7 +32,7 @@ def test_valid_config_exits_0_with_a_summary(tmp_path):
     assert result.stderr == ""
 
 
-def test_invalid_config_exits_2_listing_every_error(tmp_path):
+def test_invalid_config_exits_2_listing_every_error(tmp_path: Path) -> None:
     config = write_config(tmp_path, "source:\n  poll_interval_s: 1\naudio: {rate: fast}\n")
     override = tmp_path / "conf.d/50-amp.yaml"
     override.parent.mkdir()
@@ -49,7 +49,7 @@ def test_invalid_config_exits_2_listing_every_error(tmp_path):
     ]
 
 
-def test_warnings_are_printed_and_the_config_still_passes(tmp_path):
+def test_warnings_are_printed_and_the_config_still_passes(tmp_path: Path) -> None:
     config = write_config(tmp_path, VALID + "  token_file: token\n")
     token = tmp_path / "token"
     token.write_text("t\n")
@@ -64,21 +64,21 @@ def test_warnings_are_printed_and_the_config_still_passes(tmp_path):
     assert result.stdout.endswith("device d1, 2 warnings\n")
 
 
-def test_config_path_comes_from_the_environment_when_not_given(tmp_path):
+def test_config_path_comes_from_the_environment_when_not_given(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     result = run_agent("validate", env_config=str(config))
     assert result.returncode == 0, result.stderr
     assert str(config) in result.stdout
 
 
-def test_the_option_wins_over_the_environment(tmp_path):
+def test_the_option_wins_over_the_environment(tmp_path: Path) -> None:
     good = write_config(tmp_path)
     result = run_agent("validate", "--config", str(good),
                        env_config=str(tmp_path / "absent.yaml"))
     assert result.returncode == 0, result.stderr
 
 
-def test_a_missing_config_file_exits_2(tmp_path):
+def test_a_missing_config_file_exits_2(tmp_path: Path) -> None:
     absent = tmp_path / "absent.yaml"
     result = run_agent("validate", "--config", str(absent))
     assert result.returncode == 2
@@ -86,7 +86,7 @@ def test_a_missing_config_file_exits_2(tmp_path):
         f"{absent}:1: -: cannot read: No such file or directory")
 
 
-def test_usage_errors_exit_2(tmp_path):
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
     no_command = run_agent()
     assert no_command.returncode == 2
     assert "required: COMMAND" in no_command.stderr
@@ -98,7 +98,7 @@ def test_usage_errors_exit_2(tmp_path):
     assert "unrecognized arguments: --no-such-option" in stray.stderr
 
 
-def test_version_and_help_exit_0():
+def test_version_and_help_exit_0() -> None:
     from importlib.metadata import version as installed_version
 
     version = run_agent("--version")
@@ -110,12 +110,13 @@ def test_version_and_help_exit_0():
     assert "--config PATH" in help_text.stdout
 
 
-def test_every_command_takes_config_after_its_name():
+def test_every_command_takes_config_after_its_name() -> None:
     from agent.cli.main import build_parser
 
     subparsers = build_parser()._subparsers
     assert subparsers is not None
     (action,) = subparsers._group_actions
+    assert action.choices is not None
     for command in action.choices:
         result = run_agent(command, "--help")
         assert result.returncode == 0, result.stderr

@@ -1,8 +1,14 @@
 import json
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from agent.core.clock import ManualClock
 from agent.core.signing import sign
@@ -28,12 +34,12 @@ def stamp(epoch: float) -> str:
 
 
 @pytest.fixture
-def clock():
+def clock() -> ManualClock:
     return ManualClock()
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(tmp_path: Path) -> Iterator[StateStore]:
     s = StateStore(tmp_path / "state.db")
     yield s
     s.close()
@@ -43,13 +49,16 @@ DEVICE = "xa-1"
 LIMITS = CommandLimits(max_age_s=MAX_AGE, max_skew_s=120.0, max_payload_bytes=65_536)
 
 
-def make_validator(store, clock, key=PUBLIC_KEY, media_known=None):
+def make_validator(store: StateStore, clock: ManualClock,
+                   key: Ed25519PublicKey | None = PUBLIC_KEY,
+                   media_known: Callable[[str], bool] | None = None) -> CommandValidator:
     return CommandValidator(key, LIMITS, store, clock,
                             media_known or (lambda media_id: media_id == "m-cached"),
                             device_id=DEVICE, groups=("huyen-a",))
 
 
-def command(clock, type_="emergency", args=None, signed=True, **fields):
+def command(clock: ManualClock, type_: str = "emergency", args: object = None,
+            signed: bool = True, **fields: object) -> bytes:
     doc = {"id": fields.pop("id", "c-1"), "type": type_,
            "args": {"media_id": "m-cached"} if args is None else args, "to": DEVICE,
            "issued_at": stamp(clock.now()), "expires_at": stamp(clock.now() + 60), **fields}
@@ -59,14 +68,15 @@ def command(clock, type_="emergency", args=None, signed=True, **fields):
     return json.dumps(doc).encode()
 
 
-def rejected(verdict, code):
+def rejected(verdict: Command | Rejection, code: str) -> Rejection:
     assert isinstance(verdict, Rejection), verdict
     assert verdict.code == code, verdict.reason
     assert verdict.reason.startswith(f"{code}: ")
     return verdict
 
 
-def test_accepts_a_valid_signed_command_with_defaults(store, clock):
+def test_accepts_a_valid_signed_command_with_defaults(store: StateStore,
+                                                      clock: ManualClock) -> None:
     verdict = make_validator(store, clock).check(command(clock))
     assert isinstance(verdict, Command)
     assert verdict.args == {"media_id": "m-cached", "repeat": 1}
@@ -76,18 +86,20 @@ def test_accepts_a_valid_signed_command_with_defaults(store, clock):
 
 @pytest.mark.parametrize("payload", [b"{not json", b"\xff\xfe", b"[1,2]", b'{"type": "stop"}',
                                      b'{"id": 5}', b'{"id": ""}', b"[" * 60_000])
-def test_payloads_without_a_usable_id_cannot_be_acked(store, clock, payload):
+def test_payloads_without_a_usable_id_cannot_be_acked(store: StateStore, clock: ManualClock,
+                                                      payload: bytes) -> None:
     verdict = rejected(make_validator(store, clock).check(payload), "bad_json")
     assert verdict.command_id is None
 
 
-def test_broken_json_that_shows_its_id_is_rejected_to_its_sender(store, clock):
+def test_broken_json_that_shows_its_id_is_rejected_to_its_sender(store: StateStore,
+                                                                 clock: ManualClock) -> None:
     payload = b'{"id": "c-broken", "type": "stop", "args": '
     verdict = rejected(make_validator(store, clock).check(payload), "bad_json")
     assert verdict.command_id == "c-broken"
 
 
-def test_too_large_is_rejected_before_anything_else(store, clock):
+def test_too_large_is_rejected_before_anything_else(store: StateStore, clock: ManualClock) -> None:
     padding = {"media_id": "m-cached", "volume": 50}
     big = json.dumps({"id": "c-big", "type": "emergency", "args": padding,
                       "pad": "x" * 70_000}).encode()
@@ -98,7 +110,7 @@ def test_too_large_is_rejected_before_anything_else(store, clock):
 
 
 @pytest.mark.parametrize("mutate", ["missing", "wrong_key", "tampered"])
-def test_bad_signature(store, clock, mutate):
+def test_bad_signature(store: StateStore, clock: ManualClock, mutate: str) -> None:
     if mutate == "missing":
         payload = command(clock, signed=False)
     elif mutate == "wrong_key":
@@ -113,12 +125,13 @@ def test_bad_signature(store, clock, mutate):
     assert verdict.command_id == "c-1"
 
 
-def test_unsigned_commands_pass_when_no_key_is_configured(store, clock):
+def test_unsigned_commands_pass_when_no_key_is_configured(store: StateStore,
+                                                          clock: ManualClock) -> None:
     verdict = make_validator(store, clock, key=None).check(command(clock, signed=False))
     assert isinstance(verdict, Command)
 
 
-def test_unknown_type(store, clock):
+def test_unknown_type(store: StateStore, clock: ManualClock) -> None:
     rejected(make_validator(store, clock).check(command(clock, "reboot", {})), "unknown_type")
 
 
@@ -160,7 +173,8 @@ def test_unknown_type(store, clock):
     ("sync_now", {"now": True}, "unknown argument"),
     ("sync_now", [], "args must be an object"),
 ])
-def test_bad_args(store, clock, type_, args, message):
+def test_bad_args(store: StateStore, clock: ManualClock, type_: str, args: object,
+                  message: str) -> None:
     verdict = rejected(make_validator(store, clock).check(command(clock, type_, args)),
                        "bad_args")
     assert message in verdict.message
@@ -192,11 +206,11 @@ def test_bad_args(store, clock, type_, args, message):
     ("sync_now", {}, {}),
     ("amplifier", {"on": False}, {"on": False}),
 ])
-def test_valid_args(type_, args, expected):
+def test_valid_args(type_: str, args: dict[str, Any], expected: dict[str, Any]) -> None:
     assert validate_args(type_, args) == expected
 
 
-def test_bad_times(store, clock):
+def test_bad_times(store: StateStore, clock: ManualClock) -> None:
     validator = make_validator(store, clock)
     rejected(validator.check(command(clock, id="c-a", issued_at="yesterday")), "bad_args")
     rejected(validator.check(command(clock, id="c-b", issued_at="2026-11-23T08:15:00")),
@@ -209,7 +223,8 @@ def test_bad_times(store, clock):
     assert isinstance(no_expiry, Command) and no_expiry.expires_at is None
 
 
-def test_media_must_be_cached_unless_a_url_comes_with_it(store, clock):
+def test_media_must_be_cached_unless_a_url_comes_with_it(store: StateStore,
+                                                         clock: ManualClock) -> None:
     validator = make_validator(store, clock)
     rejected(validator.check(command(clock, "play_now", {"media_id": "m-x"}, id="c-a")),
              "media_not_cached")
@@ -219,7 +234,7 @@ def test_media_must_be_cached_unless_a_url_comes_with_it(store, clock):
     assert isinstance(with_url, Command)
 
 
-def test_replay_is_rejected_across_restarts(tmp_path, clock):
+def test_replay_is_rejected_across_restarts(tmp_path: Path, clock: ManualClock) -> None:
     first = StateStore(tmp_path / "state.db")
     payload = command(clock)
     assert isinstance(make_validator(first, clock).check(payload), Command)
@@ -229,7 +244,8 @@ def test_replay_is_rejected_across_restarts(tmp_path, clock):
     reopened.close()
 
 
-def test_a_command_first_rejected_for_a_passing_reason_stays_single_use(store, clock):
+def test_a_command_first_rejected_for_a_passing_reason_stays_single_use(store: StateStore,
+                                                                        clock: ManualClock) -> None:
     cached: set[str] = set()
     validator = make_validator(store, clock, media_known=cached.__contains__)
     payload = command(clock, "play_now", {"media_id": "m-late"})
@@ -238,7 +254,7 @@ def test_a_command_first_rejected_for_a_passing_reason_stays_single_use(store, c
     rejected(validator.check(payload), "replay")
 
 
-def test_a_forged_copy_does_not_burn_the_genuine_id(store, clock):
+def test_a_forged_copy_does_not_burn_the_genuine_id(store: StateStore, clock: ManualClock) -> None:
     validator = make_validator(store, clock)
     forged = json.loads(command(clock, signed=False))
     forged["signature"] = sign(forged, Ed25519PrivateKey.generate())
@@ -246,7 +262,8 @@ def test_a_forged_copy_does_not_burn_the_genuine_id(store, clock):
     assert isinstance(validator.check(command(clock)), Command)
 
 
-def test_seen_ids_are_forgotten_only_when_too_old_anyway(store, clock):
+def test_seen_ids_are_forgotten_only_when_too_old_anyway(store: StateStore,
+                                                         clock: ManualClock) -> None:
     validator = make_validator(store, clock)
     payload = command(clock, expires_at=None)
     assert isinstance(validator.check(payload), Command)
@@ -259,31 +276,36 @@ def test_seen_ids_are_forgotten_only_when_too_old_anyway(store, clock):
 # --- audience, clock ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("to", [DEVICE, "group:huyen-a"])
-def test_a_command_for_this_device_or_its_group_is_accepted(store, clock, to):
+def test_a_command_for_this_device_or_its_group_is_accepted(store: StateStore, clock: ManualClock,
+                                                            to: str) -> None:
     assert isinstance(make_validator(store, clock).check(command(clock, to=to)), Command)
 
 
 @pytest.mark.parametrize("to", ["xa-2", "group:huyen-b", "huyen-a", ["xa-1"], ABSENT])
-def test_a_command_for_another_audience_is_rejected_wrong_target(store, clock, to):
+def test_a_command_for_another_audience_is_rejected_wrong_target(store: StateStore,
+                                                                 clock: ManualClock,
+                                                                 to: object) -> None:
     verdict = rejected(make_validator(store, clock).check(command(clock, to=to)),
                        "wrong_target")
     assert verdict.command_id == "c-1"
 
 
-def test_the_audience_is_covered_by_the_signature(store, clock):
+def test_the_audience_is_covered_by_the_signature(store: StateStore, clock: ManualClock) -> None:
     doc = json.loads(command(clock, to="xa-2"))
     doc["to"] = DEVICE  # re-addressed without re-signing
     rejected(make_validator(store, clock).check(json.dumps(doc).encode()), "bad_signature")
 
 
-def test_without_a_key_to_is_optional_but_checked_when_present(store, clock):
+def test_without_a_key_to_is_optional_but_checked_when_present(store: StateStore,
+                                                               clock: ManualClock) -> None:
     validator = make_validator(store, clock, key=None)
     assert isinstance(validator.check(command(clock, signed=False, to=ABSENT)), Command)
     rejected(validator.check(command(clock, signed=False, id="c-2", to="xa-2")),
              "wrong_target")
 
 
-def test_a_command_from_the_future_is_rejected_clock_skew(store, clock):
+def test_a_command_from_the_future_is_rejected_clock_skew(store: StateStore,
+                                                          clock: ManualClock) -> None:
     validator = make_validator(store, clock)
     rejected(validator.check(command(clock, issued_at=stamp(clock.now() + 121),
                                      expires_at=stamp(clock.now() + 600))), "clock_skew")
@@ -291,10 +313,11 @@ def test_a_command_from_the_future_is_rejected_clock_skew(store, clock):
                                               issued_at=stamp(clock.now() + 119))), Command)
 
 
-def test_on_an_untrusted_clock_only_stop_volume_and_amplifier_are_judged(store, clock):
+def test_on_an_untrusted_clock_only_stop_volume_and_amplifier_are_judged(
+        store: StateStore, clock: ManualClock) -> None:
     validator = make_validator(store, clock)
-    hours_ahead = {"issued_at": stamp(clock.now() + 6 * 3600),
-                   "expires_at": stamp(clock.now() + 6 * 3600 + 60)}
+    hours_ahead: dict[str, Any] = {"issued_at": stamp(clock.now() + 6 * 3600),
+                                   "expires_at": stamp(clock.now() + 6 * 3600 + 60)}
     rejected(validator.check(command(clock, **hours_ahead), clock_trusted=False),
              "clock_unsynced")
     for i, (type_, args) in enumerate([("stop", {}), ("set_volume", {"volume": 10}),
@@ -304,14 +327,14 @@ def test_on_an_untrusted_clock_only_stop_volume_and_amplifier_are_judged(store, 
         assert isinstance(verdict, Command), verdict
 
 
-def test_screen_rejections_write_nothing(store, clock):
+def test_screen_rejections_write_nothing(store: StateStore, clock: ManualClock) -> None:
     validator = make_validator(store, clock)
     rejected(validator.screen(command(clock, signed=False)), "bad_signature")
     rejected(validator.screen(command(clock, to="xa-2")), "wrong_target")
     assert isinstance(validator.check(command(clock)), Command)  # c-1 was never burnt
 
 
-def test_too_large_is_never_parsed(store, clock):
+def test_too_large_is_never_parsed(store: StateStore, clock: ManualClock) -> None:
     nested = b'{"id": "c-deep", "pad": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     verdict = rejected(make_validator(store, clock).check(nested), "too_large")
     assert verdict.command_id == "c-deep"
@@ -323,14 +346,15 @@ UPDATE_ARGS = {"version": "1.1", "url": "http://updates.invalid/1.1.bundle",
                "sha256": "a" * 64, "size": 600_000}
 
 
-def test_update_is_refused_without_a_command_public_key(store, clock):
+def test_update_is_refused_without_a_command_public_key(store: StateStore,
+                                                        clock: ManualClock) -> None:
     verdict = make_validator(store, clock, key=None).check(
         command(clock, "update", UPDATE_ARGS, signed=False))
     assert rejected(verdict, "bad_signature").reason == (
         "bad_signature: update commands must be signed: mqtt.command_public_key is not set")
 
 
-def test_a_signed_update_is_accepted_with_its_args(store, clock):
+def test_a_signed_update_is_accepted_with_its_args(store: StateStore, clock: ManualClock) -> None:
     verdict = make_validator(store, clock).check(command(clock, "update", UPDATE_ARGS))
     assert isinstance(verdict, Command)
     assert verdict.args == UPDATE_ARGS
@@ -343,6 +367,6 @@ def test_a_signed_update_is_accepted_with_its_args(store, clock):
     ({**UPDATE_ARGS, "url": "file:///etc/passwd"}, "url must be an absolute http"),
     ({k: v for k, v in UPDATE_ARGS.items() if k != "sha256"}, "missing sha256"),
 ])
-def test_bad_update_args(args, message):
+def test_bad_update_args(args: dict[str, Any], message: str) -> None:
     with pytest.raises(BadArgs, match=message):
         validate_args("update", args)

@@ -57,7 +57,7 @@ def errors_of(main: Path) -> list[str]:
     return caught.value.errors
 
 
-def test_defaults_are_those_of_the_contract(tmp_path):
+def test_defaults_are_those_of_the_contract(tmp_path: Path) -> None:
     main = write(tmp_path / "agent.yaml", MINIMAL)
     assert load_config(main) == Config(
         device_id="d1", groups=(), timezone="Asia/Ho_Chi_Minh",
@@ -98,7 +98,7 @@ def test_defaults_are_those_of_the_contract(tmp_path):
         warnings=(), files=(main,))
 
 
-def test_conf_d_files_merge_on_top_in_name_order(tmp_path):
+def test_conf_d_files_merge_on_top_in_name_order(tmp_path: Path) -> None:
     main = write(tmp_path / "agent.yaml", with_minimal("""\
         groups: [a, b]
         audio: {output: alsa:hw:1, default_volume: 50, mixer: {card: 1, control: Speaker}}
@@ -119,7 +119,7 @@ def test_conf_d_files_merge_on_top_in_name_order(tmp_path):
     assert config.files == (main, earlier, later)
 
 
-def test_yml_file_in_conf_d_is_ignored_with_a_warning(tmp_path):
+def test_yml_file_in_conf_d_is_ignored_with_a_warning(tmp_path: Path) -> None:
     main = write(tmp_path / "agent.yaml", MINIMAL)
     yml = write(tmp_path / "conf.d/50-volume.yml", "audio: {default_volume: 10}\n")
     config = load_config(main)
@@ -127,14 +127,14 @@ def test_yml_file_in_conf_d_is_ignored_with_a_warning(tmp_path):
     assert config.warnings == (f"{yml}:1: -: ignored: only *.yaml files are read",)
 
 
-def test_empty_files_are_empty_mappings(tmp_path):
+def test_empty_files_are_empty_mappings(tmp_path: Path) -> None:
     main = write(tmp_path / "agent.yaml", "")
     write(tmp_path / "conf.d/00-empty.yaml", "# nothing here\n")
     assert errors_of(main) == [f"{main}:1: device_id: required key missing",
                                f"{main}:1: source.url: required key missing"]
 
 
-def test_small_values_for_tests_are_accepted(tmp_path):
+def test_small_values_for_tests_are_accepted(tmp_path: Path) -> None:
     main = write(tmp_path / "agent.yaml", with_minimal("""\
           poll_interval_s: 5
           max_backoff_s: 1
@@ -241,37 +241,38 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize(("appended", "expected"), BAD_VALUES,
                          ids=[case[1].split(":")[1].strip() for case in BAD_VALUES])
-def test_each_bad_value_is_reported_at_its_file_and_line(tmp_path, appended, expected):
+def test_each_bad_value_is_reported_at_its_file_and_line(tmp_path: Path, appended: str,
+                                                         expected: str) -> None:
     main = write(tmp_path / "agent.yaml", MINIMAL + appended)
     assert errors_of(main) == [f"{main}:{expected.format(dir=tmp_path)}"]
 
 
-def test_source_url_must_be_http_with_a_host(tmp_path):
+def test_source_url_must_be_http_with_a_host(tmp_path: Path) -> None:
     main = write(tmp_path / "agent.yaml", "device_id: d1\nsource: {url: 'ftp://x'}\n")
     assert errors_of(main) == [
         f"{main}:2: source.url: expected an http:// or https:// URL with a host, got 'ftp://x'"]
 
 
-def test_source_without_url_is_reported_at_the_source_mapping(tmp_path):
+def test_source_without_url_is_reported_at_the_source_mapping(tmp_path: Path) -> None:
     main = write(tmp_path / "agent.yaml", "device_id: d1\n\nsource:\n  token: t\n")
     assert errors_of(main) == [f"{main}:3: source.url: required key missing"]
 
 
-def test_yaml_syntax_errors_name_the_line_and_no_key(tmp_path):
+def test_yaml_syntax_errors_name_the_line_and_no_key(tmp_path: Path) -> None:
     main = write(tmp_path / "agent.yaml", MINIMAL)
     broken = write(tmp_path / "conf.d/10-broken.yaml", "audio:\n  default_volume: [80\n")
     (error,) = errors_of(main)
     assert re.fullmatch(rf"{re.escape(str(broken))}:3: -: .+", error), error
 
 
-def test_a_broken_file_is_reported_alone_without_misleading_merge_errors(tmp_path):
+def test_a_broken_file_is_reported_alone_without_misleading_merge_errors(tmp_path: Path) -> None:
     main = write(tmp_path / "agent.yaml", "device_id: d1\nsource:\n  url: 'http://x\n")
     also_broken = write(tmp_path / "conf.d/10-x.yaml", "audio: {rate: 1}\n- item\n")
     errors = errors_of(main)
     assert [error.split(": -: ")[0] for error in errors] == [f"{main}:4", f"{also_broken}:2"]
 
 
-def test_bytes_that_are_not_text_are_reported_at_their_line(tmp_path):
+def test_bytes_that_are_not_text_are_reported_at_their_line(tmp_path: Path) -> None:
     main = write(tmp_path / "agent.yaml", MINIMAL)
     latin1 = tmp_path / "conf.d/10-latin1.yaml"
     latin1.parent.mkdir()
@@ -283,17 +284,17 @@ def test_bytes_that_are_not_text_are_reported_at_their_line(tmp_path):
     ]
 
 
-def test_a_top_level_that_is_not_a_mapping_is_an_error(tmp_path):
+def test_a_top_level_that_is_not_a_mapping_is_an_error(tmp_path: Path) -> None:
     main = write(tmp_path / "agent.yaml", "- device_id: d1\n")
     assert errors_of(main)[0] == f"{main}:1: -: expected a mapping of keys at the top"
 
 
-def test_a_missing_main_file_is_an_error(tmp_path):
+def test_a_missing_main_file_is_an_error(tmp_path: Path) -> None:
     main = tmp_path / "absent.yaml"
     assert errors_of(main)[0] == f"{main}:1: -: cannot read: No such file or directory"
 
 
-def test_every_error_of_every_file_is_listed_in_reading_order(tmp_path):
+def test_every_error_of_every_file_is_listed_in_reading_order(tmp_path: Path) -> None:
     main = write(tmp_path / "agent.yaml", """\
         device_id: d1
         source:
@@ -318,7 +319,7 @@ def test_every_error_of_every_file_is_listed_in_reading_order(tmp_path):
     ]
 
 
-def test_secrets_are_read_from_files_beside_the_main_file(tmp_path):
+def test_secrets_are_read_from_files_beside_the_main_file(tmp_path: Path) -> None:
     main = write(tmp_path / "agent.yaml", f"""\
         device_id: d1
         source: {{url: https://127.0.0.1:9/api, token_file: secrets/source.token}}
@@ -336,7 +337,7 @@ def test_secrets_are_read_from_files_beside_the_main_file(tmp_path):
     assert config.warnings == ()
 
 
-def test_a_secret_file_readable_by_others_is_a_warning(tmp_path):
+def test_a_secret_file_readable_by_others_is_a_warning(tmp_path: Path) -> None:
     main = write(tmp_path / "agent.yaml", MINIMAL.replace("http:", "https:")
                  + "  token_file: source.token\n")
     secret = write(tmp_path / "source.token", "t\n", mode=0o644)
@@ -347,7 +348,7 @@ def test_a_secret_file_readable_by_others_is_a_warning(tmp_path):
         "chmod 600 it",)
 
 
-def test_secret_errors(tmp_path):
+def test_secret_errors(tmp_path: Path) -> None:
     main = write(tmp_path / "agent.yaml", with_minimal("""\
           token: inline
           token_file: source.token
@@ -364,7 +365,7 @@ def test_secret_errors(tmp_path):
     ]
 
 
-def test_relative_paths_are_taken_from_the_main_file_directory(tmp_path):
+def test_relative_paths_are_taken_from_the_main_file_directory(tmp_path: Path) -> None:
     main = write(tmp_path / "etc/agent.yaml", with_minimal("""\
           ca_file: pki/ca.pem
         state_dir: state
@@ -387,14 +388,14 @@ def test_relative_paths_are_taken_from_the_main_file_directory(tmp_path):
     assert config.audio.chime == etc / "sounds/chime.wav"
 
 
-def test_client_cert_and_key_go_together(tmp_path):
+def test_client_cert_and_key_go_together(tmp_path: Path) -> None:
     main = write(tmp_path / "agent.yaml", MINIMAL + "  client_cert: me.pem\n")
     write(tmp_path / "me.pem", "x")
     assert errors_of(main) == [
         f"{main}:4: source.client_cert: client_cert and client_key go together"]
 
 
-def test_risky_settings_are_warnings(tmp_path):
+def test_risky_settings_are_warnings(tmp_path: Path) -> None:
     main = write(tmp_path / "agent.yaml", with_minimal("""\
           verify_tls: false
         health: {listen: '0.0.0.0:8787'}
@@ -406,7 +407,7 @@ def test_risky_settings_are_warnings(tmp_path):
     )
 
 
-def test_parsed_conveniences(tmp_path):
+def test_parsed_conveniences(tmp_path: Path) -> None:
     key = base64.b64encode(bytes(range(32))).decode()
     main = write(tmp_path / "agent.yaml", with_minimal(f"""\
           public_key: {key}
@@ -451,13 +452,13 @@ def dataclass_key_paths(cls: type, prefix: str = "") -> set[str]:
 SECRET_FILES = {"source.token_file", "mqtt.password_file", "health.token_file"}
 
 
-def test_config_dataclasses_mirror_the_keys(tmp_path):
+def test_config_dataclasses_mirror_the_keys(tmp_path: Path) -> None:
     config_only = {"warnings", "files"}
     assert dataclass_key_paths(Config) == schema_key_paths(schema(tmp_path)) - SECRET_FILES \
         | config_only
 
 
-def test_shipped_agent_yaml_is_valid_once_its_secrets_are_provisioned(tmp_path):
+def test_shipped_agent_yaml_is_valid_once_its_secrets_are_provisioned(tmp_path: Path) -> None:
     main = tmp_path / "agent.yaml"
     shutil.copy(REPO / "config/agent.yaml", main)
     write(tmp_path / "source.token", "token\n", mode=0o600)
@@ -470,7 +471,7 @@ def test_shipped_agent_yaml_is_valid_once_its_secrets_are_provisioned(tmp_path):
     assert config.source.token == "token" and config.mqtt.password == "password"
 
 
-def test_example_full_is_valid_and_shows_every_key(tmp_path):
+def test_example_full_is_valid_and_shows_every_key(tmp_path: Path) -> None:
     example = REPO / "config/example-full.yaml"
     config = load_config(example)
     assert [w.split(": ", 1)[1] for w in config.warnings] == [  # it shows the inline forms
@@ -490,7 +491,7 @@ def test_example_full_is_valid_and_shows_every_key(tmp_path):
 
 
 
-def test_exposed_secrets_are_warnings_naming_them(tmp_path):
+def test_exposed_secrets_are_warnings_naming_them(tmp_path: Path) -> None:
     key = write(tmp_path / "client.key", "-----BEGIN PRIVATE KEY-----\n", mode=0o644)
     write(tmp_path / "client.crt", "-----BEGIN CERTIFICATE-----\n", mode=0o644)
     main = write(tmp_path / "agent.yaml", """\

@@ -41,17 +41,18 @@ def deb_fields(deb: Path) -> dict[str, str]:
     ("1.0a2.dev1", "1.0~a2~dev1"),
     ("1.0.post1", "1.0.post1"),
 ])
-def test_pep440_versions_map_to_debian_versions_that_sort_the_same(pep440, debian):
+def test_pep440_versions_map_to_debian_versions_that_sort_the_same(pep440: str,
+                                                                   debian: str) -> None:
     assert sourced("deb_version", pep440).strip() == debian
 
 
-def test_debian_versions_sort_dev_builds_before_their_release():
+def test_debian_versions_sort_dev_builds_before_their_release() -> None:
     ordered = ["0.2.1~dev3+gabc", "0.2.1~rc1", "0.2.1", "0.2.1.post1"]
     for older, newer in itertools.pairwise(ordered):
         subprocess.run(["dpkg", "--compare-versions", older, "lt", newer], check=True)
 
 
-def test_debian_dir_lists_etc_as_conffiles_and_builds(tmp_path):
+def test_debian_dir_lists_etc_as_conffiles_and_builds(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "etc/broadcast-agent/conf.d").mkdir(parents=True)
     (root / "etc/broadcast-agent/agent.yaml").write_text("device_id: d1\n")
@@ -84,7 +85,7 @@ def test_debian_dir_lists_etc_as_conffiles_and_builds(tmp_path):
     assert "python3 (<< 3.12)" in fields["Depends"]  # the venv is tied to Python 3.11
 
 
-def test_postinst_makes_the_service_user_and_enables_both_units():
+def test_postinst_makes_the_service_user_and_enables_both_units() -> None:
     postinst = (REPO / "firmware-image/deb/postinst").read_text()
     assert "adduser --quiet --system --group --home /var/lib/broadcast-agent" in postinst
     assert 'UNITS="broadcast-agent.service broadcast-agent-provision.service"' in postinst

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ def decode(pool: DecoderPool, path: Path) -> tuple[DecodedStream, np.ndarray]:
 
 
 @pytest.fixture
-def pool() -> DecoderPool:
+def pool() -> Iterator[DecoderPool]:
     decoders = DecoderPool(48000, time.monotonic)
     decoders.warm_up()
     yield decoders

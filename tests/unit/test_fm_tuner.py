@@ -3,13 +3,16 @@
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol, TypedDict, Unpack
 
 import pytest
 
 from agent.core.clock import SystemClock
 from agent.core.faults import FaultRegistry
 from agent.playout.fm_tuner import FmTuner, PcmJitterBuffer
-from drivers.sdr import receiver_factory
+from drivers.sdr import FmReceiver, receiver_factory
 from drivers.sdr.none import NoReceiver
 from drivers.sdr.rtl_fm import reset_rtl_usb
 from drivers.sdr.rtl_tcp import CMD_SAMPLE_RATE
@@ -22,27 +25,44 @@ pytestmark = pytest.mark.xdist_group("sdr")
 PERIOD_FRAMES = 480  # the engine reads 10 ms at a time
 
 
+class TunerOptions(TypedDict, total=False):
+    """FmTuner's keyword-only options."""
+
+    usb_reset: Callable[[], object] | None
+    buffer_s: float
+    prefill_s: float
+    stall_after_s: float
+    lost_after_s: float
+    backoff_initial_s: float
+    backoff_max_s: float
+
+
+class MakeTuner(Protocol):
+    def __call__(self, factory: Callable[[], FmReceiver],
+                 **options: Unpack[TunerOptions]) -> FmTuner: ...
+
+
 @pytest.fixture
-def fake():
+def fake() -> Iterator[FakeRtlTcpServer]:
     with FakeRtlTcpServer([FakeStation(100.0e6, 1000.0)]) as server:
         yield server
 
 
 @pytest.fixture
-def faults():
+def faults() -> FaultRegistry:
     return FaultRegistry(time.time)
 
 
-def rtl_tcp_factory(port):
+def rtl_tcp_factory(port: int) -> Callable[[], FmReceiver]:
     return receiver_factory("rtl_tcp", rtl_tcp_address=f"127.0.0.1:{port}",
                             sample_rate=240_000, gain_db=None, ppm=0)
 
 
 @pytest.fixture
-def make_tuner(faults):
-    tuners = []
+def make_tuner(faults: FaultRegistry) -> Iterator[MakeTuner]:
+    tuners: list[FmTuner] = []
 
-    def make(factory, **options):
+    def make(factory: Callable[[], FmReceiver], **options: Unpack[TunerOptions]) -> FmTuner:
         tuner = FmTuner(factory, faults, SystemClock(), squelch_dbfs=-30.0, **options)
         tuners.append(tuner)
         return tuner
@@ -52,7 +72,7 @@ def make_tuner(faults):
         tuner.stop()
 
 
-def wait_for(predicate, timeout_s):
+def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
@@ -61,7 +81,7 @@ def wait_for(predicate, timeout_s):
     return False
 
 
-def play(tuner, seconds):
+def play(tuner: FmTuner, seconds: float) -> bytes:
     """Reads like the playout engine: 10 ms every 10 ms."""
     pcm = b""
     for _ in range(round(seconds * 100)):
@@ -72,11 +92,12 @@ def play(tuner, seconds):
     return pcm
 
 
-def is_silent(pcm):
+def is_silent(pcm: bytes) -> bool:
     return pcm == bytes(len(pcm))
 
 
-def test_relays_the_tuned_station(fake, faults, make_tuner):
+def test_relays_the_tuned_station(fake: FakeRtlTcpServer, faults: FaultRegistry,
+                                  make_tuner: MakeTuner) -> None:
     tuner = make_tuner(rtl_tcp_factory(fake.port))
     assert is_silent(tuner.read(PERIOD_FRAMES))
     tuner.start(100.0)
@@ -90,7 +111,8 @@ def test_relays_the_tuned_station(fake, faults, make_tuner):
     assert [t.name for t in threading.enumerate()].count("fm") == 1
 
 
-def test_tuned_elsewhere_is_signal_lost_and_silence(fake, faults, make_tuner):
+def test_tuned_elsewhere_is_signal_lost_and_silence(fake: FakeRtlTcpServer, faults: FaultRegistry,
+                                                    make_tuner: MakeTuner) -> None:
     tuner = make_tuner(rtl_tcp_factory(fake.port))
     tuner.start(99.0)
     assert wait_for(lambda: faults.is_raised("fm_signal_lost"), 3)
@@ -102,7 +124,8 @@ def test_tuned_elsewhere_is_signal_lost_and_silence(fake, faults, make_tuner):
     assert wait_for(lambda: tuner.signal_ok, 5)
 
 
-def test_signal_drop_mid_relay_raises_and_clears(fake, faults, make_tuner):
+def test_signal_drop_mid_relay_raises_and_clears(fake: FakeRtlTcpServer, faults: FaultRegistry,
+                                                 make_tuner: MakeTuner) -> None:
     tuner = make_tuner(rtl_tcp_factory(fake.port))
     tuner.start(100.0)
     assert wait_for(lambda: tuner.signal_ok, 5)
@@ -114,8 +137,9 @@ def test_signal_drop_mid_relay_raises_and_clears(fake, faults, make_tuner):
     assert not is_silent(play(tuner, 0.2))
 
 
-def test_stall_restarts_the_receiver_and_recovers(fake, faults, make_tuner):
-    usb_resets = []
+def test_stall_restarts_the_receiver_and_recovers(fake: FakeRtlTcpServer, faults: FaultRegistry,
+                                                  make_tuner: MakeTuner) -> None:
+    usb_resets: list[int] = []
     tuner = make_tuner(rtl_tcp_factory(fake.port), usb_reset=lambda: usb_resets.append(1))
     tuner.start(100.0)
     assert wait_for(lambda: tuner.signal_ok, 5)
@@ -129,7 +153,8 @@ def test_stall_restarts_the_receiver_and_recovers(fake, faults, make_tuner):
     assert commands.count(CMD_SAMPLE_RATE) >= 2  # it reconnected
 
 
-def test_disconnect_reconnects(fake, faults, make_tuner):
+def test_disconnect_reconnects(fake: FakeRtlTcpServer, faults: FaultRegistry,
+                               make_tuner: MakeTuner) -> None:
     tuner = make_tuner(rtl_tcp_factory(fake.port))
     tuner.start(100.0)
     assert wait_for(lambda: tuner.signal_ok, 5)
@@ -139,7 +164,8 @@ def test_disconnect_reconnects(fake, faults, make_tuner):
     assert not is_silent(play(tuner, 0.5))
 
 
-def test_no_server_is_sdr_missing_and_reads_stay_silent(faults, make_tuner):
+def test_no_server_is_sdr_missing_and_reads_stay_silent(faults: FaultRegistry,
+                                                        make_tuner: MakeTuner) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -154,7 +180,7 @@ def test_no_server_is_sdr_missing_and_reads_stay_silent(faults, make_tuner):
     assert faults.active() == []
 
 
-def test_rtl_fm_without_dongle_is_sdr_missing(faults, make_tuner):
+def test_rtl_fm_without_dongle_is_sdr_missing(faults: FaultRegistry, make_tuner: MakeTuner) -> None:
     factory = receiver_factory("rtl_fm", rtl_tcp_address="", sample_rate=240_000,
                                gain_db=None, ppm=0)
     tuner = make_tuner(factory)
@@ -164,7 +190,8 @@ def test_rtl_fm_without_dongle_is_sdr_missing(faults, make_tuner):
     assert is_silent(tuner.read(PERIOD_FRAMES))
 
 
-def test_backend_none_is_sdr_missing_saying_why(faults, make_tuner):
+def test_backend_none_is_sdr_missing_saying_why(faults: FaultRegistry,
+                                                make_tuner: MakeTuner) -> None:
     tuner = make_tuner(receiver_factory("none", rtl_tcp_address="", sample_rate=240_000,
                                         gain_db=None, ppm=0))
     tuner.start(100.0)
@@ -175,12 +202,12 @@ def test_backend_none_is_sdr_missing_saying_why(faults, make_tuner):
     assert faults.active() == []
 
 
-def test_only_48khz():
+def test_only_48khz() -> None:
     with pytest.raises(ValueError, match="48000"):
         FmTuner(NoReceiver, FaultRegistry(time.time), SystemClock(), -30.0, rate=44100)
 
 
-def test_jitter_buffer_prefill_underrun_and_overflow():
+def test_jitter_buffer_prefill_underrun_and_overflow() -> None:
     buffer = PcmJitterBuffer(capacity_bytes=400, prefill_bytes=160)
     buffer.write(b"\x01" * 120)
     assert buffer.read(40) == bytes(40)  # still filling
@@ -194,8 +221,8 @@ def test_jitter_buffer_prefill_underrun_and_overflow():
     assert buffer.read(160) == b"\x04" * 160
 
 
-def test_usb_reset_toggles_rtl2832u_only(tmp_path, caplog):
-    def device(name, vendor, product, authorized=True):
+def test_usb_reset_toggles_rtl2832u_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def device(name: str, vendor: str, product: str, authorized: bool = True) -> Path:
         path = tmp_path / name
         path.mkdir()
         (path / "idVendor").write_text(vendor + "\n")

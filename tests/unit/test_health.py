@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol, TypedDict, Unpack
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -52,11 +52,24 @@ class Harness:
             conn.close()
 
 
+class HarnessOptions(TypedDict, total=False):
+    """Harness's options."""
+
+    token: str | None
+    max_connections: int
+    request_timeout_s: float
+    status_provider: Callable[[], dict[str, Any]]
+
+
+class MakeHarness(Protocol):
+    def __call__(self, **options: Unpack[HarnessOptions]) -> Harness: ...
+
+
 @pytest.fixture
-def make() -> Iterator[Callable[..., Harness]]:
+def make() -> Iterator[MakeHarness]:
     started: list[Harness] = []
 
-    def factory(**kw: Any) -> Harness:
+    def factory(**kw: Unpack[HarnessOptions]) -> Harness:
         started.append(Harness(**kw))
         return started[-1]
 
@@ -66,7 +79,7 @@ def make() -> Iterator[Callable[..., Harness]]:
         assert not harness.server._thread or not harness.server._thread.is_alive()
 
 
-def test_healthz_ok_then_degraded_only_for_error_faults(make):
+def test_healthz_ok_then_degraded_only_for_error_faults(make: MakeHarness) -> None:
     h = make()
     assert h.request("/healthz")[0::2] == (200, b'{"status": "ok"}')
     h.faults.raise_("mqtt_unreachable", "broker down")  # a warning
@@ -84,23 +97,23 @@ def test_healthz_ok_then_degraded_only_for_error_faults(make):
 
 @pytest.mark.parametrize("path", ["/healthz", "/status", "/metrics", "/nothing"])
 @pytest.mark.parametrize("token", [None, "wrong", TOKEN + "x", ""])
-def test_token_is_required_everywhere(make, path, token):
+def test_token_is_required_everywhere(make: MakeHarness, path: str, token: str | None) -> None:
     status, headers, _ = make().request(path, token=token)
     assert status == 401
     assert headers["WWW-Authenticate"] == "Bearer"
 
 
-def test_no_token_configured_means_open(make):
+def test_no_token_configured_means_open(make: MakeHarness) -> None:
     assert make(token=None).request("/healthz", token=None)[0] == 200
 
 
-def test_status_is_the_status_json(make):
+def test_status_is_the_status_json(make: MakeHarness) -> None:
     status, headers, body = make().request("/status")
     assert status == 200 and headers["Content-Type"] == "application/json"
     assert json.loads(body) == STATUS
 
 
-def test_metrics_parse_as_prometheus_text(make):
+def test_metrics_parse_as_prometheus_text(make: MakeHarness) -> None:
     h = make()
     h.metrics.playing("media", "scheduled")
     h.metrics.command("emergency", "accepted")
@@ -133,7 +146,7 @@ def test_metrics_parse_as_prometheus_text(make):
                 if s.name.endswith("_created")]
 
 
-def test_unknown_path_method_and_bodies(make):
+def test_unknown_path_method_and_bodies(make: MakeHarness) -> None:
     h = make()
     assert h.request("/")[0] == 404
     assert h.request("/healthz/../status")[0] == 404
@@ -144,7 +157,7 @@ def test_unknown_path_method_and_bodies(make):
     assert h.request("/healthz?verbose=1")[0] == 200
 
 
-def test_oversized_headers_are_refused(make):
+def test_oversized_headers_are_refused(make: MakeHarness) -> None:
     h = make()
     status, _, _ = h.request("/healthz", headers={"X-Padding": "a" * 9000})
     assert status == 431
@@ -162,12 +175,12 @@ def raw_exchange(port: int, data: bytes) -> bytes:
 
 @pytest.mark.parametrize("request_bytes", [b"GARBAGE\r\n\r\n", b"GET /healthz\r\n\r\n",
                                            b"GET /healthz HTTP/1.1\r\nNoColon\r\n\r\n"])
-def test_malformed_requests_get_400(make, request_bytes):
+def test_malformed_requests_get_400(make: MakeHarness, request_bytes: bytes) -> None:
     h = make(token=None)
     assert raw_exchange(h.server.port, request_bytes).startswith(b"HTTP/1.1 400 ")
 
 
-def test_a_failing_status_provider_gives_500_and_the_server_lives_on(make):
+def test_a_failing_status_provider_gives_500_and_the_server_lives_on(make: MakeHarness) -> None:
     def broken() -> dict[str, Any]:
         raise RuntimeError("arbiter lock poisoned")
 
@@ -176,14 +189,14 @@ def test_a_failing_status_provider_gives_500_and_the_server_lives_on(make):
     assert h.request("/healthz")[0] == 200
 
 
-def test_a_silent_client_is_cut_off_after_the_request_timeout(make):
+def test_a_silent_client_is_cut_off_after_the_request_timeout(make: MakeHarness) -> None:
     h = make(request_timeout_s=0.5)
     with socket.create_connection(("127.0.0.1", h.server.port), timeout=10) as s:
         s.sendall(b"GET /heal")
         assert s.recv(100) == b""  # closed by the server, nothing answered
 
 
-def test_slow_loris_does_not_keep_others_from_healthz(make):
+def test_slow_loris_does_not_keep_others_from_healthz(make: MakeHarness) -> None:
     h = make(max_connections=4, request_timeout_s=30.0)
     stop = threading.Event()
     lorises = [socket.create_connection(("127.0.0.1", h.server.port)) for _ in range(12)]
@@ -208,14 +221,15 @@ def test_slow_loris_does_not_keep_others_from_healthz(make):
             s.close()
 
 
-def test_port_in_use_fails_at_start(make):
+def test_port_in_use_fails_at_start(make: MakeHarness) -> None:
     h = make()
     with pytest.raises(OSError):
         HealthServer("127.0.0.1", h.server.port, None, 4, 2.0, lambda: STATUS, h.faults,
                      h.metrics).start()
 
 
-def test_hostile_clients_cost_no_traceback(make, caplog):
+def test_hostile_clients_cost_no_traceback(make: MakeHarness,
+                                           caplog: pytest.LogCaptureFixture) -> None:
     """Idle connections, a 10 MB header, random bytes: answered or dropped, with no
     traceback in the log."""
     harness = make()

@@ -8,6 +8,8 @@ import gettext
 import json
 import re
 from pathlib import Path
+from types import ModuleType
+from typing import cast
 
 import agent.cli.doctor
 import agent.cli.report
@@ -18,9 +20,11 @@ from agent.cli.i18n import DOMAIN, LOCALE_DIR
 CATALOG = LOCALE_DIR / "vi/LC_MESSAGES"
 
 
-def _templates(module: object, function: str) -> set[str]:
-    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))  # type: ignore[attr-defined]
-    return {node.args[0].value for node in ast.walk(tree)
+def _templates(module: ModuleType, function: str) -> set[str]:
+    assert module.__file__ is not None
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    # cast: a message template is a string literal; ast.Constant.value is any constant's type
+    return {cast(str, node.args[0].value) for node in ast.walk(tree)
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
             and node.func.id == function and isinstance(node.args[0], ast.Constant)}
 

@@ -7,13 +7,16 @@ import json
 import queue
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TypedDict, Unpack
 from zoneinfo import ZoneInfo
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.core.clock import ManualClock
+from agent.core.clock import Clock, ManualClock
 from agent.core.clock_trust import ClockTrust
 from agent.core.faults import FaultRegistry
 from agent.core.signing import sign
@@ -55,8 +58,8 @@ class Probe:
         return "boot"
 
 
-def command(type_: str = "emergency", args: dict | None = None, issued_at: float | None = None,
-            signed: bool = True) -> bytes:
+def command(type_: str = "emergency", args: dict[str, Any] | None = None,
+            issued_at: float | None = None, signed: bool = True) -> bytes:
     issued = time.time() if issued_at is None else issued_at
     doc = {"id": str(uuid.uuid4()), "type": type_,
            "args": {"text": "Bão"} if args is None else args, "to": DEVICE,
@@ -68,7 +71,7 @@ def command(type_: str = "emergency", args: dict | None = None, issued_at: float
 
 
 class Rig:
-    def __init__(self, tmp_path, clock, trusted: bool | None = False,
+    def __init__(self, tmp_path: Path, clock: Clock, trusted: bool | None = False,
                  clock_wait_s: float = WAIT_S) -> None:
         self.clock = clock
         self.store = StateStore(tmp_path / "agent.db")
@@ -91,7 +94,7 @@ class Rig:
         self.probe.ntp = True
         assert self.trust is not None and self.trust.check()
 
-    def acks(self) -> list[tuple[str, dict]]:
+    def acks(self) -> list[tuple[str, dict[str, Any]]]:
         return [(r.kind, r.payload) for r in self.store.pending(MQTT, 100_000)]
 
     def close(self) -> None:
@@ -106,11 +109,22 @@ def wait_until_judged(rig: Rig) -> None:
         time.sleep(0.01)
 
 
+class RigOptions(TypedDict, total=False):
+    """Rig's keyword options."""
+
+    trusted: bool | None
+    clock_wait_s: float
+
+
+class MakeRig(Protocol):
+    def __call__(self, clock: Clock, **options: Unpack[RigOptions]) -> Rig: ...
+
+
 @pytest.fixture
-def rigs(tmp_path):
+def rigs(tmp_path: Path) -> Iterator[MakeRig]:
     made: list[Rig] = []
 
-    def make(clock, **kw) -> Rig:
+    def make(clock: Clock, **kw: Unpack[RigOptions]) -> Rig:
         made.append(Rig(tmp_path / str(len(made)), clock, **kw))
         return made[-1]
 
@@ -121,7 +135,7 @@ def rigs(tmp_path):
         rig.close()
 
 
-def test_a_command_waits_off_the_network_thread_and_runs_once_trusted(rigs):
+def test_a_command_waits_off_the_network_thread_and_runs_once_trusted(rigs: MakeRig) -> None:
     rig = rigs(ShiftedClock(0.0))
     rig.intake.handle(command())  # returns at once: the waiting is on another thread
     assert rig.intake.waiting == 1 and rig.commands.empty()
@@ -131,7 +145,7 @@ def test_a_command_waits_off_the_network_thread_and_runs_once_trusted(rigs):
     assert [a["status"] for _, a in rig.acks()] == ["accepted"]
 
 
-def test_an_emergency_queued_during_the_outage_never_airs(rigs):
+def test_an_emergency_queued_during_the_outage_never_airs(rigs: MakeRig) -> None:
     """The device clock is 6 h behind; an emergency issued an hour ago (true time) looks
     5 h ahead to it. It waits; trust comes with the clock stepped right: expired."""
     clock = ShiftedClock(-6 * 3600.0)
@@ -149,7 +163,7 @@ def test_an_emergency_queued_during_the_outage_never_airs(rigs):
     assert rig.commands.get(timeout=WAIT_S).type == "emergency"
 
 
-def test_a_command_that_waits_too_long_is_rejected_clock_unsynced(rigs):
+def test_a_command_that_waits_too_long_is_rejected_clock_unsynced(rigs: MakeRig) -> None:
     rig = rigs(ShiftedClock(0.0), clock_wait_s=0.2)
     rig.intake.handle(command())
     wait_until_judged(rig)
@@ -159,7 +173,7 @@ def test_a_command_that_waits_too_long_is_rejected_clock_unsynced(rigs):
     assert rig.commands.empty()
 
 
-def test_stop_volume_and_amplifier_never_wait(rigs):
+def test_stop_volume_and_amplifier_never_wait(rigs: MakeRig) -> None:
     rig = rigs(ShiftedClock(-6 * 3600.0))
     for type_, args in (("stop", {}), ("set_volume", {"volume": 20}), ("amplifier", {"on": False})):
         rig.intake.handle(command(type_, args))
@@ -168,7 +182,7 @@ def test_stop_volume_and_amplifier_never_wait(rigs):
     assert rig.intake.waiting == 0
 
 
-def test_past_max_waiting_commands_are_rejected_at_once(rigs):
+def test_past_max_waiting_commands_are_rejected_at_once(rigs: MakeRig) -> None:
     rig = rigs(ShiftedClock(0.0))
     for _ in range(MAX_WAITING + 3):
         rig.intake.handle(command())
@@ -177,7 +191,7 @@ def test_past_max_waiting_commands_are_rejected_at_once(rigs):
     assert [a["reason"].split(":")[0] for _, a in rig.acks()] == ["clock_unsynced"] * 3
 
 
-def test_a_flood_of_bad_commands_is_cheap_and_good_acks_go_first(rigs):
+def test_a_flood_of_bad_commands_is_cheap_and_good_acks_go_first(rigs: MakeRig) -> None:
     clock = ManualClock(start=time.time())
     rig = rigs(clock, trusted=None)
     for _ in range(20_000):
@@ -198,7 +212,7 @@ def test_a_flood_of_bad_commands_is_cheap_and_good_acks_go_first(rigs):
     assert seen == 1  # only the good command
 
 
-def test_rejected_acks_are_dropped_first_when_the_outbox_is_full(tmp_path):
+def test_rejected_acks_are_dropped_first_when_the_outbox_is_full(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "agent.db", outbox_max=100)
     store.enqueue_many(MQTT, REJECTED_ACK, [{"n": n} for n in range(100)], 0.0)
     store.enqueue(MQTT, "ack", {"good": 1}, 0.0)

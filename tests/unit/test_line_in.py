@@ -128,7 +128,8 @@ def test_the_wav_card_captures_in_real_time_then_silence_and_writes_its_sidecar(
 
 @pytest.mark.parametrize(("make", "message"), [
     (lambda p: p / "missing.wav", "cannot read the input"),
-    (lambda p: media.write_frames(p / "slow.wav", np.zeros((10, 1)), rate=44_100),
+    (lambda p: media.write_frames(p / "slow.wav", np.zeros((10, 1), dtype=np.int16),
+                                 rate=44_100),
      "expected 16-bit mono or stereo at 48000 Hz, got 16-bit, 1 channels at 44100 Hz"),
 ])
 def test_an_unusable_wav_input_is_a_capture_error_naming_it(

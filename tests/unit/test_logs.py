@@ -25,12 +25,12 @@ def record(level: int, message: str, exc_info: bool = False) -> logging.LogRecor
     (logging.CRITICAL, "<2>"), (logging.ERROR, "<3>"), (logging.WARNING, "<4>"),
     (logging.INFO, "<6>"), (logging.DEBUG, "<7>"), (5, "<7>"),
 ])
-def test_each_level_gets_its_syslog_priority(level, prefix):
+def test_each_level_gets_its_syslog_priority(level: int, prefix: str) -> None:
     line = JournalPriorityFormatter("%(levelname)s %(message)s").format(record(level, "x"))
     assert line == f"{prefix}{logging.getLevelName(level)} x"
 
 
-def test_every_line_of_a_traceback_carries_the_priority():
+def test_every_line_of_a_traceback_carries_the_priority() -> None:
     try:
         raise RuntimeError("amplifier relay stuck")
     except RuntimeError:
@@ -42,7 +42,7 @@ def test_every_line_of_a_traceback_carries_the_priority():
     assert all(line.startswith("<3>") for line in lines)
 
 
-def test_only_the_stream_that_journal_stream_names_is_the_journal(tmp_path):
+def test_only_the_stream_that_journal_stream_names_is_the_journal(tmp_path: Path) -> None:
     with open(tmp_path / "a", "w") as journal, open(tmp_path / "b", "w") as other:
         stat = os.fstat(journal.fileno())
         environ = {"JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}"}
@@ -68,7 +68,7 @@ def agent_logs(stderr_path: Path, journal: bool) -> str:
     return stderr_path.read_text()
 
 
-def test_the_daemon_writes_priorities_only_into_the_journal(tmp_path):
+def test_the_daemon_writes_priorities_only_into_the_journal(tmp_path: Path) -> None:
     assert agent_logs(tmp_path / "journal", journal=True) == (
         "<6>INFO MainThread agent: started\n"
         "<4>WARNING MainThread agent: mixer control missing\n")

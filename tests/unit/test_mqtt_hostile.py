@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -15,12 +17,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.config.schema import parse_broker_uri
 from agent.mqtt.link import _Session
 from agent.state.journal import MQTT
-from tests.support.mqtt_rig import GROUP, online, payload, signed_command
+from tests.support.mosquitto import Mosquitto
+from tests.support.mqtt_rig import GROUP, AgentFactory, online, payload, signed_command
 
 WAIT_S = 30.0
 
 
-def wait_until(predicate, what: str, timeout: float = WAIT_S) -> None:
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, what
@@ -28,7 +31,7 @@ def wait_until(predicate, what: str, timeout: float = WAIT_S) -> None:
 
 
 def test_a_malformed_ca_file_raises_mqtt_tls_and_the_link_recovers_once_fixed(
-        broker, agents, tmp_path):
+        broker: Mosquitto, agents: AgentFactory, tmp_path: Path) -> None:
     ca_file = tmp_path / "ca.pem"
     ca_file.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n")
     agent = agents(broker, "dev-17", tls=True, ca_file=ca_file)
@@ -42,7 +45,7 @@ def test_a_malformed_ca_file_raises_mqtt_tls_and_the_link_recovers_once_fixed(
     assert not agent.faults.is_raised("mqtt_tls")
 
 
-def test_a_refused_subscription_is_not_connected(broker, agents):
+def test_a_refused_subscription_is_not_connected(broker: Mosquitto, agents: AgentFactory) -> None:
     """A SUBACK failure (0x80: the broker's ACL refuses a command topic) ends the attempt:
     commands on that topic would never arrive. (Mosquitto itself grants such
     subscriptions and drops the messages, so the SUBACK is fed to the callback here.)"""
@@ -59,7 +62,8 @@ def test_a_refused_subscription_is_not_connected(broker, agents):
     assert session.subscribed.is_set()
 
 
-def test_a_flood_of_bad_commands_does_not_hold_up_a_good_one(broker, agents):
+def test_a_flood_of_bad_commands_does_not_hold_up_a_good_one(broker: Mosquitto,
+                                                             agents: AgentFactory) -> None:
     agent = agents(broker, "dev-19")
     with broker.central(agent.topic("state"), agent.topic("acks")) as central:
         agent.link.start()

@@ -8,18 +8,21 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import MQTTErrorCode
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.mqtt.commands import Command
 from agent.state.journal import MQTT
-from tests.support.mosquitto import TestClient
+from tests.support.mosquitto import Mosquitto, TestClient
 from tests.support.mqtt_rig import (
     DEATH_KEEPALIVE_S,
     GROUP,
     Agent,
+    AgentFactory,
     online,
     payload,
     signed_command,
@@ -27,7 +30,8 @@ from tests.support.mqtt_rig import (
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
-def test_birth_follows_subscriptions_and_is_retained(broker, agents, protocol):
+def test_birth_follows_subscriptions_and_is_retained(broker: Mosquitto, agents: AgentFactory,
+                                                     protocol: str) -> None:
     agent = agents(broker, "dev-0" if protocol == "5" else "dev-1", protocol=protocol)
     with broker.central(agent.topic("state"), agent.topic("acks")) as central:
         agent.link.start()
@@ -45,7 +49,7 @@ def test_birth_follows_subscriptions_and_is_retained(broker, agents, protocol):
         assert retained.json()["mqtt"] == {"connected": True}
 
 
-def test_heartbeat_and_status_changes(broker, agents):
+def test_heartbeat_and_status_changes(broker: Mosquitto, agents: AgentFactory) -> None:
     agent = agents(broker, "dev-2", heartbeat_s=1.0)
     with broker.central(agent.topic("state")) as central:
         agent.link.start()
@@ -56,7 +60,8 @@ def test_heartbeat_and_status_changes(broker, agents):
         central.expect(agent.topic("state"), predicate=lambda s: s["volume"] == 55)
 
 
-def test_status_changes_are_published_without_waiting_for_the_heartbeat(broker, agents):
+def test_status_changes_are_published_without_waiting_for_the_heartbeat(
+        broker: Mosquitto, agents: AgentFactory) -> None:
     agent = agents(broker, "dev-3", heartbeat_s=3600.0)
     with broker.central(agent.topic("state")) as central:
         agent.link.start()
@@ -67,7 +72,7 @@ def test_status_changes_are_published_without_waiting_for_the_heartbeat(broker, 
         central.expect(agent.topic("state"), predicate=lambda s: s["volume"] == 49)
 
 
-def test_group_commands_are_received(broker, agents):
+def test_group_commands_are_received(broker: Mosquitto, agents: AgentFactory) -> None:
     agent = agents(broker, "dev-4")
     with broker.central(agent.topic("state"), agent.topic("acks")) as central:
         agent.link.start()
@@ -78,7 +83,7 @@ def test_group_commands_are_received(broker, agents):
         assert agent.commands.get(timeout=5).args == {"volume": 30}
 
 
-def test_clean_stop_leaves_retained_offline(broker, agents):
+def test_clean_stop_leaves_retained_offline(broker: Mosquitto, agents: AgentFactory) -> None:
     agent = agents(broker, "dev-5")
     with broker.central(agent.topic("state")) as central:
         agent.link.start()
@@ -108,7 +113,8 @@ time.sleep(600)
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP], ids=["sigkill", "sigstop"])
-def test_abrupt_death_leaves_the_last_will(broker, tmp_path, how):
+def test_abrupt_death_leaves_the_last_will(broker: Mosquitto, tmp_path: Path,
+                                           how: signal.Signals) -> None:
     """SIGKILL: the kernel closes the socket. SIGSTOP: a hung agent or a cut cable, the
     socket stays open and only the keepalive tells the broker."""
     device = "dev-6" if how == signal.SIGKILL else "dev-17"
@@ -136,7 +142,8 @@ def expect_events(central: TestClient, agent: Agent, count: int) -> list[int]:
     return [central.expect(agent.topic("events"), timeout=20).json()["n"] for _ in range(count)]
 
 
-def test_events_queued_during_a_broker_outage_arrive_in_order(own_broker, agents):
+def test_events_queued_during_a_broker_outage_arrive_in_order(own_broker: Mosquitto,
+                                                              agents: AgentFactory) -> None:
     agent = agents(own_broker, "dev-7")
     with own_broker.central(agent.topic("events"), session_id="central-7") as central:
         agent.link.start()
@@ -157,7 +164,7 @@ def test_events_queued_during_a_broker_outage_arrive_in_order(own_broker, agents
 
 
 def test_outbox_survives_a_restart_of_the_agent_while_the_broker_is_down(
-        own_broker, agents, tmp_path):
+        own_broker: Mosquitto, agents: AgentFactory, tmp_path: Path) -> None:
     db = tmp_path / "shared-state.db"
     first = agents(own_broker, "dev-8", db=db)
     with own_broker.central(first.topic("events"), session_id="central-8") as central:
@@ -176,7 +183,7 @@ def test_outbox_survives_a_restart_of_the_agent_while_the_broker_is_down(
         assert expect_events(central, second, 12) == list(range(12))
 
 
-def test_every_rejection_is_acked_with_its_code(broker, agents):
+def test_every_rejection_is_acked_with_its_code(broker: Mosquitto, agents: AgentFactory) -> None:
     agent = agents(broker, "dev-9")
     unsigned = signed_command()
     del unsigned["signature"]
@@ -217,7 +224,8 @@ def test_every_rejection_is_acked_with_its_code(broker, agents):
     assert agent.commands.qsize() == 2  # the first replayed copy and the marker, nothing else
 
 
-def test_a_flood_of_commands_is_acked_without_crashing(broker, agents):
+def test_a_flood_of_commands_is_acked_without_crashing(broker: Mosquitto,
+                                                       agents: AgentFactory) -> None:
     agent = agents(broker, "dev-10")
     with broker.central(agent.topic("state"), agent.topic("acks")) as central:
         agent.link.start()
@@ -236,7 +244,7 @@ def test_a_flood_of_commands_is_acked_without_crashing(broker, agents):
         assert agent.commands.qsize() == 500
 
 
-def test_tls_with_password(broker, agents):
+def test_tls_with_password(broker: Mosquitto, agents: AgentFactory) -> None:
     agent = agents(broker, "dev-11", tls=True)
     with broker.central(agent.topic("state")) as central:
         agent.link.start()
@@ -244,7 +252,8 @@ def test_tls_with_password(broker, agents):
     assert not agent.faults.is_raised("mqtt_unreachable")
 
 
-def test_wrong_password_cannot_connect_and_raises_a_fault(broker, agents):
+def test_wrong_password_cannot_connect_and_raises_a_fault(broker: Mosquitto,
+                                                          agents: AgentFactory) -> None:
     agent = agents(broker, "dev-12", tls=True, password="guessed")
     agent.link.start()
     deadline = time.monotonic() + 15
@@ -256,7 +265,8 @@ def test_wrong_password_cannot_connect_and_raises_a_fault(broker, agents):
     assert "refused" in fault.message and broker.tls_uri in fault.message
 
 
-def test_unreachable_broker_raises_then_clears_the_fault(own_broker, agents):
+def test_unreachable_broker_raises_then_clears_the_fault(own_broker: Mosquitto,
+                                                         agents: AgentFactory) -> None:
     agent = agents(own_broker, "dev-13")
     own_broker.stop()
     agent.link.start()
@@ -269,7 +279,7 @@ def test_unreachable_broker_raises_then_clears_the_fault(own_broker, agents):
     assert not agent.faults.is_raised("mqtt_unreachable")
 
 
-def test_acl_keeps_a_device_off_another_devices_commands(broker):
+def test_acl_keeps_a_device_off_another_devices_commands(broker: Mosquitto) -> None:
     with broker.central("tt/#") as central:
         intruder = broker.client("dev-14")
         intruder.connect()
@@ -286,7 +296,8 @@ def test_acl_keeps_a_device_off_another_devices_commands(broker):
         assert first.topic == "tt/devices/dev-14/events"
 
 
-def test_a_failing_command_handler_acks_failed_and_keeps_the_link(broker, agents):
+def test_a_failing_command_handler_acks_failed_and_keeps_the_link(broker: Mosquitto,
+                                                                  agents: AgentFactory) -> None:
     def broken_handler(_command: Command) -> None:
         raise RuntimeError("control loop gone")
 
@@ -302,13 +313,14 @@ def test_a_failing_command_handler_acks_failed_and_keeps_the_link(broker, agents
 
 
 def test_an_internal_error_while_connecting_is_a_fault_and_retried_soon(
-        broker, agents, monkeypatch):
+        broker: Mosquitto, agents: AgentFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # A bug in the connection code (ours or paho's) is told, and retried after the first
     # backoff step: not after max_backoff_s, a whole round of minutes on a controller.
     real_connect = paho.Client.connect
-    calls = []
+    calls: list[float] = []
 
-    def connect_failing_once(client, *args, **kwargs):
+    def connect_failing_once(client: paho.Client, *args: Any,
+                             **kwargs: Any) -> MQTTErrorCode:
         calls.append(time.monotonic())
         if len(calls) == 1:
             raise RuntimeError("a bug in the connection code")

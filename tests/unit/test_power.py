@@ -150,7 +150,8 @@ def test_mains_lost_is_raised_on_battery_and_cleared_when_mains_returns(
     faults = FaultRegistry(clock.now)
     changes: list[str] = []
     monitor = PowerMonitor(sim(tmp_path), faults, lambda: changes.append(monitor.state))
-    assert monitor.state == "unknown"
+    before = monitor.state  # a local: mypy would keep monitor.state narrowed past poll()
+    assert before == "unknown"
     monitor.poll()
     assert (monitor.state, faults.active()) == ("mains", [])
 
@@ -181,7 +182,8 @@ def test_the_power_thread_follows_the_sensor_and_stops(tmp_path: Path) -> None:
     monitor = PowerMonitor(sim(tmp_path), faults, lambda: None)
     monitor.start()
     try:
-        assert monitor.state == "mains"  # polled once before the thread starts
+        first = monitor.state  # polled once before the thread starts
+        assert first == "mains"
         write_mains(tmp_path, {"mains": False})
         assert wait_for(lambda: faults.is_raised("mains_lost"), 5)
         assert monitor.state == "battery"

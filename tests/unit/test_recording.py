@@ -7,7 +7,7 @@ import itertools
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Self
+from typing import Self, TypedDict, Unpack
 
 import numpy as np
 import pytest
@@ -96,7 +96,8 @@ def decoded_length(path: Path) -> int:
 
 # --- the tap -------------------------------------------------------------------------------
 
-def test_tap_forwards_every_write_unchanged_and_never_blocks_on_a_full_queue(tmp_path):
+def test_tap_forwards_every_write_unchanged_and_never_blocks_on_a_full_queue(
+        tmp_path: Path) -> None:
     inner = ListOutput()
     dropped: list[int] = []
     recorder = Recorder(make_store(tmp_path, ManualClock()), FaultRegistry(lambda: EPOCH),
@@ -104,7 +105,11 @@ def test_tap_forwards_every_write_unchanged_and_never_blocks_on_a_full_queue(tmp
                         queue_periods=3)  # never started: nothing drains the queue
     tap = RecordingTap(inner, recorder.offer)
     blocks = [tone_period(i * PERIOD) for i in range(20)]
-    writer = threading.Thread(target=lambda: [tap.write(b, timeout=1.0) for b in blocks])
+
+    def write_all() -> None:
+        for block in blocks:
+            tap.write(block, timeout=1.0)
+    writer = threading.Thread(target=write_all)
     writer.start()
     writer.join(30)
     assert not writer.is_alive()
@@ -116,11 +121,18 @@ def test_tap_forwards_every_write_unchanged_and_never_blocks_on_a_full_queue(tmp
 
 # --- the recorder --------------------------------------------------------------------------
 
-def record(tmp_path: Path, writes: list[tuple[int, bytes]], **kwargs: object) -> SegmentStore:
+class RecorderOptions(TypedDict, total=False):
+    """The Recorder option that record() leaves open."""
+
+    segment_s: float
+
+
+def record(tmp_path: Path, writes: list[tuple[int, bytes]],
+           **kwargs: Unpack[RecorderOptions]) -> SegmentStore:
     store = make_store(tmp_path / "rec", ManualClock(EPOCH))
     recorder = Recorder(store, FaultRegistry(lambda: EPOCH), OUT_RATE,
                         lambda n: EPOCH + n / OUT_RATE, on_drop=lambda: None,
-                        queue_periods=10_000, **kwargs)  # type: ignore[arg-type]
+                        queue_periods=10_000, **kwargs)
     for index, frames in writes:
         recorder.offer(index, frames)
     recorder.start()
@@ -128,7 +140,7 @@ def record(tmp_path: Path, writes: list[tuple[int, bytes]], **kwargs: object) ->
     return store
 
 
-def test_recorder_keeps_the_card_time_line_through_underruns(tmp_path):
+def test_recorder_keeps_the_card_time_line_through_underruns(tmp_path: Path) -> None:
     # 1 s of silence, a 0.5 s hole the card filled with silence, then a tone at 1.5 s.
     writes = [(i * PERIOD, period()) for i in range(50)]
     tone_from = 75 * PERIOD
@@ -147,7 +159,7 @@ def test_recorder_keeps_the_card_time_line_through_underruns(tmp_path):
     assert rms == pytest.approx(8000 / 32768 / np.sqrt(2), rel=0.2)
 
 
-def test_recorder_cuts_segments_and_names_them_by_start_and_length(tmp_path):
+def test_recorder_cuts_segments_and_names_them_by_start_and_length(tmp_path: Path) -> None:
     writes = [(i * PERIOD, tone_period(i * PERIOD)) for i in range(250)]  # 5 s
     store = record(tmp_path, writes, segment_s=2.0)
     segments = store.segments()
@@ -159,7 +171,7 @@ def test_recorder_cuts_segments_and_names_them_by_start_and_length(tmp_path):
         assert samples_in_name(segment.path) == segment.samples == decoded_length(segment.path)
 
 
-def test_a_disk_that_refuses_raises_recording_failed(tmp_path):
+def test_a_disk_that_refuses_raises_recording_failed(tmp_path: Path) -> None:
     blocker = tmp_path / "rec"
     blocker.write_text("not a directory")
     faults = FaultRegistry(lambda: EPOCH)
@@ -173,7 +185,7 @@ def test_a_disk_that_refuses_raises_recording_failed(tmp_path):
 
 # --- the store -----------------------------------------------------------------------------
 
-def test_store_keeps_within_max_bytes_deleting_the_oldest(tmp_path):
+def test_store_keeps_within_max_bytes_deleting_the_oldest(tmp_path: Path) -> None:
     clock = ManualClock(EPOCH)
     store = make_store(tmp_path, clock)
     write_segment(store, EPOCH, 2.0)
@@ -188,7 +200,7 @@ def test_store_keeps_within_max_bytes_deleting_the_oldest(tmp_path):
     assert store.since == EPOCH + 6
 
 
-def test_store_deletes_segments_older_than_max_days(tmp_path):
+def test_store_deletes_segments_older_than_max_days(tmp_path: Path) -> None:
     clock = ManualClock(EPOCH)
     store = make_store(tmp_path, clock, max_days=1)
     write_segment(store, EPOCH - 3 * 86_400, 1.0)
@@ -197,7 +209,7 @@ def test_store_deletes_segments_older_than_max_days(tmp_path):
     assert [s.start for s in store.segments()] == [EPOCH - 3600, EPOCH]
 
 
-def test_store_after_a_power_cut_indexes_only_what_decodes(tmp_path):
+def test_store_after_a_power_cut_indexes_only_what_decodes(tmp_path: Path) -> None:
     clock = ManualClock(EPOCH)
     store = make_store(tmp_path, clock)
     write_segment(store, EPOCH, 2.0)
@@ -232,7 +244,7 @@ def test_store_after_a_power_cut_indexes_only_what_decodes(tmp_path):
 
 # --- the command ---------------------------------------------------------------------------
 
-def test_upload_recording_args_are_a_span_of_at_most_an_hour():
+def test_upload_recording_args_are_a_span_of_at_most_an_hour() -> None:
     args = validate_args("upload_recording", {"from": "2026-11-23T06:00:00+07:00",
                                               "to": "2026-11-23T07:00:00+07:00"})
     assert args["to"] - args["from"] == 3600
@@ -250,7 +262,7 @@ def upload_command(first: float, last: float, expires_at: float) -> Command:
     return Command("c-1", "upload_recording", {"from": first, "to": last}, first, expires_at)
 
 
-def test_upload_puts_the_span_and_retries_until_the_command_expires(tmp_path):
+def test_upload_puts_the_span_and_retries_until_the_command_expires(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         store = make_store(tmp_path / "rec", rig.clock)
         store.load()
@@ -273,10 +285,12 @@ def test_upload_puts_the_span_and_retries_until_the_command_expires(tmp_path):
 
         rig.sim.set_faults(recordings_status=503)
         status, reason = uploads.upload(upload_command(EPOCH, EPOCH + 1, now + 35))
+        assert reason is not None
         assert (status, reason.split(":")[0]) == ("failed", "source_unreachable")
         assert rig.sim.stats()["requests"]["recordings"] == 1 + 4
 
         status, reason = uploads.upload(upload_command(EPOCH - 100, EPOCH - 50, now + 35))
+        assert reason is not None
         assert (status, reason.split(":")[0]) == ("failed", "not_recorded")
         off = RecordingUploader(None, rig.client, rig.journal, rig.clock, lambda *_: None,
                                 max_backoff_s=60)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -11,15 +14,21 @@ from agent.source.client import SourceError
 from agent.source.reports import ReportUploader
 from agent.state.journal import REPORT
 from tests.support.schemas import validate
-from tests.support.source_sim import source_rig
+from tests.support.source_sim import SourceRig, source_rig
 
 
-def uploader(rig, **kwargs) -> ReportUploader:
+class UploaderOptions(TypedDict, total=False):
+    """The ReportUploader option that uploader() leaves open."""
+
+    batch_size: int
+
+
+def uploader(rig: SourceRig, **kwargs: Unpack[UploaderOptions]) -> ReportUploader:
     return ReportUploader(rig.store, rig.journal, rig.client, rig.faults, max_backoff_s=1.0,
                           rand=lambda: 0.05, **kwargs)
 
 
-def fault_reports(rig, n: int) -> list[str]:
+def fault_reports(rig: SourceRig, n: int) -> list[str]:
     """Real fault reports: raised and cleared through the FaultRegistry and the Journal."""
     rig.faults.subscribe(rig.journal.on_fault)
     for i in range(n):
@@ -29,7 +38,7 @@ def fault_reports(rig, n: int) -> list[str]:
     return [r.payload["id"] for r in rig.store.pending(REPORT, 10_000)]
 
 
-def wait_until(predicate, timeout: float = 5.0) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -38,7 +47,7 @@ def wait_until(predicate, timeout: float = 5.0) -> bool:
     return predicate()
 
 
-def test_reports_are_uploaded_once_and_removed(tmp_path):
+def test_reports_are_uploaded_once_and_removed(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         ids = fault_reports(rig, 2)
         up = uploader(rig)
@@ -52,7 +61,7 @@ def test_reports_are_uploaded_once_and_removed(tmp_path):
         assert rig.sim.stats()["requests"]["reports"] == 1
 
 
-def test_only_accepted_ids_leave_the_outbox(tmp_path):
+def test_only_accepted_ids_leave_the_outbox(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         fault_reports(rig, 1)
         rig.store.enqueue(REPORT, "status", {"type": "status"}, rig.clock.now())  # no id
@@ -61,7 +70,7 @@ def test_only_accepted_ids_leave_the_outbox(tmp_path):
         assert [r.payload for r in left] == [{"type": "status"}]
 
 
-def test_reports_stay_queued_while_the_server_fails(tmp_path):
+def test_reports_stay_queued_while_the_server_fails(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         ids = fault_reports(rig, 1)
         rig.sim.set_faults(reports_status=500)
@@ -72,7 +81,7 @@ def test_reports_stay_queued_while_the_server_fails(tmp_path):
         assert rig.sim.reports() == []
 
 
-def test_thread_uploads_in_batches_in_order_and_retries(tmp_path):
+def test_thread_uploads_in_batches_in_order_and_retries(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         rig.sim.set_faults(reports_status=500)
         up = uploader(rig)
@@ -94,7 +103,7 @@ def test_thread_uploads_in_batches_in_order_and_retries(tmp_path):
         assert not any(t.name == "reports" and t.is_alive() for t in threading.enumerate())
 
 
-def test_batches_hold_at_most_100_reports(tmp_path):
+def test_batches_hold_at_most_100_reports(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         fault_reports(rig, 60)  # 120 reports
         up = uploader(rig)
@@ -103,10 +112,11 @@ def test_batches_hold_at_most_100_reports(tmp_path):
         assert len(rig.sim.reports()) == 120
 
 
-def test_an_unexpected_error_is_a_fault_and_the_thread_retries(tmp_path, monkeypatch):
+def test_an_unexpected_error_is_a_fault_and_the_thread_retries(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with source_rig(tmp_path) as rig:
         up = uploader(rig)
-        calls = []
+        calls: list[int] = []
 
         def broken() -> tuple[int, int]:
             calls.append(1)

@@ -6,6 +6,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -15,12 +17,13 @@ from tests.support.fake_rtl_tcp import measure_tone
 
 
 @pytest.fixture
-def fake_process():
+def fake_process() -> Iterator[tuple[subprocess.Popen[str], int, int]]:
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.support.fake_rtl_tcp", "--port", "0", "--control-port", "0",
          "--station", "100.0:1000", "--station", "101.5:2500"],
         stdout=subprocess.PIPE, text=True)
     try:
+        assert process.stdout is not None
         ports = json.loads(process.stdout.readline())
         yield process, ports["port"], ports["control_port"]
     finally:
@@ -28,13 +31,14 @@ def fake_process():
         process.wait(timeout=5)
 
 
-def control(port, method, path):
+def control(port: int, method: str, path: str) -> dict[str, Any]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
     with urllib.request.urlopen(request, timeout=5) as response:
-        return json.loads(response.read())
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
 
 
-def receive(receiver, seconds):
+def receive(receiver: RtlTcpReceiver, seconds: float) -> bytes:
     pcm = b""
     deadline = time.monotonic() + seconds + 5
     while len(pcm) < round(seconds * 48_000) * 4 and time.monotonic() < deadline:
@@ -42,7 +46,8 @@ def receive(receiver, seconds):
     return pcm
 
 
-def test_switches_from_another_process(fake_process):
+def test_switches_from_another_process(
+        fake_process: tuple[subprocess.Popen[str], int, int]) -> None:
     process, port, control_port = fake_process
     receiver = RtlTcpReceiver("127.0.0.1", port, sample_rate=240_000, gain_db=None, ppm=0)
     receiver.start(101.5)
@@ -72,7 +77,8 @@ def test_switches_from_another_process(fake_process):
 
 @pytest.mark.parametrize(("method", "path", "status"), [
     ("POST", "/signal?on=maybe", 400), ("POST", "/reboot", 400), ("GET", "/nothing", 404)])
-def test_bad_control_requests_are_refused(fake_process, method, path, status):
+def test_bad_control_requests_are_refused(fake_process: tuple[subprocess.Popen[str], int, int],
+                                          method: str, path: str, status: int) -> None:
     _, _, control_port = fake_process
     with pytest.raises(urllib.error.HTTPError) as error:
         control(control_port, method, path)
@@ -81,7 +87,7 @@ def test_bad_control_requests_are_refused(fake_process, method, path, status):
 
 
 @pytest.mark.parametrize("station", ["abc:1000", "100.0:-5"])
-def test_bad_station_argument_is_a_usage_error(station):
+def test_bad_station_argument_is_a_usage_error(station: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tests.support.fake_rtl_tcp", "--port", "0", "--station", station],
         capture_output=True, text=True, timeout=30)

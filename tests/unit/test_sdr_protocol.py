@@ -3,6 +3,7 @@
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -28,25 +29,25 @@ from drivers.sdr.rtl_tcp import (
 from tests.support.fake_rtl_tcp import FakeRtlTcpServer, FakeStation
 
 
-def test_header_round_trip_and_layout():
+def test_header_round_trip_and_layout() -> None:
     data = encode_header(RtlTcpHeader(tuner_type=5, gain_count=29))
     assert data == b"RTL0\x00\x00\x00\x05\x00\x00\x00\x1d"
     assert parse_header(data) == RtlTcpHeader(5, 29)
 
 
 @pytest.mark.parametrize("data", [b"", b"RTL0\x00", b"HTTP/1.1 200", b"XTL0" + bytes(8)])
-def test_header_rejects_what_is_not_rtl_tcp(data):
+def test_header_rejects_what_is_not_rtl_tcp(data: bytes) -> None:
     with pytest.raises(ValueError, match="not an rtl_tcp header"):
         parse_header(data)
 
 
-def test_commands_are_u8_plus_u32_big_endian():
+def test_commands_are_u8_plus_u32_big_endian() -> None:
     assert encode_command(CMD_FREQUENCY, 100_000_000) == b"\x01\x05\xf5\xe1\x00"
     assert encode_command(CMD_PPM, -3) == b"\x05\xff\xff\xff\xfd"
     assert decode_command(b"\x02\x00\x03\xa9\x80") == (CMD_SAMPLE_RATE, 240_000)
 
 
-def test_tuning_commands_auto_and_manual_gain():
+def test_tuning_commands_auto_and_manual_gain() -> None:
     auto = [decode_command(c) for c in tuning_commands(99_760_000, 960_000, None, 0)]
     assert auto == [(CMD_SAMPLE_RATE, 960_000), (CMD_FREQUENCY, 99_760_000), (CMD_GAIN_MODE, 0),
                     (CMD_PPM, 0)]
@@ -56,12 +57,12 @@ def test_tuning_commands_auto_and_manual_gain():
 
 
 @pytest.fixture
-def fake():
+def fake() -> Iterator[FakeRtlTcpServer]:
     with FakeRtlTcpServer([FakeStation(100.0e6, 1000.0)]) as server:
         yield server
 
 
-def wait_for(predicate, timeout_s=5.0):
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
@@ -74,7 +75,9 @@ def wait_for(predicate, timeout_s=5.0):
     (240_000, None, 0, 100_000_000),  # centred: no room to move at 240 kS/s
     (960_000, 20.7, -7, 99_760_000),  # station placed fs/4 above the tuned centre
 ])
-def test_fake_receives_exactly_the_commands_sent(fake, sample_rate, gain_db, ppm, centre_hz):
+def test_fake_receives_exactly_the_commands_sent(fake: FakeRtlTcpServer, sample_rate: int,
+                                                 gain_db: float | None, ppm: int,
+                                                 centre_hz: int) -> None:
     receiver = RtlTcpReceiver("127.0.0.1", fake.port, sample_rate=sample_rate, gain_db=gain_db,
                               ppm=ppm)
     receiver.start(100.0)
@@ -88,7 +91,7 @@ def test_fake_receives_exactly_the_commands_sent(fake, sample_rate, gain_db, ppm
         receiver.stop()
 
 
-def test_no_server_is_sdr_missing():
+def test_no_server_is_sdr_missing() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again below: nothing listens there
@@ -97,9 +100,9 @@ def test_no_server_is_sdr_missing():
         receiver.start(100.0)
 
 
-def test_a_server_that_is_not_rtl_tcp_is_sdr_missing():
+def test_a_server_that_is_not_rtl_tcp_is_sdr_missing() -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        def answer_http():
+        def answer_http() -> None:
             conn, _ = listener.accept()
             with conn:
                 conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
@@ -112,7 +115,7 @@ def test_a_server_that_is_not_rtl_tcp_is_sdr_missing():
         thread.join(timeout=2)
 
 
-def read_until_pcm(receiver, timeout_s=3.0):
+def read_until_pcm(receiver: RtlTcpReceiver, timeout_s: float = 3.0) -> bytes:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         pcm = receiver.read(0.2)
@@ -121,7 +124,7 @@ def read_until_pcm(receiver, timeout_s=3.0):
     raise AssertionError("no PCM")
 
 
-def test_closed_connection_is_sdr_stalled(fake):
+def test_closed_connection_is_sdr_stalled(fake: FakeRtlTcpServer) -> None:
     receiver = RtlTcpReceiver("127.0.0.1", fake.port, sample_rate=240_000, gain_db=None, ppm=0)
     receiver.start(100.0)
     try:
@@ -134,7 +137,7 @@ def test_closed_connection_is_sdr_stalled(fake):
         receiver.stop()
 
 
-def test_stalled_server_reads_empty_then_resumes(fake):
+def test_stalled_server_reads_empty_then_resumes(fake: FakeRtlTcpServer) -> None:
     receiver = RtlTcpReceiver("127.0.0.1", fake.port, sample_rate=240_000, gain_db=None, ppm=0)
     receiver.start(100.0)
     try:
@@ -147,7 +150,7 @@ def test_stalled_server_reads_empty_then_resumes(fake):
         receiver.stop()
 
 
-def test_factory():
+def test_factory() -> None:
     none = receiver_factory("none", rtl_tcp_address="", sample_rate=240_000, gain_db=None,
                             ppm=0)()
     assert isinstance(none, NoReceiver)
@@ -171,11 +174,11 @@ def test_factory():
     ("sdr.local:7373", ("sdr.local", 7373)),
     ("[::1]:1234", ("::1", 1234)),
 ])
-def test_parse_address(address, expected):
+def test_parse_address(address: str, expected: tuple[str, int]) -> None:
     assert parse_address(address) == expected
 
 
 @pytest.mark.parametrize("address", ["", "1234", "host:", ":1234", "host:http", "host:70000"])
-def test_parse_address_rejects(address):
+def test_parse_address_rejects(address: str) -> None:
     with pytest.raises(ValueError, match="host:port"):
         parse_address(address)

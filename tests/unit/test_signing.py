@@ -4,7 +4,9 @@ import json
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -12,13 +14,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.core import signing
 
 
-def test_canonical_json_is_the_contract_form():
+def test_canonical_json_is_the_contract_form() -> None:
     obj = {"b": 1, "a": {"z": None, "y": [True, "Loa phường"]}}
     assert signing.canonical_json(obj) == \
         '{"a":{"y":[true,"Loa phường"],"z":null},"b":1}'.encode()
 
 
-def test_sign_then_verify_ignores_the_signature_field_and_key_order():
+def test_sign_then_verify_ignores_the_signature_field_and_key_order() -> None:
     key = Ed25519PrivateKey.generate()
     command = {"id": "c-1", "type": "sync_now", "args": {}}
     command["signature"] = signing.sign(command, key)
@@ -35,15 +37,16 @@ def test_sign_then_verify_ignores_the_signature_field_and_key_order():
     lambda c: c.pop("signature"),
     lambda c: c.update(extra=float("nan")),
 ])
-def test_verify_rejects_tampered_or_malformed(tamper):
+def test_verify_rejects_tampered_or_malformed(
+        tamper: Callable[[dict[str, object]], object]) -> None:
     key = Ed25519PrivateKey.generate()
-    command = {"id": "c-1", "type": "sync_now", "args": {}}
+    command: dict[str, object] = {"id": "c-1", "type": "sync_now", "args": {}}
     command["signature"] = signing.sign(command, key)
     tamper(command)
     assert not signing.verify(command, key.public_key())
 
 
-def test_verify_bytes_for_schedule_bodies():
+def test_verify_bytes_for_schedule_bodies() -> None:
     key = Ed25519PrivateKey.generate()
     body = b'{"version": 17}'
     header = signing.sign_bytes(body, key)
@@ -54,7 +57,7 @@ def test_verify_bytes_for_schedule_bodies():
     assert not signing.verify_bytes(body, header, other)
 
 
-def test_load_public_key_round_trip_and_clear_errors():
+def test_load_public_key_round_trip_and_clear_errors() -> None:
     key = Ed25519PrivateKey.generate().public_key()
     b64 = signing.public_key_b64(key)
     assert signing.public_key_b64(signing.load_public_key(b64)) == b64
@@ -74,7 +77,7 @@ def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
                           timeout=30)
 
 
-def test_keygen_and_sign_command_produce_a_verifiable_command(tmp_path):
+def test_keygen_and_sign_command_produce_a_verifiable_command(tmp_path: Path) -> None:
     done = _cli("keygen", "--out", str(tmp_path / "central"))
     assert done.returncode == 0, done.stderr
     public_b64 = done.stdout.strip()
@@ -95,14 +98,14 @@ def test_keygen_and_sign_command_produce_a_verifiable_command(tmp_path):
     assert signing.verify(command, signing.load_public_key(public_b64))
 
 
-def test_keygen_refuses_to_overwrite(tmp_path):
+def test_keygen_refuses_to_overwrite(tmp_path: Path) -> None:
     assert _cli("keygen", "--out", str(tmp_path / "k")).returncode == 0
     again = _cli("keygen", "--out", str(tmp_path / "k"))
     assert again.returncode == 1
     assert "refusing to overwrite" in again.stderr
 
 
-def test_sign_command_refuses_bad_args(tmp_path):
+def test_sign_command_refuses_bad_args(tmp_path: Path) -> None:
     assert _cli("keygen", "--out", str(tmp_path / "k")).returncode == 0
     bad = _cli("sign-command", "--key", str(tmp_path / "k.key"), "--type", "set_volume",
                "--args", '{"volume": 101}', "--to", "d1")
@@ -110,7 +113,7 @@ def test_sign_command_refuses_bad_args(tmp_path):
     assert "volume must be an integer 0–100" in bad.stderr
 
 
-def test_register_adds_both_subcommands():
+def test_register_adds_both_subcommands() -> None:
     parser = argparse.ArgumentParser()
     signing.register(parser.add_subparsers())
     args = parser.parse_args(["sign-command", "--key", "k", "--type", "sync_now", "--to", "d1"])

@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def content(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def sim(content: Path):
+def sim(content: Path) -> Iterator[SourceSimulator]:
     key = Ed25519PrivateKey.generate()
     with SourceSimulator(content, DEVICE, TOKEN, signing_key=key) as running:
         yield running
@@ -44,7 +45,7 @@ def schedule_url(sim: SourceSimulator, device: str = DEVICE) -> str:
     return f"{sim.url}/devices/{device}/schedule"
 
 
-def test_schedule_etag_and_304(sim, content):
+def test_schedule_etag_and_304(sim: SourceSimulator, content: Path) -> None:
     body = write_schedule(content, schedule_doc(1, DEVICE, []))
     first = requests.get(schedule_url(sim), headers=AUTH, timeout=5)
     assert first.status_code == 200
@@ -58,7 +59,7 @@ def test_schedule_etag_and_304(sim, content):
                                        "with_authorization": 2}
 
 
-def test_schedule_signature_covers_exact_body(sim, content):
+def test_schedule_signature_covers_exact_body(sim: SourceSimulator, content: Path) -> None:
     write_schedule(content, schedule_doc(1, DEVICE, []))
     answer = requests.get(schedule_url(sim), headers=AUTH, timeout=5)
     assert sim.signing_key is not None
@@ -68,7 +69,7 @@ def test_schedule_signature_covers_exact_body(sim, content):
     assert "X-Signature" not in requests.get(schedule_url(sim), headers=AUTH, timeout=5).headers
 
 
-def test_schedule_file_is_reloaded_when_it_changes(sim, content):
+def test_schedule_file_is_reloaded_when_it_changes(sim: SourceSimulator, content: Path) -> None:
     write_schedule(content, schedule_doc(1, DEVICE, []))
     etag1 = requests.get(schedule_url(sim), headers=AUTH, timeout=5).headers["ETag"]
     write_schedule(content, schedule_doc(2, DEVICE, []))
@@ -82,13 +83,14 @@ def test_schedule_file_is_reloaded_when_it_changes(sim, content):
     ({"Authorization": "Bearer wrong"}, DEVICE, 403),
     (AUTH, "another-device", 404),
 ])
-def test_schedule_refusals(sim, content, headers, device, status):
+def test_schedule_refusals(sim: SourceSimulator, content: Path, headers: dict[str, str],
+                           device: str, status: int) -> None:
     write_schedule(content, schedule_doc(1, DEVICE, []))
     assert requests.get(schedule_url(sim, device), headers=headers, timeout=5).status_code \
         == status
 
 
-def test_media_full_and_range(sim, content):
+def test_media_full_and_range(sim: SourceSimulator, content: Path) -> None:
     data = media_bytes(300_000, seed=1)
     add_media(content, "m-1", data, duration_s=3.0)
     full = requests.get(f"{sim.url}/media/m-1", headers=AUTH, timeout=5)
@@ -104,7 +106,7 @@ def test_media_full_and_range(sim, content):
     assert sim.stats()["media_bytes"] == {"m-1": len(data) + len(data) - 1000}
 
 
-def test_media_fault_switches(sim, content):
+def test_media_fault_switches(sim: SourceSimulator, content: Path) -> None:
     data = media_bytes(200_000, seed=2)
     add_media(content, "m-1", data, duration_s=2.0)
     url = f"{sim.url}/media/m-1"
@@ -121,7 +123,7 @@ def test_media_fault_switches(sim, content):
     assert requests.get(url, headers=AUTH, timeout=5).status_code == 503
 
 
-def test_admin_fault_endpoint_and_garbage(sim, content):
+def test_admin_fault_endpoint_and_garbage(sim: SourceSimulator, content: Path) -> None:
     write_schedule(content, schedule_doc(1, DEVICE, []))
     answer = requests.post(f"{sim.root_url}/_sim/faults", timeout=5,
                            json={"garbage_json": True, "schedule_status": None})
@@ -135,7 +137,7 @@ def test_admin_fault_endpoint_and_garbage(sim, content):
     assert bad.status_code == 400 and "no_such_switch" in bad.json()["error"]
 
 
-def test_reports_are_stored_once_by_id(sim):
+def test_reports_are_stored_once_by_id(sim: SourceSimulator) -> None:
     url = f"{sim.url}/devices/{DEVICE}/reports"
     reports = [{"id": "r-1", "type": "status"}, {"id": "r-2", "type": "status"},
                {"type": "status"}]
@@ -152,7 +154,7 @@ def test_reports_are_stored_once_by_id(sim):
     assert len(sim.reports()) == 2
 
 
-def test_console_script_serves_and_prints_url(tmp_path):
+def test_console_script_serves_and_prints_url(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     key_file = tmp_path / "sim.key"
     key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -18,7 +19,7 @@ def raw_public(key: Ed25519PrivateKey) -> bytes:
                                          serialization.PublicFormat.Raw)
 
 
-def test_new_then_unchanged(tmp_path):
+def test_new_then_unchanged(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         body = write_schedule(rig.content, schedule_doc(3, DEVICE, []))
         new = rig.client.fetch_schedule(None)
@@ -27,7 +28,7 @@ def test_new_then_unchanged(tmp_path):
         assert not same.changed and same.etag == new.etag and same.body == b""
 
 
-def test_signed_schedule_is_accepted(tmp_path):
+def test_signed_schedule_is_accepted(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     with source_rig(tmp_path, signing_key=key, public_key=raw_public(key)) as rig:
         write_schedule(rig.content, schedule_doc(1, DEVICE, []))
@@ -35,7 +36,7 @@ def test_signed_schedule_is_accepted(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["unsigned", "other key"])
-def test_missing_or_bad_signature_is_refused(tmp_path, case):
+def test_missing_or_bad_signature_is_refused(tmp_path: Path, case: str) -> None:
     signer = Ed25519PrivateKey.generate()
     trusted = signer if case == "unsigned" else Ed25519PrivateKey.generate()
     with source_rig(tmp_path, signing_key=signer, public_key=raw_public(trusted)) as rig:
@@ -46,7 +47,7 @@ def test_missing_or_bad_signature_is_refused(tmp_path, case):
         assert err.value.code == "schedule_signature"
 
 
-def test_no_public_key_ignores_signatures(tmp_path):
+def test_no_public_key_ignores_signatures(tmp_path: Path) -> None:
     with source_rig(tmp_path, signing_key=Ed25519PrivateKey.generate()) as rig:
         write_schedule(rig.content, schedule_doc(1, DEVICE, []))
         assert rig.client.fetch_schedule(None).changed
@@ -62,7 +63,8 @@ def test_no_public_key_ignores_signatures(tmp_path):
     ({"garbage_json": True}, "source_bad_response"),
     ({"slow_s": 1.0}, "source_unreachable"),
 ])
-def test_schedule_failures_map_to_fault_codes(tmp_path, switches, code):
+def test_schedule_failures_map_to_fault_codes(tmp_path: Path, switches: dict[str, object],
+                                              code: str) -> None:
     with source_rig(tmp_path, read_timeout_s=0.3) as rig:
         write_schedule(rig.content, schedule_doc(1, DEVICE, []))
         rig.sim.set_faults(**switches)
@@ -72,7 +74,7 @@ def test_schedule_failures_map_to_fault_codes(tmp_path, switches, code):
         assert err.value.message
 
 
-def test_wrong_token_is_source_auth(tmp_path):
+def test_wrong_token_is_source_auth(tmp_path: Path) -> None:
     with source_rig(tmp_path, client_token="not-it") as rig:
         write_schedule(rig.content, schedule_doc(1, DEVICE, []))
         with pytest.raises(SourceError) as err:
@@ -80,7 +82,7 @@ def test_wrong_token_is_source_auth(tmp_path):
         assert err.value.code == "source_auth"
 
 
-def test_connection_refused_is_unreachable():
+def test_connection_refused_is_unreachable() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again before the request: nothing listens
@@ -97,11 +99,11 @@ def test_connection_refused_is_unreachable():
     ("https://h.invalid/api/v1", "media/m-1", "https://h.invalid/api/media/m-1"),
     ("https://h.invalid/api/v1", "https://cdn.invalid/x.mp3", "https://cdn.invalid/x.mp3"),
 ])
-def test_media_urls_resolve_by_rfc3986(base, url, resolved):
+def test_media_urls_resolve_by_rfc3986(base: str, url: str, resolved: str) -> None:
     assert SourceClient(SourceSettings(url=base, device_id=DEVICE)).resolve(url) == resolved
 
 
-def test_media_range_and_ignored_range(tmp_path):
+def test_media_range_and_ignored_range(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         data = bytes(range(256)) * 100
         entry = add_media(rig.content, "m-1", data, duration_s=1.0)
@@ -112,7 +114,7 @@ def test_media_range_and_ignored_range(tmp_path):
             assert body.start == 0 and b"".join(body.chunks) == data
 
 
-def test_media_errors(tmp_path):
+def test_media_errors(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         with pytest.raises(SourceError) as err, rig.client.open_media("media/nope", 0, "nope"):
             pass
@@ -125,7 +127,7 @@ def test_media_errors(tmp_path):
         assert err.value.code == "source_unreachable"
 
 
-def test_post_reports_returns_accepted_ids(tmp_path):
+def test_post_reports_returns_accepted_ids(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         assert rig.client.post_reports([{"id": "a"}, {"id": "b"}, {"no": "id"}]) == {"a", "b"}
         rig.sim.set_faults(reports_status=500)
@@ -134,7 +136,7 @@ def test_post_reports_returns_accepted_ids(tmp_path):
         assert err.value.code == "source_unreachable"
 
 
-def test_tls_verification_off_is_logged(caplog):
+def test_tls_verification_off_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="agent.source.client"):
         SourceClient(SourceSettings(url="https://h.invalid/api/v1", device_id=DEVICE,
                                     verify_tls=False))

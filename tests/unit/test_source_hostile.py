@@ -8,6 +8,8 @@ import io
 import json
 import resource
 import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -45,25 +47,26 @@ def response(body: bytes, **headers: str) -> requests.Response:
 
 @pytest.mark.parametrize(("encoding", "encode"), [
     ("identity", lambda b: b), ("gzip", gzip.compress), ("deflate", zlib.compress)])
-def test_bodies_are_decoded_within_the_bound(encoding, encode):
+def test_bodies_are_decoded_within_the_bound(encoding: str,
+                                             encode: Callable[[bytes], bytes]) -> None:
     body = b'{"version": 1}' * 100
     assert read_bounded(response(encode(body), **{"Content-Encoding": encoding}),
                         len(body)) == body
 
 
-def test_a_body_over_the_bound_is_refused_after_decoding():
+def test_a_body_over_the_bound_is_refused_after_decoding() -> None:
     body = gzip.compress(b" " * 10_000)
     assert len(body) < 1_000
     with pytest.raises(BodyTooLarge):
         read_bounded(response(body, **{"Content-Encoding": "gzip"}), 9_999)
 
 
-def test_a_declared_length_over_the_bound_is_refused_before_reading():
+def test_a_declared_length_over_the_bound_is_refused_before_reading() -> None:
     with pytest.raises(BodyTooLarge, match="Content-Length"):
         read_bounded(response(b"x" * 10, **{"Content-Length": "10000000"}), 1000)
 
 
-def test_a_gzip_bomb_is_cut_early_without_inflating_it():
+def test_a_gzip_bomb_is_cut_early_without_inflating_it() -> None:
     bomb = b"".join(gzip_bomb(256 * 1024 * 1024))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(BodyTooLarge):
@@ -72,21 +75,21 @@ def test_a_gzip_bomb_is_cut_early_without_inflating_it():
     assert grown_kib < 64 * 1024
 
 
-def test_broken_or_unknown_encodings_are_bad_bodies():
+def test_broken_or_unknown_encodings_are_bad_bodies() -> None:
     with pytest.raises(BodyBroken, match="decode"):
         read_bounded(response(b"not gzip at all", **{"Content-Encoding": "gzip"}), 1000)
     with pytest.raises(BodyBroken, match="Content-Encoding"):
         read_bounded(response(b"x", **{"Content-Encoding": "br"}), 1000)
 
 
-def test_error_bodies_are_read_to_a_small_limit():
+def test_error_bodies_are_read_to_a_small_limit() -> None:
     excerpt = error_excerpt(response(b"E" * 10_000_000))
     assert excerpt == "E" * 200
 
 
 # --- the schedule ------------------------------------------------------------------------
 
-def test_a_2gb_gzip_bomb_schedule_is_refused_as_too_large(tmp_path):
+def test_a_2gb_gzip_bomb_schedule_is_refused_as_too_large(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         write_schedule(rig.content, schedule_doc(1, DEVICE, []))
         rig.sim.set_faults(gzip_bomb_bytes=2 * 1024 ** 3)
@@ -96,7 +99,7 @@ def test_a_2gb_gzip_bomb_schedule_is_refused_as_too_large(tmp_path):
         assert "4194304" in err.value.message
 
 
-def test_a_schedule_padded_past_max_schedule_bytes_is_refused(tmp_path):
+def test_a_schedule_padded_past_max_schedule_bytes_is_refused(tmp_path: Path) -> None:
     with source_rig(tmp_path, max_schedule_bytes=2048) as rig:
         doc = schedule_doc(1, DEVICE, [])
         (rig.content / "schedule.json").write_text(json.dumps(doc) + " " * 5000)
@@ -105,7 +108,7 @@ def test_a_schedule_padded_past_max_schedule_bytes_is_refused(tmp_path):
         assert err.value.code == "schedule_too_large"
 
 
-def test_a_trickled_schedule_is_cut_at_the_overall_deadline(tmp_path):
+def test_a_trickled_schedule_is_cut_at_the_overall_deadline(tmp_path: Path) -> None:
     with source_rig(tmp_path, request_deadline_s=1.0, read_timeout_s=30) as rig:
         write_schedule(rig.content, schedule_doc(1, DEVICE, []))
         rig.sim.set_faults(trickle_s=0.2)
@@ -115,7 +118,7 @@ def test_a_trickled_schedule_is_cut_at_the_overall_deadline(tmp_path):
         assert "deadline of 1 s" in err.value.message
 
 
-def test_sync_keeps_the_last_good_schedule_and_raises_schedule_too_large(tmp_path):
+def test_sync_keeps_the_last_good_schedule_and_raises_schedule_too_large(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         service = SyncService(rig.client, rig.cache(), rig.store, rig.journal, rig.faults,
                               rig.clock, device_id=DEVICE, default_tz="Asia/Ho_Chi_Minh",
@@ -138,7 +141,7 @@ def test_sync_keeps_the_last_good_schedule_and_raises_schedule_too_large(tmp_pat
 # --- where the token goes -------------------------------------------------------------------
 
 @pytest.fixture
-def cdn(tmp_path):
+def cdn(tmp_path: Path) -> Iterator[SourceSimulator]:
     """Another origin serving media, without a token of its own."""
     content = tmp_path / "cdn"
     content.mkdir()
@@ -146,7 +149,8 @@ def cdn(tmp_path):
         yield sim
 
 
-def test_media_on_another_origin_is_fetched_without_the_token(tmp_path, cdn):
+def test_media_on_another_origin_is_fetched_without_the_token(tmp_path: Path,
+                                                              cdn: SourceSimulator) -> None:
     with source_rig(tmp_path) as rig:
         entry = add_media(cdn.directory, "m-1", media_bytes(10_000), duration_s=1.0,
                           url=f"{cdn.url}/media/m-1")
@@ -159,7 +163,7 @@ def test_media_on_another_origin_is_fetched_without_the_token(tmp_path, cdn):
         assert rig.sim.stats()["requests"]["with_authorization"] == 1
 
 
-def test_a_redirect_to_another_origin_drops_the_token(tmp_path, cdn):
+def test_a_redirect_to_another_origin_drops_the_token(tmp_path: Path, cdn: SourceSimulator) -> None:
     with source_rig(tmp_path) as rig:
         entry = add_media(rig.content, "m-1", media_bytes(10_000), duration_s=1.0)
         add_media(cdn.directory, "m-1", media_bytes(10_000), duration_s=1.0)
@@ -171,7 +175,7 @@ def test_a_redirect_to_another_origin_drops_the_token(tmp_path, cdn):
         assert "with_authorization" not in cdn.stats()["requests"]
 
 
-def test_a_redirect_to_a_file_url_is_refused(tmp_path):
+def test_a_redirect_to_a_file_url_is_refused(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         entry = add_media(rig.content, "m-1", media_bytes(100), duration_s=1.0)
         rig.sim.set_faults(media_redirect="file:///etc/")
@@ -183,7 +187,7 @@ def test_a_redirect_to_a_file_url_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "rtsp://cam/1", "/dev/snd"])
-def test_schedule_programs_with_non_web_urls_are_invalid(url):
+def test_schedule_programs_with_non_web_urls_are_invalid(url: str) -> None:
     doc = schedule_doc(1, DEVICE, [])
     doc["media"] = [{"id": "m-1", "url": url, "sha256": "a" * 64, "size": 1}]
     doc["programs"] = [
@@ -199,7 +203,7 @@ def test_schedule_programs_with_non_web_urls_are_invalid(url):
         assert {pid for pid, _ in parsed.problems} == {"m-1", "p-1", "p-2"}
 
 
-def test_origins_compare_scheme_host_and_port():
+def test_origins_compare_scheme_host_and_port() -> None:
     assert origin("https://A.example/api/v1") == origin("https://a.example:443/media/x")
     assert origin("http://a.example/x") != origin("https://a.example/x")
     assert origin("https://a.example:8443/x") != origin("https://a.example/x")
@@ -207,7 +211,7 @@ def test_origins_compare_scheme_host_and_port():
 
 # --- a full disk ------------------------------------------------------------------------------
 
-def test_below_the_free_space_reserve_no_download_is_requested(tmp_path):
+def test_below_the_free_space_reserve_no_download_is_requested(tmp_path: Path) -> None:
     with source_rig(tmp_path) as rig:
         entry = add_media(rig.content, "m-1", media_bytes(10_000), duration_s=1.0)
         write_schedule(rig.content, schedule_doc(1, DEVICE, [entry]))

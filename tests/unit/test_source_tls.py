@@ -6,6 +6,7 @@ import datetime
 import ipaddress
 import ssl
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 from cryptography import x509
@@ -55,8 +56,25 @@ def _issue(name: str, issuer_key: ec.EllipticCurvePrivateKey | None,
     return key, subject, cert_file, key_file
 
 
+class Pki(TypedDict):
+    """The CA's certificate; the server's and the client's (certificate, key) files."""
+
+    ca: Path
+    server: tuple[Path, Path]
+    client: tuple[Path, Path]
+
+
+class TlsOptions(TypedDict, total=False):
+    """The TLS fields of SourceSettings."""
+
+    verify_tls: bool
+    ca_file: Path | None
+    client_cert: Path | None
+    client_key: Path | None
+
+
 @pytest.fixture
-def pki(tmp_path):
+def pki(tmp_path: Path) -> Pki:
     ca_key, ca_name, ca_cert, _ = _issue("ca", None, None, ca=True, tmp=tmp_path)
     _, _, server_cert, server_key = _issue("server", ca_key, ca_name, ca=False, tmp=tmp_path)
     _, _, client_cert, client_key = _issue("client", ca_key, ca_name, ca=False, tmp=tmp_path)
@@ -64,7 +82,7 @@ def pki(tmp_path):
             "client": (client_cert, client_key)}
 
 
-def tls_sim(tmp_path: Path, pki, *, require_client_cert: bool) -> SourceSimulator:
+def tls_sim(tmp_path: Path, pki: Pki, *, require_client_cert: bool) -> SourceSimulator:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(*pki["server"])
     if require_client_cert:
@@ -74,7 +92,7 @@ def tls_sim(tmp_path: Path, pki, *, require_client_cert: bool) -> SourceSimulato
     return SourceSimulator(tmp_path, DEVICE, TOKEN, tls_context=ctx).start()
 
 
-def fetch(sim: SourceSimulator, **settings) -> int:
+def fetch(sim: SourceSimulator, **settings: Unpack[TlsOptions]) -> int:
     client = SourceClient(SourceSettings(url=sim.url, device_id=DEVICE, token=TOKEN,
                                          connect_timeout_s=2, read_timeout_s=2, **settings))
     try:
@@ -83,7 +101,7 @@ def fetch(sim: SourceSimulator, **settings) -> int:
         client.close()
 
 
-def test_private_ca(tmp_path, pki):
+def test_private_ca(tmp_path: Path, pki: Pki) -> None:
     sim = tls_sim(tmp_path, pki, require_client_cert=False)
     try:
         assert sim.url.startswith("https://")
@@ -98,7 +116,7 @@ def test_private_ca(tmp_path, pki):
         sim.stop()
 
 
-def test_client_certificate(tmp_path, pki):
+def test_client_certificate(tmp_path: Path, pki: Pki) -> None:
     sim = tls_sim(tmp_path, pki, require_client_cert=True)
     try:
         client_cert, client_key = pki["client"]

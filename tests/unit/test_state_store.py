@@ -45,7 +45,7 @@ def test_a_full_store_holds_records_in_order_and_writes_them_when_room_returns(
     journal = Journal(store, ManualClock(), ZoneInfo("Asia/Ho_Chi_Minh"))
     told: list[tuple[int, bool]] = []
     journal.on_write_failure = lambda held, error: told.append((held, error is not None))
-    sent = []
+    sent: list[dict[str, Any]] = []
     while journal.held == 0:
         sent.append(journal.report("play", program_id=f"p-{len(sent)}", text="x" * 500))
     journal.ack("c-1", "completed")

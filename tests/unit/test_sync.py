@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypedDict, Unpack
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -14,6 +17,7 @@ from agent.source.sync import KEY_DOC, KEY_ETAG, KEY_VERSION, SyncService, backo
 from agent.state.journal import MQTT
 from tests.support.source_sim import (
     DEVICE,
+    SourceRig,
     add_media,
     media_bytes,
     schedule_doc,
@@ -34,8 +38,25 @@ class Applied:
         self.event.set()
 
 
+class RigOptions(TypedDict, total=False):
+    """The options of source_rig that these tests set."""
+
+    signing_key: Ed25519PrivateKey | None
+    public_key: bytes | None
+    read_timeout_s: float
+
+
+class DocOptions(TypedDict, total=False):
+    """schedule_doc's keyword options."""
+
+    start: str
+    extra_programs: list[dict[str, Any]] | None
+    timezone: str
+
+
 @contextmanager
-def sync_rig(tmp_path, **rig_args):
+def sync_rig(tmp_path: Path,
+             **rig_args: Unpack[RigOptions]) -> Iterator[tuple[SourceRig, SyncService, Applied]]:
     with source_rig(tmp_path, **rig_args) as rig:
         applied = Applied()
         service = SyncService(rig.client, rig.cache(), rig.store, rig.journal, rig.faults,
@@ -44,11 +65,12 @@ def sync_rig(tmp_path, **rig_args):
         yield rig, service, applied
 
 
-def events(rig, type_: str) -> list[dict]:
+def events(rig: SourceRig, type_: str) -> list[dict[str, Any]]:
     return [r.payload for r in rig.store.pending(MQTT, 1000) if r.kind == f"event:{type_}"]
 
 
-def publish(rig, version: int, n_media: int = 1, **doc_args) -> dict:
+def publish(rig: SourceRig, version: int, n_media: int = 1,
+            **doc_args: Unpack[DocOptions]) -> dict[str, Any]:
     media = [add_media(rig.content, f"m-{i}", media_bytes(20_000, seed=i), duration_s=1.0)
              for i in range(n_media)]
     doc = schedule_doc(version, DEVICE, media, **doc_args)
@@ -56,7 +78,7 @@ def publish(rig, version: int, n_media: int = 1, **doc_args) -> dict:
     return doc
 
 
-def test_apply_persist_and_cache_media(tmp_path):
+def test_apply_persist_and_cache_media(tmp_path: Path) -> None:
     with sync_rig(tmp_path) as (rig, service, applied):
         doc = publish(rig, 5, n_media=2)
         assert service.run_once()
@@ -71,7 +93,7 @@ def test_apply_persist_and_cache_media(tmp_path):
         assert rig.raised() == {}
 
 
-def test_unchanged_schedule_is_not_downloaded_again(tmp_path):
+def test_unchanged_schedule_is_not_downloaded_again(tmp_path: Path) -> None:
     with sync_rig(tmp_path) as (rig, service, applied):
         publish(rig, 1)
         assert service.run_once() and service.run_once() and service.run_once()
@@ -81,7 +103,7 @@ def test_unchanged_schedule_is_not_downloaded_again(tmp_path):
         assert applied.versions == [1]
 
 
-def test_media_are_fetched_most_urgent_first(tmp_path):
+def test_media_are_fetched_most_urgent_first(tmp_path: Path) -> None:
     with sync_rig(tmp_path) as (rig, service, _):
         # ManualClock starts at 15:00 Asia/Ho_Chi_Minh: m-late plays at 23:00, m-soon at 16:00
         late = add_media(rig.content, "m-late", media_bytes(1000, 1), duration_s=1.0)
@@ -95,7 +117,7 @@ def test_media_are_fetched_most_urgent_first(tmp_path):
         assert [e["media_id"] for e in events(rig, "media_cached")] == ["m-soon", "m-late"]
 
 
-def test_lower_version_is_ignored(tmp_path):
+def test_lower_version_is_ignored(tmp_path: Path) -> None:
     with sync_rig(tmp_path) as (rig, service, applied):
         publish(rig, 7)
         service.run_once()
@@ -109,7 +131,7 @@ def test_lower_version_is_ignored(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["unsigned", "wrong key"])
-def test_unsigned_or_badly_signed_schedule_is_never_applied(tmp_path, case):
+def test_unsigned_or_badly_signed_schedule_is_never_applied(tmp_path: Path, case: str) -> None:
     signer = Ed25519PrivateKey.generate()
     trusted = signer if case == "unsigned" else Ed25519PrivateKey.generate()
     public = trusted.public_key().public_bytes(serialization.Encoding.Raw,
@@ -123,7 +145,7 @@ def test_unsigned_or_badly_signed_schedule_is_never_applied(tmp_path, case):
         assert rig.sim.stats()["requests"].get("media", 0) == 0
 
 
-def test_signed_schedule_is_applied(tmp_path):
+def test_signed_schedule_is_applied(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     public = key.public_key().public_bytes(serialization.Encoding.Raw,
                                            serialization.PublicFormat.Raw)
@@ -152,7 +174,9 @@ SWITCHES_OFF = {"schedule_status": None, "media_status": None, "garbage_json": F
 
 
 @pytest.mark.parametrize(("switches", "code"), SCHEDULE_SWITCHES)
-def test_schedule_fault_switch_raises_its_code_and_keeps_last_good(tmp_path, switches, code):
+def test_schedule_fault_switch_raises_its_code_and_keeps_last_good(tmp_path: Path,
+                                                                   switches: dict[str, object],
+                                                                   code: str) -> None:
     with sync_rig(tmp_path, read_timeout_s=0.3) as (rig, service, applied):
         publish(rig, 1)
         assert service.run_once()
@@ -168,7 +192,8 @@ def test_schedule_fault_switch_raises_its_code_and_keeps_last_good(tmp_path, swi
 
 
 @pytest.mark.parametrize(("switches", "code"), MEDIA_SWITCHES)
-def test_media_fault_switch_raises_its_code_and_retries(tmp_path, switches, code):
+def test_media_fault_switch_raises_its_code_and_retries(tmp_path: Path, switches: dict[str, object],
+                                                        code: str) -> None:
     with sync_rig(tmp_path) as (rig, service, applied):
         doc = publish(rig, 1, n_media=2)
         rig.sim.set_faults(**switches)
@@ -184,7 +209,7 @@ def test_media_fault_switch_raises_its_code_and_retries(tmp_path, switches, code
             sorted(m["id"] for m in doc["media"])
 
 
-def test_invalid_programs_are_skipped_and_named(tmp_path):
+def test_invalid_programs_are_skipped_and_named(tmp_path: Path) -> None:
     with sync_rig(tmp_path) as (rig, service, applied):
         media = add_media(rig.content, "m-0", media_bytes(1000), duration_s=1.0)
         doc = schedule_doc(1, DEVICE, [media], extra_programs=[
@@ -201,7 +226,7 @@ def test_invalid_programs_are_skipped_and_named(tmp_path):
     {"version": "seven", "device_id": DEVICE},
     {"version": 3, "device_id": "somebody-else", "media": [], "programs": []},
 ])
-def test_unusable_document_is_rejected_as_a_whole(tmp_path, doc):
+def test_unusable_document_is_rejected_as_a_whole(tmp_path: Path, doc: Any) -> None:
     with sync_rig(tmp_path) as (rig, service, applied):
         publish(rig, 1)
         service.run_once()
@@ -210,7 +235,7 @@ def test_unusable_document_is_rejected_as_a_whole(tmp_path, doc):
         assert applied.versions == [1] and "schedule_invalid" in rig.raised()
 
 
-def test_applied_schedule_survives_restart(tmp_path):
+def test_applied_schedule_survives_restart(tmp_path: Path) -> None:
     with sync_rig(tmp_path) as (rig, service, _):
         publish(rig, 4)
         service.run_once()
@@ -224,7 +249,7 @@ def test_applied_schedule_survives_restart(tmp_path):
         assert again.status().schedule_version == 4
 
 
-def test_thread_polls_on_demand_and_stops(tmp_path):
+def test_thread_polls_on_demand_and_stops(tmp_path: Path) -> None:
     with sync_rig(tmp_path) as (rig, service, applied):
         publish(rig, 1)
         service.start()
@@ -241,7 +266,7 @@ def test_thread_polls_on_demand_and_stops(tmp_path):
 
 
 @pytest.mark.parametrize("failures", [1, 3, 10, 50])
-def test_backoff_is_full_jitter_capped(failures):
+def test_backoff_is_full_jitter_capped(failures: int) -> None:
     cap = 30.0
     ceiling = min(cap, 2.0 ** failures)
     assert backoff_delay(failures, cap, lambda: 0.0) == 0.0
