@@ -154,15 +154,13 @@ class MqttLink:
         errors: dict[str, str] = {}
         while not self._stopping.is_set():
             broker = self._brokers[index]
+            session: _Session | None = None
             try:
                 session = self._open(broker)
-            except Exception as exc:  # a bug (ours or paho's): the next broker, backing off
+            except Exception as exc:  # a bug (ours or paho's): a failed attempt like any other
                 self._faults.internal_error(f"MQTT connection to {self._uri(broker)}", exc)
-                index = (index + 1) % len(self._brokers)
-                self._stopping.wait(self._random.uniform(backoff / 2, backoff))
-                backoff = min(backoff * 2, self._settings.max_backoff_s)
-                continue
-            if self._await_subscribed(session):
+                error = f"internal error: {type(exc).__name__}: {exc}"
+            if session is not None and self._await_subscribed(session):
                 failures, backoff = 0, self._settings.min_backoff_s
                 errors.clear()
                 self._serve(session)
@@ -170,18 +168,21 @@ class MqttLink:
             elif self._stopping.is_set():
                 pause = 0.0
             else:
+                if session is not None:
+                    error = session.error
                 failures += 1
-                errors[self._uri(broker)] = session.error
-                log.warning("MQTT broker %s: %s", self._uri(broker), session.error)
+                errors[self._uri(broker)] = error
+                log.warning("MQTT broker %s: %s", self._uri(broker), error)
                 if failures >= len(self._brokers):
                     self._faults.raise_("mqtt_unreachable", "; ".join(
-                        f"{uri}: {error}" for uri, error in errors.items()))
+                        f"{uri}: {reason}" for uri, reason in errors.items()))
                 index = (index + 1) % len(self._brokers)
                 pause = 0.0
                 if index == 0:  # a whole round failed: back off with jitter
                     pause = self._random.uniform(backoff / 2, backoff)
                     backoff = min(backoff * 2, self._settings.max_backoff_s)
-            self._close(session)
+            if session is not None:
+                self._close(session)
             self._stopping.wait(pause)
 
     @staticmethod
