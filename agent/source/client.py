@@ -32,7 +32,6 @@ from agent.source.bodies import (
 from agent.source.deadline import Deadline, DeadlineAdapter
 
 if TYPE_CHECKING:
-
     from agent.config.loader import Config
 
 log = logging.getLogger(__name__)
