@@ -15,7 +15,7 @@ import pytest
 from agent.core.clock import SystemClock
 from agent.playout.engine import EngineEvent, Voice, VoiceEnded, VoiceStarted
 from agent.playout.remote import PlayoutProcess
-from agent.playout.sources import BufferSource
+from agent.playout.sources import BufferSource, tone
 from tests.conftest import (
     AgentFactory,
     Source,
@@ -91,15 +91,13 @@ def test_a_gain_change_reaches_a_voice_whose_last_pcm_is_already_in_the_pipe(
     # The whole 3 s tone fits in the pipe at once, so its writer is closed before the
     # change: the volume of the end of a programme must follow a reload all the same.
     rate = 48_000
-    t = np.arange(3 * rate) / rate
-    wave = (np.sin(2 * np.pi * 1000 * t) * 16_000).astype("<i2")
     events: list[EngineEvent] = []
     capture_path = tmp_path / "card.wav"
     engine = PlayoutProcess(f"wav:{capture_path}", rate, SystemClock(), events.append,
                             on_down=lambda reason: None, on_up=lambda: None)
     engine.start()
     try:
-        voice = Voice("tone", BufferSource(np.repeat(wave, 2).tobytes()), 1.0)
+        voice = Voice("tone", BufferSource(tone(rate, 3.0)), 1.0)
         engine.play([voice])
         wait_for(lambda: any(isinstance(e, VoiceStarted) for e in events), 5,
                  what="the tone started")
