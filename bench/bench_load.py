@@ -41,6 +41,7 @@ from tests.support.agentproc import AgentProcess
 from tests.support.central import Central
 from tests.support.central_checks import DEVICE, KEY, mqtt_config
 from tests.support.load import (
+    REPUBLISH_S,
     CpuHogs,
     Republisher,
     big_schedule,
@@ -54,10 +55,7 @@ LOAD_MINUTES = float(os.environ.get("BENCH_LOAD_MINUTES", "10"))
 BURST_EVERY_S = 60.0
 DOWNLOAD_EVERY_S = 120.0
 DOWNLOAD_BYTES = 48 * 1024 * 1024
-POLL_S = 5
 RESUME_BACKOFF_S = 2
-
-
 BUFFERED_BINS_S = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 6.0)
 
 
@@ -78,7 +76,7 @@ def under_load(tmp: Path, tone_s: float) -> LoadRun:
     home = tmp / "agent"
     home.mkdir()
     config = test_box_config(home, DEVICE, source.url, TOKEN)
-    config["source"].update(poll_interval_s=POLL_S, max_backoff_s=RESUME_BACKOFF_S)
+    config["source"].update(poll_interval_s=REPUBLISH_S, max_backoff_s=RESUME_BACKOFF_S)
     config.update(mqtt_config(broker))
     agent = AgentProcess(home, config)
     try:
