@@ -31,7 +31,7 @@ def program_activation(program: Program, start: float, end: float | None, key: s
     if isinstance(src, MediaSource):
         items = [Item("media", m, media_length(m)) for m in src.items]
     elif isinstance(src, TtsSource):
-        items = [Item("tts", src.text)]
+        items = [Item("tts", src.text, lang=src.lang)]
     elif isinstance(src, StreamProgramSource):
         items = [Item("stream", src.url, program.duration_s)]
     elif isinstance(src, LineInSource):

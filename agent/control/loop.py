@@ -45,7 +45,7 @@ from agent.playout.engine import (
 from agent.playout.fm_tuner import TunerLease
 from agent.playout.line_in import LineInLease
 from agent.playout.sources import BufferSource, StreamSource
-from agent.playout.tts import Speech, TtsError
+from agent.playout.tts import Speech, SpokenStream
 from agent.state.journal import Journal
 from agent.state.plays import PlayJournal
 from agent.state.store import StateStore
@@ -538,13 +538,7 @@ class ControlLoop:
             return
         if item.kind == "media":
             pb.mrl, pb.sha256 = self._media_path(item.ref)
-        elif item.kind == "tts":
-            try:
-                pb.mrl = str(self._tts.render(item.ref))
-            except TtsError as exc:
-                raise ItemUnavailable("tts_failed", str(exc)) from exc
-            self._faults.clear("tts_failed")
-        else:
+        elif item.kind != "tts":
             pb.mrl = item.ref
         self._open_decoder(pb, pb.offset_s)
 
@@ -571,9 +565,16 @@ class ControlLoop:
         return str(path), entry.sha256
 
     def _open_decoder(self, pb: Playback, position_s: float) -> None:
-        assert pb.mrl is not None
-        caching = self.s.stream_caching_ms if pb.item.kind == "stream" else 0
-        pb.stream = self._decoders.open(pb.mrl, position_s, caching)
+        """Give ``pb`` a voice decoding its item from ``position_s``; a text is spoken
+        once the tts thread has rendered it."""
+        if pb.item.kind == "tts":
+            pb.stream = self._tts.speak(
+                pb.item.ref, pb.item.lang,
+                lambda path: self._decoders.open(str(path), position_s, 0))
+        else:
+            assert pb.mrl is not None
+            caching = self.s.stream_caching_ms if pb.item.kind == "stream" else 0
+            pb.stream = self._decoders.open(pb.mrl, position_s, caching)
         source: Any = StreamSource(pb.stream)
         if pb.item.kind == "stream":
             pb.meter = LevelMeter(source, self._clock, self.s.dead_air_dbfs)
@@ -708,6 +709,10 @@ class ControlLoop:
             self._arbiter.item_ended(pb.activation.key, pb.index, pb.outcome, pb.ended_at)
             if failed:
                 self._ledger.item_failed(pb.activation.key)
+            if isinstance(pb.stream, SpokenStream) and pb.stream.render_failed:
+                self._faults.raise_("tts_failed", pb.stream.message)
+            elif pb.item.kind == "tts" and not failed:
+                self._faults.clear("tts_failed")
         if pb.outcome is not None:
             self._finish(pb)
 

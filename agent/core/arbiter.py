@@ -36,6 +36,7 @@ class Item:
     kind: SourceKind
     ref: str  # media id, stream URL, frequency in MHz, text, or "" (the line input)
     duration_s: float | None = None
+    lang: str | None = None  # a text's language (its TTS voice)
 
 
 @dataclass(frozen=True)

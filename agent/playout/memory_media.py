@@ -10,16 +10,15 @@ file), and can be made to hang or crash on demand; the speech engine can be brok
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from agent.playout.decoder import StreamState
+from agent.playout.decoder import Decoded, StreamState
 from agent.playout.engine import BYTES_PER_FRAME
-from agent.playout.tts import TtsError
+from agent.playout.tts import OpenFile, SpokenStream
 from drivers.clock import Clock
 
 LOUD_FRAME = (10_000).to_bytes(2, "little", signed=True) * 2
@@ -147,17 +146,19 @@ class MemorySpeech:
         self._library = library
         self.broken = False
 
-    def render(self, text: str, lang: str | None = None) -> Path:
+    def speak(self, text: str, lang: str | None, open_file: OpenFile) -> Decoded:
+        spoken = SpokenStream()
         if self.broken:
-            raise TtsError("espeak-ng failed: exit status 1")
+            spoken.fail("espeak-ng failed: exit status 1")
+            return spoken
         digest = hashlib.sha256(f"{lang}\0{text}".encode()).hexdigest()
         mrl = f"/memory/tts/{digest}.wav"
         self._library.files[mrl] = max(1.0, len(text) * SPEECH_SECONDS_PER_CHAR)
-        return Path(mrl)
+        spoken.attach(open_file(Path(mrl)))
+        return spoken
 
     def render_ahead(self, text: str, lang: str | None = None) -> None:
-        with contextlib.suppress(TtsError):  # the item's own start fails, as in the field
-            self.render(text, lang)
+        """Nothing to do ahead: :meth:`speak` renders at once."""
 
 
 class MemoryCache:
