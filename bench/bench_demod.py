@@ -81,7 +81,7 @@ def make_tuner(port: int, sample_rate: int) -> FmTuner:
 def relay_cpu_share(port: int, sample_rate: int, seconds: float) -> float:
     """Process CPU time / wall time of a relay with an engine-like reader, in percent."""
     tuner = make_tuner(port, sample_rate)
-    tuner.start(STATION.frequency_hz / 1e6)
+    tuner.tune(STATION.frequency_hz / 1e6)
     stop = threading.Event()
 
     def engine() -> None:
@@ -105,7 +105,7 @@ def start_latency(port: int, sample_rate: int) -> float:
     tuner = make_tuner(port, sample_rate)
     frames = round(48_000 * PERIOD_S)
     started = time.monotonic()
-    tuner.start(STATION.frequency_hz / 1e6)
+    tuner.tune(STATION.frequency_hz / 1e6)
     try:
         while time.monotonic() - started < 10:
             if tuner.read(frames) != bytes(frames * 4):

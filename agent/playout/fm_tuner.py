@@ -209,7 +209,10 @@ class FmTuner:
         self._backoff_max_s = backoff_max_s
         self._buffer = PcmJitterBuffer(_frames_bytes(rate, buffer_s),
                                        _frames_bytes(rate, prefill_s))
-        self._stop = threading.Event()
+        self._tuning = threading.Lock()  # the station and its buffer change together
+        self._generation = 0  # counts tunings: a block of an older one is not relayed
+        self._wake = threading.Event()
+        self._closing = False
         self._thread: threading.Thread | None = None
         self._frequency_mhz: float | None = None
         self._signal_dbfs: float | None = None
@@ -253,81 +256,104 @@ class FmTuner:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """A station is wanted: the fm thread relays it, or retries until it can."""
+        return self._frequency_mhz is not None
 
-    # -- control --------------------------------------------------------------------------
+    # -- control (never waits for the receiver) -------------------------------------------
 
     def acquire(self, frequency_mhz: float) -> TunerLease:
         """A lease on ``frequency_mhz``: shares the tuner if it is on that station already,
         retunes it otherwise."""
-        if not (self.running and self._frequency_mhz == frequency_mhz):
-            self.start(frequency_mhz)
+        if self._frequency_mhz != frequency_mhz:
+            self.tune(frequency_mhz)
         lease = TunerLease(self, frequency_mhz)
         self._leases = [held for held in self._leases if held.current] + [lease]
         return lease
 
     def release(self, lease: TunerLease) -> None:
-        """Ends ``lease``; the tuner stops when no lease of its station remains."""
+        """Ends ``lease``; the tuner goes idle when no lease of its station remains."""
         lease.released = True
         self._leases = [held for held in self._leases if held.current]
         if not self._leases and self._frequency_mhz == lease.frequency_mhz:
-            self.stop()
+            self.tune(None)
 
     def busy_elsewhere(self, frequency_mhz: float) -> bool:
         """Another station is leased: acquiring this one would retune under it."""
         return any(held.current and held.frequency_mhz != frequency_mhz
                    for held in self._leases)
 
-    def start(self, frequency_mhz: float) -> None:
-        """Tunes to ``frequency_mhz`` (restarting the relay if it runs)."""
-        self.stop()
-        self._frequency_mhz = frequency_mhz
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="fm", daemon=True)
-        self._thread.start()
+    def tune(self, frequency_mhz: float | None) -> None:
+        """Relay ``frequency_mhz`` (None: go idle). The fm thread restarts its receiver
+        on the new station within one read; from now on nothing of the old station is
+        queued."""
+        with self._tuning:
+            self._frequency_mhz = frequency_mhz
+            self._generation += 1
+            self._buffer.clear()
+        self._wake.set()
+        if self._thread is None and frequency_mhz is not None:
+            self._thread = threading.Thread(target=self._run, name="fm", daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
-        """Stops the relay; its faults no longer apply and are cleared."""
+        """Ends the relay and its thread (at shutdown); its faults no longer apply."""
+        self.tune(None)
+        self._closing = True
+        self._wake.set()
         thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stop.set()
-        thread.join(timeout=JOIN_TIMEOUT_S)
-        if thread.is_alive():
-            log.error("fm thread did not stop within %.0f s", JOIN_TIMEOUT_S)
-        self._buffer.clear()
+        if thread is not None:
+            thread.join(timeout=JOIN_TIMEOUT_S)
+            if thread.is_alive():
+                log.error("fm thread did not stop within %.0f s", JOIN_TIMEOUT_S)
+        self._closing = False
+        self._forget_station()
+
+    # -- the fm thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._closing:
+            self._wake.clear()
+            with self._tuning:
+                generation, frequency_mhz = self._generation, self._frequency_mhz
+            if frequency_mhz is None:
+                self._wake.wait()
+                continue
+            backoff_s = self._backoff_initial_s
+            while self._current(generation):
+                if self._session(self._factory(), frequency_mhz, generation):
+                    backoff_s = self._backoff_initial_s
+                if self._wake.wait(backoff_s):  # cut short by a retune or a stop
+                    self._wake.clear()
+                backoff_s = min(backoff_s * 2, self._backoff_max_s)
+            self._forget_station()
+
+    def _current(self, generation: int) -> bool:
+        return not self._closing and generation == self._generation
+
+    def _forget_station(self) -> None:
+        """The relay of a station ended (retuned, idle or stopped): what it measured and
+        the faults it raised no longer apply."""
         self._signal_dbfs = None
         self._lost = False
         for code in RELAY_FAULTS:
             self._faults.clear(code)
 
-    # -- the fm thread ----------------------------------------------------------------------
-
-    def _run(self) -> None:
-        backoff_s = self._backoff_initial_s
-        while not self._stop.is_set():
-            if self._session(self._factory()):
-                backoff_s = self._backoff_initial_s
-            if self._stop.wait(backoff_s):
-                return
-            backoff_s = min(backoff_s * 2, self._backoff_max_s)
-
-    def _session(self, receiver: FmReceiver) -> bool:
-        """Runs one receiver until it fails or the relay stops; True if it delivered PCM."""
-        assert self._frequency_mhz is not None
+    def _session(self, receiver: FmReceiver, frequency_mhz: float, generation: int) -> bool:
+        """Runs one receiver until it fails, the relay stops or the station changes; True
+        if it delivered PCM."""
         delivered = False
         try:
-            receiver.start(self._frequency_mhz)
+            receiver.start(frequency_mhz)
             self._faults.clear("sdr_missing")
             self._gate_open = False
             self._gate_changed_at = last_pcm_at = self._clock.monotonic()
-            while not self._stop.is_set():
+            while self._current(generation):
                 pcm = receiver.read(READ_TIMEOUT_S)
                 now = self._clock.monotonic()
                 if pcm:
                     last_pcm_at, delivered, self._receiving = now, True, True
                     self._faults.clear("sdr_stalled")
-                    self._on_pcm(pcm, receiver.signal_dbfs, now)
+                    self._on_pcm(pcm, receiver.signal_dbfs, now, generation)
                 elif now - last_pcm_at >= self._stall_after_s:
                     silent_s = now - last_pcm_at
                     self._faults.raise_("sdr_stalled",
@@ -343,11 +369,14 @@ class FmTuner:
             self._faults.raise_("sdr_stalled", f"receiver failed: {exc!r}")
         finally:
             self._receiving = False
-            self._buffer.clear()
+            with self._tuning:
+                if generation == self._generation:
+                    self._buffer.clear()
             receiver.stop()
         return delivered
 
-    def _on_pcm(self, pcm: bytes, level_dbfs: float | None, now: float) -> None:
+    def _on_pcm(self, pcm: bytes, level_dbfs: float | None, now: float,
+                generation: int) -> None:
         self._signal_dbfs = level_dbfs
         gate_open = self._gate_open
         if level_dbfs is None:
@@ -367,10 +396,13 @@ class FmTuner:
         elif gate_open and settled and self._lost:
             self._lost = False
             self._faults.clear("fm_signal_lost")
-        if gate_open:
-            self._buffer.write(pcm)
-        else:
-            self._buffer.clear()
+        with self._tuning:
+            if generation != self._generation:
+                return  # retuned while this block was on its way
+            if gate_open:
+                self._buffer.write(pcm)
+            else:
+                self._buffer.clear()
 
     def _reset_usb(self, now: float) -> None:
         if self._usb_reset is None:

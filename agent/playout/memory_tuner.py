@@ -22,14 +22,9 @@ class MemoryTuner(FmTuner):
         super().__init__(NoReceiver, faults, clock, squelch_dbfs=-30.0,
                          lost_after_s=lost_after_s)
         self.stations = stations
-        self._on = False
         self._relayed = 0
         self._quiet_since: float | None = None
         self.tunings = 0
-
-    @property
-    def running(self) -> bool:
-        return self._on
 
     @property
     def relayed_frames(self) -> int:
@@ -40,26 +35,26 @@ class MemoryTuner(FmTuner):
         """The leases on the station it is tuned to that were not released."""
         return [lease for lease in self._leases if not lease.released]
 
-    def start(self, frequency_mhz: float) -> None:
+    def tune(self, frequency_mhz: float | None) -> None:
+        if frequency_mhz is None and self._frequency_mhz is not None:
+            self._faults.clear("fm_signal_lost")
+        elif frequency_mhz is not None:
+            self.tunings += 1
         self._frequency_mhz = frequency_mhz
-        self._on = True
         self._quiet_since = None
-        self.tunings += 1
 
     def stop(self) -> None:
-        if self._on:
-            self._on = False
-            self._faults.clear("fm_signal_lost")
+        self.tune(None)
 
     def read(self, frames: int) -> bytes:
         now = self._clock.monotonic()
-        if self._on and self.stations.get(self._frequency_mhz or 0.0, False):
+        if self.running and self.stations.get(self._frequency_mhz or 0.0, False):
             self._quiet_since = None
             self._faults.clear("fm_signal_lost")
             self._relayed += frames
             return LOUD_FRAME * frames
         if self._quiet_since is None:
             self._quiet_since = now
-        elif self._on and now - self._quiet_since >= self._lost_after_s:
+        elif self.running and now - self._quiet_since >= self._lost_after_s:
             self._faults.raise_("fm_signal_lost", f"{self._frequency_mhz} MHz below squelch")
         return bytes(frames * FRAME_BYTES)

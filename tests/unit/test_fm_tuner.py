@@ -100,7 +100,7 @@ def test_relays_the_tuned_station(fake: FakeRtlTcpServer, faults: FaultRegistry,
                                   make_tuner: MakeTuner) -> None:
     tuner = make_tuner(rtl_tcp_factory(fake.port))
     assert is_silent(tuner.read(PERIOD_FRAMES))
-    tuner.start(100.0)
+    tuner.tune(100.0)
     assert tuner.frequency_mhz == 100.0
     assert wait_for(lambda: tuner.signal_ok, 5)
     play(tuner, 0.3)  # past the start-up transient
@@ -114,20 +114,20 @@ def test_relays_the_tuned_station(fake: FakeRtlTcpServer, faults: FaultRegistry,
 def test_tuned_elsewhere_is_signal_lost_and_silence(fake: FakeRtlTcpServer, faults: FaultRegistry,
                                                     make_tuner: MakeTuner) -> None:
     tuner = make_tuner(rtl_tcp_factory(fake.port))
-    tuner.start(99.0)
+    tuner.tune(99.0)
     assert wait_for(lambda: faults.is_raised("fm_signal_lost"), 3)
     assert "99.0 MHz" in next(f.message for f in faults.active() if f.code == "fm_signal_lost")
     assert tuner.signal_dbfs is not None and tuner.signal_dbfs < -30
     assert not tuner.signal_ok
     assert is_silent(play(tuner, 0.2))
-    tuner.start(100.0)  # retune: the station is there
+    tuner.tune(100.0)  # retune: the station is there
     assert wait_for(lambda: tuner.signal_ok, 5)
 
 
 def test_signal_drop_mid_relay_raises_and_clears(fake: FakeRtlTcpServer, faults: FaultRegistry,
                                                  make_tuner: MakeTuner) -> None:
     tuner = make_tuner(rtl_tcp_factory(fake.port))
-    tuner.start(100.0)
+    tuner.tune(100.0)
     assert wait_for(lambda: tuner.signal_ok, 5)
     fake.drop_signal(True)
     assert wait_for(lambda: faults.is_raised("fm_signal_lost"), 3)
@@ -141,7 +141,7 @@ def test_stall_restarts_the_receiver_and_recovers(fake: FakeRtlTcpServer, faults
                                                   make_tuner: MakeTuner) -> None:
     usb_resets: list[int] = []
     tuner = make_tuner(rtl_tcp_factory(fake.port), usb_reset=lambda: usb_resets.append(1))
-    tuner.start(100.0)
+    tuner.tune(100.0)
     assert wait_for(lambda: tuner.signal_ok, 5)
     fake.stall(True)
     assert wait_for(lambda: faults.is_raised("sdr_stalled"), 5)
@@ -156,7 +156,7 @@ def test_stall_restarts_the_receiver_and_recovers(fake: FakeRtlTcpServer, faults
 def test_disconnect_reconnects(fake: FakeRtlTcpServer, faults: FaultRegistry,
                                make_tuner: MakeTuner) -> None:
     tuner = make_tuner(rtl_tcp_factory(fake.port))
-    tuner.start(100.0)
+    tuner.tune(100.0)
     assert wait_for(lambda: tuner.signal_ok, 5)
     fake.disconnect_clients()
     assert wait_for(lambda: [c for c, _ in fake.commands].count(CMD_SAMPLE_RATE) == 2, 5)
@@ -170,7 +170,7 @@ def test_no_server_is_sdr_missing_and_reads_stay_silent(faults: FaultRegistry,
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     tuner = make_tuner(rtl_tcp_factory(port))
-    tuner.start(100.0)
+    tuner.tune(100.0)
     assert wait_for(lambda: faults.is_raised("sdr_missing"), 3)
     assert f"127.0.0.1:{port}" in faults.active()[0].message
     assert tuner.running and not tuner.signal_ok
@@ -184,7 +184,7 @@ def test_rtl_fm_without_dongle_is_sdr_missing(faults: FaultRegistry, make_tuner:
     factory = receiver_factory("rtl_fm", rtl_tcp_address="", sample_rate=240_000,
                                gain_db=None, ppm=0)
     tuner = make_tuner(factory)
-    tuner.start(100.0)
+    tuner.tune(100.0)
     assert wait_for(lambda: faults.is_raised("sdr_missing"), 3)
     assert "No supported devices found" in faults.active()[0].message
     assert is_silent(tuner.read(PERIOD_FRAMES))
@@ -194,7 +194,7 @@ def test_backend_none_is_sdr_missing_saying_why(faults: FaultRegistry,
                                                 make_tuner: MakeTuner) -> None:
     tuner = make_tuner(receiver_factory("none", rtl_tcp_address="", sample_rate=240_000,
                                         gain_db=None, ppm=0))
-    tuner.start(100.0)
+    tuner.tune(100.0)
     assert wait_for(lambda: faults.is_raised("sdr_missing"), 3)
     assert faults.active()[0].message == "no FM receiver configured (fm.backend: none)"
     assert is_silent(tuner.read(PERIOD_FRAMES))
@@ -242,3 +242,38 @@ def test_usb_reset_toggles_rtl2832u_only(tmp_path: Path, caplog: pytest.LogCaptu
     assert (other / "authorized").read_text() == "1\n"
     assert "cannot reset USB device 1-1.4" in caplog.text
     assert reset_rtl_usb(tmp_path / "absent") == []
+
+
+def test_retuning_and_going_idle_never_wait_for_the_receiver(faults: FaultRegistry,
+                                                             make_tuner: MakeTuner) -> None:
+    """The control thread calls tune() (through acquire and release): it must return while
+    the fm thread is still stuck starting a receiver (an rtl_tcp server that accepted the
+    connection and never sends its header)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(5)
+        tuner = make_tuner(rtl_tcp_factory(listener.getsockname()[1]))
+        tuner.tune(100.0)
+        connection, _ = listener.accept()  # the fm thread now waits for the header
+        with connection:
+            tuner.tune(101.0)
+            tuner.tune(None)
+            assert not tuner.running and tuner.frequency_mhz is None
+            connection.setblocking(False)
+            try:
+                still_waiting = connection.recv(1, socket.MSG_PEEK) != b""
+            except BlockingIOError:
+                still_waiting = True
+            assert still_waiting, "tune() returned only once the receiver had given up"
+    assert is_silent(tuner.read(PERIOD_FRAMES))
+
+
+def test_nothing_of_the_old_station_is_read_after_a_retune(fake: FakeRtlTcpServer,
+                                                         faults: FaultRegistry,
+                                                         make_tuner: MakeTuner) -> None:
+    tuner = make_tuner(rtl_tcp_factory(fake.port))
+    tuner.tune(100.0)
+    assert wait_for(lambda: tuner.signal_ok, 5)
+    tuner.tune(99.0)  # nothing there: whatever is read from now on is silence
+    assert is_silent(play(tuner, 0.5))
