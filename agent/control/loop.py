@@ -145,7 +145,8 @@ class ControlLoop:
                  faults: FaultRegistry, store: StateStore,
                  on_change: Callable[[], None], sync_now: Callable[[], None],
                  count_command: Callable[[str, str], None],
-                 clock_trusted: Callable[[], bool]) -> None:
+                 clock_trusted: Callable[[], bool],
+                 observe_tick: Callable[[float], None]) -> None:
         self.s = settings
         self._clock = clock
         self._engine = engine
@@ -166,6 +167,7 @@ class ControlLoop:
         self._sync_now = sync_now
         self._count_command = count_command  # (type, completed|failed) for the metrics
         self._clock_trusted = clock_trusted
+        self._observe_tick = observe_tick  # seconds one turn of the deciding thread took
         self._arbiter = Arbiter(late_start_grace_s=settings.late_start_grace_s)
         self._facts: queue.Queue[Fact] = queue.Queue()
         self._schedule: Schedule | None = None
@@ -235,10 +237,15 @@ class ControlLoop:
         for the first), then tick. The simulation calls it on a ManualClock instead of
         starting the thread (after :meth:`recover`)."""
         try:
-            fact = self._facts.get(timeout=wait_s) if wait_s > 0 else self._facts.get_nowait()
-            self._apply_fact(fact)
-            while True:
-                self._apply_fact(self._facts.get_nowait())
+            fact: Fact | None = self._facts.get(timeout=wait_s) if wait_s > 0 \
+                else self._facts.get_nowait()
+        except queue.Empty:
+            fact = None
+        began = self._clock.monotonic()
+        try:
+            while fact is not None:
+                self._apply_fact(fact)
+                fact = self._facts.get_nowait()
         except queue.Empty:
             pass
         except Exception:
@@ -248,6 +255,7 @@ class ControlLoop:
         except Exception:
             log.exception("control: tick failed")
         self.last_tick_mono = self._clock.monotonic()
+        self._observe_tick(self.last_tick_mono - began)
 
     def _wait_s(self) -> float:
         now = self._clock.now()

@@ -8,6 +8,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     ProcessCollector,
     disable_created_metrics,
 )
@@ -24,6 +25,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SOURCES = ("media", "stream", "fm", "tts", "line_in")
 PRIORITIES = tuple(PRIORITY_RANK)
 _PREFIX = "broadcast_agent_"
+TICK_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5)
 
 # A `_created` sample per counter (and per label set) doubles the exposition for nothing a
 # scraper of this agent uses; the switch is process-wide in prometheus_client.
@@ -84,10 +86,18 @@ class AgentMetrics:
             "playout_buffered_seconds",
             "PCM of the voice on air waiting in its pipe to the playout process, ahead of "
             "the card (NaN when nothing plays): the margin a stall of the agent eats into")
+        self._control_tick = Histogram(
+            _PREFIX + "control_tick_seconds",
+            "How long one turn of the deciding thread took (facts applied, then the tick); "
+            "it never waits for a process, a file or a receiver", registry=self.registry,
+            buckets=TICK_BUCKETS_S)
         self._card_underrun = gauge(
             "card_underrun_seconds",
             "Silence the sound card played because the playout was late, since the agent "
             "started (only grows): each increase was a gap on air")
+
+    def control_tick(self, seconds: float) -> None:
+        self._control_tick.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

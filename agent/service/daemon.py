@@ -123,7 +123,8 @@ class Daemon:
             plays=PlayJournal(self.store), faults=self.faults,
             store=self.store, on_change=self.status_changed, sync_now=self.sync.sync_now,
             count_command=self.metrics.command,
-            clock_trusted=lambda: self.clock_trust.trusted)
+            clock_trusted=lambda: self.clock_trust.trusted,
+            observe_tick=self.metrics.control_tick)
         self.mqtt = self._mqtt_link() if cfg.mqtt.brokers else None
         self.health = HealthServer(cfg.health.host, cfg.health.port, cfg.health.token,
                                    cfg.health.max_connections, cfg.health.request_timeout_s,

@@ -120,6 +120,10 @@ def test_status_and_metrics_while_playing_and_after_commands(
     assert value(idle, "volume_percent") == 100
     assert value(idle, "outbox_depth", channel="mqtt") >= 0
     assert math.isnan(value(idle, "playout_buffered_seconds"))
+    # Each turn of the deciding thread is timed (it applied the schedule at least).
+    assert value(idle, "control_tick_seconds_count") >= 1
+    assert value(idle, "control_tick_seconds_bucket", le="+Inf") == \
+        value(idle, "control_tick_seconds_count")
 
     time.sleep(max(0.0, start + 1.0 - time.time()))
     playing = samples(agent)  # not preceded by /status: metrics are current on their own

@@ -101,6 +101,7 @@ class Boot:
             mixer=SoftwareMixer(), chime_pcm=LOUD_FRAME * round(CHIME_S * RATE),
             journal=self.journal, plays=self.plays, faults=self.faults, store=self.store,
             on_change=lambda: None, sync_now=lambda: None, count_command=lambda *_: None,
+            observe_tick=lambda _: None,
             clock_trusted=lambda: True)
         self.validator = CommandValidator(None, LIMITS, self.store, clock, self.media_known,
                                           device_id=DEVICE)
