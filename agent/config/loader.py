@@ -1,6 +1,6 @@
 """Loads agent.yaml and conf.d/*.yaml beside it into a validated, immutable `Config`.
 
-The keys and their checks are in agent/config_schema.py; docs/config.md explains them.
+The keys and their checks are in agent/config/schema.py; docs/config.md explains them.
 """
 
 from __future__ import annotations
@@ -17,23 +17,15 @@ from typing import Literal
 import yaml
 from yaml.constructor import SafeConstructor
 
-from agent.config.schema import (
-    BrokerUri,
-    HostPort,
-    Mark,
-    Marked,
-    Problem,
-    parse_broker_uri,
-    parse_host_port,
-    schema,
-    validate_document,
-)
+from agent.config.addresses import BrokerUri, HostPort, parse_broker_uri, parse_host_port
+from agent.config.schema import schema
 from agent.config.secrets import (
     SECRETS,
     check_client_pair,
     inline_secret_warnings,
     resolve_secret,
 )
+from agent.config.validation import Mark, Marked, Problem, validate_document
 
 DOCUMENT = "-"  # the KEY of a problem that belongs to no key (syntax errors, unreadable files)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agent.config.addresses import BrokerUri, HostPort
 from agent.config.loader import (
     AmplifierConfig,
     AudioConfig,
@@ -33,7 +34,8 @@ from agent.config.loader import (
     UpdateConfig,
     load_config,
 )
-from agent.config.schema import BrokerUri, HostPort, Section, schema
+from agent.config.schema import schema
+from agent.config.validation import Section
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = "device_id: d1\nsource:\n  url: http://127.0.0.1:9/api\n"

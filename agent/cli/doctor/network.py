@@ -8,8 +8,8 @@ import time
 from typing import TYPE_CHECKING
 
 from agent.cli.doctor.results import CheckResult, failed, msg, passed
+from agent.config.addresses import BrokerUri
 from agent.config.loader import Config
-from agent.config.schema import BrokerUri
 
 if TYPE_CHECKING:
     from paho.mqtt.reasoncodes import ReasonCode
