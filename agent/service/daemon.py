@@ -13,7 +13,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent import __version__
-from agent.config.loader import Config, ConfigError, load_config
+from agent.config.loader import ConfigError, load_config
+from agent.config.model import Config
 from agent.control.loop import (
     CommandReceived,
     ControlLoop,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.config.loader import Config
+from agent.config.model import Config
 from agent.control.vox import Vox
 from agent.core.clock import Clock
 from agent.core.clock_trust import ClockTrust

@@ -15,13 +15,13 @@ import pytest
 import yaml
 
 from agent.config.addresses import BrokerUri, HostPort
-from agent.config.loader import (
+from agent.config.loader import ConfigError, load_config
+from agent.config.model import (
     AmplifierConfig,
     AudioConfig,
     CacheConfig,
     ClockConfig,
     Config,
-    ConfigError,
     FmConfig,
     GpioConfig,
     HealthConfig,
@@ -32,7 +32,6 @@ from agent.config.loader import (
     SourceConfig,
     TtsConfig,
     UpdateConfig,
-    load_config,
 )
 from agent.config.schema import schema
 from agent.config.validation import Section

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from agent.cli.doctor.access import group_hint
 from agent.cli.doctor.results import CheckResult, failed, joined, msg, passed
-from agent.config.loader import Config
+from agent.config.model import Config
 
 
 def check_audio(cfg: Config) -> list[CheckResult]:

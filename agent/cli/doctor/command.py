@@ -24,7 +24,8 @@ from pathlib import Path
 from agent.cli.doctor.results import CheckResult, Severity, failed, msg, passed, warned
 from agent.cli.i18n import translator
 from agent.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from agent.config.loader import Config, ConfigError, load_config
+from agent.config.loader import ConfigError, load_config
+from agent.config.model import Config
 
 TITLES = {
     "config": msg("Configuration"),

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from agent.cli.doctor.results import CheckResult, failed, msg, passed, warned
-from agent.config.loader import Config
+from agent.config.model import Config
 
 SERVICE = "broadcast-agent"
 DISK_FAIL_BYTES = 20_000_000

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from agent.cli.doctor.results import CheckResult, failed, msg, passed
 from agent.config.addresses import BrokerUri
-from agent.config.loader import Config
+from agent.config.model import Config
 
 if TYPE_CHECKING:
     from paho.mqtt.reasoncodes import ReasonCode

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from agent.cli.doctor.access import group_hint
 from agent.cli.doctor.results import CheckResult, failed, joined, msg, passed, warned
-from agent.config.loader import Config
+from agent.config.model import Config
 
 RTL_SDR_USB_IDS = {("0bda", "2838"), ("0bda", "2832")}
 RTL_TUNERS = {1: "E4000", 2: "FC0012", 3: "FC0013", 4: "FC2580", 5: "R820T", 6: "R828D"}
