@@ -18,7 +18,7 @@ from agent.config.loader import ConfigError
 # Imported to build the parser, so they import little at the top: a command's heavy
 # modules are imported by its handler (--help and validate answer in well under 0.3 s).
 COMMAND_MODULES = ("agent.service.run", "agent.config.loader", "agent.cli.technician",
-                   "agent.cli.doctor", "agent.core.signing", "agent.cli.report")
+                   "agent.cli.doctor.command", "agent.core.signing", "agent.cli.report")
 
 DEFAULT_CONFIG = "/etc/broadcast-agent/agent.yaml"
 CONFIG_ENV = "BROADCAST_AGENT_CONFIG"

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from agent.cli.i18n import translator
 from agent.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from agent.config.loader import Config, ConfigError, load_config
+from agent.config.loader import ConfigError, load_config
+from agent.config.model import Config
 from agent.core.clock import SystemClock
 from agent.core.faults import FaultRegistry
 from agent.state.store import STATE_DB, StateStore

@@ -7,7 +7,7 @@ import stat
 import typing
 from pathlib import Path
 
-from agent.config.schema import Mark, Problem
+from agent.config.validation import Mark, Problem
 
 SECRETS = (("source", "token"), ("health", "token"), ("mqtt", "password"))
 

@@ -52,7 +52,7 @@ def load_public_key(b64: str) -> Ed25519PublicKey:
 
 
 def public_key_from_raw(raw: bytes) -> Ed25519PublicKey:
-    """The key of 32 raw bytes (config values are checked by agent/config/schema.py)."""
+    """The key of 32 raw bytes (config values are checked by agent/config/checks.py)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     return Ed25519PublicKey.from_public_bytes(raw)

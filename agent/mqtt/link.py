@@ -29,7 +29,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.config.schema import BrokerUri, parse_broker_uri
+from agent.config.addresses import BrokerUri, parse_broker_uri
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
 from agent.http.metrics import AgentMetrics

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agent.config.loader import Config
+from agent.config.model import Config
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
 from agent.http.metrics import AgentMetrics

@@ -13,11 +13,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent import __version__
-from agent.config.loader import Config, ConfigError, load_config
+from agent.config.loader import ConfigError, load_config
+from agent.config.model import Config
 from agent.control.loop import (
     CommandReceived,
     ControlLoop,
-    ControlSettings,
     Reconfigured,
     ScheduleApplied,
     VoxChanged,
@@ -29,15 +29,23 @@ from agent.core.schedule import Schedule
 from agent.http.health import HealthServer
 from agent.http.metrics import AgentMetrics
 from agent.mqtt.commands import Command
-from agent.mqtt.link import MqttLink, MqttSettings
+from agent.mqtt.link import MqttLink
 from agent.playout.decoder import DecoderPool
 from agent.playout.remote import PlayoutProcess
 from agent.playout.sources import builtin_chime
 from agent.playout.tts import TtsRenderer
 from agent.recording.service import OffAirRecording
 from agent.service import sdnotify
-from agent.service.parts import command_intake, open_line_in, open_tuner, system_facts
+from agent.service.parts import (
+    command_intake,
+    control_settings,
+    mqtt_settings,
+    open_line_in,
+    open_tuner,
+)
 from agent.service.power import PowerMonitor
+from agent.service.reconfigure import config_changes, file_stamps, live_and_pending
+from agent.service.status import daemon_status
 from agent.source.cache import MediaCache
 from agent.source.client import SourceClient, SourceSettings
 from agent.source.reports import ReportUploader
@@ -114,7 +122,7 @@ class Daemon:
                               active_high=cfg.power.gpio.active_high),
             self.faults, self.status_changed)
         self.control = ControlLoop(
-            settings=_control_settings(cfg), clock=self.clock, engine=self.engine,
+            settings=control_settings(cfg), clock=self.clock, engine=self.engine,
             decoders=self.decoders, media=self.cache,
             tts=TtsRenderer(cfg.cache.dir / "tts", cfg.tts.voice, cfg.tts.engine),
             tuner=self.tuner, line_in=self.line_in, amplifier=self.amplifier,
@@ -143,7 +151,7 @@ class Daemon:
         self._status_dirty = threading.Event()
         self._status_dirty.set()
         self._config_path = cfg.files[0] if cfg.files else None
-        self._config_stamp = self._stamp_files()
+        self._config_stamp = file_stamps(self._config_path, self.cfg.files)
 
     # --- wiring helpers ----------------------------------------------------------------
     def _chime(self) -> bytes:
@@ -163,17 +171,11 @@ class Daemon:
         return bytes(pcm)
 
     def _mqtt_link(self) -> MqttLink:
-        m = self.cfg.mqtt
-        settings = MqttSettings(
-            brokers=tuple(m.brokers), username=m.username, password=m.password,
-            ca_file=m.ca_file, client_cert=m.client_cert, client_key=m.client_key,
-            topic_prefix=m.topic_prefix, heartbeat_s=m.heartbeat_s, keepalive_s=m.keepalive_s,
-            protocol=m.protocol)
         intake = command_intake(self.cfg, self.store, self.journal, self.metrics, self.faults,
                                 self.clock, self.clock_trust, self._media_known,
                                 self._command)
-        return MqttLink(settings, self.cfg.device_id, tuple(self.cfg.groups), self.store,
-                        self.journal, self.clock, self.status, intake, self.faults,
+        return MqttLink(mqtt_settings(self.cfg), self.cfg.device_id, tuple(self.cfg.groups),
+                        self.store, self.journal, self.clock, self.status, intake, self.faults,
                         self.metrics)
 
     def _media_known(self, media_id: str) -> bool:
@@ -209,45 +211,7 @@ class Daemon:
             self.metrics.synced(last_sync)
 
     def status(self) -> dict[str, Any]:
-        """The Status object of mqtt.md (plus ``next`` for technicians)."""
-        now = self.clock.now()
-        snap = self.control.snapshot()
-        sync = self.sync.status()
-        cache = self.cache.stats()
-        playing = snap["playing"]
-        self.metrics.playing(None if playing is None else playing["source"],
-                             None if playing is None else playing["priority"])
-        self.metrics.volume(snap["volume"])
-        self.metrics.amplifier(snap["amplifier"] == "on")
-        self.metrics.cache(cache.items, cache.bytes, cache.missing)
-        fm = None
-        if self.tuner is not None and self.tuner.running:
-            fm = {"frequency_mhz": self.tuner.frequency_mhz,
-                  "signal_dbfs": self.tuner.signal_dbfs}
-            self.metrics.fm_signal(self.tuner.signal_dbfs)
-        return {
-            "device_id": self.cfg.device_id, "online": True, "at": self.journal.stamp(now),
-            "agent_version": __version__, "update": self.update.status(),
-            "uptime_s": int(self.clock.monotonic() - self.started_mono),
-            "power": self.power.state,
-            "line_in": None if self.line_in is None else {
-                **self.line_in.status(),
-                "on_air": playing is not None and playing["source"] == "line_in"},
-            "recording": self.recording.status(),
-            "playing": playing, "volume": snap["volume"], "amplifier": snap["amplifier"],
-            "mqtt": {"connected": self.mqtt is not None and self.mqtt.connected},
-            "source": {"reachable": sync.reachable,
-                       "last_sync_at": None if sync.last_sync_at is None
-                       else self.journal.stamp(sync.last_sync_at),
-                       "schedule_version": sync.schedule_version},
-            "cache": {"items": cache.items, "bytes": cache.bytes,
-                      "free_bytes": cache.free_bytes, "missing": cache.missing},
-            "fm": fm,
-            "faults": [{"code": f.code, "message": f.message, "severity": f.severity,
-                        "since": self.journal.stamp(f.since)} for f in self.faults.active()],
-            "system": system_facts(self.store, self.clock_trust.trusted),
-            "next": snap["next"],
-        }
+        return daemon_status(self)
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -303,19 +267,6 @@ class Daemon:
         self.store.close()
 
     # --- live reconfiguration ----------------------------------------------------------
-    def _stamp_files(self) -> tuple[tuple[str, float], ...]:
-        """Modification times of the config files and of conf.d (new or removed files)."""
-        if self._config_path is None:
-            return ()
-        paths = [*self.cfg.files, self._config_path.parent / "conf.d"]
-        stamps = []
-        for path in paths:
-            try:
-                stamps.append((str(path), path.stat().st_mtime))
-            except OSError:
-                stamps.append((str(path), -1.0))
-        return tuple(stamps)
-
     def reload(self) -> None:
         """Validate the config files again and apply what can change while running.
         An invalid config keeps the running one and raises ``config_invalid``."""
@@ -332,15 +283,14 @@ class Daemon:
         changed = config_changes(self.cfg, new)
         if not changed:
             return
-        live = [k for k in changed if k in LIVE_KEYS or k.split(".")[0] in LIVE_KEYS]
-        pending = [k for k in changed if k not in live]
+        live, pending = live_and_pending(changed)
         self.cfg = new
         logging.getLogger().setLevel(new.log_level)
         self.sync.poll_interval_s = new.source.poll_interval_s
         self.sync.max_backoff_s = new.source.max_backoff_s
         self.reports.max_backoff_s = new.source.max_backoff_s
         self.recording.uploads.max_backoff_s = new.source.max_backoff_s
-        self.control.post(Reconfigured(_control_settings(new)))
+        self.control.post(Reconfigured(control_settings(new)))
         if "mqtt" in changed:
             self.journal.mqtt_enabled = bool(new.mqtt.brokers)
             if self.mqtt is not None:
@@ -401,7 +351,7 @@ class Daemon:
         while not self._stop.wait(tick):
             self.clock_trust.check()
             self._keep_state_writable()
-            stamp = self._stamp_files()
+            stamp = file_stamps(self._config_path, self.cfg.files)
             if self._reload.is_set() or stamp != self._config_stamp:
                 self._reload.clear()
                 self._config_stamp = stamp
@@ -416,39 +366,3 @@ class Daemon:
                 log.error("control loop or playout is not ticking; withholding the watchdog")
         self.stop()
         return 0
-
-
-def _control_settings(cfg: Config) -> ControlSettings:
-    return ControlSettings(
-        rate=cfg.audio.rate, late_start_grace_s=cfg.late_start_grace_s,
-        default_volume=cfg.audio.default_volume, emergency_volume=cfg.audio.emergency_volume,
-        warmup_s=cfg.amplifier.warmup_s, idle_off_s=cfg.amplifier.idle_off_s,
-        decoder_hang_s=cfg.audio.decoder_hang_s, stream_caching_ms=cfg.audio.stream_caching_ms,
-        dead_air_s=cfg.audio.dead_air_s, dead_air_dbfs=cfg.audio.dead_air_dbfs,
-        vox_priority=cfg.line_in.priority, vox_chime=cfg.line_in.chime)
-
-
-# Sections and keys that a reload applies while running; any other change waits for a
-# restart (it changes a device, a path or an identity that running parts hold open).
-LIVE_KEYS = ("late_start_grace_s", "log_level", "source.poll_interval_s",
-             "source.max_backoff_s", "audio.default_volume", "audio.emergency_volume",
-             "audio.dead_air_s", "audio.dead_air_dbfs", "audio.decoder_hang_s",
-             "audio.stream_caching_ms", "amplifier.warmup_s", "amplifier.idle_off_s", "mqtt")
-
-
-def config_changes(old: Config, new: Config) -> list[str]:
-    """Dotted names of the top-level keys and section keys that differ."""
-    changed = []
-    for name in old.__dataclass_fields__:
-        if name in ("warnings", "files"):
-            continue
-        a, b = getattr(old, name), getattr(new, name)
-        if a == b:
-            continue
-        if hasattr(a, "__dataclass_fields__") and name != "mqtt":
-            changed += [f"{name}.{key}" for key in a.__dataclass_fields__
-                        if getattr(a, key) != getattr(b, key)]
-        else:
-            changed.append(name)
-    return changed
-

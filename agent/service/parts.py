@@ -1,15 +1,12 @@
-"""Builders the daemon wires together: the FM tuner, the line input, the MQTT command
-path, the system facts of Status."""
+"""Builders the daemon wires together: the control loop's settings, the FM tuner, the line
+input, the MQTT link's settings and command path."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-from agent.config.loader import Config
+from agent.config.model import Config
+from agent.control.loop import ControlSettings
 from agent.control.vox import Vox
 from agent.core.clock import Clock
 from agent.core.clock_trust import ClockTrust
@@ -18,12 +15,23 @@ from agent.core.signing import public_key_from_raw
 from agent.http.metrics import AgentMetrics
 from agent.mqtt.commands import Command, CommandLimits, CommandValidator
 from agent.mqtt.intake import CommandIntake
+from agent.mqtt.link import MqttSettings
 from agent.playout.fm_tuner import FmTuner
 from agent.playout.line_in import LineInput
 from agent.state.journal import Journal
 from agent.state.store import StateStore
 from drivers.capture import LineCapture, open_capture
 from drivers.sdr import receiver_factory
+
+
+def control_settings(cfg: Config) -> ControlSettings:
+    return ControlSettings(
+        rate=cfg.audio.rate, late_start_grace_s=cfg.late_start_grace_s,
+        default_volume=cfg.audio.default_volume, emergency_volume=cfg.audio.emergency_volume,
+        warmup_s=cfg.amplifier.warmup_s, idle_off_s=cfg.amplifier.idle_off_s,
+        decoder_hang_s=cfg.audio.decoder_hang_s, stream_caching_ms=cfg.audio.stream_caching_ms,
+        dead_air_s=cfg.audio.dead_air_s, dead_air_dbfs=cfg.audio.dead_air_dbfs,
+        vox_priority=cfg.line_in.priority, vox_chime=cfg.line_in.chime)
 
 
 def open_tuner(cfg: Config, faults: FaultRegistry, clock: Clock) -> FmTuner | None:
@@ -61,6 +69,15 @@ def open_line_in(cfg: Config, faults: FaultRegistry, clock: Clock,
                      on_vox=on_vox)
 
 
+def mqtt_settings(cfg: Config) -> MqttSettings:
+    m = cfg.mqtt
+    return MqttSettings(
+        brokers=tuple(m.brokers), username=m.username, password=m.password,
+        ca_file=m.ca_file, client_cert=m.client_cert, client_key=m.client_key,
+        topic_prefix=m.topic_prefix, heartbeat_s=m.heartbeat_s, keepalive_s=m.keepalive_s,
+        protocol=m.protocol)
+
+
 def command_intake(cfg: Config, store: StateStore, journal: Journal, metrics: AgentMetrics,
                    faults: FaultRegistry, clock: Clock, trust: ClockTrust,
                    media_known: Callable[[str], bool],
@@ -73,16 +90,3 @@ def command_intake(cfg: Config, store: StateStore, journal: Journal, metrics: Ag
         store, clock, media_known, device_id=cfg.device_id, groups=tuple(cfg.groups))
     return CommandIntake(validator, journal, metrics, faults, clock, on_command, trust,
                          m.clock_wait_s)
-
-
-def system_facts(store: StateStore, clock_trusted: bool) -> dict[str, Any]:
-    """Status ``system``: ``disk_free_bytes`` is the free space of the state file system
-    (play reports, faults and acks live there), ``clock_synced`` the clock trust."""
-    temp = None
-    with contextlib.suppress(OSError, ValueError):
-        temp = int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000
-    free = None
-    with contextlib.suppress(OSError):
-        free = store.free_bytes()
-    return {"cpu_temp_c": temp, "load1": round(os.getloadavg()[0], 2),
-            "disk_free_bytes": free, "clock_synced": clock_trusted}

@@ -32,7 +32,7 @@ from agent.source.bodies import (
 from agent.source.deadline import Deadline, DeadlineAdapter
 
 if TYPE_CHECKING:
-    from agent.config.loader import Config
+    from agent.config.model import Config
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from agent.core.schedule import MediaEntry
-from agent.source.cache import _DURABLE_STEP, CacheError
+from agent.source.cache import CacheError
+from agent.source.cache_partial import _DURABLE_STEP
 from agent.source.client import SourceError
 from tests.support import media
 from tests.support.filesystems import small_tmpfs

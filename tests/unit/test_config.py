@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.config.loader import (
+from agent.config.addresses import BrokerUri, HostPort
+from agent.config.loader import ConfigError, load_config
+from agent.config.model import (
     AmplifierConfig,
     AudioConfig,
     CacheConfig,
     ClockConfig,
     Config,
-    ConfigError,
     FmConfig,
     GpioConfig,
     HealthConfig,
@@ -31,9 +32,9 @@ from agent.config.loader import (
     SourceConfig,
     TtsConfig,
     UpdateConfig,
-    load_config,
 )
-from agent.config.schema import BrokerUri, HostPort, Section, schema
+from agent.config.schema import schema
+from agent.config.validation import Section
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = "device_id: d1\nsource:\n  url: http://127.0.0.1:9/api\n"

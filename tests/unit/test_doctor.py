@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from agent.cli.doctor import exit_code, failed, find_rtl_sdr_dongles, msg, passed, warned
+from agent.cli.doctor.command import exit_code
+from agent.cli.doctor.results import failed, msg, passed, warned
+from agent.cli.doctor.sdr import find_rtl_sdr_dongles
 from tests.support.fake_rtl_tcp import FakeRtlTcpServer
 from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.simulator import SourceSimulator

@@ -22,7 +22,11 @@ CATALOG = LOCALE_DIR / "vi/LC_MESSAGES"
 
 def _templates(module: ModuleType, function: str) -> set[str]:
     assert module.__file__ is not None
-    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    return _templates_in(Path(module.__file__), function)
+
+
+def _templates_in(source: Path, function: str) -> set[str]:
+    tree = ast.parse(source.read_text(encoding="utf-8"))
     # cast: a message template is a string literal; ast.Constant.value is any constant's type
     return {cast(str, node.args[0].value) for node in ast.walk(tree)
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
@@ -30,7 +34,10 @@ def _templates(module: ModuleType, function: str) -> set[str]:
 
 
 def _doctor_templates() -> set[str]:
-    return _templates(agent.cli.doctor, "msg")
+    """Every module of the doctor package: its checks are grouped by subsystem."""
+    return {template for package in agent.cli.doctor.__path__
+            for source in Path(package).glob("*.py")
+            for template in _templates_in(source, "msg")}
 
 
 def _technician_templates() -> set[str]:

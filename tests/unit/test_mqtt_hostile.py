@@ -14,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.config.schema import parse_broker_uri
+from agent.config.addresses import parse_broker_uri
 from agent.mqtt.link import _Session
 from agent.state.journal import MQTT
 from tests.support.mosquitto import Mosquitto

@@ -26,6 +26,7 @@ from referencing import Resource
 from referencing.jsonschema import DRAFT202012
 
 from agent.config import schema as config_schema
+from agent.config.validation import Section
 from agent.core.faults import FAULT_SEVERITY
 from agent.core.signing import load_public_key, sign, verify
 from tests.support.schemas import (
@@ -491,10 +492,10 @@ def _schema_keys(node: dict[str, Any], prefix: str = "") -> Iterator[str]:
             yield from _schema_keys(spec, f"{prefix}{name}.")
 
 
-def _loader_keys(section: config_schema.Section, prefix: str = "") -> Iterator[str]:
+def _loader_keys(section: Section, prefix: str = "") -> Iterator[str]:
     for name, spec in section.keys.items():
         yield f"{prefix}{name}"
-        if isinstance(spec, config_schema.Section):
+        if isinstance(spec, Section):
             yield from _loader_keys(spec, f"{prefix}{name}.")
 
 
