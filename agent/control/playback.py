@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.control.activations import VOX_PREFIX
 from agent.core.arbiter import Activation, Item, Outcome
 from agent.core.clock import Clock
 from agent.playout.decoder import Decoded
@@ -140,3 +141,23 @@ def item_ref(item: Item) -> dict[str, Any]:
     if item.kind == "line_in":
         return {}
     return {"text": item.ref}
+
+
+def line_in_fields(pb: Playback) -> dict[str, Any]:
+    """What the line_in_on/line_in_off events say about the relay."""
+    key = pb.activation.key
+    trigger = "vox" if key.startswith(VOX_PREFIX) else "command" if key.startswith("cmd:") \
+        else "schedule"
+    return {"program_id": pb.activation.program_id, "priority": pb.activation.priority,
+            "trigger": trigger}
+
+
+def relayed_station(pb: Playback) -> bool:
+    """False for a relay that never carried its source's own sound (FM with no dongle or
+    squelched all along, a stream silent or dead from its start): its proof of play must
+    not claim it was on air."""
+    if pb.lease is not None:
+        return pb.lease.carried_sound
+    if pb.item.kind == "stream":
+        return pb.meter is not None and pb.meter.heard
+    return True

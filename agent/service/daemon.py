@@ -15,13 +15,8 @@ from zoneinfo import ZoneInfo
 from agent import __version__
 from agent.config.loader import ConfigError, load_config
 from agent.config.model import Config
-from agent.control.loop import (
-    CommandReceived,
-    ControlLoop,
-    Reconfigured,
-    ScheduleApplied,
-    VoxChanged,
-)
+from agent.control.loop import ControlLoop
+from agent.control.state import CommandReceived, Reconfigured, ScheduleApplied, VoxChanged
 from agent.core.clock import Clock, open_clock
 from agent.core.clock_trust import ClockTrust, SystemProbe
 from agent.core.faults import FaultRegistry

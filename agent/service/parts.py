@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agent.config.model import Config
-from agent.control.loop import ControlSettings
+from agent.control.state import ControlSettings
 from agent.control.vox import Vox
 from agent.core.clock import Clock
 from agent.core.clock_trust import ClockTrust

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agent.control.loop import CommandReceived, ControlLoop, ControlSettings, ScheduleApplied
+from agent.control.loop import ControlLoop
+from agent.control.state import CommandReceived, ControlSettings, ScheduleApplied
 from agent.core.clock import ManualClock
 from agent.core.faults import FaultRegistry
 from agent.core.schedule import Schedule, ScheduleError, parse_schedule
