@@ -26,6 +26,7 @@ import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.support.agentproc import free_port
 from tests.support.simulator import SourceSimulator
 
 TZ = "Asia/Ho_Chi_Minh"
@@ -35,11 +36,6 @@ ANNOUNCEMENT = ("Kính thưa bà con. Đây là đài truyền thanh xã. Sau đ
                 "của xã Phú Lộc.")
 TTS_TEXT = "Kính mời bà con đến họp tại nhà văn hoá thôn vào lúc bảy giờ tối nay."
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _write_wav(path: Path, mono: np.ndarray, rate: int = 48000) -> None:
@@ -102,7 +98,7 @@ def _make_content(out: Path, start: float) -> dict[str, Any]:
 
 
 def _start_broker(out: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = free_port()
     conf = out / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     broker = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)],
@@ -158,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "source": {"url": sim.url + "/", "token": TOKEN, "poll_interval_s": 10},
         "cache": {"dir": str(out / "cache")},
         "mqtt": {"brokers": [f"mqtt://127.0.0.1:{port}"], "heartbeat_s": 30},
-        "health": {"listen": f"127.0.0.1:{_free_port()}"},
+        "health": {"listen": f"127.0.0.1:{free_port()}"},
         "audio": {"output": f"wav:{out / 'output.wav'}", "default_volume": 80},
         "amplifier": {"backend": "sim", "warmup_s": 1.0, "idle_off_s": 10},
         "fm": {"backend": "none"},

@@ -29,17 +29,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from tests.support.agentproc import free_port
+
 MOSQUITTO = "/usr/sbin/mosquitto"
 PREFIX = "tt"
 CENTRAL_USER = "central"
 # Large enough for the 10 MB too_large test payload.
 MESSAGE_SIZE_LIMIT = 16 * 1024 * 1024
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import math
 import struct
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -114,19 +112,6 @@ def max_step(segment: Samples) -> int:
         return 0
     return int(np.abs(np.diff(segment.astype(np.int32), axis=0)).max())
 
-
-def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.02,
-             what: str = "condition") -> T:
-    """Poll ``predicate`` until it returns something truthy; return it. TimeoutError after
-    ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what} not reached within {timeout} s")
-        time.sleep(interval)
 
 
 def delay_s(reference: npt.NDArray[np.float64], delayed: npt.NDArray[np.float64], rate: int,

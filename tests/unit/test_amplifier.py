@@ -17,7 +17,7 @@ from drivers.amplifier import AmplifierError, open_amplifier
 from drivers.amplifier.gpio import GpioAmplifier
 from drivers.amplifier.none import NoAmplifier
 from drivers.amplifier.sim import SimAmplifier
-from tests.support.wavfile import wait_for
+from tests.support.agentproc import wait_for
 
 
 def read_jsonl(path: Path) -> list[dict[str, object]]:

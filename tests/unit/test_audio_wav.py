@@ -17,13 +17,8 @@ from drivers.audio import open_output
 from drivers.audio.alsa import AlsaOutput
 from drivers.audio.base import AudioOutputError
 from drivers.audio.wav import ClockedWavSink
-from tests.support.wavfile import (
-    max_step,
-    read_capture,
-    rms_dbfs,
-    tone_frequency,
-    wait_for,
-)
+from tests.support.agentproc import wait_for
+from tests.support.wavfile import max_step, read_capture, rms_dbfs, tone_frequency
 
 RATE = 48_000
 
@@ -217,7 +212,7 @@ def test_capture_analysis_helpers(manual_sink: tuple[ClockedWavSink, ManualClock
     assert rms_dbfs(capture.samples[start + 1800:]) == float("-inf")
     assert max_step(segment) < 3000
     assert max_step(capture.samples[start + 1790:start + 1810]) >= 0
-    with pytest.raises(TimeoutError, match="never"):
+    with pytest.raises(AssertionError, match="never"):
         wait_for(lambda: False, 0.05, what="never")
 
 

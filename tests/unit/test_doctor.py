@@ -17,8 +17,9 @@ import pytest
 from agent.cli.doctor.command import exit_code
 from agent.cli.doctor.results import failed, msg, passed, warned
 from agent.cli.doctor.sdr import find_rtl_sdr_dongles
+from tests.support.agentproc import free_port
 from tests.support.fake_rtl_tcp import FakeRtlTcpServer
-from tests.support.mosquitto import Mosquitto, free_port
+from tests.support.mosquitto import Mosquitto
 from tests.support.simulator import SourceSimulator
 from tests.support.source_sim import DEVICE, TOKEN, schedule_doc, write_schedule
 

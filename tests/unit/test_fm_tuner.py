@@ -16,6 +16,7 @@ from drivers.sdr import FmReceiver, receiver_factory
 from drivers.sdr.none import NoReceiver
 from drivers.sdr.rtl_fm import reset_rtl_usb
 from drivers.sdr.rtl_tcp import CMD_SAMPLE_RATE
+from tests.support.agentproc import wait_for
 from tests.support.fake_rtl_tcp import FakeRtlTcpServer, FakeStation, measure_tone
 
 # The fake SDR server makes IQ in real time with numpy: tests that use it share one
@@ -72,14 +73,6 @@ def make_tuner(faults: FaultRegistry) -> Iterator[MakeTuner]:
         tuner.stop()
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
 
 def play(tuner: FmTuner, seconds: float) -> bytes:
     """Reads like the playout engine: 10 ms every 10 ms."""
@@ -102,7 +95,7 @@ def test_relays_the_tuned_station(fake: FakeRtlTcpServer, faults: FaultRegistry,
     assert is_silent(tuner.read(PERIOD_FRAMES))
     tuner.tune(100.0)
     assert tuner.frequency_mhz == 100.0
-    assert wait_for(lambda: tuner.signal_ok, 5)
+    wait_for(lambda: tuner.signal_ok, 5)
     play(tuner, 0.3)  # past the start-up transient
     tone = measure_tone(play(tuner, 0.5), 1000.0)
     assert tone.snr_db >= 40
@@ -115,25 +108,25 @@ def test_tuned_elsewhere_is_signal_lost_and_silence(fake: FakeRtlTcpServer, faul
                                                     make_tuner: MakeTuner) -> None:
     tuner = make_tuner(rtl_tcp_factory(fake.port))
     tuner.tune(99.0)
-    assert wait_for(lambda: faults.is_raised("fm_signal_lost"), 3)
+    wait_for(lambda: faults.is_raised("fm_signal_lost"), 3)
     assert "99.0 MHz" in next(f.message for f in faults.active() if f.code == "fm_signal_lost")
     assert tuner.signal_dbfs is not None and tuner.signal_dbfs < -30
     assert not tuner.signal_ok
     assert is_silent(play(tuner, 0.2))
     tuner.tune(100.0)  # retune: the station is there
-    assert wait_for(lambda: tuner.signal_ok, 5)
+    wait_for(lambda: tuner.signal_ok, 5)
 
 
 def test_signal_drop_mid_relay_raises_and_clears(fake: FakeRtlTcpServer, faults: FaultRegistry,
                                                  make_tuner: MakeTuner) -> None:
     tuner = make_tuner(rtl_tcp_factory(fake.port))
     tuner.tune(100.0)
-    assert wait_for(lambda: tuner.signal_ok, 5)
+    wait_for(lambda: tuner.signal_ok, 5)
     fake.drop_signal(True)
-    assert wait_for(lambda: faults.is_raised("fm_signal_lost"), 3)
+    wait_for(lambda: faults.is_raised("fm_signal_lost"), 3)
     assert is_silent(play(tuner, 0.2))
     fake.drop_signal(False)
-    assert wait_for(lambda: not faults.is_raised("fm_signal_lost") and tuner.signal_ok, 5)
+    wait_for(lambda: not faults.is_raised("fm_signal_lost") and tuner.signal_ok, 5)
     assert not is_silent(play(tuner, 0.2))
 
 
@@ -142,13 +135,13 @@ def test_stall_restarts_the_receiver_and_recovers(fake: FakeRtlTcpServer, faults
     usb_resets: list[int] = []
     tuner = make_tuner(rtl_tcp_factory(fake.port), usb_reset=lambda: usb_resets.append(1))
     tuner.tune(100.0)
-    assert wait_for(lambda: tuner.signal_ok, 5)
+    wait_for(lambda: tuner.signal_ok, 5)
     fake.stall(True)
-    assert wait_for(lambda: faults.is_raised("sdr_stalled"), 5)
+    wait_for(lambda: faults.is_raised("sdr_stalled"), 5)
     assert usb_resets == [1]
     assert not faults.is_raised("fm_signal_lost")  # the receiver is at fault, not the station
     fake.stall(False)
-    assert wait_for(lambda: not faults.is_raised("sdr_stalled") and tuner.signal_ok, 5)
+    wait_for(lambda: not faults.is_raised("sdr_stalled") and tuner.signal_ok, 5)
     commands = [c for c, _ in fake.commands]
     assert commands.count(CMD_SAMPLE_RATE) >= 2  # it reconnected
 
@@ -157,10 +150,10 @@ def test_disconnect_reconnects(fake: FakeRtlTcpServer, faults: FaultRegistry,
                                make_tuner: MakeTuner) -> None:
     tuner = make_tuner(rtl_tcp_factory(fake.port))
     tuner.tune(100.0)
-    assert wait_for(lambda: tuner.signal_ok, 5)
+    wait_for(lambda: tuner.signal_ok, 5)
     fake.disconnect_clients()
-    assert wait_for(lambda: [c for c, _ in fake.commands].count(CMD_SAMPLE_RATE) == 2, 5)
-    assert wait_for(lambda: tuner.signal_ok and not faults.is_raised("sdr_stalled"), 5)
+    wait_for(lambda: [c for c, _ in fake.commands].count(CMD_SAMPLE_RATE) == 2, 5)
+    wait_for(lambda: tuner.signal_ok and not faults.is_raised("sdr_stalled"), 5)
     assert not is_silent(play(tuner, 0.5))
 
 
@@ -171,7 +164,7 @@ def test_no_server_is_sdr_missing_and_reads_stay_silent(faults: FaultRegistry,
         port = probe.getsockname()[1]
     tuner = make_tuner(rtl_tcp_factory(port))
     tuner.tune(100.0)
-    assert wait_for(lambda: faults.is_raised("sdr_missing"), 3)
+    wait_for(lambda: faults.is_raised("sdr_missing"), 3)
     assert f"127.0.0.1:{port}" in faults.active()[0].message
     assert tuner.running and not tuner.signal_ok
     assert is_silent(tuner.read(PERIOD_FRAMES))
@@ -185,7 +178,7 @@ def test_rtl_fm_without_dongle_is_sdr_missing(faults: FaultRegistry, make_tuner:
                                gain_db=None, ppm=0)
     tuner = make_tuner(factory)
     tuner.tune(100.0)
-    assert wait_for(lambda: faults.is_raised("sdr_missing"), 3)
+    wait_for(lambda: faults.is_raised("sdr_missing"), 3)
     assert "No supported devices found" in faults.active()[0].message
     assert is_silent(tuner.read(PERIOD_FRAMES))
 
@@ -195,7 +188,7 @@ def test_backend_none_is_sdr_missing_saying_why(faults: FaultRegistry,
     tuner = make_tuner(receiver_factory("none", rtl_tcp_address="", sample_rate=240_000,
                                         gain_db=None, ppm=0))
     tuner.tune(100.0)
-    assert wait_for(lambda: faults.is_raised("sdr_missing"), 3)
+    wait_for(lambda: faults.is_raised("sdr_missing"), 3)
     assert faults.active()[0].message == "no FM receiver configured (fm.backend: none)"
     assert is_silent(tuner.read(PERIOD_FRAMES))
     tuner.stop()
@@ -274,6 +267,6 @@ def test_nothing_of_the_old_station_is_read_after_a_retune(fake: FakeRtlTcpServe
                                                          make_tuner: MakeTuner) -> None:
     tuner = make_tuner(rtl_tcp_factory(fake.port))
     tuner.tune(100.0)
-    assert wait_for(lambda: tuner.signal_ok, 5)
+    wait_for(lambda: tuner.signal_ok, 5)
     tuner.tune(99.0)  # nothing there: whatever is read from now on is silence
     assert is_silent(play(tuner, 0.5))

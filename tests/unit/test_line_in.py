@@ -22,6 +22,7 @@ from agent.playout.line_in import LineInput
 from drivers.capture import BACKENDS, CaptureError, open_capture
 from drivers.capture.wav import WavCapture
 from tests.support import media
+from tests.support.agentproc import wait_for
 
 RATE = 48_000
 BLOCK = 240  # frames: the wav backend's 5 ms blocks
@@ -173,14 +174,6 @@ def test_line_in_paths_are_taken_from_the_config_directory(tmp_path: Path) -> No
 
 # --- the line-in thread ----------------------------------------------------------------------
 
-def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
 
 def tone(seconds: float, level_dbfs: float) -> np.ndarray:
     n = round(seconds * RATE)
@@ -197,13 +190,13 @@ def test_a_missing_input_raises_line_in_failed_and_is_retried_until_it_appears(
                      backoff_initial_s=0.05, backoff_max_s=0.05)
     line.start()
     try:
-        assert wait_until(lambda: faults.is_raised("line_in_failed"))
+        wait_for(lambda: faults.is_raised("line_in_failed"), 10)
         [fault] = faults.active()
         assert "later.wav: cannot read the input" in fault.message
         assert line.status() == {"level_dbfs": None}
         media.write_frames(path, tone(0.5, -20.0))
-        assert wait_until(lambda: not faults.is_raised("line_in_failed"))
-        assert wait_until(lambda: (line.status()["level_dbfs"] or FLOOR_DBFS) > -25.0)
+        wait_for(lambda: not faults.is_raised("line_in_failed"), 10)
+        wait_for(lambda: (line.status()["level_dbfs"] or FLOOR_DBFS) > -25.0, 10)
     finally:
         line.stop()
 

@@ -4,9 +4,7 @@ of bad commands (real Mosquitto)."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -17,17 +15,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.config.addresses import parse_broker_uri
 from agent.mqtt.link import _Session
 from agent.state.journal import MQTT
+from tests.support.agentproc import wait_for
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt_rig import GROUP, AgentFactory, online, payload, signed_command
 
 WAIT_S = 30.0
 
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def test_a_malformed_ca_file_raises_mqtt_tls_and_the_link_recovers_once_fixed(
@@ -36,7 +29,7 @@ def test_a_malformed_ca_file_raises_mqtt_tls_and_the_link_recovers_once_fixed(
     ca_file.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n")
     agent = agents(broker, "dev-17", tls=True, ca_file=ca_file)
     agent.link.start()
-    wait_until(lambda: agent.faults.is_raised("mqtt_tls"), "fault mqtt_tls")
+    wait_for(lambda: agent.faults.is_raised("mqtt_tls"), WAIT_S, what="fault mqtt_tls")
     (fault,) = [f for f in agent.faults.active() if f.code == "mqtt_tls"]
     assert "cannot set up TLS" in fault.message and broker.tls_uri in fault.message
     assert not agent.link.connected

@@ -19,7 +19,7 @@ from drivers.power import open_mains_sensor
 from drivers.power.gpio import GpioMainsSensor
 from drivers.power.none import NoMainsSensor
 from drivers.power.sim import SimMainsSensor
-from tests.support.wavfile import wait_for
+from tests.support.agentproc import wait_for
 
 
 def write_mains(state_dir: Path, document: object) -> None:

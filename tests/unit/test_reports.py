@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypedDict, Unpack
 
@@ -13,6 +11,7 @@ import pytest
 from agent.source.client import SourceError
 from agent.source.reports import ReportUploader
 from agent.state.journal import REPORT
+from tests.support.agentproc import wait_for
 from tests.support.schemas import validate
 from tests.support.source_sim import SourceRig, source_rig
 
@@ -37,14 +36,6 @@ def fault_reports(rig: SourceRig, n: int) -> list[str]:
         rig.faults.clear("source_unreachable")
     return [r.payload["id"] for r in rig.store.pending(REPORT, 10_000)]
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_reports_are_uploaded_once_and_removed(tmp_path: Path) -> None:
@@ -88,15 +79,15 @@ def test_thread_uploads_in_batches_in_order_and_retries(tmp_path: Path) -> None:
         up.start()
         try:
             ids = fault_reports(rig, 125)  # 250 reports
-            assert wait_until(lambda: rig.sim.stats()["requests"].get("reports", 0) >= 2)
+            wait_for(lambda: rig.sim.stats()["requests"].get("reports", 0) >= 2, 5)
             assert rig.store.depth(REPORT) == 250
             rig.sim.set_faults(reports_status=None)
-            assert wait_until(lambda: rig.store.depth(REPORT) == 0)
+            wait_for(lambda: rig.store.depth(REPORT) == 0, 5)
             assert [r["id"] for r in rig.sim.reports()] == ids
             more = rig.journal.report("fault", code="disk_full", message="late",
                                       raised_at=rig.journal.stamp(rig.clock.now()),
                                       cleared_at=None)
-            assert wait_until(lambda: len(rig.sim.reports()) == 251)
+            wait_for(lambda: len(rig.sim.reports()) == 251, 5)
             assert rig.sim.reports()[-1]["id"] == more["id"]
         finally:
             up.stop(timeout=5)

@@ -3,7 +3,7 @@
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -26,6 +26,7 @@ from drivers.sdr.rtl_tcp import (
     parse_header,
     tuning_commands,
 )
+from tests.support.agentproc import wait_for
 from tests.support.fake_rtl_tcp import FakeRtlTcpServer, FakeStation
 
 
@@ -62,14 +63,6 @@ def fake() -> Iterator[FakeRtlTcpServer]:
         yield server
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
 
 @pytest.mark.parametrize(("sample_rate", "gain_db", "ppm", "centre_hz"), [
     (240_000, None, 0, 100_000_000),  # centred: no room to move at 240 kS/s
@@ -85,8 +78,8 @@ def test_fake_receives_exactly_the_commands_sent(fake: FakeRtlTcpServer, sample_
         sent = [decode_command(c) for c in tuning_commands(centre_hz, sample_rate, gain_db, ppm)]
         assert receiver.header == RtlTcpHeader(5, 29)
         assert receiver.centre_hz == centre_hz
-        assert wait_for(lambda: fake.commands == sent), fake.commands
-        assert wait_for(lambda: fake.state()["tuned_hz"] == [centre_hz])
+        wait_for(lambda: fake.commands == sent, 5, what="the commands sent")
+        wait_for(lambda: fake.state()["tuned_hz"] == [centre_hz], 5, what="the tuning")
     finally:
         receiver.stop()
 
@@ -143,7 +136,8 @@ def test_stalled_server_reads_empty_then_resumes(fake: FakeRtlTcpServer) -> None
     try:
         read_until_pcm(receiver)
         fake.stall(True)
-        assert wait_for(lambda: receiver.read(0.1) == b"")  # what was in flight drains first
+        # What was in flight drains first.
+        wait_for(lambda: receiver.read(0.1) == b"", 5, what="the reads to drain")
         fake.stall(False)
         assert read_until_pcm(receiver)
     finally:
