@@ -12,7 +12,6 @@ Run: ``.venv/bin/python -m bench.bench_recording``
 from __future__ import annotations
 
 import resource
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from agent.core.faults import FaultRegistry
 from agent.recording.recorder import Recorder
 from agent.recording.store import SegmentStore
 from bench.common import BenchRun, fmt, markdown_table, percentile, scratch_dir
+from tests.support import media
 
 RATE = 48_000
 PERIOD_FRAMES = 960  # the playout engine's 20 ms period
@@ -36,19 +36,15 @@ def process_cpu_s() -> float:
 
 
 def pink_noise(path: Path) -> Path:
-    subprocess.run(["sox", "-n", "-r", str(RATE), "-c", "2", "-b", "16", str(path), "synth",
-                    f"{AUDIO_S}", "pinknoise", "vol", "0.3"], check=True)
-    return path
+    return media.pink_noise(path, AUDIO_S, rate=RATE)
 
 
 def speech(path: Path) -> Path:
     """Vietnamese speech, repeated to AUDIO_S, resampled to the card's rate by sox."""
     voice = path.with_suffix(".voice.wav")
-    subprocess.run(["espeak-ng", "-v", "vi", "-w", str(voice),
-                    "Thông báo của Ủy ban nhân dân xã về lịch tiêm phòng cho trẻ em."],
-                   check=True)
-    subprocess.run(["sox", str(voice), "-r", str(RATE), "-c", "2", "-b", "16", str(path),
-                    "repeat", "20", "trim", "0", f"{AUDIO_S}"], check=True)
+    media.speech(voice, "Thông báo của Ủy ban nhân dân xã về lịch tiêm phòng cho trẻ em.")
+    media.run_tool(["sox", str(voice), "-r", str(RATE), "-c", "2", "-b", "16", str(path),
+                    "repeat", "20", "trim", "0", f"{AUDIO_S}"])
     return path
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from tests.support import media
 from tests.support.agentproc import AgentProcess, base_config
 from tests.support.simulator import SourceSimulator
 from tests.support.source_sim import write_schedule
@@ -209,22 +209,15 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
 # --- media ---------------------------------------------------------------------------
 def make_tone_wav(path: Path, seconds: float, frequency: float = 1000.0,
                   rate: int = 48000) -> Path:
-    """A stereo s16 sine at half scale (sox)."""
-    subprocess.run(["sox", "-n", "-r", str(rate), "-c", "2", "-b", "16", str(path),
-                    "synth", f"{seconds}", "sine", f"{frequency}", "vol", "0.5"], check=True)
-    return path
+    """A stereo s16 sine at half scale."""
+    return media.tone(path, frequency, seconds, level_dbfs=-6.02, rate=rate)
 
 
 def make_mp3(path: Path, seconds: float, kbit_s: int = 128) -> Path:
-    """Pink noise encoded by lame at a constant ``kbit_s`` (the worst case for a decoder
-    is a full spectrum, not a tone)."""
+    """Pink noise encoded by lame at a constant ``kbit_s``."""
     with tempfile.TemporaryDirectory(prefix="bench-mp3-") as scratch:
-        wav = Path(scratch) / "noise.wav"
-        subprocess.run(["sox", "-n", "-r", "44100", "-c", "2", "-b", "16", str(wav),
-                        "synth", f"{seconds}", "pinknoise", "vol", "0.3"], check=True)
-        subprocess.run(["lame", "--quiet", "--cbr", "-b", str(kbit_s), str(wav), str(path)],
-                       check=True)
-    return path
+        noise = media.pink_noise(Path(scratch) / "noise.wav", seconds, rate=44100)
+        return media.to_mp3(noise, path, kbit_s)
 
 
 # --- the real agent ------------------------------------------------------------------

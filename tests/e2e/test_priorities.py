@@ -7,7 +7,6 @@ transition in the capture is ramped: no sample step larger than the audio itself
 from __future__ import annotations
 
 import time
-import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -171,12 +170,7 @@ def announcement(path: Path, frequency_hz: float, seconds: float) -> Path:
     t = np.arange(round(RATE * seconds)) / RATE
     envelope = np.minimum(1.0, np.minimum(t, seconds - t) / 0.020)
     wave_ = np.sin(2 * np.pi * frequency_hz * t) * envelope * 32767 * 10 ** (-6 / 20)
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(2)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes(np.repeat(wave_.astype("<i2")[:, None], 2, axis=1).tobytes())
-    return path
+    return media.write_frames(path, np.repeat(wave_.astype("<i2")[:, None], 2, axis=1), RATE)
 
 
 def publish_program(tmp_path: Path, source: Source) -> tuple[float, Samples]:

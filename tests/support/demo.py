@@ -26,6 +26,7 @@ import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.support import media
 from tests.support.agentproc import free_port
 from tests.support.simulator import SourceSimulator
 
@@ -38,14 +39,6 @@ TTS_TEXT = "Kính mời bà con đến họp tại nhà văn hoá thôn vào lú
 
 
 
-def _write_wav(path: Path, mono: np.ndarray, rate: int = 48000) -> None:
-    pcm = np.repeat(mono.astype("<i2")[:, None], 2, axis=1)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(2)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-
 
 def _tones(path: Path, rate: int = 48000) -> float:
     """A short three-note jingle; returns its duration."""
@@ -54,7 +47,7 @@ def _tones(path: Path, rate: int = 48000) -> float:
         t = np.arange(int(rate * 0.5)) / rate
         notes.append(np.sin(2 * np.pi * freq * t) * np.minimum(1, (0.5 - t) * 20) * 12000)
     wave_data = np.concatenate(notes)
-    _write_wav(path, wave_data, rate)
+    media.write_frames(path, np.repeat(wave_data.astype("<i2")[:, None], 2, axis=1), rate)
     return len(wave_data) / rate
 
 
@@ -78,11 +71,11 @@ def _make_content(out: Path, start: float) -> dict[str, Any]:
     content = out / "source"
     content.mkdir(parents=True)
     speech = out / "announcement.wav"
-    subprocess.run(["espeak-ng", "-v", "vi", "-w", str(speech), ANNOUNCEMENT], check=True)
+    media.speech(speech, ANNOUNCEMENT)
     jingle = out / "jingle.wav"
     _tones(jingle)
-    media = [_media_entry(content, "m-ban-tin", speech, "Bản tin sáng"),
-             _media_entry(content, "m-nhac-hieu", jingle, "Nhạc hiệu")]
+    entries = [_media_entry(content, "m-ban-tin", speech, "Bản tin sáng"),
+               _media_entry(content, "m-nhac-hieu", jingle, "Nhạc hiệu")]
     programs = [
         {"id": "p-ban-tin", "title": "Bản tin sáng", "priority": "scheduled",
          "source": {"type": "media", "items": ["m-nhac-hieu", "m-ban-tin"]},
@@ -91,7 +84,7 @@ def _make_content(out: Path, start: float) -> dict[str, Any]:
          "source": {"type": "tts", "text": TTS_TEXT, "lang": "vi"},
          "start": _at(start + 25)},
     ]
-    doc = {"version": 1, "device_id": DEVICE, "timezone": TZ, "media": media,
+    doc = {"version": 1, "device_id": DEVICE, "timezone": TZ, "media": entries,
            "programs": programs}
     (content / "schedule.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1))
     return doc

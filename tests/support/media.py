@@ -18,8 +18,9 @@ from tests.support.wavfile import Samples, rms_dbfs
 RATE = 48000
 
 
-def _run(argv: list[str]) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+def run_tool(argv: list[str]) -> None:
+    """Run a media tool (sox, lame, espeak-ng); its stderr in the error when it fails."""
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr}")
 
@@ -29,7 +30,7 @@ def tones(path: Path, segments: Sequence[tuple[float, float]], level_dbfs: float
     """A WAV of consecutive sines, each ``(frequency_hz, seconds)``."""
     parts = [arg for freq, seconds in segments
              for arg in ("synth", f"{seconds}", "sine", f"{freq}", ":")]
-    _run(["sox", "-n", "-r", str(rate), "-c", "2", "-b", "16", str(path), *parts[:-1],
+    run_tool(["sox", "-n", "-r", str(rate), "-c", "2", "-b", "16", str(path), *parts[:-1],
           "vol", f"{10 ** (level_dbfs / 20):.6f}"])
     return path
 
@@ -40,15 +41,23 @@ def tone(path: Path, frequency_hz: float, seconds: float, level_dbfs: float = -6
     return tones(path, [(frequency_hz, seconds)], level_dbfs, rate)
 
 
-def to_mp3(wav: Path, path: Path) -> Path:
-    """``wav`` encoded by lame (CBR 128 kb/s)."""
-    _run(["lame", "--quiet", "-b", "128", str(wav), str(path)])
+def pink_noise(path: Path, seconds: float, level: float = 0.3, rate: int = RATE) -> Path:
+    """A WAV of pink noise at sox's ``vol`` ``level`` (a full spectrum: the worst case for
+    a decoder or an encoder, unlike a tone)."""
+    run_tool(["sox", "-n", "-r", str(rate), "-c", "2", "-b", "16", str(path), "synth",
+              f"{seconds}", "pinknoise", "vol", f"{level}"])
+    return path
+
+
+def to_mp3(wav: Path, path: Path, kbit_s: int = 128) -> Path:
+    """``wav`` encoded by lame at a constant ``kbit_s``."""
+    run_tool(["lame", "--quiet", "--cbr", "-b", str(kbit_s), str(wav), str(path)])
     return path
 
 
 def to_ogg(wav: Path, path: Path) -> Path:
     """``wav`` encoded as Ogg Vorbis by sox."""
-    _run(["sox", str(wav), "-C", "5", str(path)])
+    run_tool(["sox", str(wav), "-C", "5", str(path)])
     return path
 
 
@@ -56,11 +65,11 @@ def speech(path: Path, text: str, voice: str = "vi", rate: int | None = None) ->
     """``text`` spoken by espeak-ng into a WAV (at espeak-ng's own rate, 22050 Hz, unless
     ``rate`` is given: then converted by sox)."""
     if rate is None:
-        _run(["espeak-ng", "-v", voice, "-w", str(path), text])
+        run_tool(["espeak-ng", "-v", voice, "-w", str(path), text])
         return path
     spoken = path.with_name(f"{path.stem}.espeak.wav")
-    _run(["espeak-ng", "-v", voice, "-w", str(spoken), text])
-    _run(["sox", str(spoken), "-r", str(rate), "-b", "16", str(path)])
+    run_tool(["espeak-ng", "-v", voice, "-w", str(spoken), text])
+    run_tool(["sox", str(spoken), "-r", str(rate), "-b", "16", str(path)])
     return path
 
 

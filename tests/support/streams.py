@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+import numpy as np
+
+from tests.support import media
 
 Mode = Literal["playing", "stalled", "silent", "killed"]
 
@@ -34,15 +37,10 @@ SAMPLES_PER_FRAME = 1152
 RATE = 48000
 
 
-def _run(argv: list[str]) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr}")
-
 
 def encode_mp3(wav: Path, mp3: Path) -> Path:
     """CBR 128 kb/s, no bit reservoir, no LAME tag frame: frames independent and uniform."""
-    _run(["lame", "--quiet", "-t", "--nores", "-b", "128", "--cbr", str(wav), str(mp3)])
+    media.run_tool(["lame", "--quiet", "-t", "--nores", "-b", "128", "--cbr", str(wav), str(mp3)])
     return mp3
 
 
@@ -72,10 +70,8 @@ def make_programme(directory: Path, frequency_hz: float, seconds: float = 20.0,
     """(tone frames, silence frames) of the same format, made with sox and lame."""
     directory.mkdir(parents=True, exist_ok=True)
     tone_wav, silent_wav = directory / "stream-tone.wav", directory / "stream-silence.wav"
-    _run(["sox", "-n", "-r", str(RATE), "-c", "2", "-b", "16", str(tone_wav), "synth",
-          f"{seconds}", "sine", f"{frequency_hz}", "vol", f"{10 ** (level_dbfs / 20):.6f}"])
-    _run(["sox", "-n", "-r", str(RATE), "-c", "2", "-b", "16", str(silent_wav), "trim", "0",
-          "2"])
+    media.tone(tone_wav, frequency_hz, seconds, level_dbfs, RATE)
+    media.write_frames(silent_wav, np.zeros((2 * RATE, 2), dtype=np.int16), RATE)
     tone = mp3_frames(encode_mp3(tone_wav, directory / "stream-tone.mp3").read_bytes())
     silence = mp3_frames(encode_mp3(silent_wav, directory / "stream-silence.mp3").read_bytes())
     return tone, silence

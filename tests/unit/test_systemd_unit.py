@@ -8,12 +8,13 @@ import re
 import shutil
 import subprocess
 import sys
-import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from drivers.audio.base import AUDIO_RT_PRIORITY
+from tests.support import media
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
 AGENT_UNIT = SYSTEMD / "broadcast-agent.service"
@@ -136,14 +137,8 @@ def test_decoding_works_without_writable_executable_memory(tmp_path: Path) -> No
     """MemoryDenyWriteExecute=yes is only safe if libvlc decoding through ctypes callbacks
     (libffi closures) and numpy need no W+X memory. Apply the kernel's equivalent
     (PR_SET_MDWE, which systemd uses where the kernel has it) and decode a real MP3."""
-    tone = tmp_path / "tone.wav"
-    with wave.open(str(tone), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(44100)
-        w.writeframes(bytes(44100 * 2))
-    mp3 = tmp_path / "tone.mp3"
-    subprocess.run(["lame", "--quiet", str(tone), str(mp3)], check=True, timeout=60)
+    silence = media.write_frames(tmp_path / "silence.wav", np.zeros((44100, 1), np.int16), 44100)
+    mp3 = media.to_mp3(silence, tmp_path / "silence.mp3")
     result = subprocess.run([sys.executable, "-c", DECODE_UNDER_MDWE, str(mp3)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
