@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 VOLUME_KEY = "audio.master_volume"
 BUSY_WAIT_S = 0.05  # the deciding thread's longest wait while anything plays or is due
 IDLE_WAIT_S = 0.5
+CLOCK_STEP_S = 1.0  # wall time moving this much more or less than monotonic time is a step
 
 
 class ControlLoop:
@@ -104,6 +105,7 @@ class ControlLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_tick_mono = clock.monotonic()
+        self._wall_offset = clock.now() - clock.monotonic()  # moves only when the clock steps
         self._lookahead = max(settings.warmup_s, PREROLL_S) + 0.5
         self._snapshot = self._build_snapshot()
         self._snapshot_mono = clock.monotonic()
@@ -273,6 +275,10 @@ class ControlLoop:
         """One round. Each step is guarded on its own: a failing step is logged and the
         others still run, and no item can stay "playing" without a playback behind it."""
         now = self._clock.now()
+        offset = now - self._clock.monotonic()
+        if abs(offset - self._wall_offset) > CLOCK_STEP_S:
+            self._clock_stepped(offset - self._wall_offset, now)
+        self._wall_offset = offset
         for step in (self._add_occurrences, self._evaluate, self._executor.cue_ahead,
                      self._supervisor.supervise,                     self._drive_amplifier):
             try:
@@ -284,6 +290,20 @@ class ControlLoop:
         self._settle_commands()
         if self._state.dirty or self._clock.monotonic() - self._snapshot_mono > 1.0:
             self._refresh_snapshot()
+
+    def _clock_stepped(self, seconds: float, now: float) -> None:
+        """Re-plan after a step of the wall clock (source-api.md): what plays goes on,
+        what was cued for a wall-clock frame is cued again for the new one."""
+        log.warning("the wall clock stepped by %+.1f s: re-planning", seconds)
+        arbiter = self._state.arbiter
+        known = arbiter.keys()
+        commands = {key for key in known
+                    if key in self._state.ledger or key == self._state.vox_key}
+        arbiter.clock_stepped(seconds, now - seconds, commands)
+        for pb in [p for p in self._state.playbacks.values() if not p.started]:
+            self._executor.drop(pb)
+            if arbiter.playing == pb.key:  # to start once more, on the new clock's frame
+                arbiter.item_ended(pb.activation.key, pb.index, "preempted")
 
     def _evaluate(self, now: float) -> None:
         self._executor.carry_out(self._state.arbiter.evaluate(now), now)

@@ -183,8 +183,8 @@ class Supervisor:
         pb.meter.read(pb.stream.buffered_bytes())
         if pb.meter.heard and pb.meter.quiet_for() < PROBE_LOUD_S:
             self._stream_returned(pb)
-        elif now - self._last_stream_retry > STREAM_RETRY_S:
-            self._last_stream_retry = now
+        elif self._clock.monotonic() - self._last_stream_retry > STREAM_RETRY_S:
+            self._last_stream_retry = self._clock.monotonic()
             pb.stream.close()
             self._executor.open_decoder(pb, 0.0)  # a fresh connection, measured off air
 
@@ -195,7 +195,7 @@ class Supervisor:
         fallback_mhz = schedule.fm_fallback_mhz if schedule is not None else None
         fb = Playback(pb.activation, pb.index, Item("fm", str(fallback_mhz), None), 0.0)
         pb.fallback = fb
-        self._last_stream_retry = self._clock.now()
+        self._last_stream_retry = self._clock.monotonic()
         if fallback_mhz is not None and self._tuner is not None:
             # Tagged with the stream's playback, whose events ignore it: the fallback is
             # not an item of its own (it shares the stream's key) and _finish_fallback

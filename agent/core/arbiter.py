@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from agent.core.schedule import PRIORITY_RANK, Priority
@@ -174,6 +174,23 @@ class Arbiter:
         elif a.repeat_gap_s > 0 and ended_at is not None \
                 and progress.next_index % a.items_per_repeat == 0:
             progress.not_before = ended_at + a.repeat_gap_s
+
+    def clock_stepped(self, seconds: float, before: float, timed_at_receipt: set[str]
+                      ) -> None:
+        """The wall clock stepped by ``seconds`` (an NTP correction) when it read
+        ``before``. What had started or was already due keeps its place in real time, and
+        so do the keys in ``timed_at_receipt`` (commands: their ``start_at`` was read
+        against the clock they arrived on): their windows move with the step, so what
+        plays goes on and nothing airs twice. Scheduled programmes ahead keep their
+        wall-clock time, and what the step skipped follows the late-start rules."""
+        for progress in self._progress.values():
+            a = progress.activation
+            if progress.started or a.start <= before or a.key in timed_at_receipt:
+                progress.activation = replace(
+                    a, start=a.start + seconds, end=None if a.end is None else a.end + seconds)
+                if progress.not_before is not None:
+                    progress.not_before += seconds
+        self._finished = {key: start + seconds for key, start in self._finished.items()}
 
     # --- decisions ---------------------------------------------------------------------
     def evaluate(self, now: float) -> list[Action]:

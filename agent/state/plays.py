@@ -92,20 +92,22 @@ class PlayJournal:
         return [_play(row) for row in rows]
 
     def aired(self, activation: str) -> dict[int, AiredItem]:
-        """Per item index, its latest play in this activation."""
+        """Per item index, its latest play in this activation (the last written: after a
+        step of the wall clock back, the latest play may carry the earlier time)."""
         with self._store.transaction() as db:
             rows = db.execute(
                 "SELECT item, outcome, started_at FROM plays WHERE activation=?"
-                " ORDER BY started_at", (activation,)).fetchall()
+                " ORDER BY rowid", (activation,)).fetchall()
         return {item: AiredItem(_outcome(outcome), started_at)
                 for item, outcome, started_at in rows}
 
     def between(self, start: float, end: float) -> list[Play]:
-        """Plays whose first sample is in [start, end), in time order."""
+        """Plays whose first sample is in [start, end), in the order they began (time
+        order, unless the wall clock stepped back in between)."""
         with self._store.transaction() as db:
             rows = db.execute(
                 "SELECT activation, item, started_at, ended_at, outcome, record FROM plays"
-                " WHERE started_at >= ? AND started_at < ? ORDER BY started_at",
+                " WHERE started_at >= ? AND started_at < ? ORDER BY rowid",
                 (start, end)).fetchall()
         return [_play(row) for row in rows]
 

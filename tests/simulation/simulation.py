@@ -34,15 +34,6 @@ EXCUSES = frozenset({"play_failed", "media_missing", "tts_failed", "sdr_missing"
                      "decoder_crashed", "dead_air"})
 FINAL = ("completed", "failed")
 SILENT_MEDIA = ev.MEDIA[2]  # a file of digital silence, when cached: dead air
-# A known gap, not a pass: the core does not re-plan after a wall-clock step (source-api.md:
-# "a clock that steps re-plans the day"), so a command open when the clock steps back waits
-# for its wall-clock start again (an emergency: up to the size of the step).
-CLOCK_STEP_GAP = "clock stepped back while it was open: no re-planning after a step yet"
-# The same gap for programs: a step back preempts what plays (its window has not begun
-# again) and airs it again when the window comes round; such a sequence counts its
-# re-airings in ``aired_again_after_step`` instead of failing. And an item cued on the
-# card's frame for its start before the step sounds then, for nobody, while its start is
-# an hour away: counted in ``unowned_after_step``.
 # A known inconsistency, not a pass: a relay preempted before it relayed anything is
 # journaled (and reported) ``failed``, yet rejoins live when the preemption ends, as a
 # preempted relay does; after a restart the same journal makes it over. Such a rejoin is
@@ -73,7 +64,6 @@ class Accepted:
     may_start_mono: float
     acks: list[str] = field(default_factory=list)
     outranked_since: float | None = None
-    waived: str | None = None  # why its checks do not apply (a known gap of the core)
 
 
 class Simulation:
@@ -98,11 +88,8 @@ class Simulation:
         self.sent: list[OutboxRecord] = []  # everything reported or sent over MQTT
         self.disk_was_full = False
         self.rejoined_after_failed_relay = 0
-        self.clock_stepped_back = False
         self.tick_s = TICK_S  # the present step's length
         self.unowned_since: float | None = None
-        self.unowned_after_step = 0
-        self.aired_again_after_step = 0
 
     def close(self) -> None:
         logging.getLogger("agent.control.loop").removeHandler(self.guards)
@@ -144,11 +131,6 @@ class Simulation:
             self.disk_was_full |= event.full
         else:
             world.clock.step(event.seconds)
-            self.clock_stepped_back |= event.seconds < 0
-            if event.seconds < 0:
-                for acked in self.accepted.values():
-                    if acked.acks[-1:] == ["accepted"]:
-                        acked.waived = CLOCK_STEP_GAP
 
     def wait(self, seconds: float) -> None:
         left = seconds
@@ -228,7 +210,7 @@ class Simulation:
             if len(finals) > 1:
                 raise Violation(f"{acked.command.id} acked {finals}")
             if not finals and mono > acked.deadline_mono and not self.disk_was_full \
-                    and acked.waived is None and not self._under_endless(acked):
+                    and not self._under_endless(acked):
                 raise Violation(f"{acked.command} never ended (acks {acked.acks})")
         self.check_priority(mono)
         self.check_dead_air()
@@ -256,7 +238,7 @@ class Simulation:
         for acked in self.accepted.values():
             cmd = acked.command
             if cmd.type not in ("emergency", "play_now", "fm_relay") or acked.acks[-1:] \
-                    != ["accepted"] or mono < acked.may_start_mono + grace or acked.waived:
+                    != ["accepted"] or mono < acked.may_start_mono + grace:
                 continue
             if rank >= _rank(cmd) or faults & EXCUSES:
                 acked.outranked_since = None
@@ -296,7 +278,7 @@ class Simulation:
         end = self.world.clock.monotonic() + COMMAND_BOUND_S
         while self.world.clock.monotonic() < end:
             waiting = any(a.acks[-1] == "accepted" and a.deadline_mono < math.inf
-                          and not a.waived for a in self.accepted.values())
+                          for a in self.accepted.values())
             if not waiting and self.world.clock.monotonic() > end - COMMAND_BOUND_S + TAIL_S:
                 break
             # Coarser once no command waits: what is scheduled still plays out.
@@ -333,8 +315,6 @@ class Simulation:
             again = play.activation in stopped or where in over
             if again and where in failed_relays:
                 self.rejoined_after_failed_relay += 1
-            elif again and self.clock_stepped_back:
-                self.aired_again_after_step += 1
             elif again:
                 raise Violation(f"{where} aired again after {over.get(where, 'stopped')}")
             if play.outcome == "failed" and play.record["source"] in ("stream", "fm"):
@@ -373,8 +353,6 @@ class Simulation:
             self.unowned_since = mono
         elif mono - self.unowned_since <= 2 * self.tick_s:
             pass
-        elif self.clock_stepped_back:
-            self.unowned_after_step += 1
         else:
             raise Violation(f"{voice} sounds but Status says {playing} plays")
 

@@ -44,6 +44,20 @@ REGRESSIONS: dict[str, list[ev.Event]] = {
     # live stream, so when it ended it was "dead" and aired again at every retry.
     "play_now_of_uncached_media_by_url": [
         ev.Send("play_now", {"media_id": "m2", "url": ev.ALERT_URL}), ev.Wait(20.0)],
+    # The wall clock stepped back an hour (no re-planning): the programme preempted just
+    # before the step aired again when its window came round, an item cued for its frame
+    # sounded for nobody, and a command open at the step waited an hour. Now what plays
+    # or is due keeps its place in real time (Arbiter.clock_stepped), and the play journal
+    # reads "latest" in the order plays were written, not by their wall time.
+    "clock_step_back_after_a_preemption": [
+        ev.Publish(({"id": "p0", "title": "t", "priority": "scheduled", "start": 2,
+                     "source": {"type": "tts", "text": "Mưa lớn"}},
+                    {"id": "p1", "title": "t", "priority": "scheduled", "start": 0,
+                     "source": {"type": "media", "items": ["m0"]}}), frozenset(), False),
+        ev.Wait(2.0), ev.ClockStep(-3600.0)],
+    "clock_step_back_before_an_emergency_start_at": [
+        ev.Wait(0.5), ev.Send("emergency", {"url": ev.ALERT_URL, "start_at": 1}),
+        ev.ClockStep(-3600.0)],
     # The amplifier's switch-on time was wall time: after the clock stepped back an hour
     # it seemed switched on in the future, and a play_now waited an hour for its warm-up.
     "warm_up_after_the_clock_stepped_back": [
