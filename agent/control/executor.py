@@ -361,12 +361,16 @@ class Executor:
         if pb.fallback is not None:
             self.finish_fallback(pb)
         if pb.started_at is not None:
+            # The play journal keeps what the arbiter decided: a relay cut by a preemption
+            # rejoins live when the preemption ends, after a restart too, even though the
+            # report of the segment that carried nothing says failed.
+            rejoins = pb.outcome == "preempted" and pb.activation.live
             if not relayed_station(pb) or (pb.outcome == "completed" and not pb.played_frames):
                 pb.outcome = "failed"  # what sounded says so, not the end of its window
             record = pb.record(self._journal.stamp, self._state.settings.rate)
             self._journal.played(record)
             self._plays.ended(record, pb.ended_at if pb.ended_at is not None
-                              else self._clock.now())
+                              else self._clock.now(), "preempted" if rejoins else None)
             if pb.item.kind == "line_in":
                 self._journal.event("line_in_off", **line_in_fields(pb),
                                     played_s=record["played_s"], outcome=record["outcome"])

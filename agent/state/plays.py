@@ -67,12 +67,14 @@ class PlayJournal:
                 (record["id"], activation, item, record["program_id"], record["source"],
                  record["priority"], started_at, json.dumps(record, ensure_ascii=False)))
 
-    def ended(self, record: dict[str, Any], ended_at: float) -> None:
-        """The play of ``record["id"]`` is over with ``record["outcome"]``."""
+    def ended(self, record: dict[str, Any], ended_at: float, outcome: str | None = None
+              ) -> None:
+        """The play of ``record["id"]`` is over with ``outcome`` for what airs again
+        (by default the reported ``record["outcome"]``)."""
         with self._store.transaction() as db:
             db.execute(
                 "UPDATE plays SET ended_at=?, played_s=?, outcome=?, record=? WHERE report_id=?",
-                (ended_at, record["played_s"], record["outcome"],
+                (ended_at, record["played_s"], outcome or record["outcome"],
                  json.dumps(record, ensure_ascii=False), record["id"]))
 
     def interrupted(self, record: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.state.plays import PlayJournal
 from tests.simulation import events as ev
 from tests.simulation.simulation import Simulation
 from tests.simulation.test_field_sequences import run
@@ -127,16 +128,25 @@ def test_regression(name: str) -> None:
     run(REGRESSIONS[name])
 
 
-def test_a_silent_relay_preempted_then_rejoining_is_the_known_inconsistency(
-        tmp_path: Path) -> None:
-    """Not a fix: the inconsistency counted in ``rejoined_after_failed_relay`` (an fm_relay
-    of a station not heard, preempted by an emergency, is journaled failed, then rejoins
-    after it), pinned so that a change of the rule shows here."""
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
+def test_a_silent_relay_preempted_rejoins_after_the_preemption(tmp_path: Path,
+                                                               restart: bool) -> None:
+    """An FM programme of a station not heard, preempted by an emergency: its segment is
+    reported failed (it carried nothing), and the relay rejoins live when the emergency
+    ends, as a preempted relay does (source-api.md), whether or not the agent restarted
+    in between (it used to rejoin only if it had not; the restart ends the emergency)."""
     sim = Simulation(tmp_path)
+    cut: list[ev.Event] = [ev.Restart(2.0, False)] if restart else []
+    relay = {"id": "p0", "title": "t", "priority": "scheduled", "start": 0,
+             "source": {"type": "fm", "frequency_mhz": 98.5}, "duration_s": 30}
     try:
-        sim.play([ev.Station(98.5, False),
-                  ev.Send("fm_relay", {"frequency_mhz": 98.5, "duration_s": 20}),
-                  ev.Wait(1.5), ev.Send("emergency", {"url": ev.ALERT_URL})])
+        sim.play([ev.Station(98.5, False), ev.Publish((relay,), frozenset(), False),
+                  ev.Wait(1.5), ev.Send("emergency", {"url": ev.ALERT_URL}), ev.Wait(1.0),
+                  *cut])
+        plays = [p for p in PlayJournal(sim.boot.store).between(0.0, 1e12)
+                 if p.record["source"] == "fm"]
     finally:
         sim.close()
-    assert sim.rejoined_after_failed_relay == 1
+    assert [p.outcome for p in plays][:1] == ["preempted"], plays
+    assert [p.record["outcome"] for p in plays][:1] == ["failed"]
+    assert len(plays) >= 2, "the relay did not rejoin after the emergency"
