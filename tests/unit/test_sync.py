@@ -36,10 +36,12 @@ class Applied:
 
     def __init__(self) -> None:
         self.versions: list[int] = []
+        self.schedules: list[Schedule] = []
         self.event = threading.Event()
 
     def __call__(self, schedule: Schedule) -> None:
         self.versions.append(schedule.version)
+        self.schedules.append(schedule)
         self.event.set()
 
 
@@ -230,7 +232,10 @@ def test_media_fault_switch_raises_its_code_and_retries(tmp_path: Path, switches
 
 
 def test_invalid_programs_are_skipped_and_named(tmp_path: Path) -> None:
+    """A program naming a media the schedule does not list is left out, named in the fault
+    (and its report to the source), and the rest of the schedule is applied and cached."""
     with sync_rig(tmp_path) as (rig, service, applied):
+        rig.faults.subscribe(rig.journal.on_fault)
         media = add_media(rig.content, "m-0", media_bytes(1000), duration_s=1.0)
         doc = schedule_doc(1, DEVICE, [media], extra_programs=[
             {"id": "p-bad", "source": {"type": "media", "items": ["m-unknown"]},
@@ -238,7 +243,11 @@ def test_invalid_programs_are_skipped_and_named(tmp_path: Path) -> None:
         write_schedule(rig.content, doc, check=False)
         assert service.run_once()
         assert applied.versions == [1]
+        assert [p.id for p in applied.schedules[0].programs] == ["p-1"]
+        assert [e["media_id"] for e in events(rig, "media_cached")] == ["m-0"]
         assert "p-bad" in rig.raised()["schedule_invalid_program"]
+        [report] = fault_reports(rig, "schedule_invalid_program")
+        assert "p-bad" in report["message"]
 
 
 @pytest.mark.parametrize("doc", [
