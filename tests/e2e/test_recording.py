@@ -69,11 +69,21 @@ def recorded(agent: AgentProcess, first: float, last: float) -> Served:
     return wait_for(covered, CLOSE_WAIT_S, 1.0, f"the recording of {first}..{last}")[0]
 
 
-def test_the_recording_matches_what_left_the_card(
-        tmp_path: Path, source: Source, agent_factory: AgentFactory) -> None:
-    agent = agent_factory()
+def test_the_recording_matches_what_left_the_card_and_is_uploaded_on_request(
+        tmp_path: Path, source: Source, agent_factory: AgentFactory, broker: Mosquitto,
+        central: CheckedCentral) -> None:
+    """One speech programme: upload_recording of its span is sent as soon as it has aired
+    (before its segments are closed: the upload waits for them), then GET /recordings of
+    it is compared with what left the card, then the upload is checked at the source."""
+    source.publish([])
+    agent = start_online(agent_factory, broker, central)
     start, end = speech_program(tmp_path, source, agent)
     first, last = start - 1.0, end + 1.0
+    span = {"from": datetime.fromtimestamp(first, TZ).isoformat(timespec="milliseconds"),
+            "to": datetime.fromtimestamp(last, TZ).isoformat(timespec="milliseconds")}
+    cmd = central.command("upload_recording", span, expires_in_s=600)
+    central.send_accepted(cmd)
+
     # Served with a margin: the time-offset search shifts the span by up to 0.2 s.
     recording = recorded(agent, first - 0.25, last + 0.25)
     capture = capture_until(agent, last)
@@ -106,21 +116,8 @@ def test_the_recording_matches_what_left_the_card(
                         timeout=5).status_code == 400
     assert fetch(agent.health_url, start - 86_400, start - 86_000).status_code == 404
 
-
-def test_upload_recording_delivers_the_span_to_the_source(
-        tmp_path: Path, source: Source, agent_factory: AgentFactory, broker: Mosquitto,
-        central: CheckedCentral) -> None:
-    source.publish([])
-    agent = start_online(agent_factory, broker, central)
-    start, end = speech_program(tmp_path, source, agent)
-    first, last = start - 1.0, end + 1.0
-    span = {"from": datetime.fromtimestamp(first, TZ).isoformat(timespec="milliseconds"),
-            "to": datetime.fromtimestamp(last, TZ).isoformat(timespec="milliseconds")}
-    cmd = central.command("upload_recording", span, expires_in_s=600)
-    central.send_accepted(cmd)
     central.wait_ack(cmd["id"], "completed", timeout=CLOSE_WAIT_S + 30)
     assert central.acks(cmd["id"]) == ["accepted", "completed"]
-
     [upload] = source.recordings()
     assert upload["content_type"] == "audio/ogg"
     assert epoch(upload["from"]) == epoch(span["from"]) and epoch(upload["to"]) == epoch(span["to"])
