@@ -385,24 +385,25 @@ def relayed(capture: Capture, start: float, seconds: float, station: FakeStation
     return measured.snr_db
 
 
-@pytest.mark.parametrize("second", [STATION, COMMUNE], ids=["same-station", "commune-band"])
-def test_adjacent_fm_programs_both_relay_and_report_truthfully(
-        source: Source, agent_factory: AgentFactory, two_bands: FakeRtlTcpServer,
-        second: FakeStation) -> None:
+def test_adjacent_fm_programs_all_relay_and_report_truthfully(
+        source: Source, agent_factory: AgentFactory, two_bands: FakeRtlTcpServer) -> None:
     """The first version's bug: the second of two back-to-back FM programs was silent (the
-    first one's end stopped the tuner under it) and still reported completed."""
+    first one's end stopped the tuner under it) and still reported completed. Three
+    programs back to back: the second on the same station as the first (the lease goes
+    on), the third on the commune band (a retune)."""
     agent = start_agent(source, agent_factory, two_bands.port)
     start, length = next_start(), 4.0
+    stations = {"p-a": STATION, "p-b": STATION, "p-c": COMMUNE}
     publish_soon(source, agent, start, [
-        fm_program("p-a", 100.0, start, length),
-        fm_program("p-b", second.frequency_hz / 1e6, start + length, length)])
+        fm_program(pid, station.frequency_hz / 1e6, start + n * length, length)
+        for n, (pid, station) in enumerate(stations.items())])
 
-    capture = capture_until(agent, start + 2 * length + 0.5)
-    # A retune to another station takes a moment; judge each window past it.
+    capture = capture_until(agent, start + len(stations) * length + 0.5)
     assert relayed(capture, start + 0.5, length - 1.0, STATION) >= FIELD_SNR_DB
-    assert relayed(capture, start + length + 1.0, length - 1.5, second) >= FIELD_SNR_DB
-    reports = {r["program_id"]: r for r in play_reports_of(source, "p-a")
-               + play_reports_of(source, "p-b")}
+    assert relayed(capture, start + length + 0.5, length - 1.0, STATION) >= FIELD_SNR_DB
+    # A retune to another station takes a moment; judge the window past it.
+    assert relayed(capture, start + 2 * length + 1.0, length - 1.5, COMMUNE) >= FIELD_SNR_DB
+    reports = {r["program_id"]: r for pid in stations for r in play_reports_of(source, pid)}
     assert {pid: (r["outcome"], r["frequency_mhz"]) for pid, r in reports.items()} == {
-        "p-a": ("completed", 100.0), "p-b": ("completed", second.frequency_hz / 1e6)}
-    assert reports["p-b"]["played_s"] >= length - 1.0
+        pid: ("completed", station.frequency_hz / 1e6) for pid, station in stations.items()}
+    assert all(r["played_s"] >= length - 1.0 for r in reports.values()), reports

@@ -32,7 +32,12 @@ from tests.support.mosquitto import Mosquitto, TestClient
 
 pytestmark = pytest.mark.alone
 
-TONE_S = 62.0
+# The heavy part of the load is at the start of the tone: the burst is screened and acked
+# within about 9 s (measured alone), and the download is cut at every request for the
+# first CUT_S. The tone goes on TONE_S - CUT_S after that under the hogs and the
+# republished schedule, while the last resume completes and is verified.
+CUT_S = 31.0
+TONE_S = 44.0
 DOWNLOAD_BYTES = 48 * 1024 * 1024
 
 
@@ -60,7 +65,7 @@ def test_a_tone_under_load_holds_no_5_ms_of_silence(
         time.sleep(max(0.0, start + 2 - time.time()))
         burst = command_burst(central)
         raw_client.publish_many(f"{central.base}/commands", [canonical_json(c) for c in burst])
-        time.sleep(max(0.0, start + TONE_S / 2 - time.time()))
+        time.sleep(max(0.0, start + CUT_S - time.time()))
         source.set_faults(truncate=False)  # the last resume completes and is verified
         capture = capture_until(agent, start + TONE_S)
 

@@ -169,25 +169,36 @@ def test_repeat_gap_leaves_exactly_that_silence_between_repetitions(
         [0.0, 1.0, 2.0 + gap_s, 3.0 + gap_s], abs=REPORT_TOLERANCE_S)
 
 
-@pytest.mark.parametrize("suffix", ["mp3", "ogg"])
-def test_compressed_media_decode_through_libvlc(
-        tmp_path: Path, source: Source, agent_factory: AgentFactory, suffix: str) -> None:
-    wav = media.tone(tmp_path / "tone.wav", 1000, 2.0)
-    encode = media.to_mp3 if suffix == "mp3" else media.to_ogg
-    source.add("m-1", encode(wav, tmp_path / f"tone.{suffix}"), duration_s=2.0,
-               mime=f"audio/{'mpeg' if suffix == 'mp3' else 'ogg'}")
-    start = whole_second(LEAD_S)
-    source.publish([program("p-1", ["m-1"], start)])
-    agent = start_agent(source, agent_factory, start)
-    capture = capture_until(agent, start + 2.5)
+CODECS = {"mp3": (media.to_mp3, "audio/mpeg"), "ogg": (media.to_ogg, "audio/ogg")}
+CODEC_SPACING_S = 4.0  # 2 s programmes, each cued while the one before plays
 
-    assert abs(first_sound(capture, start - 1.0) - start) <= 0.1  # codec priming delay
-    assert_tone(capture, start + 0.5, 1.0, 1000)
-    assert rms_dbfs(capture.segment(start + 0.5, 1.0)) == pytest.approx(
-        media.wav_rms_dbfs(wav), abs=1.0)
-    [report] = play_reports(source, 1, start + 2.5)
-    assert (report["media_id"], report["outcome"]) == ("m-1", "completed")
-    assert report["played_s"] == pytest.approx(2.0, abs=0.1)
+
+def test_compressed_media_decode_through_libvlc(
+        tmp_path: Path, source: Source, agent_factory: AgentFactory) -> None:
+    """An MP3 and an Ogg Vorbis file, a programme each, decoded by libvlc in one agent."""
+    wav = media.tone(tmp_path / "tone.wav", 1000, 2.0)
+    for suffix, (encode, mime) in CODECS.items():
+        source.add(f"m-{suffix}", encode(wav, tmp_path / f"tone.{suffix}"), duration_s=2.0,
+                   mime=mime)
+    first = whole_second(LEAD_S)
+    starts = {suffix: first + n * CODEC_SPACING_S for n, suffix in enumerate(CODECS)}
+    source.publish([program(f"p-{suffix}", [f"m-{suffix}"], start)
+                    for suffix, start in starts.items()])
+    agent = start_agent(source, agent_factory, first)
+    last = max(starts.values())
+    capture = capture_until(agent, last + 2.5)
+
+    for suffix, start in starts.items():
+        # The codec's priming delay: within 0.1 s.
+        assert abs(first_sound(capture, start - 1.0) - start) <= 0.1, suffix
+        assert_tone(capture, start + 0.5, 1.0, 1000)
+        assert rms_dbfs(capture.segment(start + 0.5, 1.0)) == pytest.approx(
+            media.wav_rms_dbfs(wav), abs=1.0), suffix
+    reports = play_reports(source, len(CODECS), last + 2.5)
+    assert [(r["media_id"], r["outcome"]) for r in reports] == \
+        [(f"m-{suffix}", "completed") for suffix in CODECS]
+    for report in reports:
+        assert report["played_s"] == pytest.approx(2.0, abs=0.1), report
 
 
 def test_chime_then_the_item(tmp_path: Path, source: Source,

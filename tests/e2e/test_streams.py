@@ -135,13 +135,25 @@ def fail_and_recover(agent: AgentProcess, stream: PacedStream, break_stream: str
     assert_stream_audio(agent, back + 0.5)
 
 
-@pytest.mark.parametrize("break_stream", ["kill", "stall", "silence"])
+BREAKS = ("kill", "stall", "silence")
+
+
 def test_dead_stream_falls_back_to_fm_and_returns(
         source: Source, agent_factory: AgentFactory, stream: PacedStream,
-        dongle: FakeRtlTcpServer, break_stream: str) -> None:
+        dongle: FakeRtlTcpServer) -> None:
+    """The stream breaks three ways in turn (it ends, it stalls, it goes silent), each
+    after the agent came back to it from the break before; each time the FM fallback takes
+    over, the stream returns, and the fallback's play is reported."""
     agent, _ = start_on_stream(source, agent_factory, stream, dongle)
-    fail_and_recover(agent, stream, break_stream)
-    reports = wait_for(lambda: [r for r in source.play_reports() if r["source"] == "fm"], 10,
-                       0.1, "the fallback's play report")
-    assert (reports[0]["program_id"], reports[0]["priority"], reports[0]["frequency_mhz"]) \
-        == ("p-live", "live", FM_MHZ)
+    for break_stream in BREAKS:
+        try:
+            fail_and_recover(agent, stream, break_stream)
+        except AssertionError as exc:
+            raise AssertionError(f"the stream broken by {break_stream}: {exc}") from exc
+
+    def fallbacks() -> list[dict[str, Any]]:
+        fm = [r for r in source.play_reports() if r["source"] == "fm"]
+        return fm if sum(r["outcome"] == "completed" for r in fm) >= len(BREAKS) else []
+    reports = wait_for(fallbacks, 10, 0.1, "a completed fallback play report per break")
+    assert {(r["program_id"], r["priority"], r["frequency_mhz"]) for r in reports} == \
+        {("p-live", "live", FM_MHZ)}

@@ -160,16 +160,27 @@ class AgentProcess:
         return {f["code"] for f in self.status()["faults"]}
 
     def stop(self, timeout: float = 15) -> int:
+        """SIGTERM, then the exit status once the agent has stopped (see :meth:`stopped`)."""
+        self.terminate()
+        return self.stopped(timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM to the agent if it runs, without waiting for it to stop."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def stopped(self, timeout: float = 15) -> int:
+        """The exit status of the agent told to stop; an agent still running ``timeout``
+        later is killed and an AssertionError with its log raised."""
         try:
-            return self._stop_agent(timeout)
+            return self._exit_status(timeout)
         finally:
             if self.rig is not None:
                 self.rig.stop()
 
-    def _stop_agent(self, timeout: float) -> int:
-        if self.process is None or self.process.poll() is not None:
-            return 0 if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
+    def _exit_status(self, timeout: float) -> int:
+        if self.process is None:
+            return 0
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired as exc:

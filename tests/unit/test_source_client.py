@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import socket
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.config.loader import load_config
 from agent.source.client import SourceClient, SourceError, SourceSettings
 from tests.support.source_sim import DEVICE, add_media, schedule_doc, source_rig, write_schedule
 
@@ -141,3 +143,26 @@ def test_tls_verification_off_is_logged(caplog: pytest.LogCaptureFixture) -> Non
         SourceClient(SourceSettings(url="https://h.invalid/api/v1", device_id=DEVICE,
                                     verify_tls=False))
     assert "TLS verification" in caplog.text
+
+
+def test_settings_from_config_carry_every_source_key(tmp_path: Path) -> None:
+    """The daemon's client is built by SourceSettings.from_config: each key of ``source``
+    that the tests above vary (timeouts, bounds, the schedule signing key) reaches it."""
+    public = raw_public(Ed25519PrivateKey.generate())
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"""device_id: {DEVICE}
+source:
+  url: http://127.0.0.1:9/api/v1
+  token: t0ken
+  read_timeout_s: 2
+  max_schedule_bytes: 5000
+  request_deadline_s: 7
+  media_deadline_s: 9
+  public_key: {base64.b64encode(public).decode()}
+""")
+    settings = SourceSettings.from_config(load_config(config))
+    assert (settings.url, settings.device_id, settings.token) == \
+        ("http://127.0.0.1:9/api/v1", DEVICE, "t0ken")
+    assert (settings.read_timeout_s, settings.max_schedule_bytes, settings.request_deadline_s,
+            settings.media_deadline_s) == (2, 5000, 7, 9)
+    assert settings.public_key == public and settings.verify_tls is True

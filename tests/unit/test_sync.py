@@ -1,4 +1,8 @@
-"""SyncService against the real simulator: the last good schedule always stays in force."""
+"""SyncService against the real simulator: the last good schedule always stays in force.
+
+Every failure of the source (tests/e2e/test_faults.py keeps one of them end to end) is
+classified here against the real HTTP server: its fault code, raised and cleared, and the
+``fault`` report queued for the source, checked against the contract's schema."""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.core.schedule import Schedule
 from agent.source.sync import KEY_DOC, KEY_ETAG, KEY_VERSION, SyncService, backoff_delay
-from agent.state.journal import MQTT
+from agent.state.journal import MQTT, REPORT
+from tests.support.schemas import validate
 from tests.support.source_sim import (
     DEVICE,
     SourceRig,
@@ -31,10 +36,12 @@ class Applied:
 
     def __init__(self) -> None:
         self.versions: list[int] = []
+        self.schedules: list[Schedule] = []
         self.event = threading.Event()
 
     def __call__(self, schedule: Schedule) -> None:
         self.versions.append(schedule.version)
+        self.schedules.append(schedule)
         self.event.set()
 
 
@@ -67,6 +74,16 @@ def sync_rig(tmp_path: Path,
 
 def events(rig: SourceRig, type_: str) -> list[dict[str, Any]]:
     return [r.payload for r in rig.store.pending(MQTT, 1000) if r.kind == f"event:{type_}"]
+
+
+def fault_reports(rig: SourceRig, code: str) -> list[dict[str, Any]]:
+    """The ``fault`` reports queued for the source about ``code``, each checked against
+    the contract's schema (the daemon subscribes the journal to the fault registry)."""
+    reports = [r.payload for r in rig.store.pending(REPORT, 1000)
+               if r.kind == "fault" and r.payload["code"] == code]
+    for report in reports:
+        validate("report", report)
+    return reports
 
 
 def publish(rig: SourceRig, version: int, n_media: int = 1,
@@ -155,6 +172,7 @@ def test_signed_schedule_is_applied(tmp_path: Path) -> None:
 
 
 SCHEDULE_SWITCHES = [
+    ({"schedule_status": 500}, "source_unreachable"),
     ({"schedule_status": 503}, "source_unreachable"),
     ({"schedule_status": 401}, "source_auth"),
     ({"schedule_status": 403}, "source_auth"),
@@ -178,6 +196,7 @@ def test_schedule_fault_switch_raises_its_code_and_keeps_last_good(tmp_path: Pat
                                                                    switches: dict[str, object],
                                                                    code: str) -> None:
     with sync_rig(tmp_path, read_timeout_s=0.3) as (rig, service, applied):
+        rig.faults.subscribe(rig.journal.on_fault)
         publish(rig, 1)
         assert service.run_once()
         publish(rig, 2)
@@ -186,9 +205,12 @@ def test_schedule_fault_switch_raises_its_code_and_keeps_last_good(tmp_path: Pat
         assert set(rig.raised()) == {code}
         assert applied.versions == [1] and rig.store.get(KEY_VERSION) == 1
         assert service.status().reachable is (code != "source_unreachable")
+        [raised] = fault_reports(rig, code)
+        assert raised["cleared_at"] is None
         rig.sim.set_faults(**SWITCHES_OFF)
         assert service.run_once()
         assert applied.versions == [1, 2] and rig.raised() == {}
+        assert [r["cleared_at"] is None for r in fault_reports(rig, code)] == [True, False]
 
 
 @pytest.mark.parametrize(("switches", "code"), MEDIA_SWITCHES)
@@ -210,7 +232,10 @@ def test_media_fault_switch_raises_its_code_and_retries(tmp_path: Path, switches
 
 
 def test_invalid_programs_are_skipped_and_named(tmp_path: Path) -> None:
+    """A program naming a media the schedule does not list is left out, named in the fault
+    (and its report to the source), and the rest of the schedule is applied and cached."""
     with sync_rig(tmp_path) as (rig, service, applied):
+        rig.faults.subscribe(rig.journal.on_fault)
         media = add_media(rig.content, "m-0", media_bytes(1000), duration_s=1.0)
         doc = schedule_doc(1, DEVICE, [media], extra_programs=[
             {"id": "p-bad", "source": {"type": "media", "items": ["m-unknown"]},
@@ -218,7 +243,11 @@ def test_invalid_programs_are_skipped_and_named(tmp_path: Path) -> None:
         write_schedule(rig.content, doc, check=False)
         assert service.run_once()
         assert applied.versions == [1]
+        assert [p.id for p in applied.schedules[0].programs] == ["p-1"]
+        assert [e["media_id"] for e in events(rig, "media_cached")] == ["m-0"]
         assert "p-bad" in rig.raised()["schedule_invalid_program"]
+        [report] = fault_reports(rig, "schedule_invalid_program")
+        assert "p-bad" in report["message"]
 
 
 @pytest.mark.parametrize("doc", [
@@ -247,6 +276,25 @@ def test_applied_schedule_survives_restart(tmp_path: Path) -> None:
         assert loaded is not None and loaded.version == 4
         assert not again.run_once()
         assert again.status().schedule_version == 4
+
+
+def test_an_older_schedule_met_after_a_restart_is_a_rollback(tmp_path: Path) -> None:
+    """A restarted agent (a new SyncService on the same state) whose source now serves an
+    older version than the one it applied keeps the applied one: ``schedule_rollback``."""
+    with sync_rig(tmp_path) as (rig, service, _):
+        publish(rig, 5)
+        assert service.run_once()
+        publish(rig, 4)
+        applied = Applied()
+        again = SyncService(rig.client, rig.cache(), rig.store, rig.journal, rig.faults,
+                            rig.clock, device_id=DEVICE, default_tz="Asia/Ho_Chi_Minh",
+                            poll_interval_s=60, max_backoff_s=30, on_applied=applied)
+        loaded = again.load_applied()
+        assert loaded is not None and loaded.version == 5
+        assert not again.run_once()
+        assert "version 4" in rig.raised()["schedule_rollback"]
+        assert applied.versions == [] and rig.store.get(KEY_VERSION) == 5
+        assert again.status().schedule_version == 5
 
 
 def test_thread_polls_on_demand_and_stops(tmp_path: Path) -> None:
