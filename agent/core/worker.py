@@ -24,10 +24,15 @@ class Worker(ABC):
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
+        self._end_waits()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("%s thread did not stop within %.1f s", self.thread_name, timeout)
+
+    def _end_waits(self) -> None:  # noqa: B027 - most workers wait on _stopping alone
+        """Cut short what ``_run`` waits on besides ``_stopping`` (a queue, a condition),
+        so that ``stop`` does not wait it out."""
 
     @abstractmethod
     def _run(self) -> None: ...

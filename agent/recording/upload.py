@@ -43,16 +43,21 @@ class RecordingUploader(Worker):
         self._count_command = count_command
         self.max_backoff_s = max_backoff_s
         self._rand = rand
-        self._commands: queue.Queue[Command] = queue.Queue()
+        self._commands: queue.Queue[Command | None] = queue.Queue()  # None: stopping
 
     def submit(self, command: Command) -> None:
         self._commands.put(command)
+
+    def _end_waits(self) -> None:
+        self._commands.put(None)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
                 command = self._commands.get(timeout=_POLL_S)
             except queue.Empty:
+                continue
+            if command is None:
                 continue
             try:
                 status, reason = self.upload(command)

@@ -37,6 +37,9 @@ class ReportUploader(Worker):
         self.batch_size = batch_size
         self._rand = rand
 
+    def _end_waits(self) -> None:
+        self._journal.notify()
+
     def upload_once(self) -> tuple[int, int]:
         """POST one batch; (records sent, records accepted and removed from the outbox).
 

@@ -66,7 +66,7 @@ class UpdateService(Worker):
         self._restart = restart
         self._on_change = on_change
         self._count_command = count_command
-        self._commands: queue.Queue[Command] = queue.Queue()
+        self._commands: queue.Queue[Command | None] = queue.Queue()  # None: stopping
         self._lock = threading.Lock()
         self._state = load_state(root)
         self._judge: TrialJudge | None = None
@@ -74,6 +74,9 @@ class UpdateService(Worker):
 
     def submit(self, command: Command) -> None:
         self._commands.put(command)
+
+    def _end_waits(self) -> None:
+        self._commands.put(None)
 
     def status(self) -> dict[str, Any]:
         """Status ``update`` (mqtt.md)."""
@@ -126,6 +129,8 @@ class UpdateService(Worker):
         try:
             command = self._commands.get(timeout=POLL_S)
         except queue.Empty:
+            return
+        if command is None:
             return
         st = self._state
         version = str(command.args["version"])
