@@ -42,6 +42,15 @@ class NotifySocket:
         self.sock.close()
 
 
+def parent_pid(proc_entry: Path) -> int | None:
+    try:
+        status = (proc_entry / "status").read_text()
+    except OSError:
+        return None
+    return next(int(line.split()[1]) for line in status.splitlines()
+                if line.startswith("PPid:"))
+
+
 def pings_between(notify: NotifySocket, seconds: float) -> list[str]:
     notify.drain()
     since = time.monotonic()
@@ -97,8 +106,9 @@ def test_watchdog_pings_stop_while_the_playout_process_does_not_answer(
         deadline = time.monotonic() + 4.0
         since = time.monotonic() + 1.0  # the last ping of the healthy process may be late
         while time.monotonic() < deadline:
-            for pid, _ in processes(b"agent.playout.host"):
-                if pid not in stopped:
+            for pid, entry in processes(b"agent.playout.host"):
+                # Only this agent's: other tests' agents run beside it.
+                if pid not in stopped and parent_pid(entry) == agent.process.pid:
                     os.kill(pid, signal.SIGSTOP)
                     stopped.add(pid)
             notify.drain(0.0)  # each ping with the time it came
