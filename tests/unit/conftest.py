@@ -1,13 +1,16 @@
-"""Fixtures of the unit tests that need a real Mosquitto (tests/support/mqtt_rig.py)."""
+"""Fixtures of the unit tests: a real Mosquitto (tests/support/mqtt_rig.py), real decoder
+worker processes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Unpack
 
 import pytest
 
+from agent.playout.decoder import DecoderPool
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt_rig import DEVICES, GROUP, Agent, AgentFactory, AgentOptions
 
@@ -41,3 +44,12 @@ def agents(tmp_path: Path) -> Iterator[AgentFactory]:
     yield make
     for agent in started:
         agent.close()
+
+
+@pytest.fixture
+def decoder_pool() -> Iterator[DecoderPool]:
+    """libvlc decoder workers at 48 kHz, one kept warm."""
+    decoders = DecoderPool(48000, time.monotonic)
+    decoders.warm_up()
+    yield decoders
+    decoders.close()

@@ -5,8 +5,6 @@ engine cannot render ends its stream in ``error`` for the control loop to report
 from __future__ import annotations
 
 import stat
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +21,6 @@ exec espeak-ng "$@"
 """
 
 
-@pytest.fixture
-def pool() -> Iterator[DecoderPool]:
-    decoders = DecoderPool(48000, time.monotonic)
-    decoders.warm_up()
-    yield decoders
-    decoders.close()
-
 
 def gated_engine(tmp_path: Path) -> tuple[Path, Path, Path]:
     gate, log = tmp_path / "go", tmp_path / "rendered.log"
@@ -40,14 +31,14 @@ def gated_engine(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def test_speak_returns_before_the_rendering_and_decodes_once_it_is_done(
-        tmp_path: Path, pool: DecoderPool) -> None:
+        tmp_path: Path, decoder_pool: DecoderPool) -> None:
     engine, gate, _ = gated_engine(tmp_path)
     renderer = TtsRenderer(tmp_path / "tts", "vi", str(engine))
     opened: list[Path] = []
 
     def open_file(path: Path) -> Decoded:
         opened.append(path)
-        return pool.open(str(path), 0.0, 0)
+        return decoder_pool.open(str(path), 0.0, 0)
 
     spoken = renderer.speak("Xin chào bà con", None, open_file)
     assert isinstance(spoken, SpokenStream)
@@ -63,15 +54,15 @@ def test_speak_returns_before_the_rendering_and_decodes_once_it_is_done(
     again.close()
 
 
-def test_a_text_about_to_play_is_rendered_before_texts_queued_ahead(tmp_path: Path,
-                                                                    pool: DecoderPool) -> None:
+def test_a_text_about_to_play_is_rendered_before_texts_queued_ahead(
+        tmp_path: Path, decoder_pool: DecoderPool) -> None:
     engine, gate, log = gated_engine(tmp_path)
     renderer = TtsRenderer(tmp_path / "tts", "vi", str(engine))
     renderer.render_ahead("một")  # the tts thread takes it and waits at the gate
     wait_for(lambda: (tmp_path / "tts").exists(), 10, what="the first rendering to begin")
     for text in ("hai", "ba"):
         renderer.render_ahead(text)
-    spoken = renderer.speak("khẩn cấp", None, lambda path: pool.open(str(path), 0.0, 0))
+    spoken = renderer.speak("khẩn cấp", None, lambda path: decoder_pool.open(str(path), 0.0, 0))
     gate.touch()
     wait_for(lambda: log.exists() and len(log.read_text().splitlines()) == 4, 30,
              what="four renderings")
@@ -90,13 +81,13 @@ def test_a_text_the_engine_cannot_render_ends_its_stream_in_error(tmp_path: Path
 
 
 def test_closing_speech_while_it_renders_closes_its_decoder_when_it_comes(
-        tmp_path: Path, pool: DecoderPool) -> None:
+        tmp_path: Path, decoder_pool: DecoderPool) -> None:
     engine, gate, _ = gated_engine(tmp_path)
     renderer = TtsRenderer(tmp_path / "tts", "vi", str(engine))
     decoders: list[Decoded] = []
 
     def open_file(path: Path) -> Decoded:
-        decoders.append(pool.open(str(path), 0.0, 0))
+        decoders.append(decoder_pool.open(str(path), 0.0, 0))
         return decoders[-1]
 
     spoken = renderer.speak("đóng", None, open_file)
