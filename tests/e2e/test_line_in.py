@@ -95,6 +95,14 @@ def amplifier_switches(agent: AgentProcess, on: bool, after: float) -> list[floa
     return [t["at"] for t in agent.amplifier_log() if t["on"] == on and t["at"] >= after]
 
 
+def lost_s(capture: Capture, start: float, end: float) -> float:
+    """Seconds of digital silence the card played in ``[start, end)``: input the relay
+    lost (the input always carries at least its hiss, so a relayed 5 ms is never all 0)."""
+    span = capture.samples[capture.index_at(start):capture.index_at(end), 0]
+    windows = span[:span.size // 240 * 240].reshape(-1, 240)
+    return float(np.count_nonzero(~windows.any(axis=1))) * 240 / capture.rate
+
+
 def test_vox_puts_the_speech_on_air_at_once_at_its_level_and_takes_it_off_after_the_pause(
         tmp_path: Path, source: Source, agent_factory: AgentFactory, broker: Mosquitto,
         central: CheckedCentral) -> None:
@@ -151,7 +159,11 @@ def test_vox_puts_the_speech_on_air_at_once_at_its_level_and_takes_it_off_after_
     assert report["program_id"].startswith("vox:")
     assert (report["priority"], report["outcome"]) == ("live", "completed")
     assert epoch(report["started_at"]) == pytest.approx(on_air, abs=0.005)
-    assert report["played_s"] == pytest.approx(off_air - on_air, abs=0.1)
+    # What the report claims is what the card carried: audio the relay lost under load
+    # (issue 10: the capture is relayed by the agent's non-real-time feeder) is not in it.
+    lost = lost_s(capture, on_air, off_air)
+    print(f"VOX relay: {lost:.3f} s of the input lost on the way to the card")
+    assert report["played_s"] == pytest.approx(off_air - on_air - lost, abs=0.1)
     def line_in_events() -> list[dict[str, Any]]:
         events = central.events("line_in_on", "line_in_off")
         return events if len(events) == 2 else []
@@ -204,7 +216,9 @@ def test_a_scheduled_line_in_program_relays_the_input_for_its_window(
     assert (report["source"], report["priority"], report["outcome"]) == ("line_in", "scheduled",
                                                                          "completed")
     assert epoch(report["started_at"]) == pytest.approx(start, abs=0.006)
-    assert report["played_s"] == pytest.approx(duration_s, abs=0.1)
+    lost = lost_s(capture, on_air, off_air)
+    print(f"line_in program: {lost:.3f} s of the input lost on the way to the card")
+    assert report["played_s"] == pytest.approx(off_air - on_air - lost, abs=0.1)
 
 
 def test_the_line_in_command_puts_the_input_on_air_for_its_duration(
