@@ -36,6 +36,8 @@ class ConfigError(Exception):
         super().__init__("invalid configuration:\n" + "\n".join(errors))
         self.errors = errors
 
+MAX_DEPTH = 32  # levels of mappings and lists a config may nest
+
 
 def load_config(path: Path) -> Config:
     """Reads `path` then conf.d/*.yaml beside it; raises ConfigError listing every error."""
@@ -104,6 +106,10 @@ def _read_document(file: Path, problems: list[Problem]) -> Marked | None:
         line = loader.get_mark().line + 1
         problems.append(Problem(Mark(file, line), DOCUMENT, f"unreadable YAML: {error}"))
         return None
+    except RecursionError:  # thousands of nested brackets: PyYAML's composer recurses
+        line = loader.get_mark().line + 1
+        problems.append(Problem(Mark(file, line), DOCUMENT, "nested too deeply"))
+        return None
     if node is None:
         return Marked({}, mark)
     document = _to_marked(node, loader, file, 1, "", problems)
@@ -115,9 +121,12 @@ def _read_document(file: Path, problems: list[Problem]) -> Marked | None:
 
 
 def _to_marked(node: yaml.Node, constructor: SafeConstructor, file: Path, line: int, key: str,
-               problems: list[Problem]) -> Marked:
+               problems: list[Problem], depth: int = 0) -> Marked:
     """`line` is where the value's key was written: a block mapping starts one line later."""
     mark = Mark(file, line)
+    if depth > MAX_DEPTH:  # no config is this deep; an alias of itself (&a [*a]) is endless
+        problems.append(Problem(mark, key or DOCUMENT, f"nested deeper than {MAX_DEPTH} levels"))
+        return Marked(None, mark)
     if isinstance(node, yaml.MappingNode):
         items: dict[str, Marked] = {}
         for key_node, value_node in node.value:
@@ -132,11 +141,11 @@ def _to_marked(node: yaml.Node, constructor: SafeConstructor, file: Path, line: 
                 problems.append(Problem(key_mark, child_key, message))
             else:
                 items[name] = _to_marked(value_node, constructor, file, key_mark.line, child_key,
-                                         problems)
+                                         problems, depth + 1)
         return Marked(items, mark)
     if isinstance(node, yaml.SequenceNode):
         return Marked([_to_marked(item, constructor, file, item.start_mark.line + 1,
-                                  f"{key}[{i}]", problems)
+                                  f"{key}[{i}]", problems, depth + 1)
                        for i, item in enumerate(node.value)], mark)
     try:
         return Marked(constructor.construct_object(node, deep=True), mark)

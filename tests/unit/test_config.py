@@ -515,3 +515,14 @@ def test_exposed_secrets_are_warnings_naming_them(tmp_path: Path) -> None:
         "(mode 600) instead",
         f"{main}:7: mqtt.client_key: {key} is readable by other users (mode 0644); "
         "chmod 600 it")
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    ("groups: &self [*self]\n", "nested deeper than 32 levels"),  # an alias of itself
+    ("groups: " + "[" * 40 + "]" * 40 + "\n", "nested deeper than 32 levels"),
+    ("groups: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),  # PyYAML's recursion
+], ids=["alias-of-itself", "deep", "deeper-than-python"])
+def test_a_config_nested_without_end_is_a_config_error(tmp_path: Path, content: str,
+                                                      says: str) -> None:
+    errors = errors_of(write(tmp_path / "agent.yaml", with_minimal(content)))
+    assert any(says in error for error in errors), errors
