@@ -268,9 +268,6 @@ class ControlLoop:
                                                 self._media_duration)
                 self._state.arbiter.add(activation, now, self._plays.aired(occ.key))
 
-    def _next_boundary(self, now: float) -> float | None:
-        return self._state.arbiter.next_boundary(now)
-
     def _tick(self) -> None:
         """One round. Each step is guarded on its own: a failing step is logged and the
         others still run, and no item can stay "playing" without a playback behind it."""

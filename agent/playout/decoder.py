@@ -93,10 +93,7 @@ class DecodedStream:
         try:
             self._read(process)
         finally:
-            process.wait()
-            for pipe in (process.stdin, process.stdout):
-                if pipe is not None:
-                    pipe.close()
+            _release(process, None)  # its output ended: it exits, or was killed
 
     def _read(self, process: subprocess.Popen[bytes]) -> None:
         assert process.stdin is not None and process.stdout is not None
@@ -154,10 +151,6 @@ class DecodedStream:
         self._closing = True
         if self._process is not None:
             _kill(self._process)
-
-    def join(self, timeout: float) -> None:
-        """Waits until the worker is reaped (tests, and a shutdown that must leave none)."""
-        self._reader.join(timeout)
 
 
 class DecoderPool:
@@ -244,7 +237,12 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
 
 def _reap(process: subprocess.Popen[bytes]) -> None:
     _kill(process)
-    process.wait(JOIN_TIMEOUT_S)
+    _release(process, JOIN_TIMEOUT_S)
+
+
+def _release(process: subprocess.Popen[bytes], timeout: float | None) -> None:
+    """Waits for the worker's exit and closes our ends of its pipes."""
+    process.wait(timeout)
     for pipe in (process.stdin, process.stdout):
         if pipe is not None:
             pipe.close()

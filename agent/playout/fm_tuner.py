@@ -299,7 +299,7 @@ class FmTuner:
         """Ends the relay and its thread (at shutdown); its faults no longer apply."""
         self.tune(None)
         self._closing = True
-        self._wake.set()
+        self._wake.set()  # again: the idle thread may have spent tune()'s wake already
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout=JOIN_TIMEOUT_S)
@@ -312,12 +312,16 @@ class FmTuner:
 
     def _run(self) -> None:
         while not self._closing:
-            self._wake.clear()
             with self._tuning:
                 generation, frequency_mhz = self._generation, self._frequency_mhz
             if frequency_mhz is None:
                 self._wake.wait()
+                self._wake.clear()  # what woke it is read at the top of the loop
                 continue
+            # Read above: a wake from before is spent (it would cut the first backoff
+            # short); a retune after the read changes the generation, which ends the
+            # session below within one read.
+            self._wake.clear()
             backoff_s = self._backoff_initial_s
             while self._current(generation):
                 if self._session(self._factory(), frequency_mhz, generation):
