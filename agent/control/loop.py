@@ -171,6 +171,15 @@ class ControlLoop:
             fact = None
         began = self._clock.monotonic()
         try:
+            with self._store.batch():  # the turn's records: durable at its end, together
+                self._turn(fact)
+        except OSError:
+            log.exception("control: the turn's records could not be made durable")
+        self.last_tick_mono = self._clock.monotonic()
+        self._observe_tick(self.last_tick_mono - began)
+
+    def _turn(self, fact: Fact | None) -> None:
+        try:
             while fact is not None:
                 self._apply_fact(fact)
                 fact = self._facts.get_nowait()
@@ -182,8 +191,6 @@ class ControlLoop:
             self._tick()
         except Exception:
             log.exception("control: tick failed")
-        self.last_tick_mono = self._clock.monotonic()
-        self._observe_tick(self.last_tick_mono - began)
 
     def _wait_s(self) -> float:
         now = self._clock.now()

@@ -1,8 +1,13 @@
 """Durable agent state in one SQLite database (WAL mode) under ``state_dir``.
 
-Survives kill -9 and power cuts: every write is a committed transaction with
-``synchronous=FULL``. Modules that own their own tables (the media cache index) create
-them through :meth:`StateStore.ensure_schema` and use :meth:`StateStore.transaction`.
+Survives kill -9 and power cuts: every write is a committed transaction, and the WAL is
+fsynced before the write returns, which is what ``synchronous=FULL`` does. The store does
+that fsync itself (SQLite runs ``synchronous=NORMAL``) so that the deciding thread can
+make a turn's records durable with one fsync at the end of the turn instead of one per
+record (:meth:`StateStore.batch`). A power cut before that fsync loses the turn's last
+records, never one from the middle: SQLite recovers the WAL up to its first frame that
+does not check out. Modules that own their own tables (the media cache index) create them
+through :meth:`StateStore.ensure_schema` and use :meth:`StateStore.transaction`.
 
 A full disk: beside the database lies a reserve file of ``reserve_bytes``. When the file
 system is nearly full (:meth:`StateStore.maintain`, once a second) or a write fails for
@@ -18,11 +23,13 @@ import os
 import shutil
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from agent.state.durable import fsync_dir
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -71,7 +78,8 @@ class OutboxRecord:
 
 class StateStore:
     def __init__(self, path: Path, outbox_max: int = 10_000,
-                 reserve_bytes: int = RESERVE_BYTES, max_db_bytes: int = MAX_DB_BYTES) -> None:
+                 reserve_bytes: int = RESERVE_BYTES, max_db_bytes: int = MAX_DB_BYTES,
+                 sync: Callable[[int], None] = os.fsync) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.outbox_max = outbox_max
@@ -80,11 +88,21 @@ class StateStore:
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
                                    timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
         (page_size,) = self._db.execute("PRAGMA page_size").fetchone()
         self._db.execute(f"PRAGMA max_page_count={max(1, max_db_bytes // page_size)}")
-        self.ensure_schema(_SCHEMA)
+        self._sync = sync
+        self._batch = threading.local()  # .open, .written: this thread's batch
+        self._wal = -1  # the WAL's descriptor, fsynced after commits; -1: SQLite syncs
+        (mode,) = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
+        if mode == "wal":
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self.ensure_schema(_SCHEMA)  # the first write creates the WAL file
+            self._wal = os.open(f"{path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+            self._sync(self._wal)
+            fsync_dir(path.parent)
+        else:  # a file system without shared memory for the WAL index
+            self._db.execute("PRAGMA synchronous=FULL")
+            self.ensure_schema(_SCHEMA)
         self.maintain()
 
     # --- the free-space reserve --------------------------------------------------------
@@ -132,14 +150,19 @@ class StateStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._wal >= 0:
+                os.close(self._wal)
+                self._wal = -1
 
     def ensure_schema(self, sql: str) -> None:
         with self._lock:
             self._db.executescript(sql)
+        self._committed()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic transaction; the connection is only valid inside the block."""
+        """One atomic transaction, durable when the block ends (or, inside
+        :meth:`batch`, when the batch ends); the connection is only valid inside."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -151,6 +174,33 @@ class StateStore:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+        self._committed()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """The transactions this thread commits inside the block become durable together
+        at its end, with one fsync (the deciding thread's turn). Other threads' writes
+        stay durable one by one; a nested batch joins the outer one."""
+        if getattr(self._batch, "open", False):
+            yield
+            return
+        self._batch.open, self._batch.written = True, False
+        try:
+            yield
+        finally:
+            self._batch.open = False
+            if self._batch.written:
+                self._flush()
+
+    def _committed(self) -> None:
+        if getattr(self._batch, "open", False):
+            self._batch.written = True
+        else:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._wal >= 0:
+            self._sync(self._wal)
 
     # --- key/value -------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
