@@ -4,10 +4,14 @@ background loops (``_run`` checks ``_stopping`` and waits on it between rounds).
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from abc import ABC, abstractmethod
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
+
+CommandT = TypeVar("CommandT")
 
 
 class Worker(ABC):
@@ -36,3 +40,24 @@ class Worker(ABC):
 
     @abstractmethod
     def _run(self) -> None: ...
+
+
+class CommandWorker(Worker, Generic[CommandT]):
+    """A Worker that carries out the commands handed to it, one at a time, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._commands: queue.Queue[CommandT | None] = queue.Queue()  # None: stopping
+
+    def submit(self, command: CommandT) -> None:
+        self._commands.put(command)
+
+    def _end_waits(self) -> None:
+        self._commands.put(None)
+
+    def _next_command(self, timeout: float) -> CommandT | None:
+        """The next command, or None when none came within ``timeout`` or stop was asked."""
+        try:
+            return self._commands.get(timeout=timeout)
+        except queue.Empty:
+            return None

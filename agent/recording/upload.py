@@ -10,12 +10,11 @@ the source answers 201 (ack ``completed``) or the command's ``expires_at`` passe
 from __future__ import annotations
 
 import logging
-import queue
 import random
 from collections.abc import Callable
 
 from agent.core.clock import Clock
-from agent.core.worker import Worker
+from agent.core.worker import CommandWorker
 from agent.mqtt.commands import Command
 from agent.recording.recorder import SEGMENT_S, Recorder
 from agent.source.client import SourceClient, SourceError
@@ -29,7 +28,7 @@ _CLOSE_MARGIN_S = 10.0  # beyond SEGMENT_S, for the recorder to close and publis
 _POLL_S = 0.5
 
 
-class RecordingUploader(Worker):
+class RecordingUploader(CommandWorker[Command]):
     thread_name = "recording-upload"
 
     def __init__(self, recorder: Recorder | None, client: SourceClient, journal: Journal,
@@ -43,20 +42,10 @@ class RecordingUploader(Worker):
         self._count_command = count_command
         self.max_backoff_s = max_backoff_s
         self._rand = rand
-        self._commands: queue.Queue[Command | None] = queue.Queue()  # None: stopping
-
-    def submit(self, command: Command) -> None:
-        self._commands.put(command)
-
-    def _end_waits(self) -> None:
-        self._commands.put(None)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            try:
-                command = self._commands.get(timeout=_POLL_S)
-            except queue.Empty:
-                continue
+            command = self._next_command(_POLL_S)
             if command is None:
                 continue
             try:

@@ -9,7 +9,6 @@ update instead of forgetting it.
 from __future__ import annotations
 
 import logging
-import queue
 import shutil
 import threading
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
-from agent.core.worker import Worker
+from agent.core.worker import CommandWorker
 from agent.mqtt.commands import Command
 from agent.state.journal import Journal
 from agent.update.bundle import Bundle, BundleError, download
@@ -41,7 +40,7 @@ DISK_MARGIN_BYTES = 50 * 1024 * 1024
 UNPACKED_FACTOR = 3  # room for the bundle and its unpacked files
 
 
-class UpdateService(Worker):
+class UpdateService(CommandWorker[Command]):
     thread_name = "update"
 
     def __init__(self, root: Path, running: str, *, commit_after_s: float, window: str,
@@ -66,17 +65,10 @@ class UpdateService(Worker):
         self._restart = restart
         self._on_change = on_change
         self._count_command = count_command
-        self._commands: queue.Queue[Command | None] = queue.Queue()  # None: stopping
         self._lock = threading.Lock()
         self._state = load_state(root)
         self._judge: TrialJudge | None = None
         self._blocker: str | None = None
-
-    def submit(self, command: Command) -> None:
-        self._commands.put(command)
-
-    def _end_waits(self) -> None:
-        self._commands.put(None)
 
     def status(self) -> dict[str, Any]:
         """Status ``update`` (mqtt.md)."""
@@ -126,10 +118,7 @@ class UpdateService(Worker):
         return False
 
     def _take_command(self) -> None:
-        try:
-            command = self._commands.get(timeout=POLL_S)
-        except queue.Empty:
-            return
+        command = self._next_command(POLL_S)
         if command is None:
             return
         st = self._state
