@@ -76,7 +76,7 @@ LIBRARIES = ("yaml", "sqlite3", "ssl", "hashlib", "asyncio", "requests", "paho.m
              "prometheus_client", "numpy", "soundfile", "importlib.metadata",
              "agent.service.daemon", "drivers.sdr.rtl_fm")
 # ... and what it imports only with other settings, imported after it.
-NOT_IMPORTED = ("cryptography.hazmat.primitives.asymmetric.ed25519", "drivers.sdr.rtl_tcp")
+NOT_IMPORTED = ("nacl.signing", "drivers.sdr.rtl_tcp")
 
 
 @dataclass(frozen=True)
@@ -314,7 +314,7 @@ def main() -> str:
         "agent's RSS before it runs anything; `drivers.sdr.rtl_fm` is what FM as shipped "
         "adds (its de-emphasis is a few lines of numpy), imported when the daemon builds its "
         "tuner. Below the total, imported after it, what the daemon imports only with other "
-        "settings: cryptography's Ed25519 (once a signing key is configured) and "
+        "settings: libsodium's Ed25519 (PyNaCl, once a signing key is configured) and "
         "`drivers.sdr.rtl_tcp` (`fm.backend: rtl_tcp`: its demodulator's scipy, imported "
         "with the tuner at start-up rather than by the first relay).",
         "",

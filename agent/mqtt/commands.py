@@ -43,7 +43,7 @@ from agent.state.store import StateStore
 from agent.update.bundle import SHA256_HEX, UPDATE_VERSION
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from nacl.signing import VerifyKey
 
 REJECTION_CODES = ("bad_json", "unknown_type", "bad_args", "bad_signature", "expired",
                    "too_old", "replay", "media_not_cached", "too_large", "wrong_target",
@@ -260,7 +260,7 @@ class CommandLimits:
 
 
 class CommandValidator:
-    def __init__(self, public_key: Ed25519PublicKey | None, limits: CommandLimits,
+    def __init__(self, public_key: VerifyKey | None, limits: CommandLimits,
                  store: StateStore, clock: Clock, media_known: Callable[[str], bool], *,
                  device_id: str, groups: tuple[str, ...] = ()) -> None:
         self._key = public_key

@@ -13,7 +13,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.core.signing import public_key_b64
+from agent.core.signing import public_key_b64, public_key_of
 from tests.conftest import (
     AgentFactory,
     Source,
@@ -93,7 +93,7 @@ def _key_file(path: Path) -> tuple[Path, str]:
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                        serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption()))
-    return path, public_key_b64(key.public_key())
+    return path, public_key_b64(public_key_of(key))
 
 
 def test_schedule_signed_by_another_key_is_never_applied(

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.core.signing import canonical_json, public_key_b64, sign
+from agent.core.signing import canonical_json, public_key_b64, public_key_of, sign
 from tests.support.mosquitto import PREFIX, Mosquitto, Received, TestClient
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -26,7 +26,7 @@ def agent_mqtt_config(broker: Mosquitto, device_id: str, key: Ed25519PrivateKey 
     section: dict[str, Any] = {
         "brokers": [broker.tls_uri if tls else broker.uri], "username": device_id,
         "password": broker.passwords[device_id], "heartbeat_s": 5,
-        "command_public_key": None if key is None else public_key_b64(key.public_key())}
+        "command_public_key": None if key is None else public_key_b64(public_key_of(key))}
     if tls:
         section["ca_file"] = str(broker.ca_file)
     return {"mqtt": section}

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.core.clock import SystemClock
 from agent.core.clock_trust import ClockTrust
 from agent.core.faults import FaultRegistry
-from agent.core.signing import sign
+from agent.core.signing import public_key_of, sign
 from agent.http.metrics import AgentMetrics
 from agent.mqtt.commands import Command, CommandLimits, CommandValidator
 from agent.mqtt.intake import CommandIntake
@@ -64,7 +64,7 @@ class Agent:
         self.metrics = AgentMetrics(self.clock)
         self.commands: queue.Queue[Command] = queue.Queue()
         self.volume = 70
-        validator = CommandValidator(KEY.public_key(), CommandLimits(), self.store, self.clock,
+        validator = CommandValidator(public_key_of(KEY), CommandLimits(), self.store, self.clock,
                                      lambda media_id: media_id == "m-cached",
                                      device_id=device_id, groups=(GROUP,))
         self.intake = CommandIntake(validator, self.journal, self.metrics, self.faults,

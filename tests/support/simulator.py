@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.core.signing import load_private_key, public_key_b64, sign_bytes
+from agent.core.signing import load_private_key, public_key_b64, public_key_of, sign_bytes
 from tests.support.hostile import gzip_bomb, send_chunked, trickle
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
                           args.base_path, key)
     print(sim.url, flush=True)
     if key is not None:
-        print(f"public_key: {public_key_b64(key.public_key())}", flush=True)
+        print(f"public_key: {public_key_b64(public_key_of(key))}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         sim.serve_forever()
     return 0

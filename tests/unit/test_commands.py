@@ -5,13 +5,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.signing import VerifyKey
 
 from agent.core.clock import ManualClock
-from agent.core.signing import sign
+from agent.core.signing import public_key_of, sign
 from agent.mqtt.commands import (
     REPLAY_GRACE_S,
     BadArgs,
@@ -25,7 +23,7 @@ from agent.state.store import StateStore
 
 ABSENT = object()
 KEY = Ed25519PrivateKey.generate()
-PUBLIC_KEY = KEY.public_key()
+PUBLIC_KEY = public_key_of(KEY)
 MAX_AGE = 300.0
 
 
@@ -50,7 +48,7 @@ LIMITS = CommandLimits(max_age_s=MAX_AGE, max_skew_s=120.0, max_payload_bytes=65
 
 
 def make_validator(store: StateStore, clock: ManualClock,
-                   key: Ed25519PublicKey | None = PUBLIC_KEY,
+                   key: VerifyKey | None = PUBLIC_KEY,
                    media_known: Callable[[str], bool] | None = None) -> CommandValidator:
     return CommandValidator(key, LIMITS, store, clock,
                             media_known or (lambda media_id: media_id == "m-cached"),

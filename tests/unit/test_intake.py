@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.core.clock import Clock, ManualClock
 from agent.core.clock_trust import ClockTrust
 from agent.core.faults import FaultRegistry
-from agent.core.signing import sign
+from agent.core.signing import public_key_of, sign
 from agent.http.metrics import AgentMetrics
 from agent.mqtt.commands import Command, CommandLimits, CommandValidator
 from agent.mqtt.intake import MAX_WAITING, REJECTION_ACKS_PER_FLUSH, CommandIntake
@@ -84,7 +84,7 @@ class Rig:
             self.probe.ntp = True
             assert self.trust is not None and self.trust.check()
         self.commands: queue.Queue[Command] = queue.Queue()
-        validator = CommandValidator(KEY.public_key(), CommandLimits(), self.store, clock,
+        validator = CommandValidator(public_key_of(KEY), CommandLimits(), self.store, clock,
                                      lambda media_id: False, device_id=DEVICE)
         self.intake = CommandIntake(validator, self.journal, AgentMetrics(clock), self.faults,
                                     clock, self.commands.put, self.trust, clock_wait_s)

@@ -25,7 +25,7 @@ def test_sign_then_verify_ignores_the_signature_field_and_key_order() -> None:
     command = {"id": "c-1", "type": "sync_now", "args": {}}
     command["signature"] = signing.sign(command, key)
     reordered = dict(reversed(list(command.items())))
-    assert signing.verify(reordered, key.public_key())
+    assert signing.verify(reordered, signing.public_key_of(key))
 
 
 @pytest.mark.parametrize("tamper", [
@@ -43,22 +43,22 @@ def test_verify_rejects_tampered_or_malformed(
     command: dict[str, object] = {"id": "c-1", "type": "sync_now", "args": {}}
     command["signature"] = signing.sign(command, key)
     tamper(command)
-    assert not signing.verify(command, key.public_key())
+    assert not signing.verify(command, signing.public_key_of(key))
 
 
 def test_verify_bytes_for_schedule_bodies() -> None:
     key = Ed25519PrivateKey.generate()
     body = b'{"version": 17}'
     header = signing.sign_bytes(body, key)
-    assert signing.verify_bytes(body, header, key.public_key())
-    assert not signing.verify_bytes(body + b" ", header, key.public_key())
-    assert not signing.verify_bytes(body, None, key.public_key())
-    other = Ed25519PrivateKey.generate().public_key()
+    assert signing.verify_bytes(body, header, signing.public_key_of(key))
+    assert not signing.verify_bytes(body + b" ", header, signing.public_key_of(key))
+    assert not signing.verify_bytes(body, None, signing.public_key_of(key))
+    other = signing.public_key_of(Ed25519PrivateKey.generate())
     assert not signing.verify_bytes(body, header, other)
 
 
 def test_load_public_key_round_trip_and_clear_errors() -> None:
-    key = Ed25519PrivateKey.generate().public_key()
+    key = signing.public_key_of(Ed25519PrivateKey.generate())
     b64 = signing.public_key_b64(key)
     assert signing.public_key_b64(signing.load_public_key(b64)) == b64
     with pytest.raises(ValueError, match="base64"):
@@ -118,3 +118,19 @@ def test_register_adds_both_subcommands() -> None:
     signing.register(parser.add_subparsers())
     args = parser.parse_args(["sign-command", "--key", "k", "--type", "sync_now", "--to", "d1"])
     assert args.func is not None and args.expires_in == 300
+
+
+def test_verifying_never_loads_cryptography() -> None:
+    """The agent only verifies: libsodium does it, and cryptography's 7 MB stay out."""
+    key = Ed25519PrivateKey.generate()
+    command = {"id": "c-1", "type": "sync_now", "args": {}, "to": "dev-1"}
+    command["signature"] = signing.sign(command, key)
+    probe = ("import json, sys\n"
+             "from agent.core import signing\n"
+             "key = signing.load_public_key(sys.argv[1])\n"
+             "print(signing.verify(json.loads(sys.argv[2]), key),"
+             " any(m.startswith('cryptography') for m in sys.modules))\n")
+    run = subprocess.run([sys.executable, "-c", probe,
+                          signing.public_key_b64(signing.public_key_of(key)),
+                          json.dumps(command)], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["True", "False"]

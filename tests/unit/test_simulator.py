@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.core.signing import verify_bytes
+from agent.core.signing import public_key_from_raw, public_key_of, verify_bytes
 from tests.support.simulator import SourceSimulator
 from tests.support.source_sim import (
     DEVICE,
@@ -64,7 +64,7 @@ def test_schedule_signature_covers_exact_body(sim: SourceSimulator, content: Pat
     answer = requests.get(schedule_url(sim), headers=AUTH, timeout=5)
     assert sim.signing_key is not None
     assert verify_bytes(answer.content, answer.headers["X-Signature"],
-                        sim.signing_key.public_key())
+                        public_key_of(sim.signing_key))
     sim.set_faults(sign=False)
     assert "X-Signature" not in requests.get(schedule_url(sim), headers=AUTH, timeout=5).headers
 
@@ -175,7 +175,7 @@ def test_console_script_serves_and_prints_url(tmp_path: Path) -> None:
         answer = requests.get(f"{url}/devices/{DEVICE}/schedule", headers=AUTH, timeout=5)
         assert answer.json()["version"] == 4
         assert verify_bytes(answer.content, answer.headers["X-Signature"],
-                            Ed25519PublicKey.from_public_bytes(raw_public))
+                            public_key_from_raw(raw_public))
     finally:
         proc.terminate()
         proc.wait(5)
