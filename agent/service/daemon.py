@@ -221,6 +221,7 @@ class Daemon:
         applied = self.sync.load_applied()
         if applied is not None:
             self.control.post(ScheduleApplied(applied))
+        self.store.sync_batches_behind()
         self.control.start()
         self.power.start()
         self.health.start()

@@ -4,10 +4,12 @@ Survives kill -9 and power cuts: every write is a committed transaction, and the
 fsynced before the write returns, which is what ``synchronous=FULL`` does. The store does
 that fsync itself (SQLite runs ``synchronous=NORMAL``) so that the deciding thread can
 make a turn's records durable with one fsync at the end of the turn instead of one per
-record (:meth:`StateStore.batch`). A power cut before that fsync loses the turn's last
-records, never one from the middle: SQLite recovers the WAL up to its first frame that
-does not check out. Modules that own their own tables (the media cache index) create them
-through :meth:`StateStore.ensure_schema` and use :meth:`StateStore.transaction`.
+record (:meth:`StateStore.batch`), run by the ``state-sync`` thread once the daemon has
+started it (:meth:`StateStore.sync_batches_behind`). A power cut before that fsync loses
+the turn's last records, never one from the middle: SQLite recovers the WAL up to its
+first frame that does not check out. Modules that own their own tables (the media cache
+index) create them through :meth:`StateStore.ensure_schema` and use
+:meth:`StateStore.transaction`.
 
 A full disk: beside the database lies a reserve file of ``reserve_bytes``. When the file
 system is nearly full (:meth:`StateStore.maintain`, once a second) or a write fails for
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.core.worker import Worker
 from agent.state.durable import fsync_dir
 
 _SCHEMA = """
@@ -93,6 +96,7 @@ class StateStore:
         self._sync = sync
         self._batch = threading.local()  # .open, .written: this thread's batch
         self._wal = -1  # the WAL's descriptor, fsynced after commits; -1: SQLite syncs
+        self._syncer: _WalSyncer | None = None  # fsyncs batches when started
         (mode,) = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
         if mode == "wal":
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -148,6 +152,10 @@ class StateStore:
             log.warning("state reserve not written: %s", exc)
 
     def close(self) -> None:
+        if self._syncer is not None:
+            self._syncer.stop()
+            self._syncer = None
+            self._flush()
         with self._lock:
             self._db.close()
             if self._wal >= 0:
@@ -190,7 +198,18 @@ class StateStore:
         finally:
             self._batch.open = False
             if self._batch.written:
-                self._flush()
+                if self._syncer is None:
+                    self._flush()
+                else:
+                    self._syncer.request()
+
+    def sync_batches_behind(self) -> None:
+        """From now on a batch's fsync runs on the ``state-sync`` thread: the turn does
+        not wait for the disk, and its records are durable a few milliseconds after it
+        (until :meth:`close`, which makes all of them durable)."""
+        if self._syncer is None and self._wal >= 0:
+            self._syncer = _WalSyncer(self._flush)
+            self._syncer.start()
 
     def _committed(self) -> None:
         if getattr(self._batch, "open", False):
@@ -279,3 +298,30 @@ class StateStore:
     def forget_commands_before(self, cutoff: float) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM seen_commands WHERE seen_at < ?", (cutoff,))
+
+
+class _WalSyncer(Worker):
+    """Makes the deciding thread's batches durable behind it: one fsync for all the
+    batches that ended since the last one."""
+
+    thread_name = "state-sync"
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        super().__init__()
+        self._flush = flush
+        self._due = threading.Event()
+
+    def request(self) -> None:
+        self._due.set()
+
+    def _end_waits(self) -> None:
+        self._due.set()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._due.wait()
+            self._due.clear()
+            try:
+                self._flush()
+            except OSError:
+                log.exception("state: the WAL could not be synced")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 from agent.state.store import StateStore
@@ -74,3 +75,22 @@ def test_another_threads_write_during_a_batch_is_synced_at_once(tmp_path: Path) 
         assert syncs.calls == 1  # the other thread's, which carries the batch's so far
     assert syncs.calls == 2
     assert store.get("turn") == 1 and store.get("outbox") == 2
+
+
+def test_batches_synced_behind_are_durable_soon_after_and_all_at_close(
+        tmp_path: Path) -> None:
+    store, syncs = _store(tmp_path)
+    store.sync_batches_behind()
+    with store.batch():
+        store.put("turn", 1)
+    deadline = time.monotonic() + 10
+    while syncs.calls == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert syncs.calls == 1  # on the state-sync thread, after the batch returned
+    store.put("outside", 2)  # a write outside a batch still waits for its own
+    assert syncs.calls == 2
+    with store.batch():
+        store.put("last", 3)
+    store.close()  # stops the thread and syncs what is left
+    assert syncs.calls >= 3
+    assert "state-sync" not in {thread.name for thread in threading.enumerate()}
