@@ -19,15 +19,10 @@ from typing import Any
 
 from agent.control.activations import command_activation, program_activation, vox_activation
 from agent.control.amplifier import AmplifierPolicy, AmplifierSwitch
-from agent.control.executor import (
-    PREROLL_S,
-    Executor,
-    FmTunerLike,
-    LineInputLike,
-    MediaLookup,
-)
+from agent.control.executor import PREROLL_S, Executor
 from agent.control.ledger import OpenCommands
 from agent.control.playback import Playback
+from agent.control.preparation import FmTunerLike, LineInputLike, MediaLookup, Preparer
 from agent.control.state import (
     CommandReceived,
     ControlSettings,
@@ -91,13 +86,15 @@ class ControlLoop:
         self._count_command = count_command  # (type, completed|failed) for the metrics
         self._clock_trusted = clock_trusted
         self._observe_tick = observe_tick  # seconds one turn of the deciding thread took
+        self._preparer = Preparer(
+            self._state, clock=clock, decoders=decoders, media=media, tts=tts, tuner=tuner,
+            line_in=line_in, mixer=mixer)
         self._executor = Executor(
-            self._state, clock=clock, engine=engine, decoders=decoders, media=media,
-            tts=tts, tuner=tuner, line_in=line_in, amp=self._amp, mixer=mixer,
-            chime_pcm=chime_pcm, journal=journal, plays=plays, faults=faults)
+            self._state, self._preparer, clock=clock, engine=engine, media=media,
+            amp=self._amp, chime_pcm=chime_pcm, journal=journal, plays=plays, faults=faults)
         self._supervisor = Supervisor(
-            self._state, self._executor, clock=clock, engine=engine, tuner=tuner,
-            journal=journal, plays=plays, faults=faults,
+            self._state, self._executor, self._preparer, clock=clock, engine=engine,
+            tuner=tuner, journal=journal, plays=plays, faults=faults,
             refresh_snapshot=self._refresh_snapshot)
         self._facts: queue.Queue[Fact] = queue.Queue()
         self._open_commands = OpenCommands(store)
@@ -334,7 +331,7 @@ class ControlLoop:
         if cmd.type in ("emergency", "play_now", "fm_relay", "line_in"):
             activation = command_activation(
                 cmd, now, self._state.settings.emergency_volume, self._media_duration,
-                lambda media_id: self._executor.preparable(Item("media", media_id)))
+                lambda media_id: self._preparer.preparable(Item("media", media_id)))
             self._amp_policy.forced = None  # forced power lasts until the next play
             self._state.ledger.open(activation.key, cmd)
             self._open_commands.opened(cmd)
