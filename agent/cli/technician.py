@@ -26,7 +26,7 @@ from agent.core.faults import FaultRegistry
 from agent.state.store import STATE_DB, StateStore
 
 if TYPE_CHECKING:
-    from agent.core.schedule import ParsedSchedule
+    from agent.core.schedule_parser import ParsedSchedule
 
 _ = translator().gettext
 # requests, numpy (the engine) and the drivers are imported by the commands that use them:
@@ -156,7 +156,7 @@ def _duration(seconds: int) -> str:
 
 # --- schedule ----------------------------------------------------------------------------
 def _applied_schedule(cfg: Config, store: StateStore) -> ParsedSchedule | None:
-    from agent.core.schedule import parse_schedule
+    from agent.core.schedule_parser import parse_schedule
 
     doc = store.get("schedule.doc")
     return None if doc is None else parse_schedule(doc, cfg.timezone)

@@ -5,8 +5,9 @@ arrived, the engine started or ended a voice, VOX heard someone). Each turn appl
 facts in order, then ticks: plan the schedule's occurrences, let the pure Arbiter decide,
 have the :class:`~agent.control.executor.Executor` carry that out and cue what comes next,
 let the :class:`~agent.control.supervision.Supervisor` watch what plays, drive the
-amplifier, and ack the commands that ended. Nothing in a turn waits for a process, a file
-or a receiver; ``control_tick_seconds`` times every turn.
+amplifier, and have the :class:`~agent.control.command_handling.CommandHandler` ack the
+commands that ended. Nothing in a turn waits for a process, a file or a receiver;
+``control_tick_seconds`` times every turn.
 """
 
 from __future__ import annotations
@@ -17,17 +18,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from agent.control.activations import command_activation, program_activation, vox_activation
+from agent.control.activations import program_activation, vox_activation
 from agent.control.amplifier import AmplifierPolicy, AmplifierSwitch
-from agent.control.executor import (
-    PREROLL_S,
-    Executor,
-    FmTunerLike,
-    LineInputLike,
-    MediaLookup,
-)
-from agent.control.ledger import OpenCommands
+from agent.control.command_handling import CommandHandler
+from agent.control.executor import PREROLL_S, Executor
 from agent.control.playback import Playback
+from agent.control.preparation import FmTunerLike, LineInputLike, MediaLookup, Preparer
 from agent.control.state import (
     CommandReceived,
     ControlSettings,
@@ -40,11 +36,10 @@ from agent.control.state import (
     status_view,
 )
 from agent.control.supervision import Supervisor
-from agent.core.arbiter import Arbiter, Item
+from agent.core.arbiter import Arbiter
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
 from agent.core.schedule import Schedule, TtsSource
-from agent.mqtt.commands import Command
 from agent.playout.decoder import Decoders
 from agent.playout.engine import Engine, EngineEvent, OutputRecovered, VoiceEnded, VoiceStarted
 from agent.playout.line_in import LineInLease
@@ -87,21 +82,25 @@ class ControlLoop:
         self._faults = faults
         self._store = store
         self._on_change = on_change
-        self._sync_now = sync_now
-        self._count_command = count_command  # (type, completed|failed) for the metrics
         self._clock_trusted = clock_trusted
         self._observe_tick = observe_tick  # seconds one turn of the deciding thread took
+        self._preparer = Preparer(
+            self._state, clock=clock, decoders=decoders, media=media, tts=tts, tuner=tuner,
+            line_in=line_in, mixer=mixer)
         self._executor = Executor(
-            self._state, clock=clock, engine=engine, decoders=decoders, media=media,
-            tts=tts, tuner=tuner, line_in=line_in, amp=self._amp, mixer=mixer,
-            chime_pcm=chime_pcm, journal=journal, plays=plays, faults=faults)
+            self._state, self._preparer, clock=clock, engine=engine, media=media,
+            amp=self._amp, chime_pcm=chime_pcm, journal=journal, plays=plays, faults=faults)
         self._supervisor = Supervisor(
-            self._state, self._executor, clock=clock, engine=engine, tuner=tuner,
-            journal=journal, plays=plays, faults=faults,
+            self._state, self._executor, self._preparer, clock=clock, engine=engine,
+            tuner=tuner, journal=journal, plays=plays, faults=faults,
             refresh_snapshot=self._refresh_snapshot)
         self._facts: queue.Queue[Fact] = queue.Queue()
-        self._open_commands = OpenCommands(store)
         self._amp_policy = AmplifierPolicy(settings.warmup_s, settings.idle_off_s)
+        self._commands = CommandHandler(
+            self._state, self._executor, self._preparer, clock=clock, amp=self._amp,
+            amp_policy=self._amp_policy, journal=journal, store=store,
+            media_duration=self._media_duration, set_volume=self.set_master_volume,
+            sync_now=sync_now, count_command=count_command)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_tick_mono = clock.monotonic()
@@ -125,9 +124,7 @@ class ControlLoop:
         """What a start does before the first tick: report what a crash left on air."""
         self._plays.prune(self._clock.now())
         self._report_interrupted_onair()
-        for command_id, command_type in self._open_commands.cut_by_restart().items():
-            self._journal.ack(command_id, "failed", "interrupted: the agent restarted")
-            self._count_command(command_type, "failed")
+        self._commands.fail_cut_by_restart()
         self._amp.set(False)
 
     def stop(self, timeout: float = 3.0) -> None:
@@ -211,7 +208,7 @@ class ControlLoop:
             if isinstance(fact, ScheduleApplied):
                 self._apply_schedule(fact.schedule)
             elif isinstance(fact, CommandReceived):
-                self._execute(fact.command)
+                self._commands.execute(fact.command)
             elif isinstance(fact, Reconfigured):
                 self._reconfigure(fact.settings)
             elif isinstance(fact, VoxChanged):
@@ -227,13 +224,7 @@ class ControlLoop:
         log.error("control: %s could not be applied: %r", type(fact).__name__, exc,
                   exc_info=exc)
         if isinstance(fact, CommandReceived):
-            key = f"cmd:{fact.command.id}"
-            playing = self._state.arbiter.playing
-            if playing is not None and playing[0] == key:
-                self._executor.contain(key, playing[1], exc)
-            self._state.ledger.drop(key)
-            self._state.arbiter.remove(key)
-            self._ack(fact.command, "failed", f"play_failed: {exc!r}"[:200])
+            self._commands.could_not_execute(fact.command, exc)
         elif isinstance(fact, EngineReported) and isinstance(fact.event, VoiceStarted
                                                               | VoiceEnded):
             pb = fact.event.voice.tag
@@ -291,7 +282,7 @@ class ControlLoop:
                 log.exception("control: %s failed", step.__name__)
         self._supervisor.fail_orphaned_item()
         self._supervisor.end_stale_items(now)
-        self._settle_commands()
+        self._commands.settle()
         if self._state.dirty or self._clock.monotonic() - self._snapshot_mono > 1.0:
             self._refresh_snapshot()
 
@@ -327,32 +318,6 @@ class ControlLoop:
             on_since=self._amp.on_since)
         if wanted is not None:
             self._amp.set(wanted)
-
-    def _execute(self, cmd: Command) -> None:
-        now = self._clock.now()
-        args = cmd.args
-        if cmd.type in ("emergency", "play_now", "fm_relay", "line_in"):
-            activation = command_activation(
-                cmd, now, self._state.settings.emergency_volume, self._media_duration,
-                lambda media_id: self._executor.preparable(Item("media", media_id)))
-            self._amp_policy.forced = None  # forced power lasts until the next play
-            self._state.ledger.open(activation.key, cmd)
-            self._open_commands.opened(cmd)
-            self._state.arbiter.add(activation, now)
-            self._executor.carry_out(self._state.arbiter.evaluate(now), now)
-            return
-        if cmd.type == "stop":
-            self._state.arbiter.stop(args.get("priority"), now)
-            self._executor.carry_out(self._state.arbiter.evaluate(now), now)
-        elif cmd.type == "set_volume":
-            self.set_master_volume(int(args["volume"]))
-        elif cmd.type == "sync_now":
-            self._sync_now()
-        elif cmd.type == "amplifier":
-            self._amp_policy.forced = bool(args["on"])
-            self._amp.set(self._amp_policy.forced)
-        self._ack(cmd, "completed")
-        self._state.changed()
 
     def _vox(self, on: bool) -> None:
         """VOX on: the line input goes on air like a command at ``line_in.priority`` (the
@@ -394,17 +359,6 @@ class ControlLoop:
         self._state.master_volume = volume
         self._store.put(VOLUME_KEY, volume)
         self._executor.regain()
-
-    def _settle_commands(self) -> None:
-        """Ack completed/failed for every command whose activation is over."""
-        live = self._state.arbiter.keys() | {k for k, _ in self._state.playbacks}
-        for settled in self._state.ledger.settle(live):
-            self._ack(settled.command, settled.status, settled.reason)
-
-    def _ack(self, cmd: Command, status: str, reason: str | None = None) -> None:
-        self._journal.ack(cmd.id, status, reason)
-        self._count_command(cmd.type, status)
-        self._open_commands.ended(cmd)
 
     def _report_interrupted_onair(self) -> None:
         """Plays a crash or power cut left on air: reported ``stopped`` (with the id they

@@ -1,5 +1,6 @@
-"""What the parts of the control thread share (the loop, the executor, the supervisor),
-and the facts other threads post to it. Only the control thread touches a ControlState."""
+"""What the parts of the control thread share (the loop, the command handler, the
+executor, the preparer, the supervisor), and the facts other threads post to it. Only the
+control thread touches a ControlState."""
 
 from __future__ import annotations
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from agent.control.executor import Executor, FmTunerLike
+from agent.control.executor import Executor
 from agent.control.playback import Playback, line_in_fields
+from agent.control.preparation import FmTunerLike, Preparer
 from agent.control.state import ControlState
 from agent.core.arbiter import Item, StopItem
 from agent.core.clock import Clock
@@ -39,12 +40,13 @@ MAX_DECODER_RESTARTS = 3
 
 
 class Supervisor:
-    def __init__(self, state: ControlState, executor: Executor, *, clock: Clock,
-                 engine: Engine, tuner: FmTunerLike | None, journal: Journal,
+    def __init__(self, state: ControlState, executor: Executor, preparer: Preparer, *,
+                 clock: Clock, engine: Engine, tuner: FmTunerLike | None, journal: Journal,
                  plays: PlayJournal, faults: FaultRegistry,
                  refresh_snapshot: Callable[[], None]) -> None:
         self._state = state
         self._executor = executor
+        self._preparer = preparer
         self._clock = clock
         self._engine = engine
         self._tuner = tuner
@@ -129,7 +131,7 @@ class Supervisor:
                             f"{position:.1f} s")
         stream.close()
         self._executor.drop_cued_behind(pb.activation.key, pb.index)
-        self._executor.open_decoder(pb, position)
+        self._preparer.open_decoder(pb, position)
         assert pb.voice is not None
         self._executor.drop_all(self._engine.play([pb.voice]))
         return True
@@ -144,7 +146,7 @@ class Supervisor:
         playing = self._state.arbiter.playing
         pb = None if playing is None else self._state.playbacks.get(playing)
         silent_s = 0.0
-        if pb is not None and pb.started_at is not None and self._executor.level(pb.activation) > 0:
+        if pb is not None and pb.started_at is not None and self._preparer.level(pb.activation) > 0:
             last_sound = self._engine.time_of(self._engine.last_sound_frame)
             silent_s = now - max(last_sound, pb.started_at)
             if isinstance(pb.lease, LineInLease) and pb.activation.key != self._state.vox_key:
@@ -186,7 +188,7 @@ class Supervisor:
         elif self._clock.monotonic() - self._last_stream_retry > STREAM_RETRY_S:
             self._last_stream_retry = self._clock.monotonic()
             pb.stream.close()
-            self._executor.open_decoder(pb, 0.0)  # a fresh connection, measured off air
+            self._preparer.open_decoder(pb, 0.0)  # a fresh connection, measured off air
 
     def _stream_died(self, pb: Playback) -> None:
         assert pb.stream is not None and pb.meter is not None
@@ -202,13 +204,13 @@ class Supervisor:
             # writes its record.
             fb.lease = self._tuner.acquire(fallback_mhz)
             fb.voice = Voice(f"fallback:{pb.activation.key}", fb.lease,
-                             self._executor.gain(pb.activation), tag=pb)
+                             self._preparer.gain(pb.activation), tag=pb)
             self._executor.drop_all(self._engine.play([fb.voice]))
         elif pb.voice is not None:
             self._engine.cancel(pb.voice)
         pb.voice_ended = True  # nothing of the stream is on air now
         pb.stream.close()
-        self._executor.open_decoder(pb, 0.0)  # a fresh connection, measured off air
+        self._preparer.open_decoder(pb, 0.0)  # a fresh connection, measured off air
         self._state.changed()
         self._refresh_snapshot()  # Status shows the fallback before the fault is seen
         self._faults.raise_("stream_unavailable", f"{pb.item.ref}: {why}")

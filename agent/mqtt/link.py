@@ -1,10 +1,10 @@
 """MqttLink: the agent's MQTT session (mqtt.md): Status up, events and acks up, commands down.
 
 Threads: ``mqtt-link`` (connects, rotates brokers with backoff and jitter, publishes
-Status), ``mqtt-outbox`` (drains the durable ``mqtt`` outbox in order, deleting a record
-only after the broker's PUBACK) and paho's network thread of the current session. Each
-connection attempt uses a fresh paho client (brokers may mix mqtt:// and mqtts://), with
-paho's own reconnect off: this module decides where and when to reconnect.
+Status), ``mqtt-outbox`` (agent.mqtt.outbox: drains the durable ``mqtt`` outbox in order,
+deleting a record only after the broker's PUBACK) and paho's network thread of the current
+session. Each connection attempt uses a fresh paho client (brokers may mix mqtt:// and
+mqtts://), with paho's own reconnect off: this module decides where and when to reconnect.
 
 Delivery is at least once: a record whose PUBACK was lost with the connection is sent
 again after reconnecting; events carry an ``id`` and acks a ``command_id`` + ``status``
@@ -34,14 +34,14 @@ from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
 from agent.http.metrics import AgentMetrics
 from agent.mqtt.intake import CommandIntake
+from agent.mqtt.outbox import OutboxSender
+from agent.mqtt.session import IDLE_POLL_S, Session, Topics
 from agent.state.journal import MQTT, Journal
-from agent.state.store import OutboxRecord, StateStore
+from agent.state.store import StateStore
 
 log = logging.getLogger(__name__)
 
 STATUS_MIN_INTERVAL_S = 1.0  # bursts of status changes are coalesced to one Status a second
-_OUTBOX_WINDOW = 20  # records in flight at once (paho's default max inflight)
-_IDLE_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -63,32 +63,6 @@ class MqttSettings:
     session_expiry_s: int = 3600  # MQTT 5: how long the broker keeps commands for us
 
 
-@dataclass(frozen=True)
-class Topics:
-    state: str
-    events: str
-    acks: str
-    commands: tuple[str, ...]  # the device's own, then one per group
-
-    @classmethod
-    def for_device(cls, prefix: str, device_id: str, groups: tuple[str, ...]) -> Topics:
-        base = f"{prefix}/devices/{device_id}"
-        return cls(f"{base}/state", f"{base}/events", f"{base}/acks",
-                   (f"{base}/commands", *(f"{prefix}/groups/{g}/commands" for g in groups)))
-
-
-class _Session:
-    """One connection attempt: its paho client and what its callbacks have seen."""
-
-    def __init__(self, broker: BrokerUri, client: paho.Client) -> None:
-        self.broker = broker
-        self.client = client
-        self.subscribe_mid: int | None = None
-        self.subscribed = threading.Event()
-        self.ended = threading.Event()
-        self.error = "no answer"
-
-
 class MqttLink:
     def __init__(self, settings: MqttSettings, device_id: str, groups: tuple[str, ...],
                  store: StateStore, journal: Journal, clock: Clock,
@@ -100,8 +74,6 @@ class MqttLink:
         self._brokers = [parse_broker_uri(uri) for uri in settings.brokers]
         self._device_id = device_id
         self.topics = Topics.for_device(settings.topic_prefix, device_id, groups)
-        self._store = store
-        self._journal = journal
         self._clock = clock
         self._status_provider = status_provider
         self._intake = intake
@@ -111,11 +83,16 @@ class MqttLink:
         self._stopping = threading.Event()
         self._wake = threading.Event()  # the mqtt-link thread has something to look at
         self._status_pending = False
-        self._session: _Session | None = None  # set while connected and subscribed
+        self._session: Session | None = None  # set while connected and subscribed
         self._ready = threading.Event()
         self._stop_deadline = 0.0
         self._random = random.Random()
         self._threads: list[threading.Thread] = []
+        self._outbox = OutboxSender(
+            store, journal, clock, faults, intake, self.topics,
+            publish_timeout_s=settings.publish_timeout_s,
+            max_backoff_s=settings.max_backoff_s, stopping=self._stopping,
+            connected=self._connected_session)
         metrics.mqtt_connected(False)
         metrics.watch_outbox(MQTT, lambda: store.depth(MQTT))
 
@@ -127,7 +104,8 @@ class MqttLink:
     def start(self) -> None:
         self._intake.start()
         self._threads = [threading.Thread(target=self._supervise, name="mqtt-link", daemon=True),
-                         threading.Thread(target=self._drain, name="mqtt-outbox", daemon=True)]
+                         threading.Thread(target=self._outbox.run, name="mqtt-outbox",
+                                          daemon=True)]
         for thread in self._threads:
             thread.start()
 
@@ -143,6 +121,15 @@ class MqttLink:
         if alive:
             log.warning("MQTT threads still running after stop: %s", ", ".join(alive))
 
+    def _connected_session(self, timeout: float) -> Session | None:
+        """The session while connected and subscribed; otherwise None, after waiting up to
+        ``timeout`` for a connection (the mqtt-outbox thread)."""
+        session = self._session
+        if session is None or not self._ready.is_set():
+            self._ready.wait(timeout)
+            return None
+        return session
+
     def status_changed(self) -> None:
         """Publish a Status soon; bursts of changes make one Status."""
         self._status_pending = True
@@ -154,7 +141,7 @@ class MqttLink:
         errors: dict[str, str] = {}
         while not self._stopping.is_set():
             broker = self._brokers[index]
-            session: _Session | None = None
+            session: Session | None = None
             try:
                 session = self._open(broker)
             except Exception as exc:  # a bug (ours or paho's): a failed attempt like any other
@@ -189,7 +176,7 @@ class MqttLink:
     def _uri(broker: BrokerUri) -> str:
         return f"{broker.scheme}://{broker.host}:{broker.port}"
 
-    def _open(self, broker: BrokerUri) -> _Session:
+    def _open(self, broker: BrokerUri) -> Session:
         """Connect (TCP, TLS, CONNECT sent) and start paho's loop; on failure the session
         comes back already ended."""
         settings = self._settings
@@ -197,7 +184,7 @@ class MqttLink:
                              clean_session=None if settings.protocol == "5" else False,
                              protocol=paho.MQTTv5 if settings.protocol == "5" else paho.MQTTv311,
                              reconnect_on_failure=False)
-        session = _Session(broker, client)
+        session = Session(broker, client)
         client.user_data_set(session)
         client.connect_timeout = settings.connect_timeout_s
         client.enable_logger(log)
@@ -244,7 +231,7 @@ class MqttLink:
                 None if settings.client_key is None else str(settings.client_key))
         return context
 
-    def _await_subscribed(self, session: _Session) -> bool:
+    def _await_subscribed(self, session: Session) -> bool:
         deadline = self._clock.monotonic() + self._settings.connect_timeout_s
         while not (self._stopping.is_set() or session.ended.is_set()):
             if session.subscribed.is_set():
@@ -253,11 +240,11 @@ class MqttLink:
             if remaining <= 0:
                 session.error = "no CONNACK/SUBACK in time"
                 return False
-            self._wake.wait(min(remaining, _IDLE_POLL_S))
+            self._wake.wait(min(remaining, IDLE_POLL_S))
             self._wake.clear()
         return False
 
-    def _serve(self, session: _Session) -> None:
+    def _serve(self, session: Session) -> None:
         """Connected: birth Status, then Status on change and every heartbeat_s."""
         log.info("MQTT connected to %s", self._uri(session.broker))
         self._session = session
@@ -289,7 +276,7 @@ class MqttLink:
             log.warning("MQTT connection to %s lost: %s", self._uri(session.broker),
                         session.error)
 
-    def _publish_status(self, session: _Session) -> None:
+    def _publish_status(self, session: Session) -> None:
         try:
             status = {**self._status_provider(), "device_id": self._device_id, "online": True}
             payload = json.dumps(status, ensure_ascii=False).encode("utf-8")
@@ -298,17 +285,17 @@ class MqttLink:
             return
         session.client.publish(self.topics.state, payload, qos=1, retain=True)
 
-    def _say_offline(self, session: _Session) -> None:
+    def _say_offline(self, session: Session) -> None:
         info = session.client.publish(self.topics.state, self._offline, qos=1, retain=True)
         if info.rc == paho.MQTT_ERR_SUCCESS:
             info.wait_for_publish(max(0.1, self._stop_deadline - self._clock.monotonic() - 0.5))
 
-    def _close(self, session: _Session) -> None:
+    def _close(self, session: Session) -> None:
         session.client.disconnect()
         session.client.loop_stop()
 
     # --- paho callbacks (paho's thread) -----------------------------------------------------
-    def _on_connect(self, client: paho.Client, session: _Session, _flags: paho.ConnectFlags,
+    def _on_connect(self, client: paho.Client, session: Session, _flags: paho.ConnectFlags,
                     reason: ReasonCode, _properties: Properties | None) -> None:
         if reason.is_failure:
             session.error = f"connection refused: {reason}"
@@ -317,7 +304,7 @@ class MqttLink:
             return
         _, session.subscribe_mid = client.subscribe([(t, 1) for t in self.topics.commands])
 
-    def _on_subscribe(self, _client: paho.Client, session: _Session, mid: int,
+    def _on_subscribe(self, _client: paho.Client, session: Session, mid: int,
                       reasons: list[ReasonCode], _properties: Properties | None) -> None:
         if mid != session.subscribe_mid:
             return
@@ -330,7 +317,7 @@ class MqttLink:
             session.subscribed.set()
         self._wake.set()
 
-    def _on_disconnect(self, _client: paho.Client, session: _Session,
+    def _on_disconnect(self, _client: paho.Client, session: Session,
                        _flags: paho.DisconnectFlags, reason: ReasonCode,
                        _properties: Properties | None) -> None:
         if not session.ended.is_set():
@@ -340,7 +327,7 @@ class MqttLink:
             self._ready.clear()
         self._wake.set()
 
-    def _on_message(self, _client: paho.Client, _session: _Session,
+    def _on_message(self, _client: paho.Client, _session: Session,
                     message: paho.MQTTMessage) -> None:
         if message.topic not in self.topics.commands:
             log.warning("ignoring MQTT message on unexpected topic %s", message.topic)
@@ -349,59 +336,3 @@ class MqttLink:
             self._intake.handle(bytes(message.payload))
         except Exception as exc:
             self._faults.internal_error(f"handling a command on {message.topic}", exc)
-
-    # --- outbox (mqtt-outbox thread) -------------------------------------------------------
-    def _drain(self) -> None:
-        # A failed round (the state disk full until its reserve is released, a moment
-        # later) is tried again soon, then less often: not a whole max_backoff_s later,
-        # which held every event back for a minute after one full-disk write.
-        backoff = _IDLE_POLL_S
-        while not self._stopping.is_set():
-            try:
-                self._drain_once()
-                backoff = _IDLE_POLL_S
-            except Exception as exc:
-                self._faults.internal_error("MQTT outbox", exc)
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, self._settings.max_backoff_s)
-
-    def _drain_once(self) -> None:
-        self._intake.flush()
-        session = self._session
-        if session is None or not self._ready.is_set():
-            self._ready.wait(_IDLE_POLL_S)
-            return
-        records = self._store.pending(MQTT, _OUTBOX_WINDOW)
-        if not records:
-            self._journal.wait(_IDLE_POLL_S)
-            return
-        delivered = self._publish_in_order(session, records)
-        self._store.ack(delivered)
-        if len(delivered) < len(records):
-            self._stopping.wait(_IDLE_POLL_S)
-
-    def _publish_in_order(self, session: _Session, records: list[OutboxRecord]) -> list[int]:
-        """Publish ``records``; the seqs of the leading ones the broker acknowledged."""
-        sent: list[tuple[int, paho.MQTTMessageInfo]] = []
-        for record in records:
-            topic = self.topics.acks if record.kind.startswith("ack") else self.topics.events
-            payload = json.dumps(record.payload, ensure_ascii=False).encode("utf-8")
-            info = session.client.publish(topic, payload, qos=1)
-            if info.rc != paho.MQTT_ERR_SUCCESS:
-                break
-            sent.append((record.seq, info))
-        delivered: list[int] = []
-        for seq, info in sent:
-            if not self._await_puback(session, info):
-                break
-            delivered.append(seq)
-        return delivered
-
-    def _await_puback(self, session: _Session, info: paho.MQTTMessageInfo) -> bool:
-        deadline = self._clock.monotonic() + self._settings.publish_timeout_s
-        while not info.is_published():
-            if session.ended.is_set() or self._stopping.is_set() \
-                    or self._clock.monotonic() > deadline:
-                return False
-            info.wait_for_publish(0.2)
-        return True

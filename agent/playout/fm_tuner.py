@@ -27,82 +27,17 @@ from typing import Protocol
 
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
+from agent.playout.jitter_buffer import FRAME_BYTES, PcmJitterBuffer
 from drivers.sdr.base import FmReceiver, SdrError, SdrMissing
 
 log = logging.getLogger(__name__)
 
 RECEIVER_RATE = 48_000  # FmReceiver delivers 48 kHz s16le stereo
-FRAME_BYTES = 4
 READ_TIMEOUT_S = 0.1
 SQUELCH_HYSTERESIS_DB = 2.0
 JOIN_TIMEOUT_S = 5.0  # covers a receiver start in progress (rtl_fm waits up to 3 s)
 USB_RESET_INTERVAL_S = 60.0
 RELAY_FAULTS = ("sdr_missing", "sdr_stalled", "fm_signal_lost")
-
-
-class PcmJitterBuffer:
-    """Bounded FIFO of whole frames between the fm thread and the real-time reader.
-
-    Output starts once ``prefill_bytes`` are queued and restarts from there after an
-    underrun; on overflow (dongle clock faster than the sound card) the oldest audio is
-    dropped back to the prefill level. So latency stays between prefill and capacity.
-    """
-
-    def __init__(self, capacity_bytes: int, prefill_bytes: int) -> None:
-        self._capacity = capacity_bytes
-        self._prefill = prefill_bytes
-        self._data = bytearray()
-        self._buffering = True
-        self._delivered_bytes = 0
-        self._lock = threading.Lock()
-
-    def write(self, pcm: bytes) -> None:
-        with self._lock:
-            self._data += pcm
-            if len(self._data) > self._capacity:
-                del self._data[: len(self._data) - self._prefill]
-
-    def read(self, size: int) -> bytes:
-        """Exactly ``size`` bytes: queued audio, padded with silence when short."""
-        with self._lock:
-            if self._buffering and len(self._data) < self._prefill:
-                return bytes(size)
-            self._buffering = len(self._data) < size
-            chunk = bytes(self._data[:size])
-            del self._data[:size]
-            self._delivered_bytes += len(chunk)
-        return chunk + bytes(size - len(chunk))
-
-    def take(self, max_bytes: int) -> bytes:
-        """Queued audio, whole frames, at most ``max_bytes``, never padded: for a reader
-        that buffers on its own side (agent.playout.feed)."""
-        with self._lock:
-            size = min(len(self._data), max_bytes) // FRAME_BYTES * FRAME_BYTES
-            chunk = bytes(self._data[:size])
-            del self._data[:size]
-            self._delivered_bytes += size
-        return chunk
-
-    @property
-    def sizes(self) -> tuple[int, int]:
-        """(capacity, prefill) in bytes: what a reader on the other side keeps."""
-        return self._capacity, self._prefill
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._buffering = True
-
-    @property
-    def queued_bytes(self) -> int:
-        with self._lock:
-            return len(self._data)
-
-    @property
-    def delivered_bytes(self) -> int:
-        """Queued audio handed to the reader so far (silence padding not counted)."""
-        with self._lock:
-            return self._delivered_bytes
 
 
 class Tunable(Protocol):

@@ -30,7 +30,7 @@ from agent.playout.engine import (
     VoiceEnded,
     VoiceStarted,
 )
-from agent.playout.fm_tuner import PcmJitterBuffer
+from agent.playout.jitter_buffer import PcmJitterBuffer
 from agent.recording.tap import RecordingTap
 from agent.service.logs import configure_logging
 from drivers.audio import AudioOutput, AudioOutputError, open_output

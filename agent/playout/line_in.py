@@ -25,7 +25,7 @@ from collections.abc import Callable
 from agent.control.vox import FLOOR_DBFS, LevelEnvelope, Vox, block_dbfs
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
-from agent.playout.fm_tuner import FRAME_BYTES, PcmJitterBuffer
+from agent.playout.jitter_buffer import FRAME_BYTES, PcmJitterBuffer
 from drivers.capture import CaptureError, LineCapture
 
 log = logging.getLogger(__name__)

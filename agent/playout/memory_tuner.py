@@ -10,7 +10,8 @@ relay reads silence, counts nothing relayed and, after ``lost_after_s``, raises
 from __future__ import annotations
 
 from agent.core.faults import FaultRegistry
-from agent.playout.fm_tuner import FRAME_BYTES, FmTuner, TunerLease
+from agent.playout.fm_tuner import FmTuner, TunerLease
+from agent.playout.jitter_buffer import FRAME_BYTES
 from agent.playout.memory_media import LOUD_FRAME
 from drivers.clock import Clock
 from drivers.sdr.none import NoReceiver

@@ -5,7 +5,8 @@ engine: the control loop cues voices on frames and hears back when they start an
 Behind it, the mixer and the sound card run in agent.playout.host, a process with nothing
 else in its interpreter, so nothing the agent does (schedule parsing, hashing, MQTT, HTTP,
 SQLite) can hold up the card; PCM goes there through pipes (agent.playout.feed), cues and
-facts through the channel (agent.playout.channel).
+facts through the channel (agent.playout.channel) of each process
+(agent.playout.host_process).
 
 The "playout-events" thread reads the facts and supervises the process: when it exits,
 or sends nothing for HANG_S (hung: killed), a new one is started at once, continuing the
@@ -24,10 +25,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import signal
-import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +41,7 @@ from agent.playout.engine import (
     VoiceStarted,
 )
 from agent.playout.feed import Feeder, RecordReader, VoiceFeed, pipe_fill
+from agent.playout.host_process import HostProcess
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +79,7 @@ class PlayoutProcess:
         self._feeds: dict[int, VoiceFeed] = {}
         self._current: VoiceFeed | None = None
         self._queue: list[_Cue] = []
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._sock: socket.socket | None = None  # receives, with a timeout
-        self._sender: socket.socket | None = None  # sends, never blocks
+        self._host: HostProcess | None = None
         self._last_word = 0.0
         self._up = False
         self._stop = threading.Event()
@@ -144,17 +140,15 @@ class PlayoutProcess:
     def _first_word(self) -> None:
         """Wait (up to STARTUP_S) until the new process has opened the card or said why
         it cannot, so that the agent starts after its card, as with a card in-process."""
-        sock, deadline = self._sock, self._clock.monotonic() + STARTUP_S
-        assert sock is not None
+        host, deadline = self._host, self._clock.monotonic() + STARTUP_S
+        assert host is not None
         while self._clock.monotonic() < deadline:
             try:
-                message, fds = channel.receive(sock)
+                message = host.receive()
             except TimeoutError:
                 continue
             except channel.ChannelClosed:
                 return  # the events thread restarts it
-            for fd in fds:
-                socket.close(fd)
             self._heard(message)
             return
 
@@ -162,14 +156,9 @@ class PlayoutProcess:
         self._stop.set()
         with self._lock:
             self._send({"op": "stop"})
-            proc = self._proc
-        if proc is not None:
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.error("the playout process did not stop within %.0f s: killed", timeout)
-                proc.kill()
-                proc.wait(timeout)
+            host = self._host
+        if host is not None:
+            host.wait_or_kill(timeout)
         self._thread.join(timeout)
         self._feeder.stop(timeout)
         if self._recorder is not None:
@@ -196,26 +185,11 @@ class PlayoutProcess:
 
     # --- the process -------------------------------------------------------------------
     def _spawn(self, resume: bool) -> None:
-        ours, theirs = channel.socket_pair()
-        pass_fds = [theirs.fileno()]
-        command = [sys.executable, "-m", "agent.playout.host", "--output", self._spec,
-                   "--rate", str(self.rate), "--channel-fd", str(theirs.fileno()),
-                   "--log-level", logging.getLevelName(logging.getLogger().level)]
-        if self._recorder is not None:
-            pass_fds.append(self._recorder.write_fd)
-            command += ["--record-fd", str(self._recorder.write_fd)]
-        if resume:
-            command.append("--resume")
-        try:
-            self._proc = subprocess.Popen(command, pass_fds=pass_fds, stdin=subprocess.DEVNULL)
-        finally:
-            theirs.close()
-        ours.settimeout(channel.STATUS_INTERVAL_S)
-        self._sock, self._sender = ours, ours.dup()
-        self._sender.setblocking(False)
+        record_fd = None if self._recorder is None else self._recorder.write_fd
+        self._host = HostProcess(self._spec, self.rate, record_fd=record_fd, resume=resume)
         self._card_underrun_seen = 0
         self._last_word = self._clock.monotonic() + STARTUP_S - HANG_S
-        log.info("playout process %d started%s", self._proc.pid,
+        log.info("playout process %d started%s", self._host.pid,
                  " (continuing the card)" if resume else "")
 
     def _run(self) -> None:
@@ -227,7 +201,9 @@ class PlayoutProcess:
             self._up = False
             log.error("playout process %s: restarting", reason)
             self._on_down(f"the playout process {reason}; restarting it")
-            self._kill()
+            host = self._host
+            if host is not None:
+                host.kill()
             with self._lock:
                 self._close_channel()
                 if self._stop.is_set():
@@ -246,25 +222,19 @@ class PlayoutProcess:
     def _listen(self) -> str | None:
         """Take the process's facts until it dies or hangs; returns why (None: stopped)."""
         while not self._stop.is_set():
-            sock, proc = self._sock, self._proc
-            assert sock is not None and proc is not None
+            host = self._host
+            assert host is not None
             try:
-                message, fds = channel.receive(sock)
+                message = host.receive()
             except TimeoutError:
-                code = proc.poll()
-                if code is not None:
-                    return f"exited with {_exit_status(code)}"
+                exited = host.exit_reason()
+                if exited is not None:
+                    return exited
                 if self._clock.monotonic() - self._last_word > HANG_S:
                     return f"sent nothing for {HANG_S} s (hung)"
                 continue
             except channel.ChannelClosed:
-                if self._stop.is_set():
-                    return None
-                code = _wait(proc)
-                return "closed its channel" if code is None \
-                    else f"exited with {_exit_status(code)}"
-            for fd in fds:  # it never sends any; never leak one
-                socket.close(fd)
+                return None if self._stop.is_set() else host.closed_reason()
             self._heard(message)
         return None
 
@@ -275,18 +245,10 @@ class PlayoutProcess:
             self._on_up()
         self._take(message)
 
-    def _kill(self) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        if proc is not None:
-            _wait(proc)
-
     def _close_channel(self) -> None:
-        for sock in (self._sock, self._sender):
-            if sock is not None:
-                sock.close()
-        self._sock = self._sender = None
+        if self._host is not None:
+            self._host.close_channel()
+        self._host = None
 
     def _cue_again(self) -> None:
         """After a restart: what was on air goes on from the PCM it had not played, then
@@ -380,29 +342,13 @@ class PlayoutProcess:
             self._send({"op": "gain", "id": feed.voice_id, "gain": feed.sent_gain})
 
     def _send(self, message: channel.Message, fds: list[int] | None = None) -> None:
-        """To the process, if it can take it now; otherwise it is dead or hung, and its
-        successor gets the whole state (_cue_again)."""
-        if self._sender is None:
-            return
-        try:
-            channel.send(self._sender, message, fds)
-        except (channel.ChannelClosed, BlockingIOError) as exc:
-            log.warning("playout process not taking %s: %s", message.get("op"), exc)
+        """To the process, if there is one; a dead or hung one's successor gets the whole
+        state (_cue_again)."""
+        if self._host is not None:
+            self._host.send(message, fds)
 
 
 def _counts(counts: list[int]) -> tuple[int, int, int, int]:
     """[played, underrun, relayed, lead] frames of a voice, as the host sends them."""
     played, underrun, relayed, lead = (int(n) for n in counts)
     return played, underrun, relayed, lead
-
-
-def _wait(proc: subprocess.Popen[bytes], timeout: float = 2.0) -> int | None:
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        return None
-
-
-def _exit_status(code: int) -> str:
-    return f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
-

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
-from agent.core.schedule import Schedule, ScheduleError, parse_schedule
+from agent.core.schedule import Schedule
+from agent.core.schedule_parser import ScheduleError, parse_schedule
 from agent.core.worker import Worker
 from agent.source.cache import CacheError, MediaCache
 from agent.source.client import ScheduleFetch, SourceClient, SourceError

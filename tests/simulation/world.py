@@ -27,7 +27,8 @@ from agent.control.loop import ControlLoop
 from agent.control.state import CommandReceived, ControlSettings, ScheduleApplied
 from agent.core.clock import ManualClock
 from agent.core.faults import FaultRegistry
-from agent.core.schedule import Schedule, ScheduleError, parse_schedule
+from agent.core.schedule import Schedule
+from agent.core.schedule_parser import ScheduleError, parse_schedule
 from agent.mqtt.commands import Command, CommandLimits, CommandValidator, Rejection
 from agent.playout.memory_engine import MemoryEngine
 from agent.playout.memory_media import (

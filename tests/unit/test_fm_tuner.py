@@ -11,7 +11,8 @@ import pytest
 
 from agent.core.clock import SystemClock
 from agent.core.faults import FaultRegistry
-from agent.playout.fm_tuner import FmTuner, PcmJitterBuffer
+from agent.playout.fm_tuner import FmTuner
+from agent.playout.jitter_buffer import PcmJitterBuffer
 from drivers.sdr import FmReceiver, receiver_factory
 from drivers.sdr.none import NoReceiver
 from drivers.sdr.rtl_fm import reset_rtl_usb

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from agent.config.loader import ConfigError, load_config
 from agent.core.clock import ManualClock
-from agent.core.schedule import ScheduleError, parse_schedule
+from agent.core.schedule_parser import ScheduleError, parse_schedule
 from agent.http.health import _Reply, parse_request
 from agent.mqtt.commands import Command, CommandLimits, CommandValidator, Rejection
 from agent.state.store import StateStore

@@ -13,7 +13,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config.addresses import parse_broker_uri
-from agent.mqtt.link import _Session
+from agent.mqtt.session import Session
 from agent.state.journal import MQTT
 from tests.support.agentproc import wait_for
 from tests.support.mosquitto import Mosquitto
@@ -44,7 +44,7 @@ def test_a_refused_subscription_is_not_connected(broker: Mosquitto, agents: Agen
     subscriptions and drops the messages, so the SUBACK is fed to the callback here.)"""
     agent = agents(broker, "dev-18")
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="dev-18")
-    session = _Session(parse_broker_uri(broker.uri), client)
+    session = Session(parse_broker_uri(broker.uri), client)
     session.subscribe_mid = 7
     granted = ReasonCode(PacketTypes.SUBACK, identifier=1)
     refused = ReasonCode(PacketTypes.SUBACK, identifier=0x80)

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from agent.control.activations import program_activation
-from agent.core.schedule import PRIORITY_RANK, FmSource, LineInSource, parse_schedule
+from agent.core.schedule import PRIORITY_RANK, FmSource, LineInSource
+from agent.core.schedule_parser import parse_schedule
 
 SHA = "ab" * 32
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 import urllib3
 
-from agent.core.schedule import parse_schedule
+from agent.core.schedule_parser import parse_schedule
 from agent.source.bodies import BodyBroken, BodyTooLarge, error_excerpt, read_bounded
 from agent.source.cache import MediaCache
 from agent.source.client import SourceError, origin

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.core.schedule import parse_schedule
+from agent.core.schedule_parser import parse_schedule
 from agent.core.text import MAX_SPEECH_CHARS, check_lang, check_speech_text, check_title
 from agent.mqtt.commands import BadArgs, validate_args
 from agent.playout.tts import TtsError, TtsRenderer
