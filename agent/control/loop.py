@@ -275,7 +275,7 @@ class ControlLoop:
             self._clock_stepped(offset - self._wall_offset, now)
         self._wall_offset = offset
         for step in (self._add_occurrences, self._evaluate, self._executor.cue_ahead,
-                     self._supervisor.supervise,                     self._drive_amplifier):
+                     self._supervisor.supervise, self._drive_amplifier):
             try:
                 step(now)
             except Exception:

@@ -17,11 +17,12 @@ log = logging.getLogger(__name__)
 
 class HostProcess:
     def __init__(self, output_spec: str, rate: int, *, record_fd: int | None,
-                 resume: bool) -> None:
-        """Start it; with ``resume`` it continues the card's capture of the one before."""
+                 resume: bool, interpreter: str = sys.executable) -> None:
+        """Start it with ``interpreter``; with ``resume`` it continues the card's capture
+        of the one before."""
         ours, theirs = channel.socket_pair()
         pass_fds = [theirs.fileno()]
-        command = [sys.executable, "-m", "agent.playout.host", "--output", output_spec,
+        command = [interpreter, "-m", "agent.playout.host", "--output", output_spec,
                    "--rate", str(rate), "--channel-fd", str(theirs.fileno()),
                    "--log-level", logging.getLevelName(logging.getLogger().level)]
         if record_fd is not None:
@@ -31,6 +32,9 @@ class HostProcess:
             command.append("--resume")
         try:
             self._proc = subprocess.Popen(command, pass_fds=pass_fds, stdin=subprocess.DEVNULL)
+        except OSError:
+            ours.close()
+            raise
         finally:
             theirs.close()
         ours.settimeout(channel.STATUS_INTERVAL_S)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,9 +62,11 @@ class PlayoutProcess:
     def __init__(self, output_spec: str, rate: int, clock: Clock,
                  on_event: Callable[[EngineEvent], None], *,
                  on_down: Callable[[str], None], on_up: Callable[[], None],
-                 record: Callable[[int, bytes], None] | None = None) -> None:
+                 record: Callable[[int, bytes], None] | None = None,
+                 interpreter: str = sys.executable) -> None:
         self.rate = rate
         self._spec = output_spec
+        self._interpreter = interpreter  # runs agent.playout.host
         self._clock = clock
         self._on_event = on_event
         self._on_down = on_down
@@ -186,7 +189,8 @@ class PlayoutProcess:
     # --- the process -------------------------------------------------------------------
     def _spawn(self, resume: bool) -> None:
         record_fd = None if self._recorder is None else self._recorder.write_fd
-        self._host = HostProcess(self._spec, self.rate, record_fd=record_fd, resume=resume)
+        self._host = HostProcess(self._spec, self.rate, record_fd=record_fd, resume=resume,
+                                 interpreter=self._interpreter)
         self._card_underrun_seen = 0
         self._last_word = self._clock.monotonic() + STARTUP_S - HANG_S
         log.info("playout process %d started%s", self._host.pid,
@@ -195,35 +199,37 @@ class PlayoutProcess:
     def _run(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
-            reason = self._listen()
-            if reason is None or self._stop.is_set():
-                return
-            self._up = False
-            log.error("playout process %s: restarting", reason)
-            self._on_down(f"the playout process {reason}; restarting it")
             host = self._host
-            if host is not None:
+            if host is not None:  # None: the last start failed
+                reason = self._listen(host)
+                if reason is None or self._stop.is_set():
+                    return
+                self._up = False
+                log.error("playout process %s: restarting", reason)
+                self._on_down(f"the playout process {reason}; restarting it")
                 host.kill()
+                with self._lock:
+                    self._close_channel()
             with self._lock:
-                self._close_channel()
                 if self._stop.is_set():
                     return
                 try:
                     self._spawn(resume=True)
                 except OSError as exc:
                     log.error("cannot start the playout process: %s", exc)
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF_S)
-                    continue
-                self.restarts += 1
-                self._cue_again()
+                else:
+                    self.restarts += 1
+                    self._cue_again()
+            if self._host is None:
+                self._stop.wait(backoff)  # not holding the lock: cues go on being taken
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            backoff = 0.5
             self._feeder.wake()
 
-    def _listen(self) -> str | None:
+    def _listen(self, host: HostProcess) -> str | None:
         """Take the process's facts until it dies or hangs; returns why (None: stopped)."""
         while not self._stop.is_set():
-            host = self._host
-            assert host is not None
             try:
                 message = host.receive()
             except TimeoutError:

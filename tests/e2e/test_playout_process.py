@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -33,12 +34,17 @@ from tests.support.wavfile import read_capture, rms_dbfs, sounding, tone_frequen
 def playout_process(agent: AgentProcess) -> int | None:
     """Pid of the agent's playout process."""
     assert agent.process is not None
+    return playout_process_of(agent.process.pid)
+
+
+def playout_process_of(parent: int) -> int | None:
+    """Pid of the playout process that ``parent`` started."""
     for pid, entry in processes(b"agent.playout.host"):
         try:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == agent.process.pid:
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
             return pid
     return None
 
@@ -117,3 +123,34 @@ def test_a_gain_change_reaches_a_voice_whose_last_pcm_is_already_in_the_pipe(
     before = rms_dbfs(capture.samples[first + rate // 10:first + rate // 2])
     after = rms_dbfs(capture.segment(changed_at + 0.3, 0.5))
     assert abs((before - after) - 20 * np.log10(4)) < 0.5, (before, after)
+
+
+def test_a_playout_process_that_cannot_be_started_is_tried_again_until_it_starts(
+        tmp_path: Path) -> None:
+    # The interpreter is a link the test takes away, kills the process, then puts back:
+    # each start in between fails (OSError), and the thread that restarts must outlive it.
+    rate = 48_000
+    interpreter = tmp_path / "python"
+    interpreter.symlink_to(sys.executable)
+    downs: list[str] = []
+    ups: list[float] = []
+    engine = PlayoutProcess(f"wav:{tmp_path / 'card.wav'}", rate, SystemClock(),
+                            lambda event: None, on_down=downs.append,
+                            on_up=lambda: ups.append(time.time()),
+                            interpreter=str(interpreter))
+    engine.start()
+    try:
+        engine.play([Voice("tone", BufferSource(tone(rate, 30.0)), 1.0)])
+        first = wait_for(lambda: playout_process_of(os.getpid()), 10, what="the playout process")
+        interpreter.unlink()
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: downs, 5, what="the death noticed")
+        time.sleep(2.0)  # starts at 0, 0.5 and 1.5 s fail
+        assert engine.restarts == 0
+        interpreter.symlink_to(sys.executable)
+        wait_for(lambda: engine.restarts == 1 and len(ups) == 2, 10,
+                 what="the playout process started again")
+        second = playout_process_of(os.getpid())
+        assert second is not None and second != first
+    finally:
+        engine.stop()
