@@ -28,8 +28,9 @@ SOURCE_OF_KIND = {"media": "media", "stream": "stream", "fm": "fm", "tts": "tts"
 class LevelMeter:
     """Wraps a PCM source and remembers when it last carried sound (dead-air detection).
 
-    Quiet time counts from the first read (when the source goes on air or is probed), not
-    from when the meter was made: a stream pre-rolled ahead of its start is not dead yet.
+    Quiet time counts from the first read (a probe) or from going on air, whichever is
+    later: a stream pre-rolled seconds ahead of its start (whose first read, the encoder's
+    leading silence, came then) is not dead when it starts.
     """
 
     # Metered as it is read: read no further ahead of the card than this
@@ -63,6 +64,9 @@ class LevelMeter:
     def heard(self) -> bool:
         """The source has carried sound at least once."""
         return self.last_loud is not None
+
+    def went_on_air(self) -> None:
+        self._quiet_since = self._clock.monotonic()
 
     def quiet_for(self) -> float:
         """Seconds since the source last carried sound (or was first read)."""

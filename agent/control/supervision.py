@@ -69,6 +69,8 @@ class Supervisor:
         if isinstance(event, VoiceStarted):
             if event.voice is pb.voice and pb.started_at is None:
                 pb.started_at = self._engine.time_of(event.frame)
+                if pb.meter is not None:
+                    pb.meter.went_on_air()
                 # First: a power cut from here on is reported, and never re-aired.
                 self._plays.on_air(pb.activation.key, pb.index,
                                    pb.record(self._journal.stamp, self._state.settings.rate),

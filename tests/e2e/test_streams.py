@@ -157,3 +157,6 @@ def test_dead_stream_falls_back_to_fm_and_returns(
     reports = wait_for(fallbacks, 10, 0.1, "a completed fallback play report per break")
     assert {(r["program_id"], r["priority"], r["frequency_mhz"]) for r in reports} == \
         {("p-live", "live", FM_MHZ)}
+    # One fallback per break, none at the start: a stream pre-rolled ahead of its start,
+    # whose first read was the encoder's leading silence, was once called dead at it.
+    assert [r["outcome"] for r in reports] == ["completed"] * len(BREAKS)
