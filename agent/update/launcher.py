@@ -14,7 +14,16 @@ import os
 import sys
 from pathlib import Path
 
-from agent.update.state import after_start, load_state, save_state, update_root
+from agent.state.durable import publish
+from agent.update.state import (
+    BASE_FILE,
+    UpdateState,
+    after_base_change,
+    after_start,
+    load_state,
+    save_state,
+    update_root,
+)
 
 LAUNCHED_ENV = "BROADCAST_AGENT_LAUNCHED"
 DEFAULT_CONFIG = "/etc/broadcast-agent/agent.yaml"  # agent.cli.main's, without its imports
@@ -39,14 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     return cli_main(argv)
 
 
-def choose_version(argv: list[str]) -> Path | None:
-    """The folder of the version to run, or None for the base install."""
+def choose_version(argv: list[str], base: str | None = None) -> Path | None:
+    """The folder of the version to run, or None for the base install (whose version is
+    ``base``, by default the installed distribution's)."""
     try:
         root = update_root(_state_dir(_config_path(argv)))
     except Exception:  # whatever the config holds, an agent starts (and reports it)
         return None
     state = load_state(root)
     if "run" in argv:
+        state = _since_base_changed(root, state, base or _installed_version())
         counted = after_start(state)
         if counted != state:
             try:
@@ -61,6 +72,40 @@ def choose_version(argv: list[str]) -> Path | None:
         return None
     folder = root / "versions" / state.current
     return folder if folder.is_dir() else None
+
+
+def _since_base_changed(root: Path, state: UpdateState, base: str) -> UpdateState:
+    """A .deb installed since the last run replaced the base install: it runs, not a
+    version installed beside for the base before it (docs/updates.md)."""
+    recorded_path = root / BASE_FILE
+    try:
+        recorded: str | None = recorded_path.read_text(encoding="ascii").strip()
+    except (OSError, ValueError):
+        recorded = None
+    if recorded == base:
+        return state
+    changed = state if recorded is None else after_base_change(state, base)
+    try:
+        if changed != state:
+            save_state(root, changed)
+            print(f"<4>update: the base install is now {base} (was {recorded}): it runs, "
+                  "not the versions installed beside it", file=sys.stderr)
+        root.mkdir(parents=True, exist_ok=True)
+        temp = root / f".{BASE_FILE}.{os.getpid()}.tmp"
+        temp.write_text(base + "\n", encoding="ascii")
+        publish(temp, recorded_path)
+    except OSError as exc:
+        print(f"<3>update: cannot record the base install's version ({exc})", file=sys.stderr)
+    return changed
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("broadcast-agent")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _config_path(argv: list[str]) -> Path:

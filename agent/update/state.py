@@ -23,6 +23,7 @@ STATES = ("idle", "downloading", "staged", "trial", "committed", "rolled_back")
 MAX_TRIAL_STARTS = 3  # starts of a version on trial without a commit before it is rolled back
 MAX_STARTUP_GRACE_S = 60.0
 STATE_FILE = "state.json"
+BASE_FILE = "base"  # the base install's version the last time the launcher ran it
 
 
 def update_root(state_dir: Path) -> Path:
@@ -78,6 +79,16 @@ def save_state(root: Path, state: UpdateState) -> None:
 def rolled_back(state: UpdateState, reason: str) -> UpdateState:
     return replace(state, state="rolled_back", current=state.previous, reason=reason,
                    reported=False, starts=0)
+
+
+def after_base_change(state: UpdateState, base: str) -> UpdateState:
+    """The state once a .deb replaced the base install with version ``base``: no version
+    installed beside shadows it any longer, and an update in progress ends rolled back,
+    so that its command is still acked (``failed``)."""
+    if state.state in ("downloading", "staged", "trial"):
+        return replace(rolled_back(state, f"superseded: the base install was replaced by "
+                                          f"{base} (a .deb)"), current=None)
+    return UpdateState() if state.current is not None else state
 
 
 def after_start(state: UpdateState) -> UpdateState:

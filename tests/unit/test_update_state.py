@@ -14,6 +14,7 @@ import yaml
 from agent.update.launcher import choose_version
 from agent.update.moment import QUIET_AHEAD_S, Window, switch_blocker
 from agent.update.state import (
+    BASE_FILE,
     MAX_TRIAL_STARTS,
     STATE_FILE,
     TrialJudge,
@@ -188,3 +189,42 @@ def test_the_launcher_falls_back_to_the_base_without_state_config_or_folder(
     save_state(root, UpdateState(current="1.1"))  # its folder is gone
     assert choose_version(["run", "--config", str(config)]) is None
     assert choose_version(["run", "--config", str(tmp_path / "absent.yaml")]) is None
+
+
+def test_a_deb_installed_since_the_last_run_runs_not_the_version_beside(
+        tmp_path: Path) -> None:
+    config, root = config_with_state(tmp_path)
+    (root / "versions" / "1.1").mkdir(parents=True)
+    committed = UpdateState(state="committed", current="1.1", previous="1.0", target="1.1")
+    save_state(root, committed)
+    run = ["run", "--config", str(config)]
+    assert choose_version(run, base="1.0") == root / "versions" / "1.1"  # records 1.0
+    assert (root / BASE_FILE).read_text() == "1.0\n"
+    assert choose_version(run, base="1.0") == root / "versions" / "1.1"
+    assert choose_version(run, base="1.2") is None  # a technician installed the 1.2 .deb
+    assert load_state(root) == UpdateState()
+    assert (root / BASE_FILE).read_text() == "1.2\n"
+    assert (root / "versions" / "1.1").is_dir()  # left for the service to clean
+
+
+def test_an_update_in_progress_when_the_base_changes_ends_rolled_back_and_is_acked(
+        tmp_path: Path) -> None:
+    config, root = config_with_state(tmp_path)
+    (root / "versions" / "1.1").mkdir(parents=True)
+    save_state(root, TRIAL)
+    (root / BASE_FILE).write_text("1.0\n")
+    assert choose_version(["run", "--config", str(config)], base="1.2") is None
+    state = load_state(root)
+    assert (state.state, state.current, state.reported) == ("rolled_back", None, False)
+    assert state.reason is not None and state.reason.startswith("superseded")
+
+
+def test_the_first_run_that_records_the_base_changes_nothing(tmp_path: Path) -> None:
+    # Without a record (the first start of a launcher that keeps one) nothing says the
+    # base changed: the version beside goes on running.
+    config, root = config_with_state(tmp_path)
+    (root / "versions" / "1.1").mkdir(parents=True)
+    save_state(root, TRIAL)
+    assert choose_version(["run", "--config", str(config)], base="1.2") == \
+        root / "versions" / "1.1"
+    assert load_state(root).starts == 1
