@@ -1,9 +1,10 @@
-"""A wrong clock, end to end (issue 11, "Commands and clock"): a controller without RTC
-after a power cut boots 6 h behind. Its clock is the sim clock of docs/config.md
-(``clock.backend: sim``), trusted only by the source's ``Date`` header. Until the clock is
-stepped right, nothing scheduled airs and an emergency queued on the broker during the
-outage waits; once trusted, that emergency is rejected as stale and never airs, a fresh
-command is accepted, and the schedule plays on its sample again."""
+"""A wrong clock, end to end (issue 11, "Commands and clock"), on the sim clock of
+docs/config.md (``clock.backend: sim``). A controller without RTC after a power cut boots
+6 h behind, trusted only by the source's ``Date`` header: until the clock is stepped right,
+nothing scheduled airs and an emergency queued on the broker during the outage waits; once
+trusted, that emergency is rejected as stale and never airs, a fresh command is accepted,
+and the schedule plays on its sample again. And a step during a programme re-plans without
+cutting it or airing it twice."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.support.central_checks import (
     DEVICE,
     KEY,
     CheckedCentral,
+    assert_no_gap,
     assert_starts_on_time,
     mqtt_config,
 )
@@ -30,6 +32,7 @@ from tests.support.mosquitto import Mosquitto
 BEHIND_S = 6 * 3600
 TONE_HZ = 880
 ALERT_HZ = 1500
+TONE_DBFS = -6.0 - 3.01  # media.tone's default peak level, as RMS
 
 
 def _set_offset(state_dir: Path, offset_s: float) -> None:
@@ -96,3 +99,33 @@ def test_an_agent_6h_behind_airs_nothing_until_its_clock_is_trusted(
     aired = sorted(r["program_id"] for r in source.play_reports())
     assert aired == [f"cmd:{fresh['id']}", "p-right"], aired
     assert central.acks(queued["id"]) == ["rejected"]
+
+
+def test_a_clock_step_during_a_programme_neither_cuts_it_nor_airs_it_again(
+        tmp_path: Path, source: Source, agent_factory: AgentFactory) -> None:
+    # Issue 11: "a clock step re-plans without airing anything twice". The programme plays
+    # on through a step of an hour back; once it is over, the clock is stepped back to
+    # just before its start, and its time comes round again: it must not air again.
+    seconds = 6.0
+    source.add("m-tone", media.tone(tmp_path / "tone.wav", TONE_HZ, seconds))
+    start = whole_second(8)
+    source.publish([program("p-1", ["m-tone"], start)])
+    agent = agent_factory(start=False, clock={"backend": "sim", "trusted_by": ["always"]})
+    _set_offset(agent.state_dir, 0)
+    agent.start()
+    wait_ready(agent, source.version)
+
+    time.sleep(max(0.0, start + 2 - time.time()))
+    _set_offset(agent.state_dir, -3600)  # an hour back, mid-programme
+    time.sleep(max(0.0, start + seconds + 1 - time.time()))
+    again_at = time.time() + 2  # the agent's clock reads `start` again then
+    _set_offset(agent.state_dir, start - (again_at - 2) - 2)
+    capture = capture_until(agent, again_at + seconds + 2)
+
+    assert_starts_on_time(capture, start, TONE_HZ)
+    assert_no_gap(capture, start + 0.05, seconds - 0.1, TONE_DBFS)
+    assert capture.first_non_silent(after_epoch=start + seconds + 0.2) is None, \
+        "the programme aired again when the stepped clock reached its start again"
+    reports = wait_for(source.play_reports, 10, 0.2, "the play report")
+    assert [(r["program_id"], r["outcome"]) for r in reports] == [("p-1", "completed")]
+    assert abs(reports[0]["played_s"] - seconds) <= 0.1
