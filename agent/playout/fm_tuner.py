@@ -27,7 +27,8 @@ from typing import Protocol
 
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
-from agent.playout.jitter_buffer import FRAME_BYTES, PcmJitterBuffer
+from agent.playout.engine import BYTES_PER_FRAME
+from agent.playout.jitter_buffer import PcmJitterBuffer
 from drivers.sdr.base import FmReceiver, SdrError, SdrMissing
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,10 @@ class TunerLease:
         if not self.current:
             return b""
         before = self._tuner.relayed_frames
-        data = self._tuner.read(max_bytes // FRAME_BYTES)
+        data = self._tuner.read(max_bytes // BYTES_PER_FRAME)
         delivered = self._tuner.relayed_frames - before
         if self.relayed_frames == 0 and delivered == 0:
-            self.lead_frames += max_bytes // FRAME_BYTES
+            self.lead_frames += max_bytes // BYTES_PER_FRAME
         self.relayed_frames += delivered
         return data
 
@@ -161,7 +162,7 @@ class FmTuner:
     # -- engine side (any thread, never blocks on the receiver) ---------------------------
 
     def read(self, frames: int) -> bytes:
-        return self._buffer.read(frames * FRAME_BYTES)
+        return self._buffer.read(frames * BYTES_PER_FRAME)
 
     def take(self, max_bytes: int) -> bytes:
         return self._buffer.take(max_bytes)
@@ -174,7 +175,7 @@ class FmTuner:
     def relayed_frames(self) -> int:
         """Frames of the station's audio read so far, ever (squelch and outage silence not
         counted): a reader compares two values to know whether it relayed anything."""
-        return self._buffer.delivered_bytes // FRAME_BYTES
+        return self._buffer.delivered_bytes // BYTES_PER_FRAME
 
     @property
     def frequency_mhz(self) -> float | None:
@@ -353,4 +354,4 @@ class FmTuner:
 
 
 def _frames_bytes(rate: int, seconds: float) -> int:
-    return round(rate * seconds) * FRAME_BYTES
+    return round(rate * seconds) * BYTES_PER_FRAME

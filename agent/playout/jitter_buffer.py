@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import threading
 
-FRAME_BYTES = 4  # s16le stereo
+from agent.playout.engine import BYTES_PER_FRAME
 
 
 class PcmJitterBuffer:
-    """Bounded FIFO of whole frames between the fm thread and the real-time reader.
+    """Bounded FIFO of whole frames between the receiving thread and the real-time
+    reader.
 
     Output starts once ``prefill_bytes`` are queued and restarts from there after an
-    underrun; on overflow (dongle clock faster than the sound card) the oldest audio is
-    dropped back to the prefill level. So latency stays between prefill and capacity.
+    underrun; on overflow (the sender's clock, a dongle's or a capture card's, faster
+    than the sound card) the oldest audio is dropped back to the prefill level. So latency
+    stays between prefill and capacity.
     """
 
     def __init__(self, capacity_bytes: int, prefill_bytes: int) -> None:
@@ -46,7 +48,7 @@ class PcmJitterBuffer:
         """Queued audio, whole frames, at most ``max_bytes``, never padded: for a reader
         that buffers on its own side (agent.playout.feed)."""
         with self._lock:
-            size = min(len(self._data), max_bytes) // FRAME_BYTES * FRAME_BYTES
+            size = min(len(self._data), max_bytes) // BYTES_PER_FRAME * BYTES_PER_FRAME
             chunk = bytes(self._data[:size])
             del self._data[:size]
             self._delivered_bytes += size

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from agent.control.vox import FLOOR_DBFS, LevelEnvelope, Vox, block_dbfs
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
-from agent.playout.jitter_buffer import FRAME_BYTES, PcmJitterBuffer
+from agent.playout.engine import BYTES_PER_FRAME
+from agent.playout.jitter_buffer import PcmJitterBuffer
 from drivers.capture import CaptureError, LineCapture
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,10 @@ class LineInLease:
         if self._first_read is None:
             self._first_read = now
         before = line.buffer.delivered_bytes
-        data = line.buffer.read(max_bytes - max_bytes % FRAME_BYTES)
-        delivered = max(0, line.buffer.delivered_bytes - before) // FRAME_BYTES
+        data = line.buffer.read(max_bytes - max_bytes % BYTES_PER_FRAME)
+        delivered = max(0, line.buffer.delivered_bytes - before) // BYTES_PER_FRAME
         if self.relayed_frames == 0 and delivered == 0:
-            self.lead_frames += max_bytes // FRAME_BYTES
+            self.lead_frames += max_bytes // BYTES_PER_FRAME
         self.relayed_frames += delivered
         loud_at = line.last_loud
         if loud_at is not None and loud_at >= self._first_read:

@@ -10,8 +10,8 @@ relay reads silence, counts nothing relayed and, after ``lost_after_s``, raises
 from __future__ import annotations
 
 from agent.core.faults import FaultRegistry
+from agent.playout.engine import BYTES_PER_FRAME
 from agent.playout.fm_tuner import FmTuner, TunerLease
-from agent.playout.jitter_buffer import FRAME_BYTES
 from agent.playout.memory_media import LOUD_FRAME
 from drivers.clock import Clock
 from drivers.sdr.none import NoReceiver
@@ -58,4 +58,4 @@ class MemoryTuner(FmTuner):
             self._quiet_since = now
         elif self.running and now - self._quiet_since >= self._lost_after_s:
             self._faults.raise_("fm_signal_lost", f"{self._frequency_mhz} MHz below squelch")
-        return bytes(frames * FRAME_BYTES)
+        return bytes(frames * BYTES_PER_FRAME)
