@@ -84,11 +84,14 @@ def rolled_back(state: UpdateState, reason: str) -> UpdateState:
 def after_base_change(state: UpdateState, base: str) -> UpdateState:
     """The state once a .deb replaced the base install with version ``base``: no version
     installed beside shadows it any longer, and an update in progress ends rolled back,
-    so that its command is still acked (``failed``)."""
+    so that its command is still acked (``failed``); an outcome not yet acked keeps its
+    record until it is."""
     if state.state in ("downloading", "staged", "trial"):
         return replace(rolled_back(state, f"superseded: the base install was replaced by "
                                           f"{base} (a .deb)"), current=None)
-    return UpdateState() if state.current is not None else state
+    if state.current is None:
+        return state
+    return UpdateState() if state.reported else replace(state, current=None)
 
 
 def after_start(state: UpdateState) -> UpdateState:

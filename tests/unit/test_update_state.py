@@ -3,6 +3,7 @@ durable state file, and the launcher's choice of version (agent/update/launcher.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from agent.update.state import (
     STATE_FILE,
     TrialJudge,
     UpdateState,
+    after_base_change,
     after_start,
     load_state,
     save_state,
@@ -228,3 +230,11 @@ def test_the_first_run_that_records_the_base_changes_nothing(tmp_path: Path) -> 
     assert choose_version(["run", "--config", str(config)], base="1.2") == \
         root / "versions" / "1.1"
     assert load_state(root).starts == 1
+
+
+def test_an_outcome_not_yet_acked_keeps_its_record_when_the_base_changes() -> None:
+    unacked = UpdateState(state="committed", current="1.1", previous="1.0", target="1.1",
+                          command_id="c-1", reported=False)
+    assert after_base_change(unacked, "1.2") == replace(unacked, current=None)
+    assert after_base_change(replace(unacked, reported=True), "1.2") == UpdateState()
+    assert after_base_change(UpdateState(), "1.2") == UpdateState()
