@@ -44,6 +44,9 @@ SRC=/root/broadcast-agent  # the checkout's copy, in both trees
 TEST_VENV=/root/test-venv
 CHECK_DIR=/tmp/arm64-check
 BUILD_PACKAGES="python3-venv gcc python3-dev libasound2-dev"
+# pip in a chroot trusts what the host trusts (a proxy's CA, say): the host's bundle.
+HOST_CA=/etc/ssl/host-ca-certificates.crt
+PIP_ENV=(HOME=/root PIP_CERT="${HOST_CA}" PIP_DISABLE_PIP_VERSION_CHECK=1)
 : "${TEST_APT_PACKAGES:?the apt packages the tests need (make arm64-check passes the Makefile\'s)}"
 
 [ "$(id -u)" = 0 ] || { echo "run as root (debootstrap, chroot, mount)" >&2; exit 2; }
@@ -104,6 +107,11 @@ report() {
 }
 trap report EXIT
 
+mount_tree() {
+	chroot_mount "$1"
+	cp -L /etc/ssl/certs/ca-certificates.crt "$1${HOST_CA}"
+}
+
 # With REUSE=1, whether TREE is left from before, complete (STAMP).
 reusable() { [ "${REUSE:-0}" = 1 ] && [ -e "$2" ] && echo "reusing $1"; }
 
@@ -113,7 +121,7 @@ new_tree() {
 	chroot_umount "${tree}"
 	rm -rf "${tree}" "${stamp}"
 	cp -a "${BASE}" "${tree}"
-	chroot_mount "${tree}"
+	mount_tree "${tree}"
 }
 
 # The checkout as `make deb` sees it (tracked and untracked files, not the ignored ones).
@@ -148,7 +156,7 @@ base_tree() {
 # --- build ---------------------------------------------------------------------------------
 build_deb() {
 	if reusable "${BUILD}" "${WORK}/build.done"; then
-		chroot_mount "${BUILD}"
+		mount_tree "${BUILD}"
 	else
 		new_tree "${BUILD}" "${WORK}/build.done"
 		in_chroot "${BUILD}" apt-get update -qq
@@ -165,7 +173,7 @@ build_deb() {
 	cp "${WHEEL}" "${BUILD}/root/wheel/"
 	local epoch
 	epoch="$(git -C "${REPO}" log -1 --format=%ct)"
-	in_chroot "${BUILD}" HOME=/root SOURCE_DATE_EPOCH="${epoch}" PYTHON=/root/pip-venv/bin/python \
+	in_chroot "${BUILD}" "${PIP_ENV[@]}" SOURCE_DATE_EPOCH="${epoch}" PYTHON=/root/pip-venv/bin/python \
 		BROADCAST_AGENT_WHEEL="/root/wheel/$(basename "${WHEEL}")" \
 		"${SRC}/firmware-image/deb/build-deb.sh" /root/out
 	mkdir -p "${WORK}/out"
@@ -182,7 +190,7 @@ build_deb() {
 # --- install -------------------------------------------------------------------------------
 install_deb() {
 	if reusable "${ROOT}" "${WORK}/root.done"; then
-		chroot_mount "${ROOT}"
+		mount_tree "${ROOT}"
 	else
 		rm -f "${WORK}/testdeps.done"
 		new_tree "${ROOT}" "${WORK}/root.done"
@@ -264,8 +272,8 @@ test_deps() {
 	mkdir -p "${ROOT}/root/wheel"
 	cp "${WHEEL}" "${ROOT}/root/wheel/"
 	in_root python3 -m venv "${TEST_VENV}"
-	in_root HOME=/root "${TEST_VENV}/bin/python" -m pip install -q --upgrade pip
-	in_root HOME=/root "${TEST_VENV}/bin/python" -m pip install -q \
+	in_root "${PIP_ENV[@]}" "${TEST_VENV}/bin/python" -m pip install -q --upgrade pip
+	in_root "${PIP_ENV[@]}" "${TEST_VENV}/bin/python" -m pip install -q \
 		"/root/wheel/$(basename "${WHEEL}")[test]"
 	touch "${WORK}/testdeps.done"
 }
