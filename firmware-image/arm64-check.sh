@@ -19,7 +19,8 @@
 #
 # Root; needs qemu-user-static (binfmt for aarch64), debootstrap and the Debian mirror.
 # Environment: WORK (default /var/tmp/broadcast-agent-arm64), MIRROR, PYTHON (the host venv),
-# PYTEST_WORKERS (2), PYTEST_ARGS (extra), LOCK=FILE (hold flock FILE during each heavy
+# PYTEST_WORKERS (2), PYTEST_ARGS (extra), DEB (an arm64 .deb this script built before:
+# the build phase is skipped), LOCK=FILE (hold flock FILE during each heavy
 # phase only, to share a machine with other test runs), KEEP=1 (keep the build and test
 # trees), REUSE=1 (development: reuse the trees a KEEP=1 run left, skipping their installs).
 set -euo pipefail
@@ -45,7 +46,7 @@ TEST_VENV=/root/test-venv
 CHECK_DIR=/tmp/arm64-check
 BUILD_PACKAGES="python3-venv gcc python3-dev libasound2-dev"
 # pip in a chroot trusts what the host trusts (a proxy's CA, say): the host's bundle.
-HOST_CA=/etc/ssl/host-ca-certificates.crt
+HOST_CA=/etc/host-ca-certificates.crt
 PIP_ENV=(HOME=/root PIP_CERT="${HOST_CA}" PIP_DISABLE_PIP_VERSION_CHECK=1)
 : "${TEST_APT_PACKAGES:?the apt packages the tests need (make arm64-check passes the Makefile\'s)}"
 
@@ -289,9 +290,14 @@ run_tests() {
 }
 
 WHEEL=""
-DEB=""
 phase base base_tree
-phase build build_deb
+if [ -n "${DEB:-}" ]; then
+	# An arm64 .deb built before (by this script: its wheel is beside it in WORK).
+	WHEEL="$(echo "${WORK}"/wheel/broadcast_agent-*.whl)"
+	SUMMARY+=("deb:      ${DEB} (given)")
+else
+	phase build build_deb
+fi
 phase install install_deb
 phase checks installed_checks
 phase testdeps test_deps
