@@ -48,7 +48,7 @@ BUILD_PACKAGES="python3-venv gcc python3-dev libasound2-dev"
 # pip in a chroot trusts what the host trusts (a proxy's CA, say): the host's bundle.
 HOST_CA=/etc/host-ca-certificates.crt
 PIP_ENV=(HOME=/root PIP_CERT="${HOST_CA}" PIP_DISABLE_PIP_VERSION_CHECK=1)
-: "${TEST_APT_PACKAGES:?the apt packages the tests need (make arm64-check passes the Makefile\'s)}"
+: "${TEST_APT_PACKAGES:?the apt packages the tests need (make arm64-check passes those of the Makefile)}"
 
 [ "$(id -u)" = 0 ] || { echo "run as root (debootstrap, chroot, mount)" >&2; exit 2; }
 command -v debootstrap >/dev/null || { echo "apt-get install debootstrap" >&2; exit 2; }
