@@ -95,7 +95,9 @@ report() {
 		$((SECONDS - PHASE_START)))")
 	chroot_umount "${BUILD}"
 	chroot_umount "${ROOT}"
-	if [ "${KEEP:-0}" != 1 ] && [ "${REUSE:-0}" != 1 ]; then rm -rf "${BUILD}" "${ROOT}"; fi
+	if [ "${KEEP:-0}" != 1 ] && [ "${REUSE:-0}" != 1 ]; then
+		rm -rf "${BUILD}" "${ROOT}" "${WORK}/build.done" "${WORK}/root.done" "${WORK}/testdeps.done"
+	fi
 	printf '\n==> summary (%s)\n' "$(date -u '+%F %T UTC')"
 	local line
 	for line in "${SUMMARY[@]}"; do echo "${line}"; done
