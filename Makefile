@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # keep two cores busy; at six, the playout process of one now and then ran late (30 ms).
 PYTEST_WORKERS ?= 5
 
-.PHONY: install apt venv demo test lint bench deb bundle image-chroot-test clean
+.PHONY: install apt venv demo test lint bench deb bundle image-chroot-test arm64-check clean
 
 install: apt venv
 
@@ -59,6 +59,16 @@ bundle: venv
 
 image-chroot-test: install
 	$(SUDO) firmware-image/test-in-chroot.sh
+
+# The arm64 .deb built and installed in bookworm arm64 chroots under qemu-user, then
+# --version, validate, test-tone into the WAV sink, the FM demodulator on an IQ recording,
+# and the unit and simulation tests there (root; docs/field.md, "Packaging", for its time).
+# LOCK=/tmp/e2e.lock holds that lock during each heavy phase only.
+arm64-check: install
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+		qemu-user-static binfmt-support
+	$(SUDO) env TEST_APT_PACKAGES="$(filter-out debootstrap lintian,$(APT_PACKAGES))" \
+		firmware-image/arm64-check.sh
 
 clean:
 	rm -rf $(VENV) .stamp-apt build *.egg-info

@@ -15,17 +15,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "${HERE}")"
 export PYTHON="${PYTHON:-${REPO}/.venv/bin/python}"
 SUITE=bookworm
+# shellcheck source=firmware-image/chroot-lib.sh
+. "${HERE}/chroot-lib.sh"
 
-configured_mirror() {
-	local sources
-	for sources in /etc/apt/sources.list.d/*.sources; do
-		[ -e "${sources}" ] || continue
-		awk '/^URIs:/ && $2 ~ /debian\/?$/ { print $2; exit }' "${sources}"
-	done | head -n 1
-	if [ -e /etc/apt/sources.list ]; then
-		awk '/^deb / && $2 ~ /debian\/?$/ { print $2; exit }' /etc/apt/sources.list
-	fi
-}
 MIRROR="${MIRROR:-$(configured_mirror | head -n 1)}"
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 
@@ -35,53 +27,18 @@ command -v debootstrap >/dev/null || { echo "apt-get install debootstrap" >&2; e
 WORK="$(mktemp -d /var/tmp/broadcast-agent-chroot.XXXXXX)"
 ROOT="${WORK}/root"
 cleanup() {
-	for mount in dev/pts dev sys proc; do
-		mountpoint -q "${ROOT}/${mount}" && umount -l "${ROOT}/${mount}"
-	done
+	chroot_umount "${ROOT}"
 	if [ "${KEEP:-0}" = 1 ]; then echo "kept ${WORK}"; else rm -rf "${WORK}"; fi
 }
 trap cleanup EXIT
-step() { printf '\n==> %s\n' "$*"; }
-in_root() { chroot "${ROOT}" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-	LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"; }
+in_root() { in_chroot "${ROOT}" "$@"; }
 
 step "debootstrap ${SUITE} (minbase) from ${MIRROR}"
 debootstrap --variant=minbase "${SUITE}" "${ROOT}" "${MIRROR}"
-mount -t proc proc "${ROOT}/proc"
-mount -t sysfs sys "${ROOT}/sys"
-mount --bind /dev "${ROOT}/dev"
-mount --bind /dev/pts "${ROOT}/dev/pts"
-cp -L /etc/resolv.conf "${ROOT}/etc/resolv.conf"
-# As in pi-gen: no daemon starts from package scripts inside the chroot.
-printf '#!/bin/sh\nexit 101\n' > "${ROOT}/usr/sbin/policy-rc.d"
-chmod +x "${ROOT}/usr/sbin/policy-rc.d"
-
-STAGE="${WORK}/stage-broadcast-agent"
-cp -a "${HERE}/stage-broadcast-agent" "${STAGE}"
-INSTALL="${STAGE}/00-install"
-
-step "packages of 00-packages (what pi-gen installs for the stage)"
-in_root apt-get update -qq
-# shellcheck disable=SC2046  # the list is one package name per word
-in_root apt-get install -y -qq --no-install-recommends $(cat "${INSTALL}/00-packages")
-
-step "the .deb into files/"
-"${HERE}/prepare-stage-files.sh" "${INSTALL}/files" "${DEB:-}"
-
-step "01-run.sh on the host (ROOTFS_DIR=${ROOT})"
-ROOTFS_DIR="${ROOT}" bash -e "${INSTALL}/01-run.sh"
-
-step "01-run-chroot.sh in the chroot"
-cp "${INSTALL}/01-run-chroot.sh" "${ROOT}/tmp/01-run-chroot.sh"
-in_root /bin/bash -e /tmp/01-run-chroot.sh
-rm "${ROOT}/tmp/01-run-chroot.sh"
+chroot_mount "${ROOT}"
+install_stage "${ROOT}" "${WORK}" "${DEB:-}"
 
 step "checks"
-failures=0
-check() {
-	local what="$1"; shift
-	if "$@"; then echo "PASS  ${what}"; else echo "FAIL  ${what}"; failures=$((failures + 1)); fi
-}
 check "package installed" test "$(in_root dpkg-query -W -f '${Status}' broadcast-agent)" \
 	= "install ok installed"
 check "package files intact (dpkg --verify)" in_root dpkg --verify broadcast-agent
@@ -111,15 +68,8 @@ check "service user in audio, gpio, plugdev" \
 		for g in audio gpio plugdev; do [[ \" \$in \" == *\" \$g \"* ]] || exit 1; done"
 check "no compiler in the image" test ! -e "${ROOT}/usr/bin/gcc"
 
-# A technician's config and secrets on the boot partition, as after writing the SD card.
+provision_boot_config "${ROOT}" "${REPO}"
 BOOT="${ROOT}/boot/firmware"
-cp "${REPO}/config/agent.yaml" "${BOOT}/broadcast-agent.yaml"
-mkdir -p "${BOOT}/broadcast-agent-secrets"
-echo "source-token-of-the-commune" > "${BOOT}/broadcast-agent-secrets/source.token"
-echo "mqtt-password-of-the-commune" > "${BOOT}/broadcast-agent-secrets/mqtt.password"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-	-subj "/CN=test province CA" -keyout /dev/null \
-	-out "${BOOT}/broadcast-agent-secrets/province-ca.pem" 2>/dev/null
 check "provisioning from the boot partition (as broadcast-agent-provision.service does)" \
 	in_root /opt/broadcast-agent/venv/bin/python -m agent.cli.provision \
 	--boot /boot/firmware --etc /etc/broadcast-agent
@@ -129,8 +79,8 @@ check "config 0640 root:broadcast-agent" test "$(in_root stat -c '%a %U:%G' \
 check "validate as the service user" in_root runuser -u broadcast-agent -- \
 	/opt/broadcast-agent/venv/bin/broadcast-agent validate --config /etc/broadcast-agent/agent.yaml
 
-if [ "${failures}" -ne 0 ]; then
-	echo "${failures} check(s) failed"
+if [ "${CHECK_FAILURES}" -ne 0 ]; then
+	echo "${CHECK_FAILURES} check(s) failed"
 	exit 1
 fi
 echo "all image checks passed"

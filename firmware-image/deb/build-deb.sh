@@ -97,6 +97,17 @@ install_files() {
 		"${root}/usr/share/lintian/overrides/broadcast-agent"
 }
 
+# The agent's wheel of this checkout into OUT (pure Python, the same for every
+# architecture; its version from git); prints its path. BROADCAST_AGENT_WHEEL=PATH makes
+# main() use a wheel built before, e.g. on the host for a build in an arm64 chroot.
+build_wheel() {
+	local out="$1" python="$2"
+	# setuptools builds in the checkout's build/ and would ship files deleted since.
+	rm -rf "${DEB_REPO}/build/lib" "${DEB_REPO}"/build/bdist.*
+	"${python}" -m pip wheel --quiet --no-deps --wheel-dir "${out}" "${DEB_REPO}"
+	echo "${out}"/broadcast_agent-*.whl
+}
+
 main() {
 	local out="${1:-${DEB_REPO}/build}"
 	local python="${PYTHON:-${DEB_REPO}/.venv/bin/python}"
@@ -109,11 +120,8 @@ main() {
 	unset PYTHONPATH PYTHONHOME
 	export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git -C "${DEB_REPO}" log -1 --format=%ct)}"
 
-	# setuptools builds in the checkout's build/ and would ship files deleted since.
-	rm -rf "${DEB_REPO}/build/lib" "${DEB_REPO}"/build/bdist.*
-	"${python}" -m pip wheel --quiet --no-deps --wheel-dir "${work}/wheel" "${DEB_REPO}"
-	local wheel version arch
-	wheel="$(echo "${work}"/wheel/broadcast_agent-*.whl)"
+	local wheel="${BROADCAST_AGENT_WHEEL:-}" version arch
+	[ -n "${wheel}" ] || wheel="$(build_wheel "${work}/wheel" "${python}")"
 	version="$(basename "${wheel}" | cut -d- -f2)"
 	version="$(deb_version "${version}")"
 	arch="$(dpkg --print-architecture)"
