@@ -130,13 +130,6 @@ def main() -> str:
         f"Target: p99 ≤ {1000 * TARGET_P99_S:g} ms (buckets {TICK_BUCKETS_S}): "
         + ("met" if within >= 0.99 else "not met")
         + f", {int(total - histogram[TARGET_P99_S])} of {int(total)} turns took longer.",
-        "",
-        "What the slowest turns still spend (cProfile around slow turns in a 45 s run of "
-        "this workload): the SQLite statements of an item's end or start (about 20: the "
-        "report, the event, the play journal, the command ledger, the ack), a wait for "
-        "the store's lock while another thread reads or writes, the pipe to the playout "
-        "process (`sendmsg`) and reaping a decoder (`killpg`). The fsync of the turn's "
-        "records runs on the `state-sync` thread (docs/design.md, Durable state).",
     ]
     return run.section("\n".join(body))
 

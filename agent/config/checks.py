@@ -127,20 +127,18 @@ def public_key(value: object) -> bytes:
 
 
 def host_port(value: object) -> str:
-    try:
-        parse_host_port(text(value))
-    except ValueError:
-        raise Invalid(f"expected HOST:PORT (port 1-65535, IPv6 in brackets), got {value!r}"
-                      ) from None
-    return str(value)
+    return _address(value, parse_host_port, "HOST:PORT (port 1-65535, IPv6 in brackets)")
 
 
 def broker_uri(value: object) -> str:
+    return _address(value, parse_broker_uri, "mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+
+
+def _address(value: object, parse: Callable[[str], object], expected: str) -> str:
     try:
-        parse_broker_uri(text(value))
+        parse(text(value))
     except ValueError:
-        raise Invalid(f"expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {value!r}"
-                      ) from None
+        raise Invalid(f"expected {expected}, got {value!r}") from None
     return str(value)
 
 

@@ -98,15 +98,13 @@ class StateStore:
         self._wal = -1  # the WAL's descriptor, fsynced after commits; -1: SQLite syncs
         self._syncer: _WalSyncer | None = None  # fsyncs batches when started
         (mode,) = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
+        # Without WAL (a file system without shared memory for its index) SQLite syncs.
+        self._db.execute(f"PRAGMA synchronous={'NORMAL' if mode == 'wal' else 'FULL'}")
+        self.ensure_schema(_SCHEMA)  # in WAL mode its first write creates the WAL file
         if mode == "wal":
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self.ensure_schema(_SCHEMA)  # the first write creates the WAL file
             self._wal = os.open(f"{path}-wal", os.O_RDONLY | os.O_CLOEXEC)
             self._sync(self._wal)
             fsync_dir(path.parent)
-        else:  # a file system without shared memory for the WAL index
-            self._db.execute("PRAGMA synchronous=FULL")
-            self.ensure_schema(_SCHEMA)
         self.maintain()
 
     # --- the free-space reserve --------------------------------------------------------

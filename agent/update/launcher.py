@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from agent.state.durable import publish
+from agent.state.durable import write_text_durably
 from agent.update.state import (
     BASE_FILE,
     UpdateState,
@@ -90,10 +90,7 @@ def _since_base_changed(root: Path, state: UpdateState, base: str) -> UpdateStat
             save_state(root, changed)
             print(f"<4>update: the base install is now {base} (was {recorded}): it runs, "
                   "not the versions installed beside it", file=sys.stderr)
-        root.mkdir(parents=True, exist_ok=True)
-        temp = root / f".{BASE_FILE}.{os.getpid()}.tmp"
-        temp.write_text(base + "\n", encoding="ascii")
-        publish(temp, recorded_path)
+        write_text_durably(recorded_path, base + "\n")
     except OSError as exc:
         print(f"<3>update: cannot record the base install's version ({exc})", file=sys.stderr)
     return changed

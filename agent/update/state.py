@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from agent.state.durable import publish
+from agent.state.durable import write_text_durably
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +67,7 @@ def load_state(root: Path) -> UpdateState:
 
 
 def save_state(root: Path, state: UpdateState) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    temp = root / f".{STATE_FILE}.{os.getpid()}.tmp"
-    temp.write_text(json.dumps(asdict(state), sort_keys=True), encoding="utf-8")
-    publish(temp, root / STATE_FILE)
+    write_text_durably(root / STATE_FILE, json.dumps(asdict(state), sort_keys=True))
 
 
 # --- deciders -------------------------------------------------------------------------------
