@@ -188,19 +188,20 @@ def main() -> str:
         "start dropped by a buffer overflow or muted by an underrun). Agent tree CPU while "
         f"relaying: {fmt(cpu)} % of one core.",
         "",
-        "Within one relay the latency stays where it started, since the capture card and the "
-        "sink are both paced by the monotonic clock, until a thread is late under load: the "
-        "line-in buffer then underruns (a gap, refilled to the 25 ms prefill) or overflows "
-        "(the oldest audio dropped back to the prefill), and the latency moves within the "
-        "buffer's bounds (25-30 ms before the engine's 20-40 ms). Where it starts depends "
-        "on the phase of the 5 ms capture blocks against the 20 ms engine periods, fixed for "
-        "one agent run here (both clocks are one); a real card pair drifts, so its relays "
-        "wander within the same bounds.",
+        "Within one relay the latency moves only when a thread is late: the relay's jitter "
+        "buffer in the playout process then underruns (a gap) and resumes from the newest "
+        "25 ms (prefill), dropping the backlog the feeder passes on after the stall, or it "
+        "overflows and drops the oldest audio back to the prefill. Either way the relay is "
+        "no later than before; where it lands depends on the phase of the 5 ms capture "
+        "blocks against the playout process's 10 ms periods. A real card pair drifts, so "
+        "its relays wander within the same bounds.",
         "",
-        "By design (agent/playout/line_in.py): the line-in buffer keeps the input 25 ms "
-        "(prefill) behind the capture, one 5 ms capture block, and the engine's card buffer "
-        "of 20-40 ms (a 20 ms period rendered when 20 ms remain). VOX to air: the decision, "
-        "the control loop's fact, then the engine's next period (20-40 ms ahead of the card)."]
+        "By design (agent/playout/line_in.py): one 5 ms capture block; the block crosses to "
+        "the playout process at once (the capture wakes the feeder); the jitter buffer keeps "
+        "the input 25 ms (prefill) behind the capture; the playout process's card buffer of "
+        "15-25 ms (a 10 ms period rendered when less than 25 ms remain). VOX to air: the "
+        "decision, the control loop's fact, then the next period (15-25 ms ahead of the "
+        "card)."]
     return run.section("\n".join(body))
 
 

@@ -68,6 +68,7 @@ class LiveSource(Protocol):
     .LineInLease) as the feed drains it."""
 
     live: bool
+    wakes_feeder: bool  # it wakes the feeder for each new block: no need to poll it
     relayed_frames: int  # its own audio that left the card (set from the playout process)
     lead_frames: int  # silence before the first of it
 
@@ -145,15 +146,19 @@ class VoiceFeed:
     def pump(self, now: float) -> bool:
         """Move what fits; at the end of the source, close the pipe (end of file for the
         playout process). Never blocks. Returns whether it wants the next pump within
-        FEED_INTERVAL_S: a relay, a voice about to open, a pipe below its low water."""
+        FEED_INTERVAL_S: a relay that does not wake the feeder itself, a voice about to
+        open, a pipe below its low water."""
         with self._lock:
             if self.write_fd < 0:
                 return False
             if self.opens_at is None or now < self.opens_at:
                 return True
             self._move()
-            return self.write_fd >= 0 and (self.live is not None
-                                           or pipe_fill(self.write_fd) < self.low_water)
+            if self.write_fd < 0:
+                return False
+            if self.live is not None:
+                return not self.live.wakes_feeder
+            return pipe_fill(self.write_fd) < self.low_water
 
     def _move(self) -> None:
         if not self.carry:

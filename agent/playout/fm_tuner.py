@@ -67,6 +67,7 @@ class TunerLease:
     delivered (squelch and outage silence are not counted)."""
 
     live = True  # paced by the card: read only while on air (agent.playout.feed)
+    wakes_feeder = False  # 300 ms of prefill: the feeder's 5 ms turns are soon enough
 
     def __init__(self, tuner: Tunable, frequency_mhz: float) -> None:
         self._tuner = tuner

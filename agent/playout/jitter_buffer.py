@@ -14,9 +14,11 @@ class PcmJitterBuffer:
     reader.
 
     Output starts once ``prefill_bytes`` are queued and restarts from there after an
-    underrun; on overflow (the sender's clock, a dongle's or a capture card's, faster
-    than the sound card) the oldest audio is dropped back to the prefill level. So latency
-    stays between prefill and capacity.
+    underrun: what came in beyond the prefill meanwhile (a sender catching up after a
+    stall) is dropped, oldest first, or the relay would stay that much later from then on.
+    On overflow (the sender's clock, a dongle's or a capture card's, faster than the sound
+    card) the oldest audio is dropped back to the prefill level too. So latency stays
+    between prefill and capacity, and returns to the prefill after every underrun.
     """
 
     def __init__(self, capacity_bytes: int, prefill_bytes: int) -> None:
@@ -36,8 +38,10 @@ class PcmJitterBuffer:
     def read(self, size: int) -> bytes:
         """Exactly ``size`` bytes: queued audio, padded with silence when short."""
         with self._lock:
-            if self._buffering and len(self._data) < self._prefill:
-                return bytes(size)
+            if self._buffering:
+                if len(self._data) < self._prefill:
+                    return bytes(size)
+                del self._data[: len(self._data) - self._prefill]
             self._buffering = len(self._data) < size
             chunk = bytes(self._data[:size])
             del self._data[:size]

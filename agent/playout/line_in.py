@@ -5,8 +5,10 @@ small buffer that the playout engine drains without ever blocking.
 Latency: people hear themselves from the horns, so capture-to-card must stay within
 50 ms. The buffer holds at most ``buffer_s`` and, when it overflows (nobody reads, or the
 capture clock runs faster than the card's), drops the oldest audio back to ``prefill_s``;
-so on air the input runs ``prefill_s`` behind the capture, plus the engine's own 20-40 ms
-of output buffering (bench/bench_line_in.py measures it).
+so on air the input runs ``prefill_s`` behind the capture, plus the playout process's own
+15-25 ms of card buffering (bench/bench_line_in.py measures it). Each block captured while
+the input is on air wakes the playout feeder (``on_captured``), so that it crosses to the
+playout process at once instead of at the feeder's next 5 ms turn.
 
 Supervision: an input that cannot be opened, fails, or delivers nothing for
 ``stall_after_s`` raises fault ``line_in_failed`` (VOX is off meanwhile) and is reopened
@@ -41,6 +43,7 @@ class LineInLease:
     ``audio.dead_air_dbfs``): a relay of nothing but silence is not a broadcast."""
 
     live = True  # paced by the card: read only while on air (agent.playout.feed)
+    wakes_feeder = True  # each captured block, through LineInput's on_captured
 
     def __init__(self, line: LineInput) -> None:
         self._line = line
@@ -119,7 +122,8 @@ class LineInLease:
 class LineInput:
     def __init__(self, capture_factory: Callable[[], LineCapture], faults: FaultRegistry,
                  clock: Clock, *, dead_air_dbfs: float, vox: Vox | None,
-                 on_vox: Callable[[bool], None], buffer_s: float = 0.030,
+                 on_vox: Callable[[bool], None],
+                 on_captured: Callable[[], None] = lambda: None, buffer_s: float = 0.030,
                  prefill_s: float = 0.025, stall_after_s: float = 2.0,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
         self._factory = capture_factory
@@ -128,6 +132,7 @@ class LineInput:
         self._dead_air_dbfs = dead_air_dbfs
         self._vox = vox
         self._on_vox = on_vox
+        self._on_captured = on_captured
         self._buffer_s = buffer_s
         self._prefill_s = prefill_s
         self._stall_after_s = stall_after_s
@@ -220,6 +225,8 @@ class LineInput:
                 continue
             last_block = now
             self.buffer.write(block)
+            if self.owner is not None:
+                self._on_captured()
             seconds = len(block) // frame_bytes / capture.rate
             raw = block_dbfs(block)
             if raw > max(self._dead_air_dbfs, FLOOR_DBFS):

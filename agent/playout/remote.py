@@ -130,6 +130,10 @@ class PlayoutProcess:
                 self._send({"op": "cancel", "id": feed.voice_id})
         voice.cut = True
 
+    def wake_feeder(self) -> None:
+        """A relay's source has new audio: pass it on now, not at the feeder's next turn."""
+        self._feeder.wake()
+
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         if self._recorder is not None:

@@ -110,7 +110,8 @@ class Daemon:
             line=cfg.amplifier.gpio.line, active_high=cfg.amplifier.gpio.active_high)
         self.tuner = open_tuner(cfg, self.faults, self.clock)
         self.line_in = open_line_in(cfg, self.faults, self.clock,
-                                    lambda on: self.control.post(VoxChanged(on)))
+                                    lambda on: self.control.post(VoxChanged(on)),
+                                    self.engine.wake_feeder)
         self.power = PowerMonitor(
             open_mains_sensor(cfg.power.backend, state_dir=cfg.state_dir,
                               chip=cfg.power.gpio.chip, line=cfg.power.gpio.line,

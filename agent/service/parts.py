@@ -53,7 +53,8 @@ def open_tuner(cfg: Config, faults: FaultRegistry, clock: Clock) -> FmTuner | No
 
 
 def open_line_in(cfg: Config, faults: FaultRegistry, clock: Clock,
-                 on_vox: Callable[[bool], None]) -> LineInput | None:
+                 on_vox: Callable[[bool], None],
+                 on_captured: Callable[[], None]) -> LineInput | None:
     """The line input, or None without one (Status ``line_in`` null; a line_in item then
     fails at once)."""
     spec = cfg.line_in.input
@@ -66,7 +67,7 @@ def open_line_in(cfg: Config, faults: FaultRegistry, clock: Clock,
     li = cfg.line_in
     vox = Vox(li.threshold_dbfs, li.on_after_s, li.off_after_s) if li.vox else None
     return LineInput(factory, faults, clock, dead_air_dbfs=cfg.audio.dead_air_dbfs, vox=vox,
-                     on_vox=on_vox)
+                     on_vox=on_vox, on_captured=on_captured)
 
 
 def mqtt_settings(cfg: Config) -> MqttSettings:

@@ -12,7 +12,6 @@ import pytest
 from agent.core.clock import SystemClock
 from agent.core.faults import FaultRegistry
 from agent.playout.fm_tuner import FmTuner
-from agent.playout.jitter_buffer import PcmJitterBuffer
 from drivers.sdr import FmReceiver, receiver_factory
 from drivers.sdr.none import NoReceiver
 from drivers.sdr.rtl_fm import reset_rtl_usb
@@ -199,20 +198,6 @@ def test_backend_none_is_sdr_missing_saying_why(faults: FaultRegistry,
 def test_only_48khz() -> None:
     with pytest.raises(ValueError, match="48000"):
         FmTuner(NoReceiver, FaultRegistry(time.time), SystemClock(), -30.0, rate=44100)
-
-
-def test_jitter_buffer_prefill_underrun_and_overflow() -> None:
-    buffer = PcmJitterBuffer(capacity_bytes=400, prefill_bytes=160)
-    buffer.write(b"\x01" * 120)
-    assert buffer.read(40) == bytes(40)  # still filling
-    buffer.write(b"\x02" * 40)
-    assert buffer.read(100) == b"\x01" * 100
-    assert buffer.read(100) == b"\x01" * 20 + b"\x02" * 40 + bytes(40)  # underrun: padded
-    buffer.write(b"\x03" * 80)
-    assert buffer.read(40) == bytes(40)  # refilling to the prefill level after the underrun
-    buffer.write(b"\x04" * 360)  # 440 > capacity: oldest dropped back to the prefill level
-    assert buffer.queued_bytes == 160
-    assert buffer.read(160) == b"\x04" * 160
 
 
 def test_usb_reset_toggles_rtl2832u_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

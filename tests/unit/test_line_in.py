@@ -225,3 +225,28 @@ def test_vox_and_the_lease_follow_the_captured_sound(tmp_path: Path) -> None:
         assert line.owner is None
     finally:
         line.stop()
+
+
+def test_blocks_captured_on_air_wake_the_feeder_and_only_then(tmp_path: Path) -> None:
+    """Each block captured while a lease owns the input calls ``on_captured`` (the playout
+    feeder passes it on at once); with nobody on air, capture goes on without waking it."""
+    path = media.write_frames(tmp_path / "mic.wav", tone(5.0, -20.0))
+    wakes: list[float] = []
+    line = LineInput(lambda: WavCapture(path, RATE), FaultRegistry(time.time), SystemClock(),
+                     dead_air_dbfs=-50.0, vox=None, on_vox=lambda on: None,
+                     on_captured=lambda: wakes.append(time.monotonic()))
+    line.start()
+    try:
+        wait_for(lambda: line.status()["level_dbfs"] is not None, 10)
+        time.sleep(0.2)
+        assert wakes == []
+        lease = line.acquire()
+        wait_for(lambda: len(wakes) >= 20, 10)
+        assert lease.drain(RATE * 4)
+        lease.release()
+        time.sleep(0.05)  # a block being captured at the release may still wake it
+        after_release = len(wakes)
+        time.sleep(0.2)
+        assert len(wakes) == after_release
+    finally:
+        line.stop()
