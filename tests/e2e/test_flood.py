@@ -1,8 +1,7 @@
 """A flood of bad commands during a programme (issue 11, "A flood"): 20,000 badly signed
 commands and 2,000 oversized ones through the real broker. The programme plays without a
 dropout, the state directory grows by less than its documented bound (docs/mqtt.md,
-"Floods"), and a good signed command sent right after is accepted once the flood ahead of it
-is screened (the time it took is printed; docs/mqtt.md records it)."""
+"Floods"), and a good signed command sent right after is accepted within 1 s."""
 
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ OVERSIZED = 2_000
 MAX_PAYLOAD_BYTES = 65_536  # mqtt.max_payload_bytes, default
 STATE_GROWTH_BOUND_BYTES = 16 * 1024 * 1024  # docs/mqtt.md, Floods
 PROGRAM_S = 60.0
-GOOD_ACCEPTED_WITHIN_S = 20.0
+GOOD_ACCEPTED_WITHIN_S = 1.0
 TONE_DBFS = -6.0 - 3.01  # media.tone's default peak level, as RMS
 
 
@@ -63,11 +62,12 @@ def test_a_flood_of_bad_commands_costs_no_audio_and_no_good_command(
     raw_client.publish_many(f"{central.base}/commands", payloads)
     good = central.command("set_volume", {"volume": 100})
     sent = central.send(good)
-    # Issue 11 asks for "accepted" within 1 s. MQTT delivers in order, so the good command
-    # waits for the part of the flood still queued at the broker: a time of this machine's
-    # speed, printed and recorded in docs/mqtt.md, bounded here only against a hang.
-    central.wait_ack(good["id"], "accepted", timeout=GOOD_ACCEPTED_WITHIN_S)
-    print(f"good command accepted {time.time() - sent:.2f} s after its publish")
+    # MQTT delivers in order: the good command waits for what the broker still holds of
+    # the flood (at most its max_queued_messages, 1000) to be screened.
+    central.wait_ack(good["id"], "accepted", timeout=20)
+    took = time.time() - sent
+    print(f"good command accepted {took:.2f} s after its publish")
+    assert took <= GOOD_ACCEPTED_WITHIN_S
     central.wait_ack(good["id"], "completed", timeout=5)
     flood_ended = time.time()
     assert flood_ended < start + PROGRAM_S - 5, "the flood outlasted the programme"
