@@ -24,6 +24,7 @@ import os
 import struct
 import termios
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -42,6 +43,7 @@ LOW_WATER_S = 0.5
 # A live source is drained from this long before its first frame is due.
 LIVE_AHEAD_S = 0.030
 READ_CHUNK = 64 * 1024
+RECORD_BATCH_S = 0.1  # the record pipe holds more than a second
 
 
 def open_pipe() -> tuple[int, int]:
@@ -264,26 +266,26 @@ class RecordReader:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        header = channel.RECORD_HEADER
+        pending = bytearray()
         with os.fdopen(self.read_fd, "rb", buffering=0) as pipe:
-            while True:
-                header = _read_exactly(pipe.fileno(), channel.RECORD_HEADER.size)
-                if header is None:
-                    return
-                at, length = channel.RECORD_HEADER.unpack(header)
-                frames = _read_exactly(pipe.fileno(), length)
-                if frames is None:
-                    return
-                try:
-                    self._record(self._frame_at(at), frames)
-                except Exception:
-                    log.exception("the recorder refused a period")
+            while chunk := pipe.read(READ_CHUNK):
+                pending += chunk
+                taken = 0
+                while len(pending) - taken >= header.size:
+                    at, length = header.unpack_from(pending, taken)
+                    end = taken + header.size + length
+                    if end > len(pending):
+                        break
+                    self._take(at, bytes(pending[taken + header.size:end]))
+                    taken = end
+                del pending[:taken]
+                # The records (a 10 ms period each) wait in the pipe meanwhile: a wake-up
+                # for many of them, not one each.
+                time.sleep(RECORD_BATCH_S)
 
-
-def _read_exactly(fd: int, size: int) -> bytes | None:
-    data = b""
-    while len(data) < size:
-        chunk = os.read(fd, size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
+    def _take(self, at: float, frames: bytes) -> None:
+        try:
+            self._record(self._frame_at(at), frames)
+        except Exception:
+            log.exception("the recorder refused a period")
