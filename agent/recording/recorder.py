@@ -54,13 +54,15 @@ def _lowpass(rate_in: int) -> Samples:
 class Recorder:
     def __init__(self, store: SegmentStore, faults: FaultRegistry, rate: int,
                  frame_time: Callable[[int], float], *, on_drop: Callable[[], None],
-                 queue_periods: int = QUEUE_PERIODS, segment_s: float = SEGMENT_S) -> None:
+                 queue_periods: int = QUEUE_PERIODS, segment_s: float = SEGMENT_S,
+                 batch_s: float = BATCH_S) -> None:
         self.store = store
         self._faults = faults
         self._rate = rate
         self._frame_time = frame_time
         self._on_drop = on_drop
         self._queue: queue.Queue[tuple[int, bytes]] = queue.Queue(queue_periods)
+        self._batch_s = batch_s
         self._segment_samples = round(segment_s * RATE)
         self._max_fill = round(_MAX_FILL_S * rate)
         self._taps = _lowpass(rate)
@@ -123,7 +125,7 @@ class Recorder:
     def _run(self) -> None:
         self._recover()
         while True:
-            stopping = self._stop.wait(BATCH_S)
+            stopping = self._stop.wait(self._batch_s)
             for index, frames in self._queued_runs():
                 try:
                     self._take(index, frames)
