@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 FADE_IN_S = 0.005
 FADE_OUT_S = 0.020
+MIN_SLEEP_S = 0.002  # a period less than this early is rendered at once
 PERIOD_S = 0.020  # each period costs fixed Python work: fewer, longer ones use less CPU
 BYTES_PER_FRAME = 4
 
@@ -136,6 +137,7 @@ class PlayoutEngine:
         self._on_event = on_event
         self._period = int(self.rate * period_s)
         self._target_buffer = max(int(self.rate * buffer_s), 2 * self._period)
+        self._min_sleep = int(self.rate * MIN_SLEEP_S)
         self._silence = bytes(self._period * BYTES_PER_FRAME)
         self._lock = threading.Lock()
         self._current: Voice | None = None
@@ -219,11 +221,11 @@ class PlayoutEngine:
         while not self._stop.is_set():
             try:
                 excess = self.output.buffered_frames() - (self._target_buffer - self._period)
-                if excess > 0:
-                    # Not less than 2 ms: the card drains in ticks, and a real-time thread
-                    # must never spin.
-                    time.sleep(min(max(excess / self.rate, 0.002), 0.05))
+                if excess > self._min_sleep:
+                    time.sleep(min(excess / self.rate, 0.05))
                     continue
+                # Within MIN_SLEEP_S of due: render now. The card drains in ticks, so
+                # sleeping that little would only wake to find it unchanged, again and again.
                 first = self.output.next_frame_index()
                 block = self._render(first)
                 self.output.write(block, timeout=1.0)
