@@ -199,9 +199,9 @@ def main() -> str:
         "By design (agent/playout/line_in.py): one 5 ms capture block; the block crosses to "
         "the playout process at once (the capture wakes the feeder); the jitter buffer keeps "
         "the input 25 ms (prefill) behind the capture; the playout process's card buffer of "
-        "15-25 ms (a 10 ms period rendered when less than 25 ms remain). VOX to air: the "
-        "decision, the control loop's fact, then the next period (15-25 ms ahead of the "
-        "card)."]
+        "15-27 ms (a 10 ms period rendered when 15 ms remain, or up to 2 ms before). VOX "
+        "to air: the decision, the control loop's fact, then the next period (15-27 ms "
+        "ahead of the card)."]
     return run.section("\n".join(body))
 
 

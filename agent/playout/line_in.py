@@ -6,7 +6,7 @@ Latency: people hear themselves from the horns, so capture-to-card must stay wit
 50 ms. The buffer holds at most ``buffer_s`` and, when it overflows (nobody reads, or the
 capture clock runs faster than the card's), drops the oldest audio back to ``prefill_s``;
 so on air the input runs ``prefill_s`` behind the capture, plus the playout process's own
-15-25 ms of card buffering (bench/bench_line_in.py measures it). Each block captured while
+15-27 ms of card buffering (bench/bench_line_in.py measures it). Each block captured while
 the input is on air wakes the playout feeder (``on_captured``), so that it crosses to the
 playout process at once instead of at the feeder's next 5 ms turn.
 
