@@ -1,9 +1,10 @@
 """The recorder thread: what the card played, downmixed, decimated and encoded into
 segments of the rolling store.
 
-The playout thread hands over each written period with its frame index through
-:meth:`Recorder.offer`, which never blocks: when the bounded queue is full the period is
-dropped and counted. Frame indices place every period on the card's time line: a hole in
+The ``playout-record`` thread (agent.playout.feed) hands over each period that left the
+card with its frame index through :meth:`Recorder.offer`, which never blocks: when the
+bounded queue is full the period is dropped and counted. The recorder thread takes what
+queued up every ``BATCH_S``. Frame indices place every period on the card's time line: a hole in
 them (an underrun, where the card played silence, or a dropped period) is recorded as
 silence, so sample ``k`` of a segment is always ``start + k / RATE``; a jump backwards or
 of more than ``_MAX_FILL_S`` (the output was reopened) closes the segment and starts anew.
@@ -79,7 +80,7 @@ class Recorder:
         self._open_samples = 0
         self._skip = 0  # frames to let pass unrecorded after a failure
 
-    # --- the writer's side (the playout thread) ----------------------------------------
+    # --- the writer's side (the playout-record thread) ---------------------------------
     def offer(self, index: int, frames: bytes) -> None:
         """Queue a period that frame ``index`` starts; never blocks."""
         try:
