@@ -4,10 +4,11 @@ segments of the rolling store.
 The ``playout-record`` thread (agent.playout.feed) hands over each period that left the
 card with its frame index through :meth:`Recorder.offer`, which never blocks: when the
 bounded queue is full the period is dropped and counted. The recorder thread takes what
-queued up every ``BATCH_S``. Frame indices place every period on the card's time line: a hole in
-them (an underrun, where the card played silence, or a dropped period) is recorded as
-silence, so sample ``k`` of a segment is always ``start + k / RATE``; a jump backwards or
-of more than ``_MAX_FILL_S`` (the output was reopened) closes the segment and starts anew.
+queued up every ``BATCH_S``. Frame indices place every period on the card's time line: a
+hole in them (an underrun, where the card played silence, or a dropped period) is
+recorded as silence, so sample ``k`` of a segment is always ``start + k / RATE``; a jump
+backwards or of more than ``_MAX_FILL_S`` (the output was reopened) closes the segment and
+starts anew.
 
 An encoder or disk failure raises ``recording_failed``, drops the open segment and tries
 again ``_RETRY_S`` of audio later; the fault clears when a segment is stored again.
@@ -26,6 +27,7 @@ import numpy.typing as npt
 import soundfile as sf
 
 from agent.core.faults import FaultRegistry
+from agent.playout.engine import BYTES_PER_FRAME
 from agent.recording.store import RATE, Segment, SegmentStore, open_encoder
 
 log = logging.getLogger(__name__)
@@ -154,7 +156,7 @@ class Recorder:
             if not parts:
                 first = index
             parts.append(frames)
-            following = index + len(frames) // 4
+            following = index + len(frames) // BYTES_PER_FRAME
         if parts:
             yield first, b"".join(parts)
 
@@ -169,7 +171,7 @@ class Recorder:
             self._fail(exc)
 
     def _take(self, index: int, frames: bytes) -> None:
-        count = len(frames) // 4
+        count = len(frames) // BYTES_PER_FRAME
         if self._skip > 0:
             self._skip -= count
             return
