@@ -238,8 +238,9 @@ def cache_command(args: argparse.Namespace) -> int:
 def test_tone_command(args: argparse.Namespace) -> int:
     import requests
 
-    from agent.playout.engine import EngineEvent, PlayoutEngine, Voice, VoiceEnded
+    from agent.playout.engine import PlayoutEngine
     from agent.playout.sources import BufferSource, tone
+    from agent.playout.voice import EngineEvent, Voice, VoiceEnded
     from drivers.amplifier import open_amplifier
     from drivers.audio import open_output
     from drivers.mixer import open_mixer

@@ -20,8 +20,8 @@ from agent.control.state import ControlState
 from agent.core.arbiter import Activation, StartItem, StopItem
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
-from agent.playout.engine import Engine, Voice
 from agent.playout.sources import BufferSource
+from agent.playout.voice import Engine, Voice
 from agent.state.journal import Journal
 from agent.state.plays import PlayJournal
 

@@ -41,9 +41,15 @@ from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
 from agent.core.schedule import Schedule, TtsSource
 from agent.playout.decoder import Decoders
-from agent.playout.engine import Engine, EngineEvent, OutputRecovered, VoiceEnded, VoiceStarted
 from agent.playout.line_in import LineInLease
 from agent.playout.tts import Speech
+from agent.playout.voice import (
+    Engine,
+    EngineEvent,
+    OutputRecovered,
+    VoiceEnded,
+    VoiceStarted,
+)
 from agent.state.journal import Journal
 from agent.state.plays import PlayJournal
 from agent.state.store import StateStore

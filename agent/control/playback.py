@@ -6,20 +6,18 @@ tuner behind them, and the proof-of-play record it becomes when it ends.
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from agent.control.activations import VOX_PREFIX
+from agent.control.vox import block_rms
 from agent.core.arbiter import Activation, Item, Outcome
 from agent.core.clock import Clock
 from agent.playout.decoder import Decoded
-from agent.playout.engine import Voice
 from agent.playout.fm_tuner import TunerLease
 from agent.playout.line_in import LineInLease
+from agent.playout.voice import Voice
 
 SOURCE_OF_KIND = {"media": "media", "stream": "stream", "fm": "fm", "tts": "tts",
                   "line_in": "line_in"}
@@ -49,11 +47,8 @@ class LevelMeter:
         now = self._clock.monotonic()
         if self._quiet_since is None:
             self._quiet_since = now
-        usable = len(data) - len(data) % 2
-        if usable >= 2:
-            pcm = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32)
-            if math.sqrt(float(np.mean(pcm * pcm))) >= self._threshold:
-                self.last_loud = self._quiet_since = now
+        if len(data) >= 2 and block_rms(data) >= self._threshold:
+            self.last_loud = self._quiet_since = now
         return data
 
     @property

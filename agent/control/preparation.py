@@ -16,11 +16,11 @@ from agent.control.state import ControlState
 from agent.core.arbiter import Activation, Item
 from agent.core.clock import Clock
 from agent.playout.decoder import Decoders
-from agent.playout.engine import Voice
 from agent.playout.fm_tuner import TunerLease
 from agent.playout.line_in import LineInLease
 from agent.playout.sources import StreamSource
 from agent.playout.tts import Speech
+from agent.playout.voice import Voice
 from drivers.mixer.base import Mixer
 from drivers.mixer.curve import effective_volume, volume_to_gain
 

@@ -13,7 +13,7 @@ from agent.control.playback import Playback, item_ref
 from agent.core.arbiter import Arbiter
 from agent.core.schedule import MediaEntry, Priority, Schedule
 from agent.mqtt.commands import Command
-from agent.playout.engine import EngineEvent
+from agent.playout.voice import EngineEvent
 
 
 @dataclass(frozen=True)

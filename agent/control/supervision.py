@@ -18,7 +18,9 @@ from agent.control.state import ControlState
 from agent.core.arbiter import Item, StopItem
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
-from agent.playout.engine import (
+from agent.playout.line_in import LineInLease
+from agent.playout.tts import SpokenStream
+from agent.playout.voice import (
     Engine,
     EngineEvent,
     OutputFailed,
@@ -27,8 +29,6 @@ from agent.playout.engine import (
     VoiceEnded,
     VoiceStarted,
 )
-from agent.playout.line_in import LineInLease
-from agent.playout.tts import SpokenStream
 from agent.state.journal import Journal
 from agent.state.plays import PlayJournal
 

@@ -11,10 +11,10 @@ block at a time, on the capture's own sample clock (no threads, no clock, no I/O
 
 from __future__ import annotations
 
+import array
 import math
+import sys
 from dataclasses import dataclass
-
-import numpy as np
 
 FLOOR_DBFS = -100.0  # what digital silence reads as (JSON has no -inf)
 RELEASE_DB_PER_S = 60.0
@@ -22,13 +22,23 @@ _FULL_SCALE = 32768.0
 _EPSILON_S = 1e-9  # block times are sums of floats
 
 
+def block_rms(pcm: bytes) -> float:
+    """RMS of interleaved s16le PCM, in sample units (0 for no whole sample).
+
+    ``math.hypot`` over the samples runs in C: as fast as numpy on a 10 ms block, without
+    numpy in the agent process."""
+    samples = array.array("h")
+    samples.frombytes(pcm[:len(pcm) - len(pcm) % 2])
+    if not samples:
+        return 0.0
+    if sys.byteorder == "big":
+        samples.byteswap()
+    return math.hypot(*samples) / math.sqrt(len(samples))
+
+
 def block_dbfs(pcm: bytes) -> float:
     """RMS level of interleaved s16le PCM relative to full scale, floored at FLOOR_DBFS."""
-    usable = len(pcm) - len(pcm) % 2
-    if not usable:
-        return FLOOR_DBFS
-    samples = np.frombuffer(pcm[:usable], dtype="<i2").astype(np.float64)
-    rms = math.sqrt(float(np.mean(samples * samples)))
+    rms = block_rms(pcm)
     return max(FLOOR_DBFS, 20 * math.log10(rms / _FULL_SCALE)) if rms > 0 else FLOOR_DBFS
 
 

@@ -15,11 +15,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from agent.playout.voice import (
+    BYTES_PER_FRAME,
+    EngineEvent,
+    OutputFailed,
+    OutputRecovered,
+    Voice,
+    VoiceEnded,
+    VoiceStarted,
+)
 from drivers.audio.base import AudioOutput, AudioOutputError, request_realtime
 
 log = logging.getLogger(__name__)
@@ -28,99 +36,19 @@ FADE_IN_S = 0.005
 FADE_OUT_S = 0.020
 MIN_SLEEP_S = 0.002  # a period less than this early is rendered at once
 PERIOD_S = 0.020  # each period costs fixed Python work: fewer, longer ones use less CPU
-BYTES_PER_FRAME = 4
 
 Block = npt.NDArray[np.float32]
 
 
-class PcmSource(Protocol):
-    """Interleaved s16le stereo PCM at the engine's rate. ``read`` never blocks."""
-
-    def read(self, max_bytes: int) -> bytes: ...
-
-    @property
-    def finished(self) -> bool:
-        """No more PCM will come and everything was read."""
-
-
-class Voice:
-    """One thing to play, and what happened to it (filled in by the engine)."""
-
-    def __init__(self, name: str, source: PcmSource, gain: float, tag: object = None) -> None:
-        self.name = name
-        self.source = source
-        self.gain = gain  # target linear gain; changes are ramped over one period
-        self.tag = tag
-        self.first_frame: int | None = None
-        self.end_frame: int | None = None
-        self.frames_played = 0
-        self.underrun_frames = 0
-        self.cut = False
-        self._applied_gain = gain
-        self._fade_in_left = 0
-        self._fade_out_left = 0
-        self._fade_out_total = 0
-        self._carry = b""
-
-    def __repr__(self) -> str:
-        return f"Voice({self.name})"
-
-    @property
-    def done(self) -> bool:
-        return self.end_frame is not None
-
-    def _pull(self, frames: int) -> Block:
-        """Up to ``frames`` frames as float32 (n, 2); fewer when the source is short."""
-        want = frames * BYTES_PER_FRAME - len(self._carry)
-        data = self._carry + (self.source.read(want) if want > 0 else b"")
-        usable = len(data) - len(data) % BYTES_PER_FRAME
-        self._carry = data[usable:]
-        pcm = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32)
-        return pcm.reshape(-1, 2)
-
-
-@dataclass(frozen=True)
-class VoiceStarted:
-    voice: Voice
-    frame: int
-
-
-@dataclass(frozen=True)
-class VoiceEnded:
-    voice: Voice
-    frame: int  # one past the last frame it contributed
-    cut: bool  # True when replaced or stopped, False when its source ran out
-
-
-@dataclass(frozen=True)
-class OutputFailed:
-    message: str
-
-
-@dataclass(frozen=True)
-class OutputRecovered:
-    pass
-
-
-EngineEvent = VoiceStarted | VoiceEnded | OutputFailed | OutputRecovered
-
-
-class Engine(Protocol):
-    """What the control loop drives: the real-time :class:`PlayoutEngine`, or the
-    in-memory one of the simulation (``agent/playout/memory_engine.py``)."""
-
-    idle_since_frame: int | None  # the first frame of the current silence; None: sounding
-    last_sound_frame: int
-
-    def frame_at(self, wall_time: float) -> int: ...
-
-    def time_of(self, frame: int) -> float: ...
-
-    def play(self, voices: list[Voice], at_frame: int | None = None) -> list[Voice]: ...
-
-    def append(self, voice: Voice) -> None: ...
-
-    def cancel(self, voice: Voice) -> None: ...
+def _pull(voice: Voice, frames: int) -> Block:
+    """Up to ``frames`` frames of ``voice`` as float32 (n, 2); fewer when its source is
+    short."""
+    want = frames * BYTES_PER_FRAME - len(voice.carry)
+    data = voice.carry + (voice.source.read(want) if want > 0 else b"")
+    usable = len(data) - len(data) % BYTES_PER_FRAME
+    voice.carry = data[usable:]
+    pcm = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32)
+    return pcm.reshape(-1, 2)
 
 
 @dataclass
@@ -208,7 +136,7 @@ class PlayoutEngine:
     def _fade_out_now(self, voice: Voice) -> None:
         """Begin a fade from the next period the engine renders."""
         self._begin_fade_out(voice)
-        voice.end_frame = self.output.next_frame_index() + voice._fade_out_left
+        voice.end_frame = self.output.next_frame_index() + voice.fade_out_left
         self._on_event(VoiceEnded(voice, voice.end_frame, cut=True))
 
     @property
@@ -292,31 +220,31 @@ class PlayoutEngine:
         if self._current is not None:
             old = self._current
             self._begin_fade_out(old)
-            old.end_frame = first + pos + old._fade_out_left
+            old.end_frame = first + pos + old.fade_out_left
             events.append(VoiceEnded(old, old.end_frame, cut=True))
             self._mix_fade(old, mix, pos)
         voice.first_frame = first + pos
-        voice._fade_in_left = int(self.rate * FADE_IN_S)
-        voice._applied_gain = voice.gain
+        voice.fade_in_left = int(self.rate * FADE_IN_S)
+        voice.applied_gain = voice.gain
         self._current = voice
         events.append(VoiceStarted(voice, first + pos))
 
     def _begin_fade_out(self, voice: Voice) -> None:
         voice.cut = True
-        voice._fade_out_total = voice._fade_out_left = int(self.rate * FADE_OUT_S)
+        voice.fade_out_total = voice.fade_out_left = int(self.rate * FADE_OUT_S)
         self._fading.append(voice)
 
     def _mix_fade(self, voice: Voice, mix: Block, offset: int) -> None:
-        take = min(voice._fade_out_left, len(mix) - offset)
-        pcm = voice._pull(take)
+        take = min(voice.fade_out_left, len(mix) - offset)
+        pcm = _pull(voice, take)
         got = len(pcm)
         if got:
-            done = voice._fade_out_total - voice._fade_out_left
+            done = voice.fade_out_total - voice.fade_out_left
             ramp = 1.0 - (np.arange(done, done + got, dtype=np.float32) + 1) \
-                / voice._fade_out_total
-            mix[offset:offset + got] += pcm * (ramp * voice._applied_gain)[:, None]
-        voice._fade_out_left -= take
-        if voice._fade_out_left <= 0 or (got < take and voice.source.finished):
+                / voice.fade_out_total
+            mix[offset:offset + got] += pcm * (ramp * voice.applied_gain)[:, None]
+        voice.fade_out_left -= take
+        if voice.fade_out_left <= 0 or (got < take and voice.source.finished):
             self._fading.remove(voice)
 
     def _mix_current(self, mix: Block, first: int, pos: int, limit: int,
@@ -324,7 +252,7 @@ class PlayoutEngine:
         voice = self._current
         assert voice is not None
         want = limit - pos
-        pcm = voice._pull(want)
+        pcm = _pull(voice, want)
         got = len(pcm)
         if got:
             mix[pos:pos + got] += pcm * self._gain_curve(voice, got)[:, None]
@@ -340,17 +268,17 @@ class PlayoutEngine:
         return limit
 
     def _gain_curve(self, voice: Voice, frames: int) -> Block:
-        start, target = voice._applied_gain, voice.gain
+        start, target = voice.applied_gain, voice.gain
         if start == target:
             gains = np.full(frames, target, dtype=np.float32)
         else:
             gains = np.linspace(start, target, frames, dtype=np.float32)
-            voice._applied_gain = target
-        if voice._fade_in_left > 0:
+            voice.applied_gain = target
+        if voice.fade_in_left > 0:
             total = int(self.rate * FADE_IN_S)
-            done = total - voice._fade_in_left
+            done = total - voice.fade_in_left
             ramp = np.minimum((np.arange(done, done + frames, dtype=np.float32) + 1) / total,
                               1.0)
             gains *= ramp
-            voice._fade_in_left = max(voice._fade_in_left - frames, 0)
+            voice.fade_in_left = max(voice.fade_in_left - frames, 0)
         return gains

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from agent.playout import channel
-from agent.playout.engine import BYTES_PER_FRAME, PcmSource, Voice
+from agent.playout.voice import BYTES_PER_FRAME, PcmSource, Voice
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from typing import Protocol
 
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
-from agent.playout.engine import BYTES_PER_FRAME
 from agent.playout.jitter_buffer import PcmJitterBuffer
+from agent.playout.voice import BYTES_PER_FRAME
 from drivers.sdr.base import FmReceiver, SdrError, SdrMissing
 
 log = logging.getLogger(__name__)

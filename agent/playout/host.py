@@ -21,16 +21,16 @@ import threading
 from dataclasses import dataclass
 
 from agent.playout import channel
-from agent.playout.engine import (
+from agent.playout.engine import PlayoutEngine
+from agent.playout.jitter_buffer import PcmJitterBuffer
+from agent.playout.voice import (
     BYTES_PER_FRAME,
     EngineEvent,
     OutputFailed,
-    PlayoutEngine,
     Voice,
     VoiceEnded,
     VoiceStarted,
 )
-from agent.playout.jitter_buffer import PcmJitterBuffer
 from agent.recording.tap import RecordingTap
 from agent.service.logs import configure_logging
 from drivers.audio import AudioOutput, AudioOutputError, open_output

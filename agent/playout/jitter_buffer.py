@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 
-from agent.playout.engine import BYTES_PER_FRAME
+from agent.playout.voice import BYTES_PER_FRAME
 
 
 class PcmJitterBuffer:

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from agent.control.vox import FLOOR_DBFS, LevelEnvelope, Vox, block_dbfs
 from agent.core.clock import Clock
 from agent.core.faults import FaultRegistry
-from agent.playout.engine import BYTES_PER_FRAME
 from agent.playout.jitter_buffer import PcmJitterBuffer
+from agent.playout.voice import BYTES_PER_FRAME
 from drivers.capture import CaptureError, LineCapture
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent.playout.engine import (
+from agent.playout.voice import (
     BYTES_PER_FRAME,
     EngineEvent,
     Voice,

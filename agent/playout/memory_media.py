@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Literal
 
 from agent.playout.decoder import Decoded, StreamState
-from agent.playout.engine import BYTES_PER_FRAME
 from agent.playout.tts import OpenFile, SpokenStream
+from agent.playout.voice import BYTES_PER_FRAME
 from drivers.clock import Clock
 
 LOUD_FRAME = (10_000).to_bytes(2, "little", signed=True) * 2

@@ -10,9 +10,9 @@ relay reads silence, counts nothing relayed and, after ``lost_after_s``, raises
 from __future__ import annotations
 
 from agent.core.faults import FaultRegistry
-from agent.playout.engine import BYTES_PER_FRAME
 from agent.playout.fm_tuner import FmTuner, TunerLease
 from agent.playout.memory_media import LOUD_FRAME
+from agent.playout.voice import BYTES_PER_FRAME
 from drivers.clock import Clock
 from drivers.sdr.none import NoReceiver
 

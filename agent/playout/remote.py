@@ -32,7 +32,9 @@ from dataclasses import dataclass
 
 from agent.core.clock import Clock
 from agent.playout import channel
-from agent.playout.engine import (
+from agent.playout.feed import Feeder, RecordReader, VoiceFeed, pipe_fill
+from agent.playout.host_process import HostProcess
+from agent.playout.voice import (
     BYTES_PER_FRAME,
     EngineEvent,
     OutputFailed,
@@ -41,8 +43,6 @@ from agent.playout.engine import (
     VoiceEnded,
     VoiceStarted,
 )
-from agent.playout.feed import Feeder, RecordReader, VoiceFeed, pipe_fill
-from agent.playout.host_process import HostProcess
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
+import array
+import math
+import sys
+from collections.abc import Iterable
 
 from agent.playout.decoder import Decoded
 
@@ -38,20 +41,32 @@ class StreamSource:
         return self.stream.finished
 
 
+def _stereo_s16le(wave: Iterable[float]) -> bytes:
+    """Both channels of interleaved s16le PCM from one wave in sample units (truncated)."""
+    mono = array.array("h", map(int, wave))
+    stereo = array.array("h", bytes(4 * len(mono)))
+    stereo[0::2] = mono
+    stereo[1::2] = mono
+    if sys.byteorder == "big":
+        stereo.byteswap()
+    return stereo.tobytes()
+
+
 def tone(rate: int, seconds: float, frequency: float = 1000.0, dbfs: float = -6.0) -> bytes:
     """A stereo sine at ``dbfs`` peak level."""
-    t = np.arange(int(rate * seconds), dtype=np.float64) / rate
-    wave = np.sin(2 * np.pi * frequency * t) * (32767 * 10 ** (dbfs / 20))
-    return np.repeat(wave.astype("<i2")[:, None], 2, axis=1).tobytes()
+    step, peak = 2 * math.pi * frequency / rate, 32767 * 10 ** (dbfs / 20)
+    return _stereo_s16le(peak * math.sin(step * i) for i in range(int(rate * seconds)))
 
 
 def builtin_chime(rate: int) -> bytes:
     """A two-note attention chime ("ding-dong", E5 then C5), about 1.4 s."""
-    out = []
-    for freq, length in ((659.25, 0.6), (523.25, 0.8)):
-        t = np.arange(int(rate * length), dtype=np.float64) / rate
-        envelope = np.exp(-t * 4.0) * np.minimum(t / 0.004, 1.0)
-        note = np.sin(2 * np.pi * freq * t) + 0.3 * np.sin(2 * np.pi * 2 * freq * t)
-        out.append(note * envelope * (32767 * 10 ** (-6 / 20) / 1.3))
-    wave = np.concatenate(out).astype("<i2")
-    return np.repeat(wave[:, None], 2, axis=1).tobytes()
+    scale = 32767 * 10 ** (-6 / 20) / 1.3
+
+    def note(freq: float, length: float) -> Iterable[float]:
+        for i in range(int(rate * length)):
+            t = i / rate
+            envelope = math.exp(-t * 4.0) * min(t / 0.004, 1.0)
+            wave = math.sin(2 * math.pi * freq * t) + 0.3 * math.sin(2 * math.pi * 2 * freq * t)
+            yield wave * envelope * scale
+
+    return _stereo_s16le([*note(659.25, 0.6), *note(523.25, 0.8)])

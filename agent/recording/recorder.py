@@ -27,7 +27,7 @@ import numpy.typing as npt
 import soundfile as sf
 
 from agent.core.faults import FaultRegistry
-from agent.playout.engine import BYTES_PER_FRAME
+from agent.playout.voice import BYTES_PER_FRAME
 from agent.recording.store import RATE, Segment, SegmentStore, open_encoder
 
 log = logging.getLogger(__name__)

@@ -62,6 +62,12 @@ class Deemphasis:
         result: FloatArray = out.astype(np.float32)
         return result
 
+    def stereo_from_s16(self, data: bytes, hz_per_unit: float) -> bytes:
+        """Discriminator output as s16le (``hz_per_unit`` of deviation each), de-emphasised,
+        as interleaved s16le stereo audio."""
+        units = np.frombuffer(data, dtype="<i2").astype(np.float32)
+        return to_stereo_s16le(self.process(units * (LEVEL_PER_HZ * hz_per_unit)))
+
 
 def to_stereo_s16le(audio: FloatArray) -> bytes:
     """Mono float audio in [-1, 1] -> interleaved s16le stereo (mono duplicated)."""

@@ -17,12 +17,12 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Self
-
-import numpy as np
+from typing import IO, TYPE_CHECKING, Self
 
 from drivers.sdr.base import FmReceiver, SdrMissing, SdrSettings, SdrStalled
-from drivers.sdr.fm_audio import LEVEL_PER_HZ, Deemphasis, to_stereo_s16le
+
+if TYPE_CHECKING:
+    from drivers.sdr.fm_audio import Deemphasis
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class RtlFmReceiver(FmReceiver):
         self._startup_timeout_s = startup_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
-        self._deemphasis = Deemphasis(AUDIO_RATE, 50e-6)
+        self._deemphasis: Deemphasis | None = None  # numpy: built by the first relay
         self._odd_byte = b""
         self._pending = b""
 
@@ -63,6 +63,9 @@ class RtlFmReceiver(FmReceiver):
         return [*command, "-"]
 
     def start(self, frequency_mhz: float) -> None:
+        # numpy is imported here, by the first relay, not when the daemon builds its tuner.
+        from drivers.sdr.fm_audio import Deemphasis
+
         self.stop()
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
         try:
@@ -88,8 +91,8 @@ class RtlFmReceiver(FmReceiver):
         self._odd_byte = data[whole:]
         if whole == 0:
             return b""
-        units = np.frombuffer(data[:whole], dtype="<i2").astype(np.float32)
-        return to_stereo_s16le(self._deemphasis.process(units * (LEVEL_PER_HZ / UNITS_PER_HZ)))
+        assert self._deemphasis is not None, "read() before start()"
+        return self._deemphasis.stereo_from_s16(data[:whole], 1 / UNITS_PER_HZ)
 
     def _read_pcm(self, timeout: float) -> bytes:
         """Raw mono s16le from rtl_fm's stdout; b"" after ``timeout``; raises once it exits."""

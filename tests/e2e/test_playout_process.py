@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from agent.core.clock import SystemClock
-from agent.playout.engine import EngineEvent, Voice, VoiceEnded, VoiceStarted
 from agent.playout.remote import PlayoutProcess
 from agent.playout.sources import BufferSource, tone
+from agent.playout.voice import EngineEvent, Voice, VoiceEnded, VoiceStarted
 from tests.conftest import (
     AgentFactory,
     Source,

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.config.loader import ConfigError, load_config
-from agent.control.vox import FLOOR_DBFS, LevelEnvelope, Vox, block_dbfs
+from agent.control.vox import FLOOR_DBFS, LevelEnvelope, Vox, block_dbfs, block_rms
 from agent.core.clock import ManualClock, SystemClock
 from agent.core.faults import FaultRegistry
 from agent.playout.line_in import LineInput
@@ -102,6 +102,15 @@ def test_block_level_of_silence_and_of_a_full_scale_sine() -> None:
     assert block_dbfs(bytes(960)) == FLOOR_DBFS
     sine = (32767 * np.sin(2 * np.pi * 1000 * np.arange(4800) / RATE)).astype("<i2")
     assert block_dbfs(np.repeat(sine, 2).tobytes()) == pytest.approx(-3.01, abs=0.05)
+
+
+def test_block_rms_reads_little_endian_samples_and_ignores_a_trailing_odd_byte() -> None:
+    square = np.tile(np.array([1000, -1000, 3000, -3000], "<i2"), 240)
+    assert block_rms(square.tobytes() + b"\x7f") == pytest.approx(math.sqrt(5_000_000))
+    noise = np.random.default_rng(10).integers(-32768, 32767, 1920).astype("<i2")
+    assert block_rms(noise.tobytes()) == pytest.approx(
+        math.sqrt(np.mean(noise.astype(np.float64) ** 2)), rel=1e-12)
+    assert block_rms(b"\x01") == 0.0
 
 
 # --- the virtual capture card ----------------------------------------------------------------
