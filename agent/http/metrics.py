@@ -149,8 +149,8 @@ class AgentMetrics:
     def command_dropped(self, reason: str) -> None:
         self._dropped.labels(reason).inc()
 
-    def recording_dropped(self) -> None:
-        self._recording_dropped.inc()
+    def recording_dropped(self, periods: int) -> None:
+        self._recording_dropped.inc(periods)
 
     def watch_recording(self, size: Callable[[], int]) -> None:
         """Read the recording store's size at every scrape."""

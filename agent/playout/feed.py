@@ -10,26 +10,20 @@ playout process's side, so that the relay is no later on air than in one process
 process counts what it relayed. The agent keeps its copy of each read end
 until the voice ends, so that the PCM not yet played survives a playout process that
 died, and the next one continues from it.
-
-The record reader ("playout-record") takes what left the card from the playout process
-(wall time of the first frame, length, frames) to the off-air recorder.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
 import struct
 import termios
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from agent.playout import channel
 from agent.playout.voice import BYTES_PER_FRAME, PcmSource, Voice
 
 log = logging.getLogger(__name__)
@@ -43,7 +37,6 @@ LOW_WATER_S = 0.5
 # A live source is drained from this long before its first frame is due.
 LIVE_AHEAD_S = 0.030
 READ_CHUNK = 64 * 1024
-RECORD_BATCH_S = 0.1  # the record pipe holds more than a second
 
 
 def open_pipe() -> tuple[int, int]:
@@ -240,52 +233,3 @@ class Feeder:
                     feed.close_writer()
             # Files a second or more ahead, or nothing to feed: no need to spin.
             interval = FEED_INTERVAL_S if soon else IDLE_FEED_INTERVAL_S
-
-
-class RecordReader:
-    """The "playout-record" thread: (wall time, frames) from the playout process to
-    ``record(index, frames)``, with ``frame_at`` mapping the time to the agent's frames."""
-
-    def __init__(self, record: Callable[[int, bytes], None],
-                 frame_at: Callable[[float], int]) -> None:
-        self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
-        with contextlib.suppress(OSError):  # a second of sound; the default is 0.3 s
-            fcntl.fcntl(self.write_fd, fcntl.F_SETPIPE_SZ, 256 * 1024)
-        self._record = record
-        self._frame_at = frame_at
-        self._thread = threading.Thread(target=self._run, name="playout-record", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """After the playout process exited: the last records are taken, then the end."""
-        if self.write_fd >= 0:
-            os.close(self.write_fd)
-            self.write_fd = -1
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        header = channel.RECORD_HEADER
-        pending = bytearray()
-        with os.fdopen(self.read_fd, "rb", buffering=0) as pipe:
-            while chunk := pipe.read(READ_CHUNK):
-                pending += chunk
-                taken = 0
-                while len(pending) - taken >= header.size:
-                    at, length = header.unpack_from(pending, taken)
-                    end = taken + header.size + length
-                    if end > len(pending):
-                        break
-                    self._take(at, bytes(pending[taken + header.size:end]))
-                    taken = end
-                del pending[:taken]
-                # The records (a 10 ms period each) wait in the pipe meanwhile: a wake-up
-                # for many of them, not one each.
-                time.sleep(RECORD_BATCH_S)
-
-    def _take(self, at: float, frames: bytes) -> None:
-        try:
-            self._record(self._frame_at(at), frames)
-        except Exception:
-            log.exception("the recorder refused a period")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from agent.core.clock import Clock
 from agent.playout import channel
-from agent.playout.feed import Feeder, RecordReader, VoiceFeed, pipe_fill
+from agent.playout.feed import Feeder, VoiceFeed, pipe_fill
 from agent.playout.host_process import HostProcess
 from agent.playout.voice import (
     BYTES_PER_FRAME,
@@ -62,7 +62,7 @@ class PlayoutProcess:
     def __init__(self, output_spec: str, rate: int, clock: Clock,
                  on_event: Callable[[EngineEvent], None], *,
                  on_down: Callable[[str], None], on_up: Callable[[], None],
-                 record: Callable[[int, bytes], None] | None = None,
+                 record_fd: int | None = None,
                  interpreter: str = sys.executable) -> None:
         self.rate = rate
         self._spec = output_spec
@@ -87,7 +87,7 @@ class PlayoutProcess:
         self._up = False
         self._stop = threading.Event()
         self._feeder = Feeder(self._held_feeds, self._send_gain, clock.now)
-        self._recorder = None if record is None else RecordReader(record, self.frame_at)
+        self._record_fd = record_fd  # where the playout process writes what left the card
         self._thread = threading.Thread(target=self._run, name="playout-events", daemon=True)
 
     # --- Engine ------------------------------------------------------------------------
@@ -136,8 +136,6 @@ class PlayoutProcess:
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
-        if self._recorder is not None:
-            self._recorder.start()
         with self._lock:
             self._spawn(resume=False)
         self._first_word()
@@ -168,8 +166,6 @@ class PlayoutProcess:
             host.wait_or_kill(timeout)
         self._thread.join(timeout)
         self._feeder.stop(timeout)
-        if self._recorder is not None:
-            self._recorder.stop(timeout)
         with self._lock:
             for feed in list(self._feeds.values()):
                 self._let_go(feed)
@@ -192,8 +188,7 @@ class PlayoutProcess:
 
     # --- the process -------------------------------------------------------------------
     def _spawn(self, resume: bool) -> None:
-        record_fd = None if self._recorder is None else self._recorder.write_fd
-        self._host = HostProcess(self._spec, self.rate, record_fd=record_fd, resume=resume,
+        self._host = HostProcess(self._spec, self.rate, record_fd=self._record_fd, resume=resume,
                                  interpreter=self._interpreter)
         self._card_underrun_seen = 0
         self._last_word = self._clock.monotonic() + STARTUP_S - HANG_S

@@ -1,8 +1,8 @@
 """The recorder thread: what the card played, downmixed, decimated and encoded into
 segments of the rolling store.
 
-The ``playout-record`` thread (agent.playout.feed) hands over each period that left the
-card with its frame index through :meth:`Recorder.offer`, which never blocks: when the
+The recorder process's reader (agent.recording.worker) hands over each period that left
+the card with its frame index through :meth:`Recorder.offer`, which never blocks: when the
 bounded queue is full the period is dropped and counted. The recorder thread takes what
 queued up every ``BATCH_S``. Frame indices place every period on the card's time line: a
 hole in them (an underrun, where the card played silence, or a dropped period) is
@@ -21,14 +21,15 @@ import math
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from agent.core.faults import FaultRegistry
 from agent.playout.voice import BYTES_PER_FRAME
-from agent.recording.store import RATE, Segment, SegmentStore, open_encoder
+from agent.recording.index import RATE, Segment
+from agent.recording.store import SegmentStore, open_encoder
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,15 @@ _FAILURES = (sf.SoundFileError, OSError, RuntimeError)
 Samples = npt.NDArray[np.float32]
 
 
+class Faults(Protocol):
+    """Where ``recording_failed`` is raised and cleared: the agent's FaultRegistry, or the
+    recorder process's reports to the agent (agent.recording.worker)."""
+
+    def raise_(self, code: str, message: str) -> None: ...
+
+    def clear(self, code: str) -> None: ...
+
+
 def _lowpass(rate_in: int) -> Samples:
     """A windowed-sinc low-pass below half of ``RATE``, unity gain at DC."""
     cutoff = 0.45 * RATE / rate_in
@@ -55,7 +65,7 @@ def _lowpass(rate_in: int) -> Samples:
 
 
 class Recorder:
-    def __init__(self, store: SegmentStore, faults: FaultRegistry, rate: int,
+    def __init__(self, store: SegmentStore, faults: Faults, rate: int,
                  frame_time: Callable[[int], float], *, on_drop: Callable[[], None],
                  queue_periods: int = QUEUE_PERIODS, segment_s: float = SEGMENT_S,
                  batch_s: float = BATCH_S) -> None:
@@ -78,11 +88,11 @@ class Recorder:
         self._history = np.zeros(_TAPS - 1, np.float32)
         self._phase = 0.0  # offset of the next output sample from the next input frame
         self._encoder: sf.SoundFile | None = None
-        self._open_start: float | None = None  # read by other threads
+        self._open_start: float | None = None
         self._open_samples = 0
         self._skip = 0  # frames to let pass unrecorded after a failure
 
-    # --- the writer's side (the playout-record thread) ---------------------------------
+    # --- the writer's side (the reader of the record pipe) ---------------------------------
     def offer(self, index: int, frames: bytes) -> None:
         """Queue a period that frame ``index`` starts; never blocks."""
         try:
@@ -104,25 +114,6 @@ class Recorder:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("recorder thread did not stop within %.1f s", timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    # --- what other threads ask --------------------------------------------------------
-    def status(self) -> dict[str, float | int | None]:
-        """``since`` (Unix time of the oldest kept audio, None before any) and ``bytes``."""
-        since = self.store.since
-        return {"since": self._open_start if since is None else since,
-                "bytes": self.store.size}
-
-    def segment_holding(self, moment: float) -> float | None:
-        """Start time of the segment that holds ``moment`` (the open one included)."""
-        open_start = self._open_start
-        if open_start is not None and moment >= open_start:
-            return open_start
-        segment = self.store.holding(moment)
-        return None if segment is None else segment.start
 
     # --- the recorder thread -----------------------------------------------------------
     def _run(self) -> None:

@@ -2,7 +2,7 @@
 
 Commands are carried out one at a time on the "recording-upload" thread, never on the
 control thread. A span whose end has not been recorded yet is waited for (the open
-segment closes within ``SEGMENT_S``). The PUT is retried with backoff like reports until
+segment closes within ``segment_s``). The PUT is retried with backoff like reports until
 the source answers 201 (ack ``completed``) or the command's ``expires_at`` passes, or
 ``RETRY_WINDOW_S`` without one (ack ``failed`` with the last error).
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from agent.core.clock import Clock
 from agent.core.worker import CommandWorker
 from agent.mqtt.commands import Command
-from agent.recording.recorder import SEGMENT_S, Recorder
+from agent.recording.index import StoreView
 from agent.source.client import SourceClient, SourceError
 from agent.source.sync import backoff_delay
 from agent.state.journal import Journal
@@ -24,18 +24,21 @@ from agent.state.journal import Journal
 log = logging.getLogger(__name__)
 
 RETRY_WINDOW_S = 3600.0
-_CLOSE_MARGIN_S = 10.0  # beyond SEGMENT_S, for the recorder to close and publish
+_CLOSE_MARGIN_S = 10.0  # beyond segment_s, for the recorder to close and publish
 _POLL_S = 0.5
 
 
 class RecordingUploader(CommandWorker[Command]):
     thread_name = "recording-upload"
 
-    def __init__(self, recorder: Recorder | None, client: SourceClient, journal: Journal,
+    def __init__(self, store: StoreView | None, client: SourceClient, journal: Journal,
                  clock: Clock, count_command: Callable[[str, str], None], *,
-                 max_backoff_s: float, rand: Callable[[], float] = random.random) -> None:
+                 max_backoff_s: float, segment_s: float,
+                 rand: Callable[[], float] = random.random) -> None:
+        """``store``: None when recording is off."""
         super().__init__()
-        self._recorder = recorder
+        self._store = store
+        self._segment_s = segment_s
         self._client = client
         self._journal = journal
         self._clock = clock
@@ -58,14 +61,14 @@ class RecordingUploader(CommandWorker[Command]):
 
     def upload(self, command: Command) -> tuple[str, str | None]:
         """(ack status, reason) once the span is stored by the source or given up."""
-        if self._recorder is None:
+        store = self._store
+        if store is None:
             return "failed", "recording_off: off-air recording is disabled (recording.enabled)"
         first, last = float(command.args["from"]), float(command.args["to"])
         now = self._clock.now()
         deadline = command.expires_at if command.expires_at is not None \
             else now + RETRY_WINDOW_S
-        store = self._recorder.store
-        recorded_by = min(deadline, last + SEGMENT_S + _CLOSE_MARGIN_S)
+        recorded_by = min(deadline, last + self._segment_s + _CLOSE_MARGIN_S)
         while (store.end or 0.0) < last and self._clock.now() < recorded_by:
             if self._stopping.wait(_POLL_S):
                 return "failed", "interrupted: the agent stopped"

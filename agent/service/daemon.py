@@ -94,13 +94,14 @@ class Daemon:
                                       max_backoff_s=cfg.source.max_backoff_s)
         self.decoders = DecoderPool(cfg.audio.rate, self.clock.monotonic)
         self.recording = OffAirRecording(
-            cfg, lambda frame: self.engine.time_of(frame), faults=self.faults,
-            clock=self.clock, journal=self.journal, metrics=self.metrics, source=self.source)
+            cfg, faults=self.faults, clock=self.clock, journal=self.journal,
+            metrics=self.metrics, source=self.source)
         self.engine = PlayoutProcess(
             cfg.audio.output, cfg.audio.rate, self.clock,
             on_event=lambda event: self.control.on_engine_event(event),
             on_down=lambda reason: self.faults.raise_("playout_failed", reason),
-            on_up=lambda: self.faults.clear("playout_failed"), record=self.recording.offer)
+            on_up=lambda: self.faults.clear("playout_failed"),
+            record_fd=self.recording.record_fd)
         self.metrics.watch_card(lambda: self.engine.card_underrun_frames / cfg.audio.rate,
                                 self.engine.buffered_s)
         mixer_cfg = None if cfg.audio.mixer is None else {

@@ -16,9 +16,10 @@ import soundfile as sf
 from agent.core.clock import ManualClock
 from agent.core.faults import FaultRegistry
 from agent.mqtt.commands import BadArgs, Command, validate_args
+from agent.recording.index import RATE, StoreView, samples_in_name
 from agent.recording.recorder import Recorder
 from agent.recording.span import exact_stamp
-from agent.recording.store import RATE, SegmentStore, open_encoder, samples_in_name
+from agent.recording.store import SegmentStore, open_encoder
 from agent.recording.tap import RecordingTap
 from agent.recording.upload import RecordingUploader
 from drivers.audio.base import AudioOutput
@@ -268,13 +269,13 @@ def test_upload_puts_the_span_and_retries_until_the_command_expires(tmp_path: Pa
         store = make_store(tmp_path / "rec", rig.clock)
         store.load()
         write_segment(store, EPOCH, 2.0)
-        recorder = Recorder(store, rig.faults, OUT_RATE, lambda n: EPOCH, on_drop=lambda: None)
 
         def backoff() -> float:  # each wait lets 10 s pass on the agent's clock
             rig.clock.advance(10)
             return 0.0
-        uploads = RecordingUploader(recorder, rig.client, rig.journal, rig.clock,
-                                    lambda *_: None, max_backoff_s=60, rand=backoff)
+        uploads = RecordingUploader(StoreView(store.directory), rig.client, rig.journal,
+                                    rig.clock, lambda *_: None, max_backoff_s=60,
+                                    segment_s=60, rand=backoff)
         now = rig.clock.now()
         assert uploads.upload(upload_command(EPOCH + 0.5, EPOCH + 1.5, now + 60)) == (
             "completed", None)
@@ -294,5 +295,5 @@ def test_upload_puts_the_span_and_retries_until_the_command_expires(tmp_path: Pa
         assert reason is not None
         assert (status, reason.split(":")[0]) == ("failed", "not_recorded")
         off = RecordingUploader(None, rig.client, rig.journal, rig.clock, lambda *_: None,
-                                max_backoff_s=60)
+                                max_backoff_s=60, segment_s=60)
         assert off.upload(upload_command(EPOCH, EPOCH + 1, now + 35))[0] == "failed"

@@ -1,0 +1,135 @@
+"""The recorder process (``python -m agent.recording.worker``): what left the card, read
+from the playout process's record pipe, downmixed, decimated and encoded into the store.
+
+It runs apart from the agent so that numpy and libsndfile load here, not in the agent.
+Records are (wall time of the first frame, frames) (agent.playout.channel); the time is
+mapped onto a frame numbering of this process's own, which is all the recorder needs to
+see holes in the card's time line. What the agent must know comes out on stdout, one JSON
+object a line: ``{"failed": reason}``, ``{"stored": start}`` (a segment was closed, so
+recording works), ``{"dropped": periods}``.
+
+It stops at the end of the pipe (every writer closed it: the agent stopping) or on
+SIGTERM, closing its open segment either way. A lock on the store's directory lets a
+recorder that outlived its agent finish before the next one starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from agent.playout import channel
+from agent.recording.recorder import Recorder
+from agent.recording.store import SegmentStore
+from agent.service.logs import configure_logging
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 64 * 1024
+BATCH_S = 0.1  # the record pipe holds more than a second: a wake-up for many records
+
+
+class Reports:
+    """What the agent is told, as :class:`Recorder` raises and clears its fault."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._dropped = 0
+
+    def _send(self, message: dict[str, object]) -> None:
+        try:
+            self._out.write(json.dumps(message) + "\n")
+            self._out.flush()
+        except (BrokenPipeError, ValueError):  # the agent is gone: the pipe ends the rest
+            pass
+
+    def raise_(self, code: str, message: str) -> None:
+        self._send({"failed": message})
+
+    def clear(self, code: str) -> None:
+        self._send({"stored": time.time()})
+
+    def count_drop(self) -> None:
+        self._dropped += 1
+
+    def flush_drops(self) -> None:
+        if self._dropped:
+            self._send({"dropped": self._dropped})
+            self._dropped = 0
+
+
+def read_records(fd: int, recorder: Recorder, reports: Reports,
+                 frame_at: Callable[[float], int]) -> None:
+    """Until the end of the pipe: every whole record to ``recorder``, its wall time placed
+    on the recorder's frames by ``frame_at``."""
+    header = channel.RECORD_HEADER
+    pending = bytearray()
+    with os.fdopen(fd, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(READ_CHUNK):
+            pending += chunk
+            taken = 0
+            while len(pending) - taken >= header.size:
+                at, length = header.unpack_from(pending, taken)
+                end = taken + header.size + length
+                if end > len(pending):
+                    break
+                recorder.offer(frame_at(at), bytes(pending[taken + header.size:end]))
+                taken = end
+            del pending[:taken]
+            reports.flush_drops()
+            time.sleep(BATCH_S)
+
+
+def _terminate(signum: int, frame: object) -> NoReturn:
+    raise SystemExit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="broadcast-agent-recorder")
+    parser.add_argument("--record-fd", type=int, required=True)
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--max-bytes", type=int, required=True)
+    parser.add_argument("--max-days", type=float, required=True)
+    parser.add_argument("--segment-s", type=float, required=True)
+    parser.add_argument("--rate", type=int, required=True)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, "%(levelname)s recorder %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _terminate)
+    os.nice(5)  # below the agent; the playout process is real-time anyway
+    reports = Reports(sys.stdout)
+    try:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        lock = os.open(args.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        log.error("cannot open the recording directory: %s", exc)
+        reports.raise_("recording_failed", f"cannot open the recording directory: {exc}")
+        return 1
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        store = SegmentStore(args.dir, args.max_bytes, args.max_days, time.time)
+        epoch, rate = time.time(), args.rate  # frame 0 of this process's numbering
+        recorder = Recorder(store, reports, rate, lambda index: epoch + index / rate,
+                            on_drop=reports.count_drop, segment_s=args.segment_s)
+        recorder.start()
+        try:
+            read_records(args.record_fd, recorder, reports,
+                         lambda at: round((at - epoch) * rate))
+        finally:
+            recorder.stop()
+    finally:
+        os.close(lock)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
