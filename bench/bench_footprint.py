@@ -73,10 +73,12 @@ FM_OFF = {"backend": "none"}
 # library adds (what it shares with one before it is counted there).
 # drivers.sdr.rtl_fm: what FM as shipped adds when the daemon builds its tuner.
 LIBRARIES = ("yaml", "sqlite3", "ssl", "hashlib", "asyncio", "requests", "paho.mqtt.client",
-             "prometheus_client", "numpy", "soundfile", "importlib.metadata",
-             "agent.service.daemon", "drivers.sdr.rtl_fm")
-# ... and what it imports only with other settings, imported after it.
-NOT_IMPORTED = ("nacl.signing", "drivers.sdr.rtl_tcp")
+             "prometheus_client", "importlib.metadata", "agent.service.daemon",
+             "drivers.sdr.rtl_fm")
+# ... and what it imports only with other settings or later, imported after it: PyNaCl
+# once a signing key is configured, numpy with the rtl_fm de-emphasis at the first FM
+# relay, the rtl_tcp demodulator (scipy) with that backend.
+NOT_IMPORTED = ("nacl.signing", "drivers.sdr.fm_audio", "drivers.sdr.rtl_tcp")
 
 
 @dataclass(frozen=True)
@@ -279,15 +281,15 @@ def main() -> str:
         f"for {FM_SAMPLE_S} s.",
         "",
         "Sampled every second from /proc: RSS of the agent process alone, RSS and PSS summed "
-        "over its process tree (agent, the playout process with the engine and the sound "
-        "card, libvlc decoder workers: the one decoding and the one kept warm; rtl_fm when "
-        "relaying with that backend). RSS counts pages shared between processes once per "
-        "process; PSS splits them, so the tree's PSS is what the tree costs the "
+        "over its process tree (agent, the playout process with the engine and the sound card, "
+        "the recorder process, libvlc decoder workers: the one decoding and the one kept warm; "
+        "rtl_fm when relaying with that backend). RSS counts pages shared between processes "
+        "once per process; PSS splits them, so the tree's PSS is what the tree costs the "
         "machine. CPU: utime+stime+cutime+cstime summed over the agent and its live "
         "descendants, differenced between samples and divided by wall time: % of one core, "
         "p50/p95 over the one-second intervals and over the whole window. The virtual sound "
-        "card (the `wav-dac` thread writing the WAV file, on a device ALSA's work) runs in "
-        "the playout process; the last column takes off what it costs alone, measured below "
+        "card (the `wav-dac` thread writing the WAV file, on a device ALSA's work) runs in the "
+        "playout process; the last column takes off what it costs alone, measured below "
         f"({fmt(sink_cpu, 2)} %).",
         "",
         markdown_table(["phase", "samples", "agent RSS MB p50 / max",
@@ -312,11 +314,14 @@ def main() -> str:
         "pulls in what is not listed); a library's share of something an earlier one "
         "already loaded is counted with the earlier one. The total is the floor under the "
         "agent's RSS before it runs anything; `drivers.sdr.rtl_fm` is what FM as shipped "
-        "adds (its de-emphasis is a few lines of numpy), imported when the daemon builds its "
-        "tuner. Below the total, imported after it, what the daemon imports only with other "
-        "settings: libsodium's Ed25519 (PyNaCl, once a signing key is configured) and "
-        "`drivers.sdr.rtl_tcp` (`fm.backend: rtl_tcp`: its demodulator's scipy, imported "
-        "with the tuner at start-up rather than by the first relay).",
+        "adds when the daemon builds its tuner. numpy is not among them: the mixing runs in "
+        "the playout process, the recorder in the recorder process. Below the total, "
+        "imported after it, what the daemon imports only with other settings or later: "
+        "libsodium's Ed25519 (PyNaCl, once a signing key is configured), "
+        "`drivers.sdr.fm_audio` (numpy: the rtl_fm de-emphasis, imported by the first FM "
+        "relay and kept from then on) and `drivers.sdr.rtl_tcp` (`fm.backend: rtl_tcp`: its "
+        "demodulator's scipy, imported with the tuner at start-up rather than by the first "
+        "relay).",
         "",
         markdown_table(["import", "RSS added MB"],
                        [[f"`{name}`", fmt(kb / 1024)] for name, kb in imported[1:]]

@@ -26,7 +26,7 @@ from tests.conftest import (
     wait_ready,
     whole_second,
 )
-from tests.support.agentproc import AgentProcess, processes, wait_for
+from tests.support.agentproc import AgentProcess, child_process, wait_for
 from tests.support.media import tones
 from tests.support.wavfile import read_capture, rms_dbfs, sounding, tone_frequency
 
@@ -39,14 +39,7 @@ def playout_process(agent: AgentProcess) -> int | None:
 
 def playout_process_of(parent: int) -> int | None:
     """Pid of the playout process that ``parent`` started."""
-    for pid, entry in processes(b"agent.playout.host"):
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-            return pid
-    return None
+    return child_process(parent, b"agent.playout.host")
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP], ids=["crash", "hang"])

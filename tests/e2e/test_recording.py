@@ -1,12 +1,15 @@
 """Off-air recording end to end, on the real agent with the clocked WAV sink: what
 GET /recordings serves is what left the card (RMS envelope and timing), upload_recording
 delivers that span to the source through a real Mosquitto, and SIGKILLs during recording
-leave a store where every segment decodes."""
+leave a store where every segment decodes, and a recorder process that dies is a fault
+until it records again."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import signal
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +21,7 @@ import soundfile as sf
 
 from tests.conftest import AgentFactory, Source, capture_until, program, wait_ready, whole_second
 from tests.support import media
-from tests.support.agentproc import AgentProcess, wait_for
+from tests.support.agentproc import AgentProcess, child_process, wait_for
 from tests.support.central_checks import CheckedCentral, epoch, start_online
 from tests.support.mosquitto import Mosquitto
 from tests.support.recordings import (
@@ -182,3 +185,32 @@ def test_kills_during_recording_leave_a_readable_store(
     agent.start()
     reply = fetch(agent.health_url, began, time.time())
     assert len(served(reply).segments) == len(segments)
+
+
+def test_a_killed_recorder_process_is_a_fault_until_it_records_again(
+        source: Source, agent_factory: AgentFactory) -> None:
+    source.publish([])
+    agent = agent_factory()
+    assert agent.process is not None
+    agent_pid = agent.process.pid
+    store = Path(agent.config["recording"]["dir"])
+    first = wait_for(lambda: child_process(agent_pid, b"agent.recording.worker")
+                     if list(store.glob("*.partial")) else None, 20, 0.1, "recording")
+    [open_segment] = store.glob("*.partial")
+    os.kill(first, signal.SIGKILL)
+    killed_at = time.time()
+    wait_for(lambda: "recording_failed" in agent.fault_codes(), 5, 0.1, "recording_failed")
+    [fault] = [f for f in agent.status()["faults"] if f["code"] == "recording_failed"]
+    assert fault["message"] == "the recorder process exited with signal 9"
+    second = wait_for(lambda: child_process(agent_pid, b"agent.recording.worker"),
+                      10, 0.1, "the recorder process started again")
+    assert second != first
+    # The next segment (segment_s 5 s) is stored by the new recorder: the fault clears.
+    wait_for(lambda: "recording_failed" not in agent.fault_codes(), SEGMENT_S + 20, 0.2,
+             "recording_failed cleared")
+    # The new recorder started a second or more after the kill, yet its first segment
+    # starts at the kill: the record pipe kept what left the card meanwhile.
+    starts = sorted(int(p.stem.split("-")[0]) / 1e6 for p in store.glob("*.opus"))
+    resumed = [start for start in starts if start > int(open_segment.stem) / 1e6]
+    assert resumed and resumed[0] <= killed_at + 0.5, (starts, killed_at)
+    assert agent.stop() == 0

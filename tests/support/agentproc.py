@@ -45,6 +45,18 @@ def processes(marker: bytes) -> Iterator[tuple[int, Path]]:
             yield int(entry.name), entry
 
 
+def child_process(parent: int, marker: bytes) -> int | None:
+    """Pid of the process that ``parent`` started whose command line contains ``marker``."""
+    for pid, entry in processes(marker):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            return pid
+    return None
+
+
 def wait_for(predicate: Callable[[], T | None], timeout: float, interval: float = 0.05,
              what: str = "condition") -> T:
     deadline = time.monotonic() + timeout
