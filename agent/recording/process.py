@@ -94,8 +94,11 @@ class RecorderProcess:
                 log.error("the recorder process did not stop within %.0f s: killed", timeout)
                 proc.kill()
                 proc.wait(timeout)
-        self._thread.join(timeout)
-        os.close(self._read_fd)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
+        if self._read_fd >= 0:
+            os.close(self._read_fd)
+            self._read_fd = -1
 
     # --- the recorder-watch thread -----------------------------------------------------
     def _run(self) -> None:
@@ -106,7 +109,8 @@ class RecorderProcess:
                 proc = self._spawn()
             if proc is not None:
                 assert proc.stdout is not None
-                reported = self._take_reports(proc.stdout)
+                with proc.stdout as reports:
+                    reported = self._take_reports(reports)
                 code = proc.wait()
                 if self._stopping.is_set():
                     return
@@ -122,7 +126,7 @@ class RecorderProcess:
         try:
             self._proc = subprocess.Popen(command, pass_fds=[self._read_fd],
                                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                          text=True)
+                                          encoding="utf-8", errors="replace")
         except OSError as exc:
             self._failed(f"cannot start the recorder process: {exc}")
             self._proc = None

@@ -5,7 +5,7 @@ It runs apart from the agent so that numpy and libsndfile load here, not in the 
 Records are (wall time of the first frame, frames) (agent.playout.channel); the time is
 mapped onto a frame numbering of this process's own, which is all the recorder needs to
 see holes in the card's time line. What the agent must know comes out on stdout, one JSON
-object a line: ``{"failed": reason}``, ``{"stored": start}`` (a segment was closed, so
+object a line: ``{"failed": reason}``, ``{"stored": unix_time}`` (a segment was closed, so
 recording works), ``{"dropped": periods}``.
 
 It stops at the end of the pipe (every writer closed it: the agent stopping) or on
@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,16 +40,19 @@ BATCH_S = 0.1  # the record pipe holds more than a second: a wake-up for many re
 
 
 class Reports:
-    """What the agent is told, as :class:`Recorder` raises and clears its fault."""
+    """What the agent is told, as :class:`Recorder` raises and clears its fault (on the
+    recorder thread) and the reader counts dropped periods (on the main thread)."""
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
+        self._lock = threading.Lock()
         self._dropped = 0
 
     def _send(self, message: dict[str, object]) -> None:
         try:
-            self._out.write(json.dumps(message) + "\n")
-            self._out.flush()
+            with self._lock:
+                self._out.write(json.dumps(message) + "\n")
+                self._out.flush()
         except (BrokenPipeError, ValueError):  # the agent is gone: the pipe ends the rest
             pass
 
