@@ -40,14 +40,19 @@ PERIOD_S = 0.020  # each period costs fixed Python work: fewer, longer ones use 
 Block = npt.NDArray[np.float32]
 
 
-def _pull(voice: Voice, frames: int) -> Block:
-    """Up to ``frames`` frames of ``voice`` as float32 (n, 2); fewer when its source is
-    short."""
+def _read(voice: Voice, frames: int) -> bytes:
+    """Up to ``frames`` whole frames of ``voice``; fewer when its source is short."""
     want = frames * BYTES_PER_FRAME - len(voice.carry)
     data = voice.carry + (voice.source.read(want) if want > 0 else b"")
     usable = len(data) - len(data) % BYTES_PER_FRAME
     voice.carry = data[usable:]
-    pcm = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32)
+    return data[:usable]
+
+
+def _pull(voice: Voice, frames: int) -> Block:
+    """Up to ``frames`` frames of ``voice`` as float32 (n, 2); fewer when its source is
+    short."""
+    pcm = np.frombuffer(_read(voice, frames), dtype="<i2").astype(np.float32)
     return pcm.reshape(-1, 2)
 
 
@@ -67,6 +72,7 @@ class PlayoutEngine:
         self._target_buffer = max(int(self.rate * buffer_s), 2 * self._period)
         self._min_sleep = int(self.rate * MIN_SLEEP_S)
         self._silence = bytes(self._period * BYTES_PER_FRAME)
+        self._steady_out = np.zeros(self._period * 2, dtype="<i2")
         self._lock = threading.Lock()
         self._current: Voice | None = None
         self._fading: list[Voice] = []
@@ -177,6 +183,11 @@ class PlayoutEngine:
                 if self.idle_since_frame is None:
                     self.idle_since_frame = first
                 return self._silence  # idle: no mixing work at all
+            steady = self._render_steady(first, n)
+        if steady is not None:
+            if steady != self._silence:
+                self.last_sound_frame = first + n
+            return steady
         mix = np.zeros((n, 2), dtype=np.float32)
         events: list[EngineEvent] = []
         with self._lock:
@@ -201,6 +212,28 @@ class PlayoutEngine:
         if pcm.any():
             self.last_sound_frame = first + n
         return pcm.tobytes()
+
+    def _render_steady(self, first: int, n: int) -> bytes | None:
+        """The period when it is one voice on air at a steady gain of at most 1, with
+        nothing fading and no cue due in it: most periods, in three numpy calls (a thread
+        just woken pays some 10 µs for each), the same samples as the general path. None:
+        the general path, with the voice's PCM left unread."""
+        voice = self._current
+        if voice is None or self._fading or voice.fade_in_left or voice.gain > 1.0 \
+                or voice.applied_gain != voice.gain or self._limit(first, 0, n) < n \
+                or (self._queue and self._due(self._queue[0], first)):
+            return None
+        data = _read(voice, n)
+        if len(data) < n * BYTES_PER_FRAME:  # short or ending: events to tell
+            voice.carry = data + voice.carry
+            return None
+        voice.frames_played += n
+        self.idle_since_frame = None
+        # Computed in float32 and truncated into int16, as the general path does; a gain
+        # of at most 1 keeps every sample in range.
+        np.multiply(np.frombuffer(data, dtype="<i2"), np.float32(voice.gain),
+                    out=self._steady_out, casting="unsafe")
+        return self._steady_out.tobytes()
 
     def _due(self, cue: _Cue, frame: int) -> bool:
         if cue.at_frame is None:
