@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.playout.engine import PERIOD_S, PlayoutEngine
+from agent.playout.engine import PlayoutEngine
+from agent.playout.host import CARD_BUFFER_S, PERIOD_S
 from bench.common import (
     DEVICE_ID,
     REPO,
@@ -218,7 +219,8 @@ def many_tracks(tmp: Path) -> list[Checkpoint]:
 
 def in_process_idle_cpu(tmp: Path) -> tuple[float, float]:
     """% of one core used, with nothing to play, by the clocked WAV sink alone and by the
-    playout engine feeding it silence, each in this process for IDLE_SAMPLE_S."""
+    playout engine feeding it silence as the playout process runs it (agent.playout.host),
+    each in this process for IDLE_SAMPLE_S."""
     def busy(seconds: float) -> float:
         cpu, wall = time.process_time(), time.monotonic()
         time.sleep(seconds)
@@ -230,7 +232,8 @@ def in_process_idle_cpu(tmp: Path) -> tuple[float, float]:
         sink_alone = busy(IDLE_SAMPLE_S)
     finally:
         sink.close()
-    engine = PlayoutEngine(ClockedWavSink(tmp / "engine.wav", RATE), on_event=lambda _: None)
+    engine = PlayoutEngine(ClockedWavSink(tmp / "engine.wav", RATE), on_event=lambda _: None,
+                           buffer_s=CARD_BUFFER_S, period_s=PERIOD_S)
     engine.start()
     try:
         with_engine = busy(IDLE_SAMPLE_S)
