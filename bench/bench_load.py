@@ -151,7 +151,11 @@ def main() -> str:
         "",
         markdown_table(["PCM buffered ahead of the card", "samples"], histogram),
         "",
-        f"Target: 0 dropouts. Silent windows (s after the first): {first}.",
+        f"Target: 0 dropouts. Silent windows (s after the first): {first}. "
+        + ("Underrun the card counted: none."
+           if measured.underrun_s == 0 else
+           f"Underrun the card counted: {measured.underrun_s * 1000:.1f} ms, a dropout "
+           "even where no whole 5 ms window went silent."),
     ]
     return run.section("\n".join(body))
 
