@@ -71,6 +71,28 @@ class Reports:
             self._dropped = 0
 
 
+class FrameGrid:
+    """The recorder's frame numbering over wall time. The card's frames may fall half-way
+    between two of ours, where the float error of each record's time would round
+    consecutive records a frame apart (a one-frame hole recorded as silence, or a step
+    back that closes the segment); so whenever a record's time is more than a quarter of
+    a frame off the grid, the grid slides onto it (by under half a frame: 10 µs)."""
+
+    def __init__(self, epoch: float, rate: int) -> None:
+        self._epoch = epoch
+        self._rate = rate
+
+    def frame_at(self, at: float) -> int:
+        position = (at - self._epoch) * self._rate
+        index = round(position)
+        if abs(position - index) > 0.25:
+            self._epoch = at - index / self._rate
+        return index
+
+    def time_of(self, index: int) -> float:
+        return self._epoch + index / self._rate
+
+
 def read_records(fd: int, recorder: Recorder, reports: Reports,
                  frame_at: Callable[[float], int]) -> None:
     """Until the end of the pipe: every whole record to ``recorder``, its wall time placed
@@ -121,13 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         store = SegmentStore(args.dir, args.max_bytes, args.max_days, time.time)
-        epoch, rate = time.time(), args.rate  # frame 0 of this process's numbering
-        recorder = Recorder(store, reports, rate, lambda index: epoch + index / rate,
+        grid = FrameGrid(time.time(), args.rate)
+        recorder = Recorder(store, reports, args.rate, grid.time_of,
                             on_drop=reports.count_drop, segment_s=args.segment_s)
         recorder.start()
         try:
-            read_records(args.record_fd, recorder, reports,
-                         lambda at: round((at - epoch) * rate))
+            read_records(args.record_fd, recorder, reports, grid.frame_at)
         finally:
             recorder.stop()
     finally:

@@ -3,6 +3,7 @@ and the real recorder process fed through the record pipe (agent.recording.proce
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from agent.playout.voice import BYTES_PER_FRAME
 from agent.recording.index import RATE, StoreView
 from agent.recording.process import FIRST_RETRY_S, RecorderProcess, RecorderSettings
 from agent.recording.store import SegmentStore, open_encoder
+from agent.recording.worker import FrameGrid
 from tests.support.agentproc import wait_for
 
 CARD_RATE = 48_000
@@ -68,6 +70,20 @@ def test_a_span_read_while_the_recorder_prunes_is_listed_again(tmp_path: Path) -
     assert recording is not None
     assert recording.start == EPOCH + 2
     assert recording.segments == tuple(s.path.name for s in store.segments()[1:])
+
+
+# --- the frame grid ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("offset", [0.0, 0.3, 0.5, 0.4999999, 0.7])
+def test_records_map_to_contiguous_frames_wherever_the_cards_frames_fall(
+        offset: float) -> None:
+    """Records 1021 frames long (as the playout process writes them) from a card whose
+    frames sit ``offset`` of a frame off the recorder's grid."""
+    grid = FrameGrid(EPOCH, CARD_RATE)
+    first = EPOCH + (5000 + offset) / CARD_RATE
+    indices = [grid.frame_at(first + k * 1021 / CARD_RATE) for k in range(500)]
+    assert [b - a for a, b in itertools.pairwise(indices)] == [1021] * 499
+    assert grid.time_of(indices[0]) == pytest.approx(first, abs=1e-9)
 
 
 # --- the process ---------------------------------------------------------------------------
