@@ -46,6 +46,14 @@ class Listing:
     partials: list[Path]  # open (or left open by a crash), by start time
 
 
+def partial_start(path: Path) -> float:
+    """Start time of an open segment, from its name ``<start>.partial``."""
+    match = PARTIAL.match(path.name)
+    if match is None:
+        raise ValueError(f"{path.name} is not an open segment name")
+    return int(match[1]) / 1e6
+
+
 def list_store(directory: Path) -> Listing:
     """What the directory holds; empty when it does not exist yet."""
     segments, partials = [], []
@@ -64,7 +72,7 @@ def list_store(directory: Path) -> Listing:
         except FileNotFoundError:  # pruned or renamed while listed
             continue
     return Listing(sorted(segments, key=lambda s: s.start),
-                   sorted(partials, key=lambda p: int(p.name.split(".")[0])))
+                   sorted(partials, key=partial_start))
 
 
 class SegmentIndex:
@@ -152,8 +160,7 @@ class StoreView(SegmentIndex):
                 return
             listing = list_store(self.directory)
             self._set(listing.segments)
-            self._open = int(listing.partials[-1].name.split(".")[0]) / 1e6 \
-                if listing.partials else None
+            self._open = partial_start(listing.partials[-1]) if listing.partials else None
             self._listed_at, self._listed_mtime = now, mtime
 
     @property

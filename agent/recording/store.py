@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from agent.recording.index import PARTIAL, RATE, Segment, SegmentIndex, list_store
+from agent.recording.index import RATE, Segment, SegmentIndex, list_store, partial_start
 from agent.state.durable import fsync_dir, publish
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,6 @@ class SegmentStore(SegmentIndex):
 
     def repair(self, partial: Path) -> Segment | None:
         """Close what can be decoded of a segment a crash left open; drop the rest."""
-        match = PARTIAL.match(partial.name)
-        assert match is not None
         audio = _readable_part(partial)
         if not audio.size:
             partial.unlink()
@@ -70,7 +68,7 @@ class SegmentStore(SegmentIndex):
         temp = partial.with_name(partial.name + _REPAIRING)
         with open_encoder(temp) as encoder:
             encoder.write(audio)
-        segment = self.add(temp, int(match[1]) / 1e6, len(audio))
+        segment = self.add(temp, partial_start(partial), len(audio))
         partial.unlink()
         fsync_dir(self.directory)
         return segment

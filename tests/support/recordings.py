@@ -18,6 +18,7 @@ import numpy.typing as npt
 import requests
 import soundfile as sf
 
+from agent.recording.store import SegmentStore, open_encoder
 from tests.support.wavfile import Capture
 
 RATE = 12_000  # agent.recording.store.RATE
@@ -120,3 +121,12 @@ def best_lag_s(recording: Served, capture: Capture, first: float, last: float,
         n = min(len(rec), len(sink))
         scores.append(np.corrcoef(rec[:n], sink[:n])[0, 1])
     return float(lags[int(np.argmax(scores))])
+
+
+def write_segment(store: SegmentStore, start: float, seconds: float) -> None:
+    """A closed segment of ``seconds`` at a constant level, stored as the recorder does."""
+    partial = store.partial_path(start)
+    samples = np.full(round(seconds * RATE), 0.2, np.float32)
+    with open_encoder(partial) as encoder:
+        encoder.write(samples)
+    store.add(partial, start, len(samples))

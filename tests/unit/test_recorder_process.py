@@ -21,20 +21,14 @@ from agent.playout.host import RECORD_CHUNK
 from agent.playout.voice import BYTES_PER_FRAME
 from agent.recording.index import RATE, StoreView
 from agent.recording.process import FIRST_RETRY_S, RecorderProcess, RecorderSettings
-from agent.recording.store import SegmentStore, open_encoder
+from agent.recording.store import SegmentStore
 from agent.recording.worker import FrameGrid
 from tests.support.agentproc import wait_for
+from tests.support.recordings import write_segment
 
 CARD_RATE = 48_000
 EPOCH = 1_800_000_000.0
 FIR_DELAY_S = 31 / CARD_RATE  # the recorder's anti-alias filter, compensated in the start
-
-
-def write_segment(store: SegmentStore, start: float, seconds: float) -> None:
-    partial = store.partial_path(start)
-    with open_encoder(partial) as encoder:
-        encoder.write(np.full(round(seconds * RATE), 0.2, np.float32))
-    store.add(partial, start, round(seconds * RATE))
 
 
 # --- the view ------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from agent.recording.store import SegmentStore, open_encoder
 from agent.recording.tap import RecordingTap
 from agent.recording.upload import RecordingUploader
 from drivers.audio.base import AudioOutput
+from tests.support.recordings import write_segment
 from tests.support.source_sim import source_rig
 
 OUT_RATE = 48_000
@@ -79,14 +80,6 @@ def tone_period(index: int) -> bytes:
 def make_store(directory: Path, clock: ManualClock, max_bytes: int = 10**9,
                max_days: float = 14) -> SegmentStore:
     return SegmentStore(directory, max_bytes, max_days, clock.now)
-
-
-def write_segment(store: SegmentStore, start: float, seconds: float) -> None:
-    partial = store.partial_path(start)
-    samples = np.full(round(seconds * RATE), 0.2, np.float32)
-    with open_encoder(partial) as encoder:
-        encoder.write(samples)
-    store.add(partial, start, len(samples))
 
 
 def decoded_length(path: Path) -> int:
