@@ -59,7 +59,12 @@ from drivers.mixer.base import Mixer
 log = logging.getLogger(__name__)
 
 VOLUME_KEY = "audio.master_volume"
-BUSY_WAIT_S = 0.05  # the deciding thread's longest wait while anything plays or is due
+BUSY_WAIT_S = 0.05  # the deciding thread's longest wait while anything starts or is due
+# ... while everything in play has started and nothing starts soon: what the turn then
+# watches (dead air, hung decoders, the next item's pre-roll PREROLL_S ahead) is counted in
+# seconds, what cannot wait (an engine event, a command) wakes the thread itself, and the
+# end of a program's window is waited for exactly.
+PLAYING_WAIT_S = 0.25
 IDLE_WAIT_S = 0.5
 CLOCK_STEP_S = 1.0  # wall time moving this much more or less than monotonic time is a step
 
@@ -161,7 +166,7 @@ class ControlLoop:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.step(self._wait_s())
+            self.step(self.wait_s())
 
     def step(self, wait_s: float = 0.0) -> None:
         """One turn of the control thread: apply the facts posted (waiting up to ``wait_s``
@@ -195,10 +200,15 @@ class ControlLoop:
         except Exception:
             log.exception("control: tick failed")
 
-    def _wait_s(self) -> float:
+    def wait_s(self) -> float:
+        """How long the deciding thread may wait for a fact before its next turn."""
         now = self._clock.now()
-        if self._state.playbacks or self._state.arbiter.next_boundary(now) is not None:
+        if self._state.arbiter.next_boundary(now) is not None \
+                or any(not pb.started for pb in self._state.playbacks.values()):
             return BUSY_WAIT_S
+        if self._state.playbacks:
+            end = self._state.arbiter.next_window_end(now)
+            return PLAYING_WAIT_S if end is None else min(PLAYING_WAIT_S, end - now)
         off_due = None if not self._amp.is_on else self._amp_policy.off_due(
             self._idle_since(), self._amp.on_since)
         if off_due is None:

@@ -272,6 +272,12 @@ class Arbiter:
                  for t in (p.activation.start, p.not_before) if t is not None and t > now]
         return min(times, default=None)
 
+    def next_window_end(self, now: float) -> float | None:
+        """The next instant after ``now`` a window closes: what plays in it must stop."""
+        times = [p.activation.end for p in self._progress.values() if not p.done
+                 and p.activation.end is not None and p.activation.end > now]
+        return min(times, default=None)
+
     # --- internals ---------------------------------------------------------------------
     def _winner(self, now: float) -> _Progress | None:
         eligible = [p for p in self._progress.values()

@@ -7,6 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from agent.control.loop import BUSY_WAIT_S, IDLE_WAIT_S, PLAYING_WAIT_S
 from tests.simulation import events as ev
 from tests.simulation.scenario import Scenario, epoch
 from tests.simulation.world import SETTINGS
@@ -99,4 +102,26 @@ def test_stop_ends_the_emergency_and_the_program_resumes(tmp_path: Path) -> None
     assert restarted["played_s"] == M1_S  # the item again, from its beginning
     sim.wait(10.0)
     assert len(sim.plays()) == 3, "the emergency went on after stop"
+    sim.end()
+
+
+def test_the_loop_turns_often_only_while_something_starts_or_ends_soon(
+        tmp_path: Path) -> None:
+    """Playing steadily, the deciding thread waits PLAYING_WAIT_S between turns (it is
+    woken by what cannot wait); before a start it turns every BUSY_WAIT_S, and it waits
+    for the end of a program's window exactly."""
+    sim = Scenario(tmp_path)
+    loop = sim.boot.loop
+    sim.do(media_program(["m1"] * 3, LEAD_S, duration_s=10.0))
+    start = sim.world.clock.now() + LEAD_S
+    assert loop.wait_s() == IDLE_WAIT_S  # nothing within the lookahead yet
+    sim.wait(LEAD_S - 1.0)
+    assert loop.wait_s() == BUSY_WAIT_S  # the start is near: pre-roll and warm-up
+    sim.until(sim.playing, 2.0, "the program on air")
+    sim.wait(start + 3.0 - sim.world.clock.now())
+    assert loop.wait_s() == PLAYING_WAIT_S
+    sim.wait(start + 9.9 - sim.world.clock.now())
+    assert loop.wait_s() == pytest.approx(0.1)  # the window closes at start + 10 s
+    sim.wait(0.5)
+    assert sim.playing() is None
     sim.end()
