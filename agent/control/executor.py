@@ -297,5 +297,5 @@ class Executor:
         for pb in self._state.playbacks.values():
             for voice in (pb.voice, pb.chime):
                 if voice is not None:
-                    voice.gain = self._preparer.gain(pb.activation)
+                    self._engine.set_gain(voice, self._preparer.gain(pb.activation))
         self._state.changed()

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 PIPE_BYTES = 1 << 20  # the kernel's default pipe-max-size
 FEED_INTERVAL_S = 0.005
-IDLE_FEED_INTERVAL_S = 0.050  # gain changes wait at most this long
+IDLE_FEED_INTERVAL_S = 0.25  # PlayoutProcess.set_gain wakes the feeder
 # A pipe holding less than this is pumped every FEED_INTERVAL_S (so always a pipe kept
 # shorter, a metered stream's); one above it can wait IDLE_FEED_INTERVAL_S.
 LOW_WATER_S = 0.5

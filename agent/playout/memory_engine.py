@@ -88,6 +88,9 @@ class MemoryEngine:
         self._queue = [cue for cue in self._queue if cue.voice is not voice]
         voice.cut = True
 
+    def set_gain(self, voice: Voice, gain: float) -> None:
+        voice.gain = gain
+
     def advance(self) -> None:
         """Deliver every frame up to the clock's present."""
         target = round((self._clock.monotonic() - self._mono0) * self.rate)

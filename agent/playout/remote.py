@@ -46,7 +46,7 @@ from agent.playout.voice import (
 
 log = logging.getLogger(__name__)
 
-HANG_S = 0.8  # silence of the playout process (status every 0.1 s) that means it hung
+HANG_S = 0.8  # silence of the playout process (status every 0.2 s) that means it hung
 STARTUP_S = 10.0  # a new process's first word: Python, numpy and the card opened
 MAX_BACKOFF_S = 10.0
 
@@ -129,6 +129,10 @@ class PlayoutProcess:
                 self._queue = [cue for cue in self._queue if cue.feed is not feed]
                 self._send({"op": "cancel", "id": feed.voice_id})
         voice.cut = True
+
+    def set_gain(self, voice: Voice, gain: float) -> None:
+        voice.gain = gain
+        self._feeder.wake()  # it passes the change on
 
     def wake_feeder(self) -> None:
         """A relay's source has new audio: pass it on now, not at the feeder's next turn."""

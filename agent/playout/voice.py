@@ -90,3 +90,6 @@ class Engine(Protocol):
     def append(self, voice: Voice) -> None: ...
 
     def cancel(self, voice: Voice) -> None: ...
+
+    def set_gain(self, voice: Voice, gain: float) -> None:
+        """A new target gain for ``voice``, ramped over one period."""
