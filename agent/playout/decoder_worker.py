@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import threading
+import time
 from typing import Any, BinaryIO
 
 import vlc
@@ -22,6 +23,11 @@ from agent.playout.framing import HEARTBEAT, PCM, STATE, write_frame
 
 HEARTBEAT_S = 0.5
 FILE_CACHING_MS = 3000
+# libvlc hands over one MP3 frame (about 26 ms) per callback. The PCM goes out in frames of
+# this much audio, so that the agent's reader wakes a quarter as often. The first
+# callback's goes out at once (a start waits for nothing); a callback finding the last
+# frame sent this long ago sends what is held, and so do a state change and a heartbeat.
+PCM_BATCH_S = 0.1
 
 
 class Worker:
@@ -29,6 +35,9 @@ class Worker:
         self._out = out
         self._lock = threading.Lock()
         self._done = threading.Event()
+        self._pcm = bytearray()  # PCM not yet sent
+        self._pcm_batch = 0  # bytes; set by run() from the job's rate
+        self._pcm_sent_at: float | None = None  # monotonic; None: no PCM sent yet
         # soxr: libvlc's default choice for 22.05/44.1 -> 48 kHz repeats samples audibly;
         # soxr leaves 48 kHz bit-exact and keeps every item's last samples (speex does not).
         self.instance = vlc.Instance(["--no-video", "--quiet", "--no-xlib", "--aout=amem",
@@ -44,17 +53,33 @@ class Worker:
         events.event_attach(vlc.EventType.MediaPlayerPlaying, self._on_playing)
 
     def send(self, kind: bytes, payload: bytes) -> None:
+        """A state or heartbeat frame, after the PCM held so far."""
         with self._lock:
-            try:
-                write_frame(self._out, kind, payload)
-            except (BrokenPipeError, ValueError):
-                os._exit(0)
+            self._send_pcm_locked()
+            self._write_locked(kind, payload)
+
+    def _write_locked(self, kind: bytes, payload: bytes) -> None:
+        try:
+            write_frame(self._out, kind, payload)
+        except (BrokenPipeError, ValueError):
+            os._exit(0)
+
+    def _send_pcm_locked(self) -> None:
+        if self._pcm:
+            self._write_locked(PCM, bytes(self._pcm))
+            self._pcm.clear()
+            self._pcm_sent_at = time.monotonic()
 
     def state(self, state: str, **extra: Any) -> None:
         self.send(STATE, json.dumps({"state": state, **extra}).encode())
 
     def _on_play(self, _data: Any, samples: Any, count: int, _pts: int) -> None:
-        self.send(PCM, ctypes.string_at(samples, count * 4))
+        with self._lock:
+            self._pcm += ctypes.string_at(samples, count * 4)
+            sent_at = self._pcm_sent_at
+            if sent_at is None or len(self._pcm) >= self._pcm_batch \
+                    or time.monotonic() - sent_at >= PCM_BATCH_S:
+                self._send_pcm_locked()
 
     def _on_playing(self, _event: Any) -> None:
         self.state("playing")
@@ -68,7 +93,9 @@ class Worker:
         self._done.set()
 
     def run(self, job: dict[str, Any]) -> int:
-        self.player.audio_set_format("S16N", int(job.get("rate", 48000)), 2)
+        rate = int(job.get("rate", 48000))
+        self.player.audio_set_format("S16N", rate, 2)
+        self._pcm_batch = round(rate * PCM_BATCH_S) * 4
         media = self.instance.media_new(job["mrl"])
         caching = int(job.get("caching_ms", 300))
         # libvlc hands PCM to the callback in step with its clock, only as far ahead of

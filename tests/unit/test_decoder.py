@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -9,7 +12,9 @@ import numpy as np
 import pytest
 
 from agent.playout.decoder import DecodedStream, DecoderPool
-from tests.support.media import read_wav, tones
+from agent.playout.decoder_worker import PCM_BATCH_S
+from agent.playout.framing import PCM, STATE, read_frame
+from tests.support.media import read_wav, to_mp3, tones
 
 
 def decode(decoder_pool: DecoderPool, path: Path) -> tuple[DecodedStream, np.ndarray]:
@@ -49,3 +54,27 @@ def test_other_rates_are_resampled_without_repeated_samples(
 def test_a_missing_file_fails_cleanly(tmp_path: Path, decoder_pool: DecoderPool) -> None:
     stream, pcm = decode(decoder_pool, tmp_path / "nothing.mp3")
     assert stream.state == "error" and len(pcm) == 0
+
+
+def test_the_worker_sends_its_pcm_in_frames_of_a_tenth_of_a_second(tmp_path: Path) -> None:
+    """One frame per libvlc callback (an MP3 frame, 26 ms) woke the agent's reader about
+    40 times a second; frames of PCM_BATCH_S carry the same samples, in order."""
+    wav = tones(tmp_path / "c.wav", [(600, 1.0), (800, 1.0)])
+    mp3 = to_mp3(wav, tmp_path / "c.mp3", 128)
+    worker = subprocess.Popen([sys.executable, "-m", "agent.playout.decoder_worker"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert worker.stdin is not None and worker.stdout is not None
+    worker.stdin.write(json.dumps({"mrl": mp3.as_uri(), "rate": 48000}).encode() + b"\n")
+    worker.stdin.flush()
+    frames = []
+    while (frame := read_frame(worker.stdout)) is not None:  # type: ignore[arg-type]
+        frames.append(frame)
+    worker.stdin.close()
+    assert worker.wait(10) == 0
+    pcm = [payload for kind, payload in frames if kind == PCM]
+    states = [json.loads(payload)["state"] for kind, payload in frames if kind == STATE]
+    assert states[-1] == "ended"
+    assert abs(sum(map(len, pcm)) - 2 * 48000 * 4) < 0.1 * 48000 * 4  # the MP3's 2 s
+    batch_bytes = PCM_BATCH_S * 48000 * 4
+    assert len(pcm) <= 2.0 / PCM_BATCH_S + 2
+    assert sorted(map(len, pcm))[len(pcm) // 2] >= 0.8 * batch_bytes
