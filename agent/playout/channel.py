@@ -30,7 +30,7 @@ import socket
 import struct
 from typing import Any
 
-STATUS_INTERVAL_S = 0.2
+STATUS_INTERVAL_S = 0.1  # also how stale the counts of a process that died can be
 # The off-air record pipe beside the channel: each record is this header (wall time of
 # its first frame, bytes that follow) and whole frames, at most PIPE_BUF bytes in all, so
 # that one write is atomic and records never interleave.

@@ -36,7 +36,6 @@ IDLE_FEED_INTERVAL_S = 0.25  # PlayoutProcess.set_gain wakes the feeder
 LOW_WATER_S = 0.5
 # A live source is drained from this long before its first frame is due.
 LIVE_AHEAD_S = 0.030
-READ_CHUNK = 64 * 1024
 
 
 def open_pipe() -> tuple[int, int]:
@@ -160,8 +159,10 @@ class VoiceFeed:
             room = self.capacity - pipe_fill(self.write_fd)
             if room <= 0:
                 return
-            self.carry = self.source.read(min(room, READ_CHUNK)) if self.live is None \
-                else self.live.drain(min(room, READ_CHUNK))
+            # All that fits: a pipe above its low water is topped up only every
+            # IDLE_FEED_INTERVAL_S.
+            self.carry = self.source.read(room) if self.live is None \
+                else self.live.drain(room)
         if self.carry:
             try:
                 written = os.write(self.write_fd, self.carry)

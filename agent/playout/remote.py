@@ -46,7 +46,7 @@ from agent.playout.voice import (
 
 log = logging.getLogger(__name__)
 
-HANG_S = 0.8  # silence of the playout process (status every 0.2 s) that means it hung
+HANG_S = 0.8  # silence of the playout process (status every 0.1 s) that means it hung
 STARTUP_S = 10.0  # a new process's first word: Python, numpy and the card opened
 MAX_BACKOFF_S = 10.0
 
