@@ -29,14 +29,16 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from agent.playout import channel
-from agent.recording.recorder import Recorder
+from agent.recording.recorder import BATCH_S, Recorder
 from agent.recording.store import SegmentStore
 from agent.service.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 64 * 1024
-BATCH_S = 0.1  # the record pipe holds more than a second: a wake-up for many records
+# The record pipe holds seconds of records (feed.PIPE_BYTES): the reader wakes as often as
+# the recorder takes them (BATCH_S), and one that fell behind catches up at five times
+# real time.
+READ_CHUNK = 256 * 1024
 
 
 class Reports:
