@@ -29,7 +29,6 @@ from agent.playout.voice import (
     VoiceStarted,
 )
 from drivers.audio.base import AudioOutput, AudioOutputError, request_realtime
-from drivers.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +64,8 @@ class _Cue:
 
 class PlayoutEngine:
     def __init__(self, output: AudioOutput, on_event: Callable[[EngineEvent], None],
-                 buffer_s: float = 0.040, period_s: float = PERIOD_S,
-                 clock: Clock | None = None) -> None:
+                 buffer_s: float = 0.040, period_s: float = PERIOD_S) -> None:
         self.output = output
-        self._clock: Clock = clock or SystemClock()
         self.rate = output.rate
         self._on_event = on_event
         self._period = int(self.rate * period_s)
@@ -160,11 +157,12 @@ class PlayoutEngine:
         request_realtime()
         while not self._stop.is_set():
             try:
-                excess = self.frames_held() - (self._target_buffer - self._period)
+                excess = self.output.buffered_frames() - (self._target_buffer - self._period)
                 if excess > self._min_sleep:
                     time.sleep(min(excess / self.rate, 0.05))
                     continue
-                # Within MIN_SLEEP_S of due: render now, rather than sleep that little.
+                # Within MIN_SLEEP_S of due: render now. The card drains in ticks, so
+                # sleeping that little would only wake to find it unchanged, again and again.
                 first = self.output.next_frame_index()
                 block = self._render(first)
                 self.output.write(block, timeout=1.0)
@@ -180,16 +178,6 @@ class PlayoutEngine:
             except Exception:  # keep the card fed whatever a voice did
                 log.exception("playout period failed")
                 self._stop.wait(0.05)
-
-    def frames_held(self) -> int:
-        """Frames written and not yet played. A card counts what it consumed in steps (a
-        period interrupt, the virtual card's 10 ms tick), so woken just before a step the
-        engine would find it unchanged and sleep a whole period more; its frame clock
-        says what has left by now. Where the two disagree the other way, or the wall
-        clock stepped, the card's own count is the truth."""
-        held = self.output.buffered_frames()
-        by_clock = self.output.next_frame_index() - self.frame_at(self._clock.now())
-        return by_clock if 0 <= by_clock < held else held
 
     def _render(self, first: int) -> bytes:
         n = self._period

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.core.clock import ManualClock
 from agent.playout.engine import FADE_IN_S, PlayoutEngine
 from agent.playout.sources import BufferSource
 from agent.playout.voice import EngineEvent, Voice, VoiceEnded, VoiceStarted
@@ -56,29 +55,3 @@ def test_a_steady_voice_is_its_samples_times_its_gain_truncated(tmp_path: Path) 
     fade_in = round(RATE * FADE_IN_S)
     assert np.array_equal(aired[fade_in:], expected[fade_in:])
     assert np.all(np.abs(aired[:fade_in].astype(int)) <= np.abs(expected[:fade_in].astype(int)))
-
-
-def test_the_engine_counts_what_the_card_holds_by_its_frame_clock_between_its_steps(
-        tmp_path: Path) -> None:
-    """A card that counts what it consumed in steps (here one step an hour) would leave
-    the engine, woken just before a step, sleeping a whole period more: between steps,
-    the card's frame clock says what is left. A wall clock that stepped either way is no
-    measure: then the card's own count is."""
-    clock = ManualClock()
-    sink = ClockedWavSink(tmp_path / "out.wav", RATE, clock, tick_s=3600.0)
-    engine = PlayoutEngine(sink, lambda _: None, buffer_s=0.025, period_s=PERIOD_S,
-                           clock=clock)
-    sink.open()
-    try:
-        wait_for(lambda: sink.next_frame_index() == 1, 5, what="the card's first step")
-        sink.write(bytes(960 * 4), timeout=1.0)  # 20 ms
-        assert engine.frames_held() == sink.buffered_frames() == 960
-        clock.advance(0.005)
-        assert sink.buffered_frames() == 960  # no step yet
-        assert engine.frames_held() == 961 - round(0.005 * RATE)
-        clock.step(10.0)
-        assert engine.frames_held() == 960
-        clock.step(-20.0)
-        assert engine.frames_held() == 960
-    finally:
-        sink.close()

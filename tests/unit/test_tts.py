@@ -4,7 +4,7 @@ engine cannot render ends its stream in ``error`` for the control loop to report
 
 from __future__ import annotations
 
-import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,8 +25,11 @@ exec espeak-ng "$@"
 def gated_engine(tmp_path: Path) -> tuple[Path, Path, Path]:
     gate, log = tmp_path / "go", tmp_path / "rendered.log"
     engine = tmp_path / "engine.sh"
-    engine.write_text(GATED_ENGINE.format(gate=gate, log=log))
-    engine.chmod(engine.stat().st_mode | stat.S_IEXEC)
+    # Written by a child process: the decoder pool's thread forks at any moment, and a
+    # child forked while this process held the script open for writing would keep it so
+    # until its exec, failing the script's own exec with ETXTBSY ("Text file busy").
+    subprocess.run(["sh", "-c", 'cat > "$1" && chmod +x "$1"', "sh", str(engine)],
+                   input=GATED_ENGINE.format(gate=gate, log=log).encode(), check=True)
     return engine, gate, log
 
 
