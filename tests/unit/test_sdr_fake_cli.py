@@ -13,6 +13,7 @@ import pytest
 
 from drivers.sdr.base import SdrStalled
 from drivers.sdr.rtl_tcp import CMD_FREQUENCY, RtlTcpReceiver
+from tests.support.agentproc import wait_for
 from tests.support.fake_rtl_tcp import measure_tone
 
 
@@ -68,7 +69,9 @@ def test_switches_from_another_process(
         control(control_port, "POST", "/disconnect")
         with pytest.raises(SdrStalled, match="rtl_tcp"):
             receive(receiver, 5)
-        assert control(control_port, "GET", "/state")["clients"] == 0
+        # The server forgets a client when that client's thread sees its socket shut.
+        wait_for(lambda: control(control_port, "GET", "/state")["clients"] == 0, 5,
+                 what="the fake to forget its client")
     finally:
         receiver.stop()
     process.terminate()
