@@ -40,7 +40,9 @@ def test_decoder_failure_is_recovered_without_losing_the_item(
     # at the end of the 10 s after the failure (1 s into the item) however quick the
     # restart: the item ends at 13 s at the earliest.
     source.add("m-long", tones(tmp_path / "long.wav", [(440, 6.0), (880, 7.0)]))
-    start = whole_second(4)
+    # Room to start the agent and cache 2.5 MB first: with 4 s, a loaded fresh-clone run
+    # started the agent 2 s late and the item was not cached at its start.
+    start = whole_second(6)
     doc = source.publish([program("p-long", ["m-long"], start)])
     agent = agent_factory(audio={"decoder_hang_s": 3})
     wait_ready(agent, doc["version"])
