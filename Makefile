@@ -33,7 +33,8 @@ $(VENV)/.stamp: setup.cfg pyproject.toml
 demo: install
 	$(PY) -m tests.support.demo
 
-# Then the tests marked 'alone' (tests/e2e/test_load.py), on their own: they load every core.
+# Then the tests marked 'alone' (tests/e2e/test_load.py, test_flood.py), on their own: they
+# load the whole machine, and what they measure is the agent's.
 test: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not alone" tests
 	$(PY) -m pytest -m alone tests

@@ -1,7 +1,11 @@
 """A flood of bad commands during a programme (issue 11, "A flood"): 20,000 badly signed
 commands and 2,000 oversized ones through the real broker. The programme plays without a
 dropout, the state directory grows by less than its documented bound (docs/mqtt.md,
-"Floods"), and a good signed command sent right after is accepted within 1 s."""
+"Floods"), and a good signed command sent right after is accepted within 1 s.
+
+Marked ``alone``: 22,000 messages through the broker load the machine, and the 1 s bound
+is the agent's, not that of a machine shared with five other test workers (there a good
+command took 1.04 s, alone 0.09 s)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.core.signing import canonical_json, sign
@@ -25,6 +30,8 @@ STATE_GROWTH_BOUND_BYTES = 16 * 1024 * 1024  # docs/mqtt.md, Floods
 PROGRAM_S = 60.0
 GOOD_ACCEPTED_WITHIN_S = 1.0
 TONE_DBFS = -6.0 - 3.01  # media.tone's default peak level, as RMS
+
+pytestmark = pytest.mark.alone
 
 
 def _state_bytes(state_dir: Path) -> int:
