@@ -13,7 +13,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,6 +73,24 @@ def descendants(root: int) -> list[int]:
         found.extend(kids)
         pending.extend(kids)
     return found
+
+
+def threads_cpu_s(root: int, names: Collection[str]) -> float:
+    """CPU seconds so far of the live threads whose kernel name (drivers/thread.py) is one
+    of ``names``, in ``root`` and its descendants; from schedstat, to the nanosecond."""
+    total_ns = 0
+    for pid in [root, *descendants(root)]:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                if (task / "comm").read_text().strip() in names:
+                    total_ns += int((task / "schedstat").read_text().split()[0])
+            except OSError:  # the thread or its process ended meanwhile
+                continue
+    return total_ns / 1e9
 
 
 def _status_kb(path: str, key: str) -> int:

@@ -55,6 +55,7 @@ from agent.state.plays import PlayJournal
 from agent.state.store import StateStore
 from drivers.amplifier.base import Amplifier
 from drivers.mixer.base import Mixer
+from drivers.thread import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class ControlLoop:
 
     def start(self) -> None:
         self.recover()
-        self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+        self._thread = NamedThread(target=self._run, name="control", daemon=True)
         self._thread.start()
 
     def recover(self) -> None:

@@ -9,6 +9,8 @@ import threading
 from abc import ABC, abstractmethod
 from typing import Generic, TypeVar
 
+from drivers.thread import NamedThread
+
 log = logging.getLogger(__name__)
 
 CommandT = TypeVar("CommandT")
@@ -23,7 +25,7 @@ class Worker(ABC):
 
     def start(self) -> None:
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread = NamedThread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -25,6 +25,7 @@ from urllib.parse import unquote
 from agent.core.faults import FaultRegistry
 from agent.http.metrics import CONTENT_TYPE, AgentMetrics
 from agent.recording.span import BadSpan, Recording, parse_span
+from drivers.thread import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,8 @@ class HealthServer:
         """Bind and serve; raises OSError here when the address cannot be bound."""
         ready: list[BaseException | None] = []
         bound = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready, bound), name="health",
-                                        daemon=True)
+        self._thread = NamedThread(target=self._run, args=(ready, bound), name="health",
+                                   daemon=True)
         self._thread.start()
         bound.wait()
         if ready and ready[0] is not None:

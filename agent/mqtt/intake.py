@@ -21,6 +21,7 @@ from agent.core.faults import FaultRegistry
 from agent.http.metrics import AgentMetrics
 from agent.mqtt.commands import CLOCK_FREE_TYPES, Command, CommandValidator, Rejection
 from agent.state.journal import Journal
+from drivers.thread import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class CommandIntake:
 
     def start(self) -> None:
         self._stopping = False
-        self._thread = threading.Thread(target=self._hold, name="mqtt-clock-wait", daemon=True)
+        self._thread = NamedThread(target=self._hold, name="mqtt-clock-wait", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:

@@ -38,6 +38,7 @@ from agent.mqtt.outbox import OutboxSender
 from agent.mqtt.session import IDLE_POLL_S, Session, Topics
 from agent.state.journal import MQTT, Journal
 from agent.state.store import StateStore
+from drivers.thread import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,9 @@ class MqttLink:
 
     def start(self) -> None:
         self._intake.start()
-        self._threads = [threading.Thread(target=self._supervise, name="mqtt-link", daemon=True),
-                         threading.Thread(target=self._outbox.run, name="mqtt-outbox",
-                                          daemon=True)]
+        self._threads = [NamedThread(target=self._supervise, name="mqtt-link", daemon=True),
+                         NamedThread(target=self._outbox.run, name="mqtt-outbox",
+                                     daemon=True)]
         for thread in self._threads:
             thread.start()
 

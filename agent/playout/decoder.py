@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from agent.playout.framing import PCM, STATE, read_frame
+from drivers.thread import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class DecodedStream:
         self.last_pcm = monotonic()
         self.last_heard = monotonic()
         self.pcm_bytes = 0
-        self._reader = threading.Thread(target=self._run, name=name, daemon=True)
+        self._reader = NamedThread(target=self._run, name=name, daemon=True)
         self._reader.start()
 
     def _run(self) -> None:
@@ -179,8 +180,8 @@ class DecoderPool:
         """Start keeping a worker warm, so that even the first item starts without
         loading libvlc."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._keep_warm, name="decoder-warm",
-                                            daemon=True)
+            self._thread = NamedThread(target=self._keep_warm, name="decoder-warm",
+                                       daemon=True)
             self._thread.start()
         self._wanted.set()
 

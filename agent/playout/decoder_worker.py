@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 import vlc
 
 from agent.playout.framing import HEARTBEAT, PCM, STATE, write_frame
+from drivers.thread import NamedThread
 
 HEARTBEAT_S = 0.5
 FILE_CACHING_MS = 3000
@@ -134,8 +135,8 @@ def main() -> int:
     line = stdin.readline()
     if not line:
         return 0
-    threading.Thread(target=_exit_when_stdin_closes, args=(stdin,), name="stdin-watch",
-                     daemon=True).start()
+    NamedThread(target=_exit_when_stdin_closes, args=(stdin,), name="stdin-watch",
+                daemon=True).start()
     code = worker.run(json.loads(line))
     sys.stdout.flush()
     os._exit(code)  # libvlc teardown is where it hangs; the process is one-shot anyway

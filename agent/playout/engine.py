@@ -29,6 +29,7 @@ from agent.playout.voice import (
     VoiceStarted,
 )
 from drivers.audio.base import AudioOutput, AudioOutputError, request_realtime
+from drivers.thread import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class PlayoutEngine:
             self.output.resume()
         else:
             self.output.open()
-        self._thread = threading.Thread(target=self._run, name="playout", daemon=True)
+        self._thread = NamedThread(target=self._run, name="playout", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:

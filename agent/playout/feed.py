@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from agent.playout.voice import BYTES_PER_FRAME, PcmSource, Voice
+from drivers.thread import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ class Feeder:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="playout-feed", daemon=True)
+        self._thread = NamedThread(target=self._run, name="playout-feed", daemon=True)
         self._thread.start()
 
     def wake(self) -> None:

@@ -30,6 +30,7 @@ from agent.core.faults import FaultRegistry
 from agent.playout.jitter_buffer import PcmJitterBuffer
 from agent.playout.voice import BYTES_PER_FRAME
 from drivers.sdr.base import FmReceiver, SdrError, SdrMissing
+from drivers.thread import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ class FmTuner:
             self._buffer.clear()
         self._wake.set()
         if self._thread is None and frequency_mhz is not None:
-            self._thread = threading.Thread(target=self._run, name="fm", daemon=True)
+            self._thread = NamedThread(target=self._run, name="fm", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:

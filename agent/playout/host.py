@@ -35,6 +35,7 @@ from agent.recording.tap import RecordingTap
 from agent.service.logs import configure_logging
 from drivers.audio import AudioOutput, AudioOutputError, open_output
 from drivers.audio.base import AUDIO_RT_PRIORITY, request_realtime
+from drivers.thread import NamedThread
 
 log = logging.getLogger("agent.playout.host")
 
@@ -265,8 +266,7 @@ class PlayoutHost:
     def run(self, resume: bool) -> int:
         if not self._open_output(resume):
             return 0
-        status = threading.Thread(target=self._status_loop, name="playout-status",
-                                  daemon=True)
+        status = NamedThread(target=self._status_loop, name="playout-status", daemon=True)
         status.start()
         gc.collect()
         gc.freeze()  # nothing to collect here later: no collection can stall the card

@@ -30,6 +30,7 @@ from agent.core.faults import FaultRegistry
 from agent.playout.jitter_buffer import PcmJitterBuffer
 from agent.playout.voice import BYTES_PER_FRAME
 from drivers.capture import CaptureError, LineCapture
+from drivers.thread import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ class LineInput:
 
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="line-in", daemon=True)
+        self._thread = NamedThread(target=self._run, name="line-in", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = JOIN_TIMEOUT_S) -> None:

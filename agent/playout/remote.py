@@ -43,6 +43,7 @@ from agent.playout.voice import (
     VoiceEnded,
     VoiceStarted,
 )
+from drivers.thread import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class PlayoutProcess:
         self._stop = threading.Event()
         self._feeder = Feeder(self._held_feeds, self._send_gain, clock.now)
         self._record_fd = record_fd  # where the playout process writes what left the card
-        self._thread = threading.Thread(target=self._run, name="playout-events", daemon=True)
+        self._thread = NamedThread(target=self._run, name="playout-events", daemon=True)
 
     # --- Engine ------------------------------------------------------------------------
     def frame_at(self, wall_time: float) -> int:

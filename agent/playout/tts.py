@@ -20,6 +20,7 @@ from typing import Protocol
 
 from agent.playout.decoder import Decoded, StreamState
 from agent.state.durable import publish
+from drivers.thread import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +136,7 @@ class TtsRenderer:
         self._queue.put(rendering)
         if self._thread is None:
             # A daemon thread: a wedged espeak-ng never holds up a shutdown.
-            self._thread = threading.Thread(target=self._render_queued, name="tts",
-                                            daemon=True)
+            self._thread = NamedThread(target=self._render_queued, name="tts", daemon=True)
             self._thread.start()
 
     def _render_queued(self) -> None:

@@ -24,6 +24,7 @@ from typing import IO
 from agent.config.model import Config
 from agent.core.faults import FaultRegistry
 from agent.playout.feed import open_pipe
+from drivers.thread import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class RecorderProcess:
         self._proc: subprocess.Popen[str] | None = None
         self._stopping = threading.Event()
         self._retry_s = FIRST_RETRY_S
-        self._thread = threading.Thread(target=self._run, name="recorder-watch", daemon=True)
+        self._thread = NamedThread(target=self._run, name="recorder-watch", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

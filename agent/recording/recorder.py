@@ -30,6 +30,7 @@ import soundfile as sf
 from agent.playout.voice import BYTES_PER_FRAME
 from agent.recording.index import RATE, Segment
 from agent.recording.store import SegmentStore, open_encoder
+from drivers.thread import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class Recorder:
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._thread = NamedThread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -10,6 +10,7 @@ from typing import Literal
 
 from agent.core.faults import FaultRegistry
 from drivers.power import MainsSensor
+from drivers.thread import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class PowerMonitor:
 
     def start(self) -> None:
         self.poll()  # Status is right from the first report
-        self._thread = threading.Thread(target=self._run, name="power", daemon=True)
+        self._thread = NamedThread(target=self._run, name="power", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:

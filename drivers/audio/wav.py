@@ -28,6 +28,7 @@ from typing import Self
 
 from drivers.audio.base import AudioOutput, AudioOutputError, request_realtime
 from drivers.clock import Clock, SystemClock
+from drivers.thread import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +179,9 @@ class ClockedWavSink(AudioOutput):
             self._file_frames = frame
             self._start_epoch = start_epoch
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="wav-dac", daemon=True)
-        self._disk_thread = threading.Thread(target=self._write_to_disk, name="wav-disk",
-                                             daemon=True)
+        self._thread = NamedThread(target=self._run, name="wav-dac", daemon=True)
+        self._disk_thread = NamedThread(target=self._write_to_disk, name="wav-disk",
+                                        daemon=True)
         self._thread.start()
         self._disk_thread.start()
 
