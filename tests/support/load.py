@@ -35,6 +35,20 @@ def silent_windows(capture: Capture, start: float, seconds: float) -> list[float
             for n in np.flatnonzero(windows.max(axis=1) <= SILENT_PEAK)]
 
 
+def zero_runs(capture: Capture, start: float, seconds: float,
+              min_frames: int) -> list[tuple[float, int]]:
+    """(start time, frames) of every run of at least ``min_frames`` frames of ``[start,
+    start + seconds]`` that are exact digital zero on both channels: what the card pads
+    an underrun with, which a tone never holds for even two frames."""
+    first = capture.index_at(start)
+    span = capture.samples[first:first + round(seconds * capture.rate)]
+    zero = np.concatenate(([False], ~span.any(axis=1), [False]))
+    edges = np.flatnonzero(np.diff(zero.astype(np.int8)))
+    return [(capture.time_of(first + int(begin)), int(end - begin))
+            for begin, end in zip(edges[::2], edges[1::2], strict=True)
+            if end - begin >= min_frames]
+
+
 class CpuHogs:
     """One busy loop per core, at normal priority, for the time of a ``with``."""
 
