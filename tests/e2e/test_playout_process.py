@@ -64,8 +64,11 @@ def test_playout_process_failure_is_replaced_and_the_programme_goes_on(
     assert back[300:].all(), "the programme did not sound again within 3 s"
     silent_s = (~back[:300]).sum() * 0.01
     assert silent_s <= 3.0, f"the air was silent {silent_s:.2f} s"
-    # The gap is told, not hidden: the card counted it as underrun (10 ms blocks here).
-    assert metric(agent, "card_underrun_seconds") == pytest.approx(silent_s, abs=0.03)
+    # The gap is told, not hidden: the card counted it as underrun. silent_s counts 10 ms
+    # blocks: a block at either edge of the gap may or may not count, and one more in the
+    # new process's 5 ms fade-in: up to 30 ms and the fraction of a block (a fresh-clone
+    # run measured 32 ms apart).
+    assert metric(agent, "card_underrun_seconds") == pytest.approx(silent_s, abs=0.04)
     switch_at = next(t for t in np.arange(start + 2.0, failed_at + 8, 0.05)
                      if abs(tone_frequency(capture.segment(t, 0.05), capture.rate) - 880) < 30)
     played = capture.samples[capture.index_at(start):capture.index_at(switch_at)]
