@@ -18,6 +18,7 @@ from drivers.amplifier.gpio import GpioAmplifier
 from drivers.amplifier.none import NoAmplifier
 from drivers.amplifier.sim import SimAmplifier
 from tests.support.agentproc import wait_for
+from tests.support.scripts import write_script
 
 
 def read_jsonl(path: Path) -> list[dict[str, object]]:
@@ -88,13 +89,12 @@ def recording_gpioset(tmp_path: Path) -> tuple[Path, Path]:
     """A stand-in for gpioset: logs its argv, holds until stdin closes, logs the release."""
     log = tmp_path / "gpioset.log"
     script = tmp_path / "gpioset"
-    script.write_text(textwrap.dedent(f"""\
+    write_script(script, textwrap.dedent(f"""\
         #!/bin/sh
         echo "hold $*" >> {log}
         cat > /dev/null
         echo "release $*" >> {log}
         """))
-    script.chmod(0o755)
     return script, log
 
 

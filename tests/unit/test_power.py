@@ -20,6 +20,7 @@ from drivers.power.gpio import GpioMainsSensor
 from drivers.power.none import NoMainsSensor
 from drivers.power.sim import SimMainsSensor
 from tests.support.agentproc import wait_for
+from tests.support.scripts import write_script
 
 
 def write_mains(state_dir: Path, document: object) -> None:
@@ -86,8 +87,8 @@ def gpio_tools(tmp_path: Path) -> tuple[Path, Path, Path]:
     level.write_text("1\n")
     edges.write_text("")
     gpioget, gpiomon = tmp_path / "gpioget", tmp_path / "gpiomon"
-    gpioget.write_text(f"#!/bin/sh\ncat {level}\n")
-    gpiomon.write_text(textwrap.dedent(f"""\
+    write_script(gpioget, f"#!/bin/sh\ncat {level}\n")
+    write_script(gpiomon, textwrap.dedent(f"""\
         #!{sys.executable}
         import sys, time
         with open({str(edges)!r}) as edges:
@@ -98,8 +99,6 @@ def gpio_tools(tmp_path: Path) -> tuple[Path, Path, Path]:
                 else:
                     time.sleep(0.01)
         """))
-    for tool in (gpioget, gpiomon):
-        tool.chmod(0o755)
     return gpioget, gpiomon, edges
 
 
@@ -124,8 +123,7 @@ def test_gpio_reads_the_level_then_follows_edges(gpio_tools: tuple[Path, Path, P
 def test_gpio_that_cannot_be_read_is_unknown_and_retried_later(tmp_path: Path) -> None:
     clock = ManualClock()
     failing = tmp_path / "gpioget"
-    failing.write_text("#!/bin/sh\necho 'gpioget: error reading GPIO values' >&2\nexit 1\n")
-    failing.chmod(0o755)
+    write_script(failing, "#!/bin/sh\necho 'gpioget: error reading GPIO values' >&2\nexit 1\n")
     sensor = GpioMainsSensor("gpiochip9", 27, True, gpioget_path=str(failing),
                              gpiomon_path="/nonexistent/gpiomon", retry_s=5.0, clock=clock)
     assert sensor.mains_present is None

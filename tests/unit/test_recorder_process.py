@@ -25,6 +25,7 @@ from agent.recording.store import SegmentStore
 from agent.recording.worker import FrameGrid
 from tests.support.agentproc import wait_for
 from tests.support.recordings import write_segment
+from tests.support.scripts import write_script
 
 CARD_RATE = 48_000
 EPOCH = 1_800_000_000.0
@@ -160,9 +161,8 @@ def test_a_recorder_process_that_dies_is_a_fault_until_it_records_again(
 def test_what_the_recorder_process_says_wrong_is_logged_and_its_failure_kept(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     impostor = tmp_path / "impostor"
-    impostor.write_text('#!/bin/sh\necho "not json"\necho \'{"what": 1}\'\n'
-                        'echo \'{"failed": "disk on fire"}\'\nexit 3\n')
-    impostor.chmod(0o755)
+    write_script(impostor, '#!/bin/sh\necho "not json"\necho \'{"what": 1}\'\n'
+                           'echo \'{"failed": "disk on fire"}\'\nexit 3\n')
     faults = FaultRegistry(lambda: EPOCH)
     recorder = RecorderProcess(settings(tmp_path / "rec"), faults, lambda periods: None,
                                interpreter=str(impostor))

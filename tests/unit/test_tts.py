@@ -4,7 +4,6 @@ engine cannot render ends its stream in ``error`` for the control loop to report
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from agent.playout.decoder import Decoded, DecoderPool
 from agent.playout.tts import SpokenStream, TtsRenderer
 from tests.support.agentproc import wait_for
+from tests.support.scripts import write_script
 
 GATED_ENGINE = """#!/bin/sh
 # espeak-ng once {gate} exists: a rendering that takes as long as the test wants.
@@ -25,11 +25,7 @@ exec espeak-ng "$@"
 def gated_engine(tmp_path: Path) -> tuple[Path, Path, Path]:
     gate, log = tmp_path / "go", tmp_path / "rendered.log"
     engine = tmp_path / "engine.sh"
-    # Written by a child process: the decoder pool's thread forks at any moment, and a
-    # child forked while this process held the script open for writing would keep it so
-    # until its exec, failing the script's own exec with ETXTBSY ("Text file busy").
-    subprocess.run(["sh", "-c", 'cat > "$1" && chmod +x "$1"', "sh", str(engine)],
-                   input=GATED_ENGINE.format(gate=gate, log=log).encode(), check=True)
+    write_script(engine, GATED_ENGINE.format(gate=gate, log=log))
     return engine, gate, log
 
 
