@@ -60,7 +60,8 @@ DOWNLOAD_EVERY_S = 120.0
 DOWNLOAD_BYTES = 48 * 1024 * 1024
 RESUME_BACKOFF_S = 2
 BUFFERED_BINS_S = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 6.0)
-GAP_MIN_FRAMES = 48  # 1 ms at 48 kHz
+CARD_RATE = 48_000  # audio.rate, as shipped (its default)
+GAP_MIN_FRAMES = CARD_RATE // 1000  # 1 ms
 
 
 @dataclass
@@ -155,7 +156,7 @@ def main() -> str:
                  for low, high in pairwise(BUFFERED_BINS_S)]
     silent = measured.silent
     first = ", ".join(f"{t - silent[0]:.3f}" for t in silent[:10]) if silent else "none"
-    gaps = ", ".join(f"{frames / 48:.1f} ms at {t - measured.start:.3f} s"
+    gaps = ", ".join(f"{frames * 1000 / CARD_RATE:.1f} ms at {t - measured.start:.3f} s"
                      for t, frames in measured.gaps[:10]) if measured.gaps else "none"
     in_tone_s = measured.underrun_s - measured.underrun_before_s
     body = [
