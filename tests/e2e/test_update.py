@@ -43,13 +43,17 @@ DEGRADED_PATCH = {"agent/service/daemon.py": (
     '        self.faults.raise_("audio_output", "a deliberately degraded build")\n'
     '        log.info("broadcast-agent %s started as %s", __version__, self.cfg.device_id)\n')}
 ROLLBACK_WITHIN_S = 120.0
-# Measured with 20 kills: each update took 6-7 of them (staged twice, then the trial's
-# starts until the launcher rolled back, then the next update), so 20 kills were three
-# rounds of the same moments; 10 make one round and the start of the next.
+# Each update takes four or five kills (in its download or staged, then the trial's three
+# starts until the launcher rolls back), so ten make about two rounds, one each way.
 KILLS = 10
-KILL_AFTER_S = (0.3, 3.0)
+# Each kill comes this long after the agent's run answers. Timed from the previous kill, on
+# a CI machine whose agent took 4.7 s to start, all ten kills (0.3-3 s apart) landed
+# before the run could move its update on. From the answer, the steps last as long as the
+# throttled download and commit_after_s make them, whatever the machine's speed.
+KILL_AFTER_S = (0.3, 4.0)
+SLOW_RATE = 400_000  # bytes/s: 0.92 s at least for the 368,640-byte bundle
+IN_THE_DOWNLOAD_S = (0.1, 0.8)  # the first kill of each update, within that download
 IN_PROGRESS = ("downloading", "staged", "trial")
-SLOW_RATE = 400_000  # bytes/s: about 1.4 s for the bundle, so kills land in its download
 
 
 @pytest.fixture(scope="session")
@@ -109,6 +113,15 @@ def _online(agent: AgentProcess) -> dict[str, Any]:
     before: its session is not persistent), else {}."""
     status = _status(agent)
     return status if status and status["mqtt"]["connected"] else {}
+
+
+def _wait_for_a_run_after(supervisor: Supervisor, killed: int | None) -> None:
+    """Until a run other than the killed one answers its health endpoint."""
+    def answering() -> bool:
+        process = supervisor.agent.process
+        return (process is not None and process.pid != killed and process.poll() is None
+                and bool(_status(supervisor.agent)))
+    wait_for(answering, 60, 0.02, f"a run after {killed} answering")
 
 
 def _settled(agent: AgentProcess) -> dict[str, Any]:
@@ -226,6 +239,7 @@ def test_ten_kills_during_updates_leave_1_0_or_1_1_playing_on_its_sample(
     root = update_root(agent.state_dir)
     sent: list[dict[str, Any]] = []
     states: list[str] = []
+    killed: int | None = None
     with BundleServer(releases, SLOW_RATE) as server:
         def update_to_the_other_release() -> None:
             status = wait_for(lambda: _online(agent), 30, 0.05, "the agent online")
@@ -241,11 +255,13 @@ def test_ten_kills_during_updates_leave_1_0_or_1_1_playing_on_its_sample(
                     update_to_the_other_release()
                 wait_for(lambda: _settled(agent).get("agent_version") == "1.1", 180, 0.5,
                          f"1.1 committed ({agent.log_tail(20)})")
-            if load_state(root).state not in IN_PROGRESS:
+            just_sent = load_state(root).state not in IN_PROGRESS
+            if just_sent:
                 update_to_the_other_release()
-            time.sleep(rng.uniform(*KILL_AFTER_S))
+            _wait_for_a_run_after(supervisor, killed)
+            time.sleep(rng.uniform(*(IN_THE_DOWNLOAD_S if just_sent else KILL_AFTER_S)))
             states.append(load_state(root).state)
-            supervisor.power_cut()
+            killed = supervisor.power_cut()
         print(f"{len(sent)} updates; the update state at each of the {KILLS} kills: {states}")
         settled = wait_for(lambda: _settled(agent), 180, 0.5,
                            f"the last update settled ({agent.log_tail(20)})")

@@ -116,7 +116,10 @@ class _PacedHandler(http.server.SimpleHTTPRequestHandler):
             return
         chunk = 16 * 1024
         while block := source.read(chunk):
-            outputfile.write(block)
+            try:
+                outputfile.write(block)
+            except (BrokenPipeError, ConnectionResetError):
+                return  # the agent was killed mid-download, as the kill tests mean it to be
             time.sleep(len(block) / rate)
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -37,12 +37,15 @@ class Supervisor:
             if not self._stopping.is_set():
                 self.agent.start(wait=False)
 
-    def power_cut(self) -> None:
-        """SIGKILL to the running agent's whole process group (decoders included)."""
+    def power_cut(self) -> int | None:
+        """SIGKILL to the running agent's whole process group (decoders included); the pid
+        killed, or None if no run was up."""
         process = self.agent.process
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+        if process is None or process.poll() is not None:
+            return None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return process.pid
 
     def stop(self) -> None:
         self._stopping.set()
