@@ -44,7 +44,7 @@ from bench.common import (
     sample_tree,
     schedule_of,
     scratch_dir,
-    threads_cpu_s,
+    thread_times,
     tree_memory,
 )
 from drivers.audio.wav import ClockedWavSink
@@ -93,9 +93,10 @@ class Phase:
 
 def sampled_phase(name: str, pid: int, seconds: float) -> Phase:
     """The tree of ``pid`` sampled for ``seconds``, with what its virtual card took."""
-    card_before, began = threads_cpu_s(pid, CARD_THREADS), time.monotonic()
+    card_before, began = thread_times(pid, CARD_THREADS).cpu_s, time.monotonic()
     samples = sample_tree(pid, seconds)
-    card = 100 * (threads_cpu_s(pid, CARD_THREADS) - card_before) / (time.monotonic() - began)
+    card_s = thread_times(pid, CARD_THREADS).cpu_s - card_before
+    card = 100 * card_s / (time.monotonic() - began)
     return Phase(name, samples, card)
 
 

@@ -14,7 +14,9 @@ or more of exact digital zero inside it (the card's padding of an underrun: a ga
 than a window), and the agent's own ``card_underrun_seconds``, before the tone and during
 it. Sampled every second: ``playout_buffered_seconds``,
 the tone's PCM waiting in its pipe to the playout process (the ring between decoder and
-card): how much of the margin a stall of the agent ate.
+card): how much of the margin a stall of the agent ate; and, to tell whose stall a gap
+was, the time the engine and the virtual card's DAC thread waited for a CPU, and the
+hypervisor's steal (on a virtual machine every thread stalls then, whatever its priority).
 
 Run: ``.venv/bin/python -m bench.bench_load`` (``BENCH_LOAD_MINUTES`` to shorten it)
 """
@@ -28,7 +30,15 @@ from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
-from bench.common import BenchRun, fmt, markdown_table, percentile, scratch_dir
+from bench.common import (
+    BenchRun,
+    fmt,
+    markdown_table,
+    percentile,
+    scratch_dir,
+    steal_s,
+    thread_times,
+)
 from tests.conftest import (
     TOKEN,
     Source,
@@ -64,6 +74,38 @@ CARD_RATE = 48_000  # audio.rate, as shipped (its default)
 GAP_MIN_FRAMES = CARD_RATE // 1000  # 1 ms
 
 
+@dataclass(frozen=True)
+class Second:
+    """What the second before ``at`` (wall time) held of the stalls that make a gap."""
+    at: float
+    steal_s: float  # the hypervisor's, all CPUs
+    engine_waited_s: float  # the playout engine's thread, runnable but off a CPU
+    dac_waited_s: float  # the virtual card's DAC thread, the same
+
+
+class StallSampler:
+    """Samples a :class:`Second` at each call, from the playout process's threads."""
+
+    def __init__(self, agent_pid: int) -> None:
+        self._pid = agent_pid
+        self._last = self._read()
+        self.seconds: list[Second] = []
+
+    def _read(self) -> tuple[float, float, float]:
+        return (steal_s(), thread_times(self._pid, {"playout"}).waited_s,
+                thread_times(self._pid, {"wav-dac"}).waited_s)
+
+    def sample(self) -> None:
+        now = self._read()
+        steal, engine, dac = (b - a for a, b in zip(self._last, now, strict=True))
+        self.seconds.append(Second(time.time(), steal, engine, dac))
+        self._last = now
+
+    def around(self, wall: float) -> Second | None:
+        """The sample of the second that held ``wall``."""
+        return next((second for second in self.seconds if second.at >= wall), None)
+
+
 @dataclass
 class LoadRun:
     silent: list[float]  # wall times of the silent 5 ms windows
@@ -72,6 +114,7 @@ class LoadRun:
     underrun_before_s: float  # card_underrun_seconds within a second of the tone's start
     underrun_s: float  # card_underrun_seconds at the end
     buffered_s: list[float]  # playout_buffered_seconds, once a second
+    stalls: StallSampler  # once a second, during the tone
     bursts: int
     downloads: int
     schedules: int
@@ -102,6 +145,8 @@ def under_load(tmp: Path, tone_s: float) -> LoadRun:
         with Central(broker, DEVICE, KEY, tls=True) as central, CpuHogs(), \
                 Republisher(lambda: source.publish(programs)) as republisher:
             central.wait_online()
+            assert agent.process is not None
+            stalls = StallSampler(agent.process.pid)
             while time.time() < start + tone_s:
                 elapsed = max(0.0, time.time() - start)
                 if elapsed >= downloads * DOWNLOAD_EVERY_S:
@@ -121,17 +166,37 @@ def under_load(tmp: Path, tone_s: float) -> LoadRun:
                 if level is not None and steady and not math.isnan(level):
                     buffered.append(level)
                 time.sleep(1.0)
+                stalls.sample()
             capture = capture_until(agent, start + tone_s)
             underrun_s = metric(agent, "card_underrun_seconds") or 0.0
         silent = silent_windows(capture, start + 0.01, tone_s - 0.02)
         gaps = zero_runs(capture, start + 0.01, tone_s - 0.02, GAP_MIN_FRAMES)
-        return LoadRun(silent, start, gaps, underrun_before_s or 0.0, underrun_s, buffered, bursts,
-                       downloads, republisher.published)
+        return LoadRun(silent, start, gaps, underrun_before_s or 0.0, underrun_s, buffered,
+                       stalls, bursts, downloads, republisher.published)
     finally:
         agent.stop()
         agent.kill()
         broker.stop()
         source.stop()
+
+
+def stall_rows(seconds: list[Second]) -> list[list[object]]:
+    def ms(values: list[float]) -> str:
+        return " / ".join(fmt(1000 * v, 1) for v in (percentile(values, 99), max(values)))
+    return [
+        ["hypervisor steal in the tone, all CPUs: total s / seconds with any",
+         f"{fmt(sum(s.steal_s for s in seconds), 2)} / {sum(s.steal_s > 0 for s in seconds)}"],
+        ["waits for a CPU per second, p99 / max ms: the engine's thread",
+         ms([s.engine_waited_s for s in seconds])],
+        ["… the virtual card's DAC thread", ms([s.dac_waited_s for s in seconds])]]
+
+
+def stalled(second: Second | None) -> str:
+    if second is None:
+        return ""
+    return (f" (that second: steal {second.steal_s * 1000:.0f} ms, the engine waited "
+            f"{second.engine_waited_s * 1000:.1f} ms, the DAC "
+            f"{second.dac_waited_s * 1000:.1f} ms)")
 
 
 def main() -> str:
@@ -149,6 +214,7 @@ def main() -> str:
         ["playout_buffered_seconds min / p1 / p50 / p99",
          " / ".join(fmt(v, 2) for v in (min(levels), *(percentile(levels, q)
                                                           for q in (1, 50, 99))))],
+        *stall_rows(measured.stalls.seconds),
         ["schedules republished (1,500 programs each)", measured.schedules],
         ["command bursts (500 signed commands, 100 sync_now)", measured.bursts],
         ["48 MB downloads, cut halfway at every request", measured.downloads]]
@@ -157,6 +223,7 @@ def main() -> str:
     silent = measured.silent
     first = ", ".join(f"{t - silent[0]:.3f}" for t in silent[:10]) if silent else "none"
     gaps = ", ".join(f"{frames * 1000 / CARD_RATE:.1f} ms at {t - measured.start:.3f} s"
+                     f"{stalled(measured.stalls.around(t))}"
                      for t, frames in measured.gaps[:10]) if measured.gaps else "none"
     in_tone_s = measured.underrun_s - measured.underrun_before_s
     body = [

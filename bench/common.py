@@ -75,10 +75,16 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def threads_cpu_s(root: int, names: Collection[str]) -> float:
-    """CPU seconds so far of the live threads whose kernel name (drivers/thread.py) is one
-    of ``names``, in ``root`` and its descendants; from schedstat, to the nanosecond."""
-    total_ns = 0
+@dataclass(frozen=True)
+class ThreadTimes:
+    cpu_s: float  # on a CPU
+    waited_s: float  # runnable, waiting for a CPU (schedstat's run_delay)
+
+
+def thread_times(root: int, names: Collection[str]) -> ThreadTimes:
+    """Seconds so far of the live threads whose kernel name (drivers/thread.py) is one of
+    ``names``, in ``root`` and its descendants; from schedstat, to the nanosecond."""
+    cpu_ns = waited_ns = 0
     for pid in [root, *descendants(root)]:
         try:
             tasks = list(Path(f"/proc/{pid}/task").iterdir())
@@ -87,10 +93,19 @@ def threads_cpu_s(root: int, names: Collection[str]) -> float:
         for task in tasks:
             try:
                 if (task / "comm").read_text().strip() in names:
-                    total_ns += int((task / "schedstat").read_text().split()[0])
+                    on_cpu, waited = (task / "schedstat").read_text().split()[:2]
+                    cpu_ns += int(on_cpu)
+                    waited_ns += int(waited)
             except OSError:  # the thread or its process ended meanwhile
                 continue
-    return total_ns / 1e9
+    return ThreadTimes(cpu_ns / 1e9, waited_ns / 1e9)
+
+
+def steal_s() -> float:
+    """CPU time the hypervisor gave to others since boot, all CPUs summed: a virtual
+    machine's threads stall then, whatever their priority."""
+    cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(cpu[8]) / TICKS_PER_S
 
 
 def _status_kb(path: str, key: str) -> int:
