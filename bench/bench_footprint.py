@@ -79,8 +79,8 @@ LIBRARIES = ("yaml", "sqlite3", "ssl", "hashlib", "asyncio", "requests", "paho.m
              "prometheus_client", "importlib.metadata", "agent.service.daemon",
              "drivers.sdr.rtl_fm")
 # ... and what it imports only with other settings or later, imported after it: PyNaCl
-# once a signing key is configured, numpy with the rtl_fm de-emphasis at the first FM
-# relay, the rtl_tcp demodulator (scipy) with that backend.
+# once a signing key is configured, numpy (fm_audio) at the first FM relay, the rtl_tcp
+# client with that backend.
 NOT_IMPORTED = ("nacl.signing", "drivers.sdr.fm_audio", "drivers.sdr.rtl_tcp")
 
 
@@ -336,9 +336,8 @@ def main() -> str:
         "imported after it, what the daemon imports only with other settings or later: "
         "libsodium's Ed25519 (PyNaCl, once a signing key is configured), "
         "`drivers.sdr.fm_audio` (numpy: the rtl_fm de-emphasis, imported by the first FM "
-        "relay and kept from then on) and `drivers.sdr.rtl_tcp` (`fm.backend: rtl_tcp`: its "
-        "demodulator's scipy, imported with the tuner at start-up rather than by the first "
-        "relay).",
+        "relay and kept from then on) and `drivers.sdr.rtl_tcp` (`fm.backend: rtl_tcp`; its "
+        "demodulator's numpy comes with the first relay too).",
         "",
         markdown_table(["import", "RSS added MB"],
                        [[f"`{name}`", fmt(kb / 1024)] for name, kb in imported[1:]]

@@ -219,12 +219,12 @@ installed_checks() {
 	local version machine
 	version="$(in_root broadcast-agent --version)" || true
 	machine="$(in_root /opt/broadcast-agent/venv/bin/python -c \
-		'import platform, numpy, scipy.signal; print(platform.machine())')" || true
+		'import platform, numpy, soundfile; print(platform.machine())')" || true
 	echo "${version}; the venv's Python runs on ${machine}"
 	SUMMARY+=("version:  ${version} (.deb $(dpkg-deb -f "${DEB}" Version)), on ${machine}")
 	check "broadcast-agent --version on PATH, the .deb's version" \
 		[ "$(deb_version "${version#broadcast-agent }")" = "$(dpkg-deb -f "${DEB}" Version)" ]
-	check "the venv's Python, numpy and scipy run on aarch64" [ "${machine}" = aarch64 ]
+	check "the venv's Python, numpy and libsndfile run on aarch64" [ "${machine}" = aarch64 ]
 	check "package files intact (dpkg --verify)" in_root dpkg --verify broadcast-agent
 
 	provision_boot_config "${ROOT}" "${REPO}"

@@ -20,8 +20,8 @@ BACKENDS = {
 def receiver_factory(backend: str, *, rtl_tcp_address: str, sample_rate: int,
                      gain_db: float | None, ppm: int) -> Callable[[], FmReceiver]:
     """Makes a fresh receiver for ``fm.backend`` at each call (see SdrSettings for the
-    arguments). The backend's module is imported now, not by the first relay: rtl_tcp's
-    demodulator brings scipy, about 0.8 s to import, which would delay that relay."""
+    arguments). The backend's module is imported now, so that a broken install fails at
+    start-up; numpy, which both demodulate with, comes with the first relay."""
     cls = backend_class("fm.backend", BACKENDS, backend, FmReceiver)
     settings = SdrSettings(rtl_tcp_address, sample_rate, gain_db, ppm)
     return lambda: cls.from_settings(settings)

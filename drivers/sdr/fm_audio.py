@@ -1,8 +1,7 @@
-"""What both FM backends do to demodulated audio, in numpy alone: the deviation-to-level
-scale, 50 µs de-emphasis, and s16le stereo out. The ``rtl_fm`` backend (the shipped
-default) needs nothing more, so a daemon relaying through it never imports scipy
-(issue 10: scipy alone added 63 MB to the agent); only ``rtl_tcp``'s own demodulator
-(drivers/sdr/wbfm.py) filters with scipy.
+"""What both FM backends do to demodulated audio, in numpy alone (scipy, which added 63 MB
+to the agent, is not a dependency: issue 10): the deviation-to-level scale, 50 µs
+de-emphasis, and s16le stereo out. The ``rtl_fm`` backend (the shipped default) needs
+nothing more; ``rtl_tcp``'s own demodulator (drivers/sdr/wbfm.py) filters the IQ first.
 """
 
 from __future__ import annotations

@@ -8,11 +8,12 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from drivers.sdr.base import FmReceiver, SdrMissing, SdrSettings, SdrStalled
-from drivers.sdr.fm_audio import to_stereo_s16le
-from drivers.sdr.wbfm import WbfmDemodulator
+
+if TYPE_CHECKING:
+    from drivers.sdr.wbfm import WbfmDemodulator
 
 HEADER_MAGIC = b"RTL0"
 HEADER_SIZE = 12
@@ -107,6 +108,9 @@ class RtlTcpReceiver(FmReceiver):
                    ppm=settings.ppm)
 
     def start(self, frequency_mhz: float) -> None:
+        # numpy is imported here, by the first relay, not when the daemon builds its tuner.
+        from drivers.sdr.wbfm import WbfmDemodulator
+
         self.stop()
         demodulator = WbfmDemodulator(self._sample_rate)
         centre_hz = round(frequency_mhz * 1e6 - demodulator.offset_hz)
@@ -147,7 +151,7 @@ class RtlTcpReceiver(FmReceiver):
             self._unmeasured_samples = 0
             self._signal_dbfs = self._demodulator.channel_power_dbfs(
                 iq[-2 * SIGNAL_WINDOW_SAMPLES :])
-        return to_stereo_s16le(self._demodulator.process(iq))
+        return self._demodulator.stereo_s16le(iq)
 
     def _receive(self, timeout: float) -> bytes:
         """Waits up to ``timeout`` for IQ, then gathers up to BLOCK_S of it for at most BLOCK_S."""

@@ -1,8 +1,8 @@
 """The .deb of `make deb` (firmware-image/deb/build-deb.sh).
 
 The metadata it writes (version, control, conffiles, md5sums, maintainer scripts) is checked
-on a small tree in well under a second. The real build (about a minute: a venv with numpy and
-scipy, pyalsaaudio compiled) runs only with BROADCAST_DEB_BUILD=1.
+on a small tree in well under a second. The real build (about a minute: a venv with numpy,
+pyalsaaudio compiled) runs only with BROADCAST_DEB_BUILD=1.
 """
 
 from __future__ import annotations

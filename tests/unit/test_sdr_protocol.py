@@ -1,6 +1,8 @@
 """rtl_tcp protocol: header, commands, and what a real TCP exchange with the fake carries."""
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -142,6 +144,25 @@ def test_stalled_server_reads_empty_then_resumes(fake: FakeRtlTcpServer) -> None
         assert read_until_pcm(receiver)
     finally:
         receiver.stop()
+
+
+def test_relaying_brings_numpy_and_never_scipy(fake: FakeRtlTcpServer) -> None:
+    """scipy is no dependency of the product (issue 10); numpy comes with the first relay."""
+    probe = f"""
+import sys, time
+from drivers.sdr.rtl_tcp import RtlTcpReceiver
+receiver = RtlTcpReceiver("127.0.0.1", {fake.port}, sample_rate=960_000, gain_db=None, ppm=0)
+before = "numpy" in sys.modules
+receiver.start(100.0)
+deadline = time.monotonic() + 30
+while not receiver.read(0.2) and time.monotonic() < deadline:
+    pass
+print(before, receiver.signal_dbfs is not None, "numpy" in sys.modules, "scipy" in sys.modules)
+receiver.stop()
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert result.stdout.split() == ["False", "True", "True", "False"], result.stderr
 
 
 def test_factory() -> None:
