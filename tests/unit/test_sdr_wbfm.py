@@ -13,7 +13,13 @@ from scipy import signal
 from drivers.sdr.base import SdrMissing
 from drivers.sdr.rtl_fm import RtlFmReceiver
 from drivers.sdr.rtl_tcp import RtlTcpReceiver
-from drivers.sdr.wbfm import StreamingResampler, WbfmDemodulator, default_offset_hz
+from drivers.sdr.wbfm import (
+    STOPBAND_ATTENUATION_DB,
+    StreamingResampler,
+    WbfmDemodulator,
+    _lowpass,
+    default_offset_hz,
+)
 from tests.support.fake_rtl_tcp import (
     FakeRtlTcpServer,
     FakeStation,
@@ -116,7 +122,8 @@ def test_offset_choice() -> None:
     assert default_offset_hz(2_400_000) == 600_000
 
 
-@pytest.mark.parametrize(("up", "down", "channels"), [(1, 4, 2), (1, 5, 1), (3, 16, 1), (6, 25, 1)])
+@pytest.mark.parametrize(("up", "down", "channels"),
+                         [(1, 4, 2), (1, 5, 1), (3, 16, 1), (6, 25, 1), (2, 3, 2), (5, 1, 1)])
 def test_streaming_resampler_matches_one_shot_filtering(up: int, down: int, channels: int) -> None:
     rng = np.random.default_rng(up * 100 + down)
     taps = signal.firwin(61, 0.8 / max(up, down)).astype(np.float32)
@@ -130,6 +137,19 @@ def test_streaming_resampler_matches_one_shot_filtering(up: int, down: int, chan
     blockwise = np.concatenate(pieces)
     assert blockwise.shape[0] == whole.shape[0]
     np.testing.assert_allclose(blockwise, whole, atol=1e-5)
+
+
+@pytest.mark.parametrize(("rate", "passband_hz", "stopband_hz"), [
+    (240_000, 15_000, 24_000),  # the audio filter, undecimated
+    (1_024_000, 100_000, 156_000),  # the channel filter before decimating by 4
+])
+def test_lowpass_taps_are_scipys_kaiser_design(rate: int, passband_hz: float,
+                                               stopband_hz: float) -> None:
+    numtaps, beta = signal.kaiserord(STOPBAND_ATTENUATION_DB,
+                                     (stopband_hz - passband_hz) / (rate / 2))
+    expected = signal.firwin(numtaps | 1, (passband_hz + stopband_hz) / 2,
+                             window=("kaiser", beta), fs=rate)
+    np.testing.assert_allclose(_lowpass(rate, passband_hz, stopband_hz), expected, atol=1e-7)
 
 
 def test_demodulation_is_independent_of_block_boundaries() -> None:
