@@ -4,9 +4,10 @@ The agent owns both ends of the record pipe: the playout process writes what lef
 card into it, the recorder process reads it. Either can then die and be replaced without
 the other noticing: what the playout process wrote meanwhile waits in the pipe (or, when
 the pipe is full, is dropped there and recorded as silence). The "recorder-watch" thread
-reads the recorder's reports (``recording_failed`` raised and cleared, dropped periods)
-and starts it again, with a growing delay, when it exits; its exit raises
-``recording_failed`` until it stores a segment again.
+reads the recorder's reports (``recording_failed`` raised and cleared, dropped periods,
+signs of life) and starts it again, with a growing delay, when it exits; its exit raises
+``recording_failed`` until it stores a segment again. A recorder that says nothing for
+``HUNG_AFTER_S`` (stopped, or stuck on a dead disk) is killed, so that its exit says so.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO
 
 from agent.config.model import Config
 from agent.core.faults import FaultRegistry
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 30.0
 STOP_TIMEOUT_S = 5.0  # to encode what is left and close the segment
+# It reports every second (worker.ALIVE_EVERY_S); a segment's fsync on a worn SD card, or
+# the repair of one left open, may hold it for seconds, never for this long.
+HUNG_AFTER_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -57,14 +61,15 @@ class RecorderSettings:
 class RecorderProcess:
     def __init__(self, settings: RecorderSettings, faults: FaultRegistry,
                  on_drop: Callable[[int], None], *,
-                 interpreter: str = sys.executable) -> None:
+                 interpreter: str = sys.executable, hung_after_s: float = HUNG_AFTER_S) -> None:
         self._settings = settings
         self._faults = faults
         self._on_drop = on_drop
         self._interpreter = interpreter
+        self._hung_after_s = hung_after_s
         self._read_fd, self.write_fd = open_pipe()  # write_fd: for each playout process
         self._lock = threading.Lock()  # the process, and whether another may start
-        self._proc: subprocess.Popen[str] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._retry_s = FIRST_RETRY_S
         self._thread = NamedThread(target=self._run, name="recorder-watch", daemon=True)
@@ -109,9 +114,7 @@ class RecorderProcess:
                     return
                 proc = self._spawn()
             if proc is not None:
-                assert proc.stdout is not None
-                with proc.stdout as reports:
-                    reported = self._take_reports(reports)
+                reported = self._take_reports(proc)
                 code = proc.wait()
                 if self._stopping.is_set():
                     return
@@ -122,37 +125,56 @@ class RecorderProcess:
                 return
             self._retry_s = min(self._retry_s * 2, MAX_RETRY_S)
 
-    def _spawn(self) -> subprocess.Popen[str] | None:
+    def _spawn(self) -> subprocess.Popen[bytes] | None:
         command = self._settings.command(self._interpreter, self._read_fd)
         try:
             self._proc = subprocess.Popen(command, pass_fds=[self._read_fd],
-                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                          encoding="utf-8", errors="replace")
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         except OSError as exc:
             self._failed(f"cannot start the recorder process: {exc}")
             self._proc = None
         return self._proc
 
-    def _take_reports(self, reports: IO[str]) -> str | None:
-        """Until the process closes its stdout; returns its last failure not yet cured."""
+    def _take_reports(self, proc: subprocess.Popen[bytes]) -> str | None:
+        """Until the process closes its stdout (killed if it falls silent); returns its
+        last failure not yet cured."""
+        assert proc.stdout is not None
         failure = None
-        for line in reports:
-            try:
-                report = json.loads(line)
-                if "failed" in report:  # the recorder logged it
-                    failure = str(report["failed"])
-                    self._faults.raise_("recording_failed", failure[:300])
-                elif "stored" in report:
-                    failure = None
-                    self._retry_s = FIRST_RETRY_S
-                    self._faults.clear("recording_failed")
-                elif "dropped" in report:
-                    self._on_drop(int(report["dropped"]))
-                else:
-                    raise ValueError("no known key")
-            except (ValueError, TypeError, AttributeError) as exc:
-                log.warning("a report of the recorder process not understood (%s): %.200r",
-                            exc, line)
+        pending = b""
+        with proc.stdout as reports:
+            while True:
+                ready, _, _ = select.select([reports], [], [], self._hung_after_s)
+                if not ready:
+                    failure = (f"the recorder process gave no sign of life for "
+                               f"{self._hung_after_s:g} s: killed")
+                    self._failed(failure)
+                    proc.kill()
+                    continue  # to the end of its stdout
+                chunk = os.read(reports.fileno(), 65536)
+                if not chunk:
+                    return failure
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    failure = self._take_report(line.decode("utf-8", "replace"), failure)
+
+    def _take_report(self, line: str, failure: str | None) -> str | None:
+        """One report; returns the failure not yet cured after it."""
+        try:
+            report = json.loads(line)
+            if "failed" in report:  # the recorder logged it
+                failure = str(report["failed"])
+                self._faults.raise_("recording_failed", failure[:300])
+            elif "stored" in report:
+                failure = None
+                self._retry_s = FIRST_RETRY_S
+                self._faults.clear("recording_failed")
+            elif "dropped" in report:
+                self._on_drop(int(report["dropped"]))
+            elif "alive" not in report:
+                raise ValueError("no known key")
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("a report of the recorder process not understood (%s): %.200r",
+                        exc, line)
         return failure
 
     def _failed(self, reason: str) -> None:

@@ -68,13 +68,16 @@ def _lowpass(rate_in: int) -> Samples:
 class Recorder:
     def __init__(self, store: SegmentStore, faults: Faults, rate: int,
                  frame_time: Callable[[int], float], *, on_drop: Callable[[], None],
+                 on_turn: Callable[[], None] = lambda: None,
                  queue_periods: int = QUEUE_PERIODS, segment_s: float = SEGMENT_S,
                  batch_s: float = BATCH_S) -> None:
+        """``on_turn`` is called by the recorder thread after each batch: it is alive."""
         self.store = store
         self._faults = faults
         self._rate = rate
         self._frame_time = frame_time
         self._on_drop = on_drop
+        self._on_turn = on_turn
         self._queue: queue.Queue[tuple[int, bytes]] = queue.Queue(queue_periods)
         self._batch_s = batch_s
         self._segment_samples = round(segment_s * RATE)
@@ -126,6 +129,7 @@ class Recorder:
                     self._take(index, frames)
                 except _FAILURES as exc:
                     self._fail(exc)
+            self._on_turn()
             if stopping:
                 break
         try:

@@ -6,7 +6,9 @@ Records are (wall time of the first frame, frames) (agent.playout.channel); the 
 mapped onto a frame numbering of this process's own, which is all the recorder needs to
 see holes in the card's time line. What the agent must know comes out on stdout, one JSON
 object a line: ``{"failed": reason}``, ``{"stored": unix_time}`` (a segment was closed, so
-recording works), ``{"dropped": periods}``.
+recording works), ``{"dropped": periods}``, and ``{"alive": unix_time}`` every
+``ALIVE_EVERY_S`` while the recorder thread turns (the agent kills a recorder that falls
+silent: agent.recording.process).
 
 It stops at the end of the pipe (every writer closed it: the agent stopping) or on
 SIGTERM, closing its open segment either way. A lock on the store's directory lets a
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 # the recorder takes them (BATCH_S), and one that fell behind catches up at five times
 # real time.
 READ_CHUNK = 256 * 1024
+ALIVE_EVERY_S = 1.0
 
 
 class Reports:
@@ -49,6 +52,7 @@ class Reports:
         self._out = out
         self._lock = threading.Lock()
         self._dropped = 0
+        self._alive_at = 0.0
 
     def _send(self, message: dict[str, object]) -> None:
         try:
@@ -63,6 +67,12 @@ class Reports:
 
     def clear(self, code: str) -> None:
         self._send({"stored": time.time()})
+
+    def alive(self) -> None:
+        now = time.monotonic()
+        if now - self._alive_at >= ALIVE_EVERY_S:
+            self._alive_at = now
+            self._send({"alive": time.time()})
 
     def count_drop(self) -> None:
         self._dropped += 1
@@ -147,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         store = SegmentStore(args.dir, args.max_bytes, args.max_days, time.time)
         grid = FrameGrid(time.time(), args.rate)
         recorder = Recorder(store, reports, args.rate, grid.time_of,
-                            on_drop=reports.count_drop, segment_s=args.segment_s)
+                            on_drop=reports.count_drop, on_turn=reports.alive,
+                            segment_s=args.segment_s)
         recorder.start()
         try:
             read_records(args.record_fd, recorder, reports, grid.frame_at)

@@ -22,7 +22,7 @@ from agent.playout.voice import BYTES_PER_FRAME
 from agent.recording.index import RATE, StoreView
 from agent.recording.process import FIRST_RETRY_S, RecorderProcess, RecorderSettings
 from agent.recording.store import SegmentStore
-from agent.recording.worker import FrameGrid
+from agent.recording.worker import ALIVE_EVERY_S, FrameGrid
 from tests.support.agentproc import wait_for
 from tests.support.recordings import write_segment
 from tests.support.scripts import write_script
@@ -151,6 +151,35 @@ def test_a_recorder_process_that_dies_is_a_fault_until_it_records_again(
         second = wait_for(lambda: recorder.pid not in (None, first) and recorder.pid,
                           FIRST_RETRY_S + 10, 0.05, "the recorder started again")
         assert second != first
+        send(recorder.write_fd, time.time(), tone(1.0))
+        wait_for(lambda: faults.active() == [], 30, 0.05, "recording_failed cleared")
+    finally:
+        recorder.stop()
+    assert sum(samples for _, samples in recorded(tmp_path / "rec")) == RATE
+
+
+def test_a_recorder_process_that_hangs_is_killed_a_fault_and_started_again(
+        tmp_path: Path) -> None:
+    """A recorder frozen (here by SIGSTOP; in the field, stuck on a dead disk) records
+    nothing while the card plays: the fault says so, and a new recorder takes over."""
+    faults = FaultRegistry(lambda: EPOCH)
+    recorder = RecorderProcess(settings(tmp_path / "rec", segment_s=0.5), faults,
+                               lambda periods: None, hung_after_s=3.0)
+    recorder.start()
+    try:
+        frozen = wait_for(lambda: recorder.pid, 10, 0.05, "the recorder process")
+        time.sleep(1.5)  # alive, reporting so every second: no fault
+        assert faults.active() == []
+        os.kill(frozen, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        [fault] = wait_for(lambda: [f for f in faults.active() if "exited" in f.message],
+                           10, 0.05, "recording_failed, once it was killed")
+        # Its last sign of life came up to ALIVE_EVERY_S before the freeze.
+        assert time.monotonic() - frozen_at >= 3.0 - ALIVE_EVERY_S
+        assert fault.message == ("the recorder process gave no sign of life for 3 s: "
+                                 "killed; the recorder process exited with signal 9")
+        wait_for(lambda: recorder.pid not in (None, frozen), FIRST_RETRY_S + 10, 0.05,
+                 "the recorder started again")
         send(recorder.write_fd, time.time(), tone(1.0))
         wait_for(lambda: faults.active() == [], 30, 0.05, "recording_failed cleared")
     finally:
