@@ -75,6 +75,10 @@ class RecorderProcess:
         self._thread = NamedThread(target=self._run, name="recorder-watch", daemon=True)
 
     def start(self) -> None:
+        """Starts the recorder process now, in the caller's thread: a stop() right after
+        must find it there to record what the pipe already holds."""
+        with self._lock:
+            self._spawn()
         self._thread.start()
 
     @property
@@ -109,10 +113,7 @@ class RecorderProcess:
     # --- the recorder-watch thread -----------------------------------------------------
     def _run(self) -> None:
         while True:
-            with self._lock:
-                if self._stopping.is_set():
-                    return
-                proc = self._spawn()
+            proc = self._proc  # set by start() or below, by this thread alone from now on
             if proc is not None:
                 reported = self._take_reports(proc)
                 code = proc.wait()
@@ -124,8 +125,12 @@ class RecorderProcess:
             if self._stopping.wait(self._retry_s):
                 return
             self._retry_s = min(self._retry_s * 2, MAX_RETRY_S)
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._spawn()
 
-    def _spawn(self) -> subprocess.Popen[bytes] | None:
+    def _spawn(self) -> None:
         command = self._settings.command(self._interpreter, self._read_fd)
         try:
             self._proc = subprocess.Popen(command, pass_fds=[self._read_fd],
@@ -133,7 +138,6 @@ class RecorderProcess:
         except OSError as exc:
             self._failed(f"cannot start the recorder process: {exc}")
             self._proc = None
-        return self._proc
 
     def _take_reports(self, proc: subprocess.Popen[bytes]) -> str | None:
         """Until the process closes its stdout (killed if it falls silent); returns its

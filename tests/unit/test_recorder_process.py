@@ -28,6 +28,9 @@ from tests.support.recordings import write_segment
 from tests.support.scripts import write_script
 
 CARD_RATE = 48_000
+# The agent gives its recorder 5 s to close its segment at shutdown; a parallel suite can
+# starve a recorder (at nice 5) still importing numpy when the test stops it.
+STOP_TIMEOUT_S = 60.0
 EPOCH = 1_800_000_000.0
 FIR_DELAY_S = 31 / CARD_RATE  # the recorder's anti-alias filter, compensated in the start
 
@@ -127,13 +130,26 @@ def test_the_recorder_process_records_the_pipe_and_closes_its_segment_at_stop(
         at = time.time()
         send(recorder.write_fd, at, tone(2.5))
     finally:
-        recorder.stop()
+        recorder.stop(timeout=STOP_TIMEOUT_S)
     segments = recorded(tmp_path / "rec")
     assert [samples for _, samples in segments] == [RATE, RATE, RATE // 2]
     assert segments[0][0] == pytest.approx(at - FIR_DELAY_S, abs=1e-4)
     assert segments[2][0] == pytest.approx(at + 2 - FIR_DELAY_S, abs=1e-4)
     assert faults.active() == [] and drops == []
     assert recorder.pid is None
+
+
+def test_a_stop_right_after_the_start_records_what_the_pipe_held(tmp_path: Path) -> None:
+    """The recorder process is started by start() itself: a fresh-clone run stopped one
+    before its watch thread had started the process, and what the pipe held was lost."""
+    faults = FaultRegistry(lambda: EPOCH)
+    recorder = RecorderProcess(settings(tmp_path / "rec"), faults, lambda periods: None)
+    at = time.time()
+    send(recorder.write_fd, at, tone(1.5))
+    recorder.start()
+    recorder.stop(timeout=STOP_TIMEOUT_S)
+    assert [samples for _, samples in recorded(tmp_path / "rec")] == [RATE, RATE // 2]
+    assert faults.active() == []
 
 
 def test_a_recorder_process_that_dies_is_a_fault_until_it_records_again(
@@ -154,7 +170,7 @@ def test_a_recorder_process_that_dies_is_a_fault_until_it_records_again(
         send(recorder.write_fd, time.time(), tone(1.0))
         wait_for(lambda: faults.active() == [], 30, 0.05, "recording_failed cleared")
     finally:
-        recorder.stop()
+        recorder.stop(timeout=STOP_TIMEOUT_S)
     assert sum(samples for _, samples in recorded(tmp_path / "rec")) == RATE
 
 
@@ -183,7 +199,7 @@ def test_a_recorder_process_that_hangs_is_killed_a_fault_and_started_again(
         send(recorder.write_fd, time.time(), tone(1.0))
         wait_for(lambda: faults.active() == [], 30, 0.05, "recording_failed cleared")
     finally:
-        recorder.stop()
+        recorder.stop(timeout=STOP_TIMEOUT_S)
     assert sum(samples for _, samples in recorded(tmp_path / "rec")) == RATE
 
 
@@ -201,7 +217,7 @@ def test_what_the_recorder_process_says_wrong_is_logged_and_its_failure_kept(
             wait_for(lambda: any("exited" in f.message for f in faults.active()), 10, 0.05,
                      "its exit")
         finally:
-            recorder.stop()
+            recorder.stop(timeout=STOP_TIMEOUT_S)
     assert faults.active()[0].message == \
         "disk on fire; the recorder process exited with status 3"
     not_understood = [r for r in caplog.records if "not understood" in r.getMessage()]
