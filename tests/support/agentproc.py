@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,10 +27,27 @@ UNIT_NICE = -10  # systemd/broadcast-agent.service
 T = TypeVar("T")
 
 
+LOWEST_PORT = 10_000
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port below the kernel's ephemeral range. Servers here are restarted
+    on their port (a broker back from an outage, an agent after a kill); an ephemeral port
+    may meanwhile have become the local end of an outgoing connection, and the restart
+    fail with "Address already in use" (seen in a fresh-clone run)."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32_768
+    rng = random.SystemRandom()
+    while True:
+        port = rng.randrange(LOWEST_PORT, max(ephemeral, LOWEST_PORT + 1_000))
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 def processes(marker: bytes) -> Iterator[tuple[int, Path]]:
