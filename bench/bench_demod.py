@@ -141,7 +141,7 @@ def main() -> int:
         f"blocks, process CPU time, pinned to one core. Relay: FmTuner through rtl_tcp to the "
         f"fake server (own process) with an engine-like reader (10 ms every 10 ms), "
         f"{args.relay_seconds:g} s. Start: {args.starts} starts, FmTuner.start to the first "
-        "non-silent 10 ms read (includes the receiver's 100 ms settle discard and the 80 ms "
+        "non-silent 10 ms read (includes the receiver's 100 ms settle discard and the 300 ms "
         "jitter-buffer prefill).\n\n"
         + markdown_table(["IQ rate", "station offset", "demod × real time p5 / p50 / p95",
                           "relay CPU % of one core", "start latency p50 / p99 ms"], rows))

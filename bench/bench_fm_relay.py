@@ -124,7 +124,7 @@ def main() -> str:
         f"own latency); IQ at the default 240 kS/s from the fake rtl_tcp server; relays of "
         f"{RELAY_S:g} s. CPU: the agent's process tree over {CPU_SAMPLE_S:g} s of a relay.",
         "", table, "",
-        "By design (docs/fm.md): 100 ms of IQ discarded after tuning + 80 ms jitter-buffer "
+        "By design (docs/fm.md): 100 ms of IQ discarded after tuning + 300 ms jitter-buffer "
         "prefill + one 20 ms block, plus the control loop's tick and the sink's buffering."]
     return run.section("\n".join(body))
 
