@@ -62,7 +62,6 @@ class StreamingResampler:
     def __init__(self, taps: FloatArray, up: int, down: int, channels: int = 1) -> None:
         if math.gcd(up, down) != 1:
             raise ValueError("up/down must be coprime")
-        self._taps = taps
         self._up = up
         self._down = down
         # Phase p's taps h[p], h[p + up], ..., newest input last: phases[p] @ window.
