@@ -91,12 +91,16 @@ class Phase:
     card_cpu: float  # % of one core the virtual card's threads took meanwhile
 
 
+def card_cpu_s(pid: int) -> float:
+    """CPU seconds so far of the virtual card's threads in the tree of ``pid``."""
+    return sum(times.cpu_s for times in thread_times(pid, CARD_THREADS).values())
+
+
 def sampled_phase(name: str, pid: int, seconds: float) -> Phase:
     """The tree of ``pid`` sampled for ``seconds``, with what its virtual card took."""
-    card_before, began = thread_times(pid, CARD_THREADS).cpu_s, time.monotonic()
+    card_before, began = card_cpu_s(pid), time.monotonic()
     samples = sample_tree(pid, seconds)
-    card_s = thread_times(pid, CARD_THREADS).cpu_s - card_before
-    card = 100 * card_s / (time.monotonic() - began)
+    card = 100 * (card_cpu_s(pid) - card_before) / (time.monotonic() - began)
     return Phase(name, samples, card)
 
 

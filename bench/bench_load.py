@@ -92,8 +92,8 @@ class StallSampler:
         self.seconds: list[Second] = []
 
     def _read(self) -> tuple[float, float, float]:
-        return (steal_s(), thread_times(self._pid, {"playout"}).waited_s,
-                thread_times(self._pid, {"wav-dac"}).waited_s)
+        times = thread_times(self._pid, ("playout", "wav-dac"))
+        return steal_s(), times["playout"].waited_s, times["wav-dac"].waited_s
 
     def sample(self) -> None:
         now = self._read()
