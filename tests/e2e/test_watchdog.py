@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tests.conftest import AgentFactory, Source, whole_second
 from tests.support.agentproc import local_time, processes, wait_for
+from tests.support.scripts import write_script
 
 
 class NotifySocket:
@@ -68,8 +69,7 @@ def test_a_wedged_speech_engine_holds_up_only_its_item_and_the_watchdog_stays_fe
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     hung = bin_dir / "espeak-ng"
-    hung.write_text("#!/bin/sh\nexec sleep 600\n")
-    hung.chmod(0o755)
+    write_script(hung, "#!/bin/sh\nexec sleep 600\n")
     start = whole_second(6)
     source.publish([{"id": "p-tts", "title": "Thông báo", "priority": "scheduled",
                      "source": {"type": "tts", "text": "Kính mời bà con"},

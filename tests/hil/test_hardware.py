@@ -35,6 +35,7 @@ from tests.support.hil import (
     rig,
     to_wall_time,
 )
+from tests.support.scripts import write_script
 from tests.support.wavfile import read_capture, rms_dbfs, tone_frequency
 
 RATE = 48000
@@ -47,9 +48,7 @@ RIG_ENV = {"BROADCAST_HIL_PLAYBACK": "plughw:Loopback,0",
 
 def executable(path: Path, body: str) -> str:
     """A Python script at ``path`` run by this interpreter: a real child process."""
-    path.write_text(f"#!{sys.executable}\n{body}")
-    path.chmod(0o755)
-    return str(path)
+    return str(write_script(path, f"#!{sys.executable}\n{body}"))
 
 
 def ramp(first: int, count: int) -> np.ndarray[Any, np.dtype[np.int16]]:
@@ -139,9 +138,8 @@ def test_real_arecord_accepts_the_command_and_its_bytes_arrive_exactly(tmp_path:
                          f'infile "{infile}" format "raw" }}\n')
     # Real arecord with the recorder's exact arguments, told to stop after the known frames.
     wrapper = tmp_path / "arecord"
-    wrapper.write_text(f"#!/bin/sh\nALSA_CONFIG_PATH=/usr/share/alsa/alsa.conf:{alsa_conf} "
-                       f"exec {ARECORD} \"$@\" --samples={frames}\n")
-    wrapper.chmod(0o755)
+    write_script(wrapper, f"#!/bin/sh\nALSA_CONFIG_PATH=/usr/share/alsa/alsa.conf:{alsa_conf} "
+                          f"exec {ARECORD} \"$@\" --samples={frames}\n")
     capture = tmp_path / "capture.wav"
     recorder = CaptureRecorder("known", capture, arecord_path=str(wrapper))
     recorder.start()
