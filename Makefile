@@ -12,6 +12,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The end-to-end tests mostly wait on real time (about 20 % of a core each): five workers
 # keep two cores busy; at six, the playout process of one now and then ran late (30 ms).
 PYTEST_WORKERS ?= 5
+# soundfile built from its source, so that it loads the system's libsndfile: the one its
+# wheels bundle encodes the off-air recording (Opus) three times slower (docs/benchmarks.md).
+PIP_SOUNDFILE := --no-binary soundfile
 
 .PHONY: install apt venv demo test lint bench deb bundle image-chroot-test arm64-check clean
 
@@ -27,7 +30,7 @@ venv: $(VENV)/.stamp
 $(VENV)/.stamp: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q $(PIP_SOUNDFILE) -e '.[test]'
 	touch $@
 
 demo: install

@@ -281,7 +281,7 @@ test_deps() {
 	cp "${WHEEL}" "${ROOT}/root/wheel/"
 	in_root python3 -m venv "${TEST_VENV}"
 	in_root "${PIP_ENV[@]}" "${TEST_VENV}/bin/python" -m pip install -q --upgrade pip
-	in_root "${PIP_ENV[@]}" "${TEST_VENV}/bin/python" -m pip install -q \
+	in_root "${PIP_ENV[@]}" "${TEST_VENV}/bin/python" -m pip install -q --no-binary soundfile \
 		"/root/wheel/$(basename "${WHEEL}")[test]"
 	touch "${WORK}/testdeps.done"
 }

@@ -105,11 +105,13 @@ class SegmentStore(SegmentIndex):
 
 
 def _readable_part(path: Path) -> np.ndarray:
-    """The samples that decode from the start of a possibly truncated segment."""
+    """The samples that decode from the start of a possibly truncated segment. Read until
+    a read comes back empty: of a truncated Ogg file, libsndfile 1.2.0 (Debian 12's)
+    reports an unknown length, which ``SoundFile.blocks`` would loop over forever."""
     blocks = []
     try:
         with sf.SoundFile(path) as source:
-            for block in source.blocks(blocksize=RATE // 50, dtype="float32"):
+            while len(block := source.read(RATE // 50, dtype="float32")):
                 blocks.append(block)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         log.info("recording %s is cut short (%s); keeping what decodes", path.name, exc)

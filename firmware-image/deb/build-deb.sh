@@ -52,7 +52,10 @@ build_venv() {
 	# No wheel cache: pyalsaaudio (an sdist) is compiled here from its hashed source.
 	local pip=("${python}" -m pip --python "${venv}/bin/python" install --quiet --no-compile
 		--no-cache-dir --no-warn-script-location)
-	"${pip[@]}" --require-hashes --no-deps -r "${DEB_HERE}/requirements.lock"
+	# soundfile from its source too: it then loads Debian's libsndfile (a Depends), whose
+	# Opus encoder costs a third of the one the soundfile wheels bundle.
+	"${pip[@]}" --require-hashes --no-deps --no-binary soundfile \
+		-r "${DEB_HERE}/requirements.lock"
 	"${pip[@]}" --no-deps "${wheel}"
 	# Built inside ROOT, installed at /: scripts and pyvenv.cfg name the final path.
 	grep -rlI --null -F "${root}${DEB_PREFIX}" "${venv}/bin" "${venv}/pyvenv.cfg" \

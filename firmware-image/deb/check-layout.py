@@ -35,6 +35,9 @@ def check(deb: Path, tmp_path: Path) -> None:
     script = (venv / "bin/broadcast-agent").read_text()
     assert script.startswith("#!/opt/broadcast-agent/venv/bin/python\n")
     assert "/tmp" not in (venv / "pyvenv.cfg").read_text()
+    # soundfile loads Debian's libsndfile, not one of its own (build-deb.sh).
+    bundled = list(venv.glob("lib/python3*/site-packages/_soundfile_data"))
+    assert not bundled, f"{deb}: soundfile bundles a libsndfile: {bundled}"
 
 
 if __name__ == "__main__":

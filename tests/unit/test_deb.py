@@ -83,6 +83,7 @@ def test_debian_dir_lists_etc_as_conffiles_and_builds(tmp_path: Path) -> None:
     assert fields["Maintainer"] == MAINTAINER
     assert int(fields["Installed-Size"]) > 0
     assert "python3 (<< 3.12)" in fields["Depends"]  # the venv is tied to Python 3.11
+    assert "libsndfile1 (>= 1.2.0)" in fields["Depends"]  # soundfile is built to load it
 
 
 def test_postinst_makes_the_service_user_and_enables_both_units() -> None:
