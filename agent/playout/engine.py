@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 FADE_IN_S = 0.005
 FADE_OUT_S = 0.020
 MIN_SLEEP_S = 0.002  # a period less than this early is rendered at once
-RECHECK_S = 0.001  # woken before the card's step: how soon to look again
 PERIOD_S = 0.020  # each period costs fixed Python work: fewer, longer ones use less CPU
 
 Block = npt.NDArray[np.float32]
@@ -157,16 +156,14 @@ class PlayoutEngine:
     # --- the real-time thread ----------------------------------------------------------
     def _run(self) -> None:
         request_realtime()
-        next_look = 0.0  # monotonic: a period after the last render began
         while not self._stop.is_set():
             try:
                 excess = self.output.buffered_frames() - (self._target_buffer - self._period)
                 if excess > self._min_sleep:
-                    time.sleep(self._sleep_s(excess, next_look))
+                    time.sleep(min(excess / self.rate, 0.05))
                     continue
-                # Within MIN_SLEEP_S of due: render now. The card drains in steps, so
+                # Within MIN_SLEEP_S of due: render now. The card drains in ticks, so
                 # sleeping that little would only wake to find it unchanged, again and again.
-                next_look = time.monotonic() + self._period / self.rate
                 first = self.output.next_frame_index()
                 block = self._render(first)
                 self.output.write(block, timeout=1.0)
@@ -182,19 +179,6 @@ class PlayoutEngine:
             except Exception:  # keep the card fed whatever a voice did
                 log.exception("playout period failed")
                 self._stop.wait(0.05)
-
-    def _sleep_s(self, excess: int, next_look: float) -> float:
-        """How long to sleep with ``excess`` frames in the card above the render mark. A
-        card counts what it consumed in steps (a period interrupt; the virtual card's 10
-        ms tick), and a render follows a step: the next step comes about a period after
-        the last render began, at ``next_look``. Woken by ``excess / rate`` instead, the
-        engine would find the card unchanged before most steps and sleep twice a period.
-        Past ``next_look`` the step is due: look again soon, or when all but a period of
-        the excess has drained by the frame clock."""
-        now = time.monotonic()
-        if next_look > now:
-            return next_look - now
-        return min(max(RECHECK_S, (excess - self._period) / self.rate), 0.05)
 
     def _render(self, first: int) -> bytes:
         n = self._period
