@@ -71,6 +71,7 @@ FM_SAMPLE_S = 20
 FM_MHZ = 100.0
 CLI_RUNS = 15
 CARD_THREADS = ("wav-dac", "wav-disk")  # the clocked WAV sink's, in the playout process
+ENGINE_THREAD = "playout"
 FM_OFF = {"backend": "none"}
 # Imported one after another in a fresh Python, then the daemon: each line is what that
 # library adds (what it shares with one before it is counted there).
@@ -89,19 +90,24 @@ class Phase:
     name: str
     samples: list[TreeSample]
     card_cpu: float  # % of one core the virtual card's threads took meanwhile
+    engine_runs: float  # times the engine's thread was put on a CPU, per period
 
 
-def card_cpu_s(pid: int) -> float:
-    """CPU seconds so far of the virtual card's threads in the tree of ``pid``."""
-    return sum(times.cpu_s for times in thread_times(pid, CARD_THREADS).values())
+def card_and_engine(pid: int) -> tuple[float, int]:
+    """CPU seconds so far of the virtual card's threads in the tree of ``pid``, and the
+    times so far its engine's thread was put on a CPU."""
+    times = thread_times(pid, (*CARD_THREADS, ENGINE_THREAD))
+    return sum(times[name].cpu_s for name in CARD_THREADS), times[ENGINE_THREAD].runs
 
 
 def sampled_phase(name: str, pid: int, seconds: float) -> Phase:
     """The tree of ``pid`` sampled for ``seconds``, with what its virtual card took."""
-    card_before, began = card_cpu_s(pid), time.monotonic()
+    (card_before, runs_before), began = card_and_engine(pid), time.monotonic()
     samples = sample_tree(pid, seconds)
-    card = 100 * (card_cpu_s(pid) - card_before) / (time.monotonic() - began)
-    return Phase(name, samples, card)
+    card_after, runs_after = card_and_engine(pid)
+    elapsed = time.monotonic() - began
+    return Phase(name, samples, 100 * (card_after - card_before) / elapsed,
+                 (runs_after - runs_before) * PERIOD_S / elapsed)
 
 
 def shipped(tmp: Path, fm: dict[str, Any] | None) -> Callable[[str], dict[str, Any]]:
@@ -185,7 +191,8 @@ def phase_rows(phases: Sequence[Phase]) -> list[list[str]]:
             f"{fmt(percentile(tree_pss, 50))} / {fmt(max(tree_pss))}",
             str(max(x.memory.processes for x in s)),
             f"{fmt(percentile(shares, 50), 2)} / {fmt(percentile(shares, 95), 2)}",
-            fmt(overall, 2), fmt(phase.card_cpu, 2), fmt(overall - phase.card_cpu, 2)])
+            fmt(overall, 2), fmt(phase.card_cpu, 2), fmt(overall - phase.card_cpu, 2),
+            fmt(phase.engine_runs, 2)])
     return rows
 
 
@@ -310,13 +317,16 @@ def main() -> str:
         "card (the clocked WAV sink's `wav-dac` and `wav-disk` threads, on a device ALSA's "
         "and the kernel's work) runs in the playout process; its threads are measured in "
         "place over the same window (their schedstat, found by the names the agent gives its "
-        "threads, drivers/thread.py), and the last column takes that off. The card's "
-        "writes, made by the engine's own thread, stay in.",
+        "threads, drivers/thread.py), and the column after it takes that off. The card's "
+        "writes, made by the engine's own thread, stay in. Engine runs per period: the "
+        f"times the engine's thread was put on a CPU (schedstat), per {PERIOD_S * 1000:.0f} "
+        "ms period; 1 is a wake-up for each period it renders and nothing more.",
         "",
         markdown_table(["phase", "samples", "agent RSS MB p50 / max",
                         "tree RSS MB p50 / max", "tree PSS MB p50 / max", "processes",
                         "CPU % of one core p50 / p95", "CPU % overall",
-                        "virtual card CPU %", "CPU % overall, virtual card excluded"],
+                        "virtual card CPU %", "CPU % overall, virtual card excluded",
+                        "engine runs per period"],
                        phase_rows(phases)),
         "",
         "Targets (issue 10): agent RSS ≤ 45 MB while playing an MP3, tree CPU ≤ 4 % of one "

@@ -38,6 +38,14 @@ def process_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def libsndfile_path() -> str:
+    """The libsndfile this process loaded, from its memory map."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if "libsndfile" in line:
+            return line.split()[-1]
+    raise RuntimeError("no libsndfile is loaded")
+
+
 def pink_noise(path: Path) -> Path:
     return media.pink_noise(path, AUDIO_S, rate=RATE)
 
@@ -115,13 +123,20 @@ def main() -> str:
         f"{AUDIO_S:g} s of 48 kHz stereo per run, in 10 ms periods handed over "
         f"{BATCH_S:g} s of audio at a time ({SPEED_UP}x real time), through the recorder "
         "(agent/recording/recorder.py: downmix, 63-tap low-pass, decimation to 12 kHz mono, "
-        "Ogg Opus by libsndfile at compression level 0.95, 60 s segment files fsynced and "
-        "renamed). Process CPU time / audio time; the budget is 2 % of one core.",
+        f"Ogg Opus by libsndfile {sf.__libsndfile_version__} ({libsndfile_path()}) at "
+        "compression level 0.95, 60 s segment files fsynced and renamed). Process CPU time "
+        "/ audio time; the budget is 2 % of one core.",
         "", table, "",
+        "Which libsndfile: the install builds soundfile from its source so that it loads "
+        "the system's (Makefile, firmware-image/deb/build-deb.sh). With the libsndfile "
+        "1.2.2 that soundfile's wheels bundle, the same bench gave 1.39 % (pink noise) and "
+        "1.41 % (speech) on 2026-11-27 12:30 UTC: its libopus is about three times as "
+        "costly as Debian's.",
+        "",
         "Why 12 kHz: the same pipeline at 16 kHz took 3.6 % (pink noise) and 3.9 % "
-        "(speech) of one core on this machine, libopus being about three times as costly "
-        "there; 12 kHz (6 kHz audio bandwidth) still carries speech and is about what horn "
-        "loudspeakers reproduce. "
+        "(speech) of one core on this machine (with the bundled libsndfile), libopus being "
+        "about three times as costly there; 12 kHz (6 kHz audio bandwidth) still carries "
+        "speech and is about what horn loudspeakers reproduce. "
         "Silence (an idle agent still feeds the card) is encoded too: Opus codes every "
         "20 ms frame, so the cost is the same around the clock. Not the target hardware: "
         "see Method."]

@@ -79,13 +79,14 @@ def descendants(root: int) -> list[int]:
 class ThreadTimes:
     cpu_s: float  # on a CPU
     waited_s: float  # runnable, waiting for a CPU (schedstat's run_delay)
+    runs: int  # times put on a CPU: wake-ups and returns from preemption (pcount)
 
 
 def thread_times(root: int, names: Collection[str]) -> dict[str, ThreadTimes]:
     """Seconds so far of the live threads whose kernel name (drivers/thread.py) is one of
     ``names``, in ``root`` and its descendants, summed by name (a name no thread has maps
     to zero); from schedstat, to the nanosecond. One walk of the tree for all names."""
-    ns = {name: [0, 0] for name in names}
+    ns = {name: [0, 0, 0] for name in names}
     for pid in [root, *descendants(root)]:
         try:
             tasks = list(Path(f"/proc/{pid}/task").iterdir())
@@ -95,12 +96,12 @@ def thread_times(root: int, names: Collection[str]) -> dict[str, ThreadTimes]:
             try:
                 totals = ns.get((task / "comm").read_text().strip())
                 if totals is not None:
-                    on_cpu, waited = (task / "schedstat").read_text().split()[:2]
-                    totals[0] += int(on_cpu)
-                    totals[1] += int(waited)
+                    for i, field in enumerate((task / "schedstat").read_text().split()):
+                        totals[i] += int(field)
             except OSError:  # the thread or its process ended meanwhile
                 continue
-    return {name: ThreadTimes(cpu / 1e9, waited / 1e9) for name, (cpu, waited) in ns.items()}
+    return {name: ThreadTimes(cpu / 1e9, waited / 1e9, runs)
+            for name, (cpu, waited, runs) in ns.items()}
 
 
 def steal_s() -> float:
