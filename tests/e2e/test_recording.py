@@ -173,7 +173,12 @@ def test_kills_during_recording_leave_a_readable_store(
 
     segments = sorted(store.iterdir())
     assert all(p.suffix == ".opus" for p in segments), segments
-    assert len(segments) >= KILLS // 2, f"only {len(segments)} segments of {KILLS + 1} runs"
+    # A run killed before its first Ogg page of audio was whole leaves nothing that
+    # decodes: here about 3 in 4 of the cut segments are kept (14-15 of 19). Counted
+    # against the cuts, not the kills: on a machine slow to start an agent, a run killed
+    # 0.8 s after a start it did not wait for has not begun to record.
+    assert len(segments) >= cut_open_segment // 2, \
+        f"only {len(segments)} segments for {cut_open_segment} cut open ones"
     for path in segments:
         audio, rate = sf.read(path, dtype="float32")
         assert rate == RATE
