@@ -26,6 +26,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
+from numpy.lib.stride_tricks import sliding_window_view
 
 from agent.playout.voice import BYTES_PER_FRAME
 from agent.recording.index import RATE, Segment
@@ -183,7 +184,8 @@ class Recorder:
             self._history[:] = 0.0
             self._phase = 0.0
         pcm = np.frombuffer(frames, dtype="<i2", count=count * 2).reshape(-1, 2)
-        mono = pcm.astype(np.float32).sum(axis=1) * np.float32(0.5 / 32768)
+        mono = np.add(pcm[:, 0], pcm[:, 1], dtype=np.float32)
+        mono *= np.float32(0.5 / 32768)
         self._feed(mono)
 
     def _feed(self, mono: Samples) -> None:
@@ -191,12 +193,15 @@ class Recorder:
         assert self._expected is not None
         buffer = np.concatenate((self._history, mono))
         self._history = buffer[-(_TAPS - 1):]
-        filtered = np.convolve(buffer, self._taps, mode="valid")
         n = len(mono)
         positions = np.arange(self._phase, n, self._step)
         if self._step.is_integer() and self._phase.is_integer():
-            out = filtered[int(self._phase)::int(self._step)]
+            # Only the samples kept are filtered: each one's window of input by the taps
+            # (what np.convolve would give there, in a quarter of the work at 48 kHz).
+            windows = sliding_window_view(buffer, _TAPS)[int(self._phase)::int(self._step)]
+            out = windows @ self._taps[::-1]
         else:
+            filtered = np.convolve(buffer, self._taps, mode="valid")
             out = np.interp(positions, np.arange(n), filtered).astype(np.float32)
         if out.size:
             self._encode(out, self._expected + float(positions[0]))
