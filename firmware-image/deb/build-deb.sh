@@ -92,7 +92,9 @@ install_files() {
 	install -D -m 0644 "${DEB_HERE}/copyright" "${doc}/copyright"
 	install -m 0644 "${DEB_REPO}/README.md" "${DEB_REPO}"/docs/*.md "${doc}/"
 	install -m 0644 "${DEB_REPO}/config/example-full.yaml" "${doc}/agent.example.yaml"
-	printf 'broadcast-agent (%s) stable; urgency=medium\n\n  * Release %s; the changes are in the git history.\n\n -- %s  %s\n' \
+	# The version on a line of its own: a dirty tree's (+gHASH.dYYYYMMDD) would take the
+	# line past the 80 columns lintian allows.
+	printf 'broadcast-agent (%s) stable; urgency=medium\n\n  * Release %s.\n    The changes are in the git history.\n\n -- %s  %s\n' \
 		"${version}" "${version}" "${maintainer}" "$(date -R -u -d "@${SOURCE_DATE_EPOCH}")" \
 		| gzip -9n > "${doc}/changelog.gz"
 	chmod 0644 "${doc}/changelog.gz"
