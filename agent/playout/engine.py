@@ -57,6 +57,17 @@ def _pull(voice: Voice, frames: int) -> Block:
     return pcm.reshape(-1, 2)
 
 
+def frames_ahead(queued: int, ahead_by_clock: int, period: int) -> int:
+    """What the card holds that is not yet due, for pacing the engine: ``queued``, its
+    count, or ``ahead_by_clock``, the frames written after the one its clock says is
+    leaving now. A card that drains in ticks (the virtual one, or a driver that moves its
+    pointer once per hardware period) counts up to a tick more between them: going by its
+    count, the engine would wake, find it unchanged and sleep again, twice a period. The
+    clock is believed down to one ``period`` below the count, so that a step of the wall
+    clock leaves the count in charge."""
+    return min(queued, max(ahead_by_clock, queued - period))
+
+
 @dataclass
 class _Cue:
     voice: Voice
@@ -70,7 +81,10 @@ class PlayoutEngine:
         self.rate = output.rate
         self._on_event = on_event
         self._period = int(self.rate * period_s)
-        self._target_buffer = max(int(self.rate * buffer_s), 2 * self._period)
+        if buffer_s <= period_s:
+            raise ValueError(f"a buffer of {buffer_s} s cannot hold more than one period "
+                             f"of {period_s} s")
+        self._target_buffer = int(self.rate * buffer_s)
         self._min_sleep = int(self.rate * MIN_SLEEP_S)
         self._silence = bytes(self._period * BYTES_PER_FRAME)
         self._steady_out = np.zeros(self._period * 2, dtype="<i2")
@@ -158,12 +172,10 @@ class PlayoutEngine:
         request_realtime()
         while not self._stop.is_set():
             try:
-                excess = self.output.buffered_frames() - (self._target_buffer - self._period)
+                excess = self._frames_ahead() - (self._target_buffer - self._period)
                 if excess > self._min_sleep:
                     time.sleep(min(excess / self.rate, 0.05))
                     continue
-                # Within MIN_SLEEP_S of due: render now. The card drains in ticks, so
-                # sleeping that little would only wake to find it unchanged, again and again.
                 first = self.output.next_frame_index()
                 block = self._render(first)
                 self.output.write(block, timeout=1.0)
@@ -179,6 +191,11 @@ class PlayoutEngine:
             except Exception:  # keep the card fed whatever a voice did
                 log.exception("playout period failed")
                 self._stop.wait(0.05)
+
+    def _frames_ahead(self) -> int:
+        return frames_ahead(self.output.buffered_frames(),
+                            self.output.next_frame_index() - self.frame_at(time.time()),
+                            self._period)
 
     def _render(self, first: int) -> bytes:
         n = self._period

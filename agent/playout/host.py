@@ -44,10 +44,12 @@ RECORD_CHUNK = (channel.RECORD_MAX_BYTES - channel.RECORD_HEADER.size) \
 OPEN_RETRY_S = 0.3  # below the agent's hang limit: the failure reports are the heartbeat
 CLOSE_AFTER_END_S = 0.5  # an ended voice may still fade out; its pipe is closed after
 # Alone in its interpreter at real-time priority, the engine keeps less in the card than
-# inside the agent (engine.PlayoutEngine's default: 40 ms in 20 ms periods), so a relay
-# is heard sooner. Not less: at 20 ms the virtual card (ticking every 10 ms) underran
-# now and then, and each underrun shifted the relayed FM tone (SNR under 40 dB).
-CARD_BUFFER_S = 0.025
+# inside the agent (engine.PlayoutEngine's default: 40 ms in 20 ms periods), so a cue is
+# heard sooner: each 10 ms period is rendered when the card holds 8 ms not yet due by its
+# clock. Going by the card's count alone, as the engine did before, it rendered with 4.5
+# to 14 ms not yet due (8 on average) on the virtual card, which counts in 10 ms steps:
+# the same latency on average, now with never less than 7 ms in hand.
+CARD_BUFFER_S = 0.018
 PERIOD_S = 0.010
 BURST_S = 0.010  # room above a relay's jitter capacity for the feeder's bursts
 
