@@ -39,6 +39,7 @@ MIN_SLEEP_S = 0.002  # a period less than this early is rendered at once
 PERIOD_S = 0.020  # each period costs fixed Python work: fewer, longer ones use less CPU
 
 Block = npt.NDArray[np.float32]
+S16LE = np.dtype("<i2")  # built once: a dtype given as a string is parsed on every call
 
 
 def _read(voice: Voice, frames: int) -> bytes:
@@ -53,7 +54,7 @@ def _read(voice: Voice, frames: int) -> bytes:
 def _pull(voice: Voice, frames: int) -> Block:
     """Up to ``frames`` frames of ``voice`` as float32 (n, 2); fewer when its source is
     short."""
-    pcm = np.frombuffer(_read(voice, frames), dtype="<i2").astype(np.float32)
+    pcm = np.frombuffer(_read(voice, frames), dtype=S16LE).astype(np.float32)
     return pcm.reshape(-1, 2)
 
 
@@ -87,7 +88,7 @@ class PlayoutEngine:
         self._target_buffer = int(self.rate * buffer_s)
         self._min_sleep = int(self.rate * MIN_SLEEP_S)
         self._silence = bytes(self._period * BYTES_PER_FRAME)
-        self._steady_out = np.zeros(self._period * 2, dtype="<i2")
+        self._steady_out = np.zeros(self._period * 2, dtype=S16LE)
         self._lock = threading.Lock()
         self._current: Voice | None = None
         self._fading: list[Voice] = []
@@ -172,11 +173,13 @@ class PlayoutEngine:
         request_realtime()
         while not self._stop.is_set():
             try:
-                excess = self._frames_ahead() - (self._target_buffer - self._period)
+                first = self.output.next_frame_index()
+                ahead = frames_ahead(self.output.buffered_frames(),
+                                     first - self.frame_at(time.time()), self._period)
+                excess = ahead - (self._target_buffer - self._period)
                 if excess > self._min_sleep:
                     time.sleep(min(excess / self.rate, 0.05))
                     continue
-                first = self.output.next_frame_index()
                 block = self._render(first)
                 self.output.write(block, timeout=1.0)
                 if self._failed:
@@ -191,11 +194,6 @@ class PlayoutEngine:
             except Exception:  # keep the card fed whatever a voice did
                 log.exception("playout period failed")
                 self._stop.wait(0.05)
-
-    def _frames_ahead(self) -> int:
-        return frames_ahead(self.output.buffered_frames(),
-                            self.output.next_frame_index() - self.frame_at(time.time()),
-                            self._period)
 
     def _render(self, first: int) -> bytes:
         n = self._period
@@ -229,7 +227,7 @@ class PlayoutEngine:
                 self.idle_since_frame = first
         for event in events:
             self._on_event(event)
-        pcm = np.clip(mix, -32768, 32767).astype("<i2")
+        pcm = np.clip(mix, -32768, 32767).astype(S16LE)
         if pcm.any():
             self.last_sound_frame = first + n
         return pcm.tobytes()
@@ -252,7 +250,7 @@ class PlayoutEngine:
         self.idle_since_frame = None
         # Computed in float32 and truncated into int16, as the general path does; a gain
         # of at most 1 keeps every sample in range.
-        np.multiply(np.frombuffer(data, dtype="<i2"), np.float32(voice.gain),
+        np.multiply(np.frombuffer(data, dtype=S16LE), np.float32(voice.gain),
                     out=self._steady_out, casting="unsafe")
         return self._steady_out.tobytes()
 

@@ -187,11 +187,12 @@ class PlayoutHost:
         drops the period, and the recorder sees the gap)."""
         start = self._output.frame_time(index)
         rate = self._output.rate
+        view = memoryview(frames)
         for offset in range(0, len(frames), RECORD_CHUNK):
-            chunk = frames[offset:offset + RECORD_CHUNK]
+            chunk = view[offset:offset + RECORD_CHUNK]
             at = start + offset // BYTES_PER_FRAME / rate
             try:
-                os.write(self._record_fd, channel.RECORD_HEADER.pack(at, len(chunk)) + chunk)
+                os.writev(self._record_fd, (channel.RECORD_HEADER.pack(at, len(chunk)), chunk))
             except BlockingIOError:
                 return
             except OSError:  # the agent is gone; the channel tells the rest
