@@ -122,7 +122,8 @@ def main() -> str:
     body = [
         f"{AUDIO_S:g} s of 48 kHz stereo per run, in 10 ms periods handed over "
         f"{BATCH_S:g} s of audio at a time ({SPEED_UP}x real time), through the recorder "
-        "(agent/recording/recorder.py: downmix, 63-tap low-pass, decimation to 12 kHz mono, "
+        "(agent/recording/recorder.py: downmix, a Kaiser low-pass flat to 4.5 kHz with 50 dB "
+        "of stopband and resampling to 12 kHz mono by drivers/dsp.py, "
         f"Ogg Opus by libsndfile {sf.__libsndfile_version__} ({libsndfile_path()}) at "
         "compression level 0.95, 60 s segment files fsynced and renamed). Process CPU time "
         "/ audio time; the budget is 2 % of one core.",

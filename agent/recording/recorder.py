@@ -1,4 +1,4 @@
-"""The recorder thread: what the card played, downmixed, decimated and encoded into
+"""The recorder thread: what the card played, downmixed, resampled to 12 kHz and encoded into
 segments of the rolling store.
 
 The recorder process's reader (agent.recording.worker) hands over each period that left
@@ -21,16 +21,17 @@ import math
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
-from numpy.lib.stride_tricks import sliding_window_view
 
 from agent.playout.voice import BYTES_PER_FRAME
 from agent.recording.index import RATE, Segment
 from agent.recording.store import SegmentStore, open_encoder
+from drivers.dsp import StreamingResampler, kaiser_lowpass
 from drivers.thread import NamedThread
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,12 @@ QUEUE_PERIODS = 250  # 2.5 s of the playout process's 10 ms periods
 BATCH_S = 0.25
 _MAX_FILL_S = 5.0
 _RETRY_S = 5.0
-_TAPS = 63  # anti-alias filter; its delay, (_TAPS - 1) / 2 input frames, is compensated
+# The anti-alias (or, from a card slower than RATE, anti-image) filter, relative to the
+# slower of the two rates: flat to 4.5 kHz at 12 kHz; what lies between 6 and 7.5 kHz
+# folds into the band above 4.5 kHz, which the filter already rolls off.
+_PASSBAND = 0.375
+_ATTENUATION_DB = 50.0
+_MAX_UP = 160  # 11.025 -> 12 kHz; every usual card rate resamples exactly within it
 _FAILURES = (sf.SoundFileError, OSError, RuntimeError)
 
 Samples = npt.NDArray[np.float32]
@@ -57,13 +63,31 @@ class Faults(Protocol):
     def clear(self, code: str) -> None: ...
 
 
-def _lowpass(rate_in: int) -> Samples:
-    """A windowed-sinc low-pass below half of ``RATE``, unity gain at DC."""
-    cutoff = 0.45 * RATE / rate_in
-    n = np.arange(_TAPS) - (_TAPS - 1) / 2
-    taps = np.sinc(2 * cutoff * n) * np.blackman(_TAPS)
-    normalized: Samples = (taps / taps.sum()).astype(np.float32)
-    return normalized
+def resampling_ratio(rate: int) -> Fraction:
+    """RATE / ``rate`` as up / down. A rate no card uses (up over _MAX_UP) is approximated:
+    its samples are then spaced off by at most about 1e-4, and each segment's start is
+    still taken from the card's own time line."""
+    exact = Fraction(RATE, rate)
+    if exact.numerator <= _MAX_UP:
+        return exact
+    return 1 / Fraction(rate, RATE).limit_denominator(_MAX_UP)
+
+
+def _lowpass(rate: int, up: int) -> Samples:
+    """The filter at ``rate`` * ``up``, where the resampler applies it, scaled by ``up``
+    for the gain its zero stuffing loses."""
+    band = min(rate, RATE)
+    taps = kaiser_lowpass(rate * up, _PASSBAND * band, (1 - _PASSBAND) * band,
+                          _ATTENUATION_DB)
+    scaled: Samples = taps * np.float32(up)
+    return scaled
+
+
+def filter_delay_s(rate: int) -> float:
+    """How long before the first frame of a run its first recorded sample is centred: half
+    the filter's length."""
+    up = resampling_ratio(rate).numerator
+    return (len(_lowpass(rate, up)) - 1) / 2 / up / rate
 
 
 class Recorder:
@@ -83,15 +107,17 @@ class Recorder:
         self._batch_s = batch_s
         self._segment_samples = round(segment_s * RATE)
         self._max_fill = round(_MAX_FILL_S * rate)
-        self._taps = _lowpass(rate)
-        self._step = rate / RATE
+        ratio = resampling_ratio(rate)
+        self._up, self._down = ratio.numerator, ratio.denominator
+        self._taps = _lowpass(rate, self._up)
+        self._step = self._down / self._up  # input frames per output sample
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.dropped = 0  # periods the queue had no room for (incremented by the writer)
         # --- owned by the recorder thread ---
         self._expected: int | None = None  # index of the next frame, None: no run yet
-        self._history = np.zeros(_TAPS - 1, np.float32)
-        self._phase = 0.0  # offset of the next output sample from the next input frame
+        self._run_start = 0  # index of the run's first frame
+        self._resampler = StreamingResampler(self._taps, self._up, self._down)
         self._encoder: sf.SoundFile | None = None
         self._open_start: float | None = None
         self._open_samples = 0
@@ -180,44 +206,30 @@ class Recorder:
                 self._close_segment()
                 self._expected = None
         if self._expected is None:
-            self._expected = index
-            self._history[:] = 0.0
-            self._phase = 0.0
+            self._expected = self._run_start = index
+            self._resampler = StreamingResampler(self._taps, self._up, self._down)
         pcm = np.frombuffer(frames, dtype="<i2", count=count * 2).reshape(-1, 2)
         mono = np.add(pcm[:, 0], pcm[:, 1], dtype=np.float32)
         mono *= np.float32(0.5 / 32768)
         self._feed(mono)
 
     def _feed(self, mono: Samples) -> None:
-        """Filter and decimate frames that start at ``self._expected``; encode them."""
+        """Filter and resample frames that start at ``self._expected``; encode them."""
         assert self._expected is not None
-        buffer = np.concatenate((self._history, mono))
-        self._history = buffer[-(_TAPS - 1):]
-        n = len(mono)
-        positions = np.arange(self._phase, n, self._step)
-        if self._step.is_integer() and self._phase.is_integer():
-            # Only the samples kept are filtered: each one's window of input by the taps
-            # (what np.convolve would give there, in a quarter of the work at 48 kHz).
-            windows = sliding_window_view(buffer, _TAPS)[int(self._phase)::int(self._step)]
-            out = windows @ self._taps[::-1]
-        else:
-            filtered = np.convolve(buffer, self._taps, mode="valid")
-            out = np.interp(positions, np.arange(n), filtered).astype(np.float32)
+        first = self._resampler.next_output
+        out = self._resampler.process(mono)
         if out.size:
-            self._encode(out, self._expected + float(positions[0]))
-            self._phase = float(positions[-1]) + self._step - n
-        else:
-            self._phase -= n
-        self._expected += n
+            self._encode(out, self._run_start + self._resampler.input_position(first))
+        self._expected += len(mono)
 
     def _encode(self, samples: Samples, first_position: float) -> None:
-        """Encode output samples, the first at input position ``first_position``; a
-        segment ends after exactly ``segment_s``, the next one starts with the rest."""
+        """Encode output samples, the first centred on input frame ``first_position`` (a
+        fraction); a segment ends after exactly ``segment_s``, the next one starts with
+        the rest."""
         while samples.size:
             if self._encoder is None:
                 whole = math.floor(first_position)
-                delay = (_TAPS - 1) / 2
-                start = self._frame_time(whole) + (first_position - whole - delay) / self._rate
+                start = self._frame_time(whole) + (first_position - whole) / self._rate
                 self._encoder = open_encoder(self.store.partial_path(start))
                 self._open_start, self._open_samples = start, 0
             part = samples[:self._segment_samples - self._open_samples]

@@ -7,9 +7,8 @@ nothing more; ``rtl_tcp``'s own demodulator (drivers/sdr/wbfm.py) filters the IQ
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float32]
+from drivers.dsp import FloatArray
 
 RATED_DEVIATION_HZ = 75_000.0
 FULL_DEVIATION_DBFS = -3.0  # 3 dB of headroom for over-deviating stations, then clipping

@@ -1,8 +1,6 @@
 """Wideband FM demodulation of RTL-SDR IQ in numpy alone, block by block without seams (the
-rtl_tcp backend; de-emphasis and levels: drivers/sdr/fm_audio.py). The filters are
-designed and applied here rather than by scipy.signal: its import alone took 0.8 s and
-63 MB of the agent (issue 10), for two textbook formulas and one polyphase loop, which the
-tests check against scipy's own.
+rtl_tcp backend; de-emphasis and levels: drivers/sdr/fm_audio.py; the filters:
+drivers/dsp.py).
 
 Pipeline (every stage carries its state across blocks):
   u8 IQ -> complex -> mix the station from ``offset_hz`` down to 0 Hz
@@ -18,9 +16,9 @@ from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 
-from drivers.sdr.fm_audio import LEVEL_PER_HZ, Deemphasis, FloatArray, to_stereo_s16le
+from drivers.dsp import FloatArray, StreamingResampler, kaiser_lowpass
+from drivers.sdr.fm_audio import LEVEL_PER_HZ, Deemphasis, to_stereo_s16le
 
 ComplexArray = npt.NDArray[np.complex64]
 
@@ -52,60 +50,6 @@ def u8_to_complex(iq_u8: bytes | npt.NDArray[np.uint8]) -> ComplexArray:
     return floats.view(np.complex64)
 
 
-class StreamingResampler:
-    """A FIR filter with ``up``-fold zero stuffing before it and ``down``-fold decimation after
-    it (``scipy.signal.upfirdn`` along axis 0), over a stream of float32 blocks: output
-    equals filtering the concatenated stream at once. Complex data goes through as (n, 2)
-    float pairs. Polyphase: each output sums only the taps that meet real input samples,
-    ``up`` matrix products per block."""
-
-    def __init__(self, taps: FloatArray, up: int, down: int, channels: int = 1) -> None:
-        if math.gcd(up, down) != 1:
-            raise ValueError("up/down must be coprime")
-        self._up = up
-        self._down = down
-        # Phase p's taps h[p], h[p + up], ..., newest input last: phases[p] @ window.
-        self._phase_len = -(-len(taps) // up)
-        padded = np.zeros(self._phase_len * up, dtype=np.float32)
-        padded[:len(taps)] = taps
-        self._phases = padded.reshape(self._phase_len, up).T[:, ::-1].copy()
-        self._next_output = 0  # absolute index of the next output sample
-        self._buffer_start = self._history_start()  # absolute input index of _buffer[0]
-        shape = (-self._buffer_start,) if channels == 1 else (-self._buffer_start, channels)
-        self._buffer = np.zeros(shape, dtype=np.float32)
-
-    def _history_start(self) -> int:
-        """The earliest input the next output needs."""
-        return (self._next_output * self._down) // self._up - (self._phase_len - 1)
-
-    def process(self, block: FloatArray) -> FloatArray:
-        buffer = np.concatenate((self._buffer, block))
-        last_output = ((self._buffer_start + len(buffer) - 1) * self._up) // self._down
-        count = last_output - self._next_output + 1
-        if count <= 0:
-            self._buffer = buffer
-            return buffer[:0]
-        out = self._filter(buffer, count)
-        self._next_output += count
-        new_start = self._history_start()
-        self._buffer = buffer[new_start - self._buffer_start :]
-        self._buffer_start = new_start
-        return out
-
-    def _filter(self, buffer: FloatArray, count: int) -> FloatArray:
-        """Outputs ``_next_output`` onwards, ``count`` of them, from ``buffer``."""
-        windows = sliding_window_view(buffer, self._phase_len, axis=0)  # (n, [channels,] L)
-        out = np.empty((count, *buffer.shape[1:]), dtype=np.float32)
-        # Outputs offset, offset + up, ... share a phase; their windows step by `down`.
-        for offset in range(min(self._up, count)):
-            t = (self._next_output + offset) * self._down
-            first = t // self._up - self._buffer_start - (self._phase_len - 1)
-            n = len(range(offset, count, self._up))
-            rows = windows[first : first + self._down * (n - 1) + 1 : self._down]
-            out[offset :: self._up] = rows @ self._phases[t % self._up]
-        return out
-
-
 class WbfmDemodulator:
     """Demodulates u8 IQ blocks at ``sample_rate`` into float audio at ``audio_rate``.
 
@@ -132,15 +76,16 @@ class WbfmDemodulator:
         # Undecimated (240-479 kS/s) the dongle's own decimating filter is the channel filter;
         # otherwise keep what decimation would fold back out of the ±100 kHz channel.
         self._channel = None if decimation == 1 else StreamingResampler(
-            _lowpass(sample_rate, CHANNEL_HALF_WIDTH_HZ,
-                     self.intermediate_rate - CHANNEL_HALF_WIDTH_HZ), 1, decimation, channels=2)
+            kaiser_lowpass(sample_rate, CHANNEL_HALF_WIDTH_HZ,
+                           self.intermediate_rate - CHANNEL_HALF_WIDTH_HZ,
+                           STOPBAND_ATTENUATION_DB), 1, decimation, channels=2)
         self._previous = np.complex64(0)
         self._deemphasis = Deemphasis(self.intermediate_rate, deemphasis_s)
         self._power_size = 0
         self._power_weights_cache = self._power_weights(1)
         ratio = Fraction(audio_rate * decimation, sample_rate).limit_denominator(10_000)
-        audio_taps = _lowpass(self.intermediate_rate * ratio.numerator, AUDIO_PASSBAND_HZ,
-                              AUDIO_STOPBAND_HZ)
+        audio_taps = kaiser_lowpass(self.intermediate_rate * ratio.numerator, AUDIO_PASSBAND_HZ,
+                                    AUDIO_STOPBAND_HZ, STOPBAND_ATTENUATION_DB)
         # radians/sample -> Hz of deviation -> output level; `up` zero-stuffing loses `up`.
         scale = self.intermediate_rate / (2 * math.pi) * LEVEL_PER_HZ * ratio.numerator
         self._audio = StreamingResampler((audio_taps * scale).astype(np.float32),
@@ -213,22 +158,3 @@ class _Mixer:
         self._phase = needed % self._period
         return mixed
 
-
-def _lowpass(rate: float, passband_hz: float, stopband_hz: float) -> npt.NDArray[np.float32]:
-    """Kaiser-window FIR: flat to ``passband_hz``, STOPBAND_ATTENUATION_DB from ``stopband_hz``
-    (the taps of ``scipy.signal.kaiserord`` and ``firwin``: Kaiser's length and beta, a
-    windowed sinc cut off midway, scaled to unity gain at DC)."""
-    attenuation = STOPBAND_ATTENUATION_DB
-    width = (stopband_hz - passband_hz) / (rate / 2)
-    numtaps = math.ceil((attenuation - 7.95) / 2.285 / (math.pi * width) + 1) | 1
-    if attenuation > 50:
-        beta = 0.1102 * (attenuation - 8.7)
-    elif attenuation > 21:
-        beta = 0.5842 * (attenuation - 21) ** 0.4 + 0.07886 * (attenuation - 21)
-    else:
-        beta = 0.0
-    cutoff = (passband_hz + stopband_hz) / rate  # of the Nyquist frequency
-    centred = np.arange(numtaps) - (numtaps - 1) / 2
-    taps = cutoff * np.sinc(cutoff * centred) * np.kaiser(numtaps, beta)
-    result: FloatArray = (taps / taps.sum()).astype(np.float32)
-    return result

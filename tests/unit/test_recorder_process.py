@@ -21,6 +21,7 @@ from agent.playout.host import RECORD_CHUNK
 from agent.playout.voice import BYTES_PER_FRAME
 from agent.recording.index import RATE, StoreView
 from agent.recording.process import FIRST_RETRY_S, RecorderProcess, RecorderSettings
+from agent.recording.recorder import filter_delay_s
 from agent.recording.store import SegmentStore
 from agent.recording.worker import ALIVE_EVERY_S, FrameGrid
 from tests.support.agentproc import wait_for
@@ -32,7 +33,7 @@ CARD_RATE = 48_000
 # starve a recorder (at nice 5) still importing numpy when the test stops it.
 STOP_TIMEOUT_S = 60.0
 EPOCH = 1_800_000_000.0
-FIR_DELAY_S = 31 / CARD_RATE  # the recorder's anti-alias filter, compensated in the start
+FIR_DELAY_S = filter_delay_s(CARD_RATE)  # compensated in each segment's start
 
 
 # --- the view ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from agent.core.clock import ManualClock
 from agent.core.faults import FaultRegistry
 from agent.mqtt.commands import BadArgs, Command, validate_args
 from agent.recording.index import RATE, StoreView, samples_in_name
-from agent.recording.recorder import Recorder
+from agent.recording.recorder import Recorder, filter_delay_s
 from agent.recording.span import exact_stamp
 from agent.recording.store import SegmentStore, open_encoder
 from agent.recording.tap import RecordingTap
@@ -143,8 +143,9 @@ def test_recorder_keeps_the_card_time_line_through_underruns(tmp_path: Path) -> 
     writes += [(tone_from + i * PERIOD, tone_period(tone_from + i * PERIOD)) for i in range(50)]
     store = record(tmp_path, writes)
     [segment] = store.segments()
-    # The first sample is the anti-alias filter's delay (31 frames) before the first frame.
-    assert segment.start == pytest.approx(EPOCH - 31 / OUT_RATE, abs=1e-5)
+    # The first sample is centred on the anti-alias filter's delay before the first frame.
+    assert 0 < filter_delay_s(OUT_RATE) < 0.002
+    assert segment.start == pytest.approx(EPOCH - filter_delay_s(OUT_RATE), abs=1e-5)
     assert segment.samples == 2.5 * RATE
     audio, _ = sf.read(segment.path, dtype="float32")
     assert len(audio) == segment.samples
@@ -153,6 +154,37 @@ def test_recorder_keeps_the_card_time_line_through_underruns(tmp_path: Path) -> 
     assert 1.5 - 0.002 <= onset_s <= 1.5 + 0.002
     rms = np.sqrt(np.mean(audio[round(1.6 * RATE):round(2.4 * RATE)] ** 2))
     assert rms == pytest.approx(8000 / 32768 / np.sqrt(2), rel=0.2)
+
+
+@pytest.mark.parametrize("card_rate", [48_000, 44_100])
+def test_recorder_resamples_any_card_rate_keeping_the_band_and_rejecting_aliases(
+        tmp_path: Path, card_rate: int) -> None:
+    """2 s of a 1 kHz tone, then 2 s of 8 kHz, which 12 kHz cannot carry: unfiltered, it
+    would come back as 4 kHz."""
+    frames = 4 * card_rate
+    t = np.arange(frames) / card_rate
+    mono = np.where(t < 2.0, np.sin(2 * np.pi * 1000 * t), np.sin(2 * np.pi * 8000 * t))
+    pcm = np.repeat((8000 * mono).astype("<i2"), 2).tobytes()
+    period_bytes = card_rate // 50 * 4
+    store = make_store(tmp_path / "rec", ManualClock(EPOCH))
+    recorder = Recorder(store, FaultRegistry(lambda: EPOCH), card_rate,
+                        lambda n: EPOCH + n / card_rate, on_drop=lambda: None,
+                        queue_periods=10_000)
+    for offset in range(0, len(pcm), period_bytes):
+        recorder.offer(offset // 4, pcm[offset:offset + period_bytes])
+    recorder.start()
+    recorder.stop(timeout=60)
+    [segment] = store.segments()
+    assert segment.samples == 4 * RATE
+    audio, _ = sf.read(segment.path, dtype="float32")
+    start = round((EPOCH - segment.start) * RATE)  # the filter's delay, in output samples
+
+    def level_dbfs(from_s: float, to_s: float) -> float:
+        part = audio[start + round(from_s * RATE):start + round(to_s * RATE)]
+        return float(20 * np.log10(np.sqrt(np.mean(part ** 2))))
+    tone_dbfs = 20 * np.log10(8000 / 32768 / np.sqrt(2))
+    assert level_dbfs(0.2, 1.8) == pytest.approx(tone_dbfs, abs=0.5)
+    assert level_dbfs(2.2, 3.8) < tone_dbfs - 40
 
 
 def test_recorder_cuts_segments_and_names_them_by_start_and_length(tmp_path: Path) -> None:

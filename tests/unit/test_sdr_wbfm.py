@@ -8,18 +8,11 @@ from collections.abc import Iterator
 import numpy as np
 import numpy.typing as npt
 import pytest
-from scipy import signal
 
 from drivers.sdr.base import SdrMissing
 from drivers.sdr.rtl_fm import RtlFmReceiver
 from drivers.sdr.rtl_tcp import RtlTcpReceiver
-from drivers.sdr.wbfm import (
-    STOPBAND_ATTENUATION_DB,
-    StreamingResampler,
-    WbfmDemodulator,
-    _lowpass,
-    default_offset_hz,
-)
+from drivers.sdr.wbfm import WbfmDemodulator, default_offset_hz
 from tests.support.fake_rtl_tcp import (
     FakeRtlTcpServer,
     FakeStation,
@@ -120,36 +113,6 @@ def test_offset_choice() -> None:
     assert default_offset_hz(240_000) == 0
     assert default_offset_hz(960_000) == 240_000
     assert default_offset_hz(2_400_000) == 600_000
-
-
-@pytest.mark.parametrize(("up", "down", "channels"),
-                         [(1, 4, 2), (1, 5, 1), (3, 16, 1), (6, 25, 1), (2, 3, 2), (5, 1, 1)])
-def test_streaming_resampler_matches_one_shot_filtering(up: int, down: int, channels: int) -> None:
-    rng = np.random.default_rng(up * 100 + down)
-    taps = signal.firwin(61, 0.8 / max(up, down)).astype(np.float32)
-    shape = (5000,) if channels == 1 else (5000, channels)
-    stream = rng.standard_normal(shape).astype(np.float32)
-    # output k needs input k*down/up: the stream yields outputs up to (5000 - 1) * up // down
-    whole = signal.upfirdn(taps, stream, up, down, axis=0)[: (5000 - 1) * up // down + 1]
-    resampler = StreamingResampler(taps, up, down, channels)
-    cuts = np.sort(rng.integers(0, 5000, 40))
-    pieces = [resampler.process(block) for block in np.split(stream, cuts)]
-    blockwise = np.concatenate(pieces)
-    assert blockwise.shape[0] == whole.shape[0]
-    np.testing.assert_allclose(blockwise, whole, atol=1e-5)
-
-
-@pytest.mark.parametrize(("rate", "passband_hz", "stopband_hz"), [
-    (240_000, 15_000, 24_000),  # the audio filter, undecimated
-    (1_024_000, 100_000, 156_000),  # the channel filter before decimating by 4
-])
-def test_lowpass_taps_are_scipys_kaiser_design(rate: int, passband_hz: float,
-                                               stopband_hz: float) -> None:
-    numtaps, beta = signal.kaiserord(STOPBAND_ATTENUATION_DB,
-                                     (stopband_hz - passband_hz) / (rate / 2))
-    expected = signal.firwin(numtaps | 1, (passband_hz + stopband_hz) / 2,
-                             window=("kaiser", beta), fs=rate)
-    np.testing.assert_allclose(_lowpass(rate, passband_hz, stopband_hz), expected, atol=1e-7)
 
 
 def test_demodulation_is_independent_of_block_boundaries() -> None:
