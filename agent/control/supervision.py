@@ -71,14 +71,16 @@ class Supervisor:
                 pb.started_at = self._engine.time_of(event.frame)
                 if pb.meter is not None:
                     pb.meter.went_on_air()
-                # First: a power cut from here on is reported, and never re-aired.
-                self._plays.on_air(pb.activation.key, pb.index,
-                                   pb.record(self._journal.stamp, self._state.settings.rate),
-                                   pb.started_at)
+                # First: a power cut from here on is reported, and never re-aired; the
+                # event goes in the same transaction, or a cut between two writes would
+                # leave a play reported that was never said to start.
                 record = pb.record(self._journal.stamp, self._state.settings.rate)
-                for not_an_event_field in ("id", "ended_at", "played_s", "outcome"):
-                    del record[not_an_event_field]
-                self._journal.event("play_started", **record)
+                started_at, key, index = pb.started_at, pb.activation.key, pb.index
+                fields = {k: v for k, v in record.items()
+                          if k not in ("id", "ended_at", "played_s", "outcome")}
+                self._journal.event_with(
+                    lambda db: self._plays.write_on_air(db, key, index, record, started_at),
+                    "play_started", **fields)
                 if pb.item.kind == "line_in":
                     self._journal.event("line_in_on", **line_in_fields(pb))
                 self._state.changed()

@@ -70,6 +70,27 @@ class Journal:
             self._persist(MQTT, f"event:{type_}", [record], now)
         return record
 
+    def event_with(self, write: Callable[[sqlite3.Connection], None], type_: str,
+                   **body: Any) -> dict[str, Any]:
+        """:meth:`event`, in one transaction with ``write``: a state change that a power
+        cut must never leave durable without its event (nor the event without it). Raises
+        as ``write`` would when the store cannot write, with nothing of either written.
+        Only while older records wait in memory (:attr:`held`) do the two go separately:
+        the event must follow them."""
+        now = self._clock.now()
+        record = {"id": str(uuid.uuid4()), "type": type_, "at": self.stamp(now), **body}
+        with self._held_lock:
+            if self.mqtt_enabled and not self._held:
+                self._store.enqueue_many(MQTT, f"event:{type_}", [record], now,
+                                         alongside=write)
+                self.notify()
+                return record
+            with self._store.transaction() as db:
+                write(db)
+        if self.mqtt_enabled:
+            self._persist(MQTT, f"event:{type_}", [record], now)
+        return record
+
     def ack(self, command_id: str, status: str, reason: str | None = None) -> dict[str, Any]:
         now = self._clock.now()
         record = {"command_id": command_id, "status": status, "reason": reason,

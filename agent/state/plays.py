@@ -14,6 +14,7 @@ play and a few hundred plays a day that is a few tens of megabytes at most.
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,11 +62,17 @@ class PlayJournal:
                started_at: float) -> None:
         """The item's first sample left the card (``record`` is its proof of play so far)."""
         with self._store.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO plays(report_id, activation, item, program_id, source,"
-                " priority, started_at, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (record["id"], activation, item, record["program_id"], record["source"],
-                 record["priority"], started_at, json.dumps(record, ensure_ascii=False)))
+            self.write_on_air(db, activation, item, record, started_at)
+
+    @staticmethod
+    def write_on_air(db: sqlite3.Connection, activation: str, item: int,
+                     record: dict[str, Any], started_at: float) -> None:
+        """:meth:`on_air` inside a transaction of the caller's (Journal.event_with)."""
+        db.execute(
+            "INSERT OR REPLACE INTO plays(report_id, activation, item, program_id, source,"
+            " priority, started_at, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (record["id"], activation, item, record["program_id"], record["source"],
+             record["priority"], started_at, json.dumps(record, ensure_ascii=False)))
 
     def ended(self, record: dict[str, Any], ended_at: float, outcome: str | None = None
               ) -> None:

@@ -244,10 +244,16 @@ class StateStore:
         return self.enqueue_many(channel, kind, [payload], created)[0]
 
     def enqueue_many(self, channel: str, kind: str, payloads: list[dict[str, Any]],
-                     created: float) -> list[int]:
-        """``enqueue`` for several records of one kind, in one transaction (one fsync)."""
+                     created: float,
+                     alongside: Callable[[sqlite3.Connection], None] | None = None
+                     ) -> list[int]:
+        """``enqueue`` for several records of one kind, in one transaction (one fsync);
+        ``alongside`` writes in the same transaction what must never be durable without
+        these records, nor they without it."""
         seqs: list[int] = []
         with self.transaction() as db:
+            if alongside is not None:
+                alongside(db)
             for payload in payloads:
                 cur = db.execute(
                     "INSERT INTO outbox(channel, kind, payload, created) VALUES (?, ?, ?, ?)",

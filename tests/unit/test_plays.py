@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
 
 from agent.core.arbiter import AiredItem
+from agent.core.clock import ManualClock
+from agent.state.journal import MQTT, Journal
 from agent.state.plays import RETENTION_S, PlayJournal
 from agent.state.store import StateStore
 
@@ -50,3 +56,53 @@ def test_between_and_prune(tmp_path: Path) -> None:
     assert [p.record["program_id"] for p in plays.between(15.0, 31.0)] == ["p-1", "p-2"]
     assert plays.prune(now=25.0 + RETENTION_S) == 2
     assert [p.item for p in plays.between(0.0, 100.0)] == [0]
+
+
+# --- a play on air and its play_started event, written together ---------------------------
+
+def _journal_and_plays(tmp_path: Path) -> tuple[StateStore, Journal, PlayJournal]:
+    store = StateStore(tmp_path / "state.db")
+    return store, Journal(store, ManualClock(100.0), ZoneInfo("UTC")), PlayJournal(store)
+
+
+def _refuse_outbox(store: StateStore, refuse: bool) -> None:
+    """What a power cut between two writes would leave, as a write that fails."""
+    with store.transaction() as db:
+        if refuse:
+            db.execute("CREATE TRIGGER refuse BEFORE INSERT ON outbox "
+                       "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        else:
+            db.execute("DROP TRIGGER refuse")
+
+
+def _start(journal: Journal, plays: PlayJournal, report_id: str) -> None:
+    journal.event_with(
+        lambda db: plays.write_on_air(db, "p-1@100", 0, record(report_id), 100.0),
+        "play_started", program_id="p-1")
+
+
+def test_a_play_is_never_on_air_without_its_play_started_event(tmp_path: Path) -> None:
+    store, journal, plays = _journal_and_plays(tmp_path)
+    _refuse_outbox(store, True)
+    with pytest.raises(sqlite3.IntegrityError, match="refused"):
+        _start(journal, plays, "r-1")
+    assert plays.cut_by_crash() == [] and store.pending(MQTT) == []
+
+    _refuse_outbox(store, False)
+    _start(journal, plays, "r-1")
+    assert [p.record["id"] for p in plays.cut_by_crash()] == ["r-1"]
+    assert [r.payload["type"] for r in store.pending(MQTT)] == ["play_started"]
+
+
+def test_behind_records_held_in_memory_the_event_keeps_its_place(tmp_path: Path) -> None:
+    store, journal, plays = _journal_and_plays(tmp_path)
+    _refuse_outbox(store, True)
+    journal.event("fault_raised", code="state_write_failed")
+    assert journal.held == 1
+    _start(journal, plays, "r-1")  # the play is on air; its event waits behind the first
+    assert [p.record["id"] for p in plays.cut_by_crash()] == ["r-1"]
+    assert journal.held == 2
+
+    _refuse_outbox(store, False)
+    journal.retry()
+    assert [r.payload["type"] for r in store.pending(MQTT)] == ["fault_raised", "play_started"]
