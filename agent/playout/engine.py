@@ -60,12 +60,13 @@ def _pull(voice: Voice, frames: int) -> Block:
 
 def frames_ahead(queued: int, ahead_by_clock: int, period: int) -> int:
     """What the card holds that is not yet due, for pacing the engine: ``queued``, its
-    count, or ``ahead_by_clock``, the frames written after the one its clock says is
-    leaving now. A card that drains in ticks (the virtual one, or a driver that moves its
-    pointer once per hardware period) counts up to a tick more between them: going by its
-    count, the engine would wake, find it unchanged and sleep again, twice a period. The
-    clock is believed down to one ``period`` below the count, so that a step of the wall
-    clock leaves the count in charge."""
+    count, or ``ahead_by_clock``, the frames written after its playhead
+    (AudioOutput.playhead). A card that drains in ticks (the virtual one, or a driver that
+    moves its pointer once per hardware period) counts up to a tick more between them:
+    going by its count, the engine would wake, find it unchanged and sleep again, twice a
+    period. The clock is believed down to one ``period`` below the count, so that a clock
+    gone wrong (an ALSA anchor across a step of the wall clock, until it is renewed)
+    leaves the count in charge."""
     return min(queued, max(ahead_by_clock, queued - period))
 
 
@@ -175,7 +176,7 @@ class PlayoutEngine:
             try:
                 first = self.output.next_frame_index()
                 ahead = frames_ahead(self.output.buffered_frames(),
-                                     first - self.frame_at(time.time()), self._period)
+                                     first - self.output.playhead(), self._period)
                 excess = ahead - (self._target_buffer - self._period)
                 if excess > self._min_sleep:
                     time.sleep(min(excess / self.rate, 0.05))

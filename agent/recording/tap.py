@@ -47,6 +47,9 @@ class RecordingTap(AudioOutput):
     def buffered_frames(self) -> int:
         return self.inner.buffered_frames()
 
+    def playhead(self) -> int:
+        return self.inner.playhead()
+
     @property
     def underrun_frames(self) -> int:
         return self.inner.underrun_frames

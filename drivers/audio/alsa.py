@@ -177,6 +177,15 @@ class AlsaOutput(AudioOutput):
         anchor_index, anchor_time = self._anchor
         return anchor_time + (index - anchor_index) / self.rate
 
+    def playhead(self) -> int:
+        """By the anchor: the kernel's timestamp of the card's last pointer update, about
+        once a second (a driver may move its pointer once per hardware period)."""
+        with self._lock:
+            if self._anchor is None:  # not started: nothing is playing
+                return self._next_index
+            anchor_index, anchor_time = self._anchor
+            return anchor_index + int((self._clock.now() - anchor_time) * self.rate)
+
     def buffered_frames(self) -> int:
         available = int(self._open_pcm().avail())
         if available < 0:  # -EPIPE: ran dry

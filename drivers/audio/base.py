@@ -76,6 +76,12 @@ class AudioOutput(ABC):
     def buffered_frames(self) -> int:
         """Frames written but not yet played."""
 
+    def playhead(self) -> int:
+        """The index of the frame leaving the device now, by its own clock. A device may
+        count what it holds (:meth:`buffered_frames`) in steps, a tick or a hardware period
+        at a time; its clock places the playhead between them. By default, the count."""
+        return self.next_frame_index() - self.buffered_frames()
+
     @property
     @abstractmethod
     def underrun_frames(self) -> int:

@@ -220,6 +220,10 @@ class ClockedWavSink(AudioOutput):
         with self._cond:
             return len(self._pending) // self._frame_bytes
 
+    def playhead(self) -> int:
+        """By the clock the wav-dac thread consumes on, which moves in ticks."""
+        return int((self._clock.monotonic() - self._mono_start) * self.rate)
+
     def close(self) -> None:
         thread = self._thread
         if thread is None:

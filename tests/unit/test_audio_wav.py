@@ -264,8 +264,10 @@ def test_alsa_output_numbers_frames_on_the_null_pcm() -> None:
     output.open()
     try:
         assert output.next_frame_index() == 0
+        assert output.playhead() == 0  # not started: nothing plays
         output.write(frames_of(tone(440, 4800)), timeout=1)
         assert output.next_frame_index() == 4800
+        assert 0 <= output.playhead() <= 4800  # by the first write's anchor
         assert output.frame_time(4800) - output.frame_time(0) == pytest.approx(0.1)
         assert 0 <= output.buffered_frames() <= 1920
         with pytest.raises(ValueError, match="whole number"):
@@ -274,3 +276,16 @@ def test_alsa_output_numbers_frames_on_the_null_pcm() -> None:
         output.close()
     with pytest.raises(AudioOutputError, match="not open"):
         output.write(bytes(4), timeout=1)
+
+
+def test_the_playhead_moves_with_the_cards_clock_between_its_ticks_not_with_wall_time(
+        manual_sink: tuple[ClockedWavSink, ManualClock]) -> None:
+    sink, clock = manual_sink
+    assert sink.playhead() == 0
+    clock.advance(0.0123)
+    assert sink.playhead() == 590  # 12.3 ms at 48 kHz, whether or not the card ticked yet
+    clock.step(-30.0)  # NTP sets the wall clock back: the card plays on
+    assert sink.playhead() == 590
+    wait_for(lambda: sink.next_frame_index() >= 591, 5, what="the card's next tick")
+    # What it counts as played: through the frame leaving now, as of its last tick.
+    assert sink.next_frame_index() - sink.buffered_frames() == sink.playhead() + 1

@@ -22,11 +22,11 @@ def test_between_the_steps_of_a_ticking_card_its_clock_counts() -> None:
     assert frames_ahead(queued=900, ahead_by_clock=612, period=PERIOD) == 612
 
 
-def test_a_wall_clock_stepped_forward_is_believed_one_period_at_most() -> None:
+def test_a_clock_far_behind_the_count_is_believed_one_period_at_most() -> None:
     assert frames_ahead(queued=900, ahead_by_clock=-48_000, period=PERIOD) == 900 - PERIOD
 
 
-def test_a_wall_clock_stepped_back_leaves_the_count_in_charge() -> None:
+def test_a_clock_ahead_of_the_count_leaves_the_count_in_charge() -> None:
     assert frames_ahead(queued=900, ahead_by_clock=48_900, period=PERIOD) == 900
 
 
