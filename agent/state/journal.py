@@ -62,10 +62,14 @@ class Journal:
     def stamp(self, epoch: float) -> str:
         return rfc3339(epoch, self.tz)
 
+    def _new_event(self, type_: str, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        """An MQTT Event (mqtt.md) made now, and now."""
+        now = self._clock.now()
+        return {"id": str(uuid.uuid4()), "type": type_, "at": self.stamp(now), **body}, now
+
     def event(self, type_: str, **body: Any) -> dict[str, Any]:
         """Queue an MQTT Event (mqtt.md) and return it."""
-        now = self._clock.now()
-        record = {"id": str(uuid.uuid4()), "type": type_, "at": self.stamp(now), **body}
+        record, now = self._new_event(type_, body)
         if self.mqtt_enabled:
             self._persist(MQTT, f"event:{type_}", [record], now)
         return record
@@ -77,8 +81,7 @@ class Journal:
         as ``write`` would when the store cannot write, with nothing of either written.
         Only while older records wait in memory (:attr:`held`) do the two go separately:
         the event must follow them."""
-        now = self._clock.now()
-        record = {"id": str(uuid.uuid4()), "type": type_, "at": self.stamp(now), **body}
+        record, now = self._new_event(type_, body)
         with self._held_lock:
             if self.mqtt_enabled and not self._held:
                 self._store.enqueue_many(MQTT, f"event:{type_}", [record], now,
