@@ -295,9 +295,8 @@ class ClockedWavSink(AudioOutput):
 
     def _consume_until_stopped(self) -> None:
         while not self._stop.is_set():
-            now = self._clock.monotonic()
             # Absolute pacing: after a stall, everything due is consumed at once (no drift).
-            due = int((now - self._mono_start) * self.rate) + 1
+            due = self.playhead() + 1
             with self._cond:
                 count = due - self._consumed
                 if count > 0:
