@@ -86,8 +86,10 @@ def _lowpass(rate: int, up: int) -> Samples:
 def filter_delay_s(rate: int) -> float:
     """How long before the first frame of a run its first recorded sample is centred: half
     the filter's length."""
-    up = resampling_ratio(rate).numerator
-    return (len(_lowpass(rate, up)) - 1) / 2 / up / rate
+    ratio = resampling_ratio(rate)
+    resampler = StreamingResampler(_lowpass(rate, ratio.numerator), ratio.numerator,
+                                   ratio.denominator)
+    return -resampler.input_position(0) / rate
 
 
 class Recorder:

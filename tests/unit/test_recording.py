@@ -123,11 +123,12 @@ class RecorderOptions(TypedDict, total=False):
     segment_s: float
 
 
-def record(tmp_path: Path, writes: list[tuple[int, bytes]],
+def record(tmp_path: Path, writes: list[tuple[int, bytes]], rate: int = OUT_RATE,
            **kwargs: Unpack[RecorderOptions]) -> SegmentStore:
+    """``writes`` (index, frames) from a card at ``rate``, recorded, the recorder stopped."""
     store = make_store(tmp_path / "rec", ManualClock(EPOCH))
-    recorder = Recorder(store, FaultRegistry(lambda: EPOCH), OUT_RATE,
-                        lambda n: EPOCH + n / OUT_RATE, on_drop=lambda: None,
+    recorder = Recorder(store, FaultRegistry(lambda: EPOCH), rate,
+                        lambda n: EPOCH + n / rate, on_drop=lambda: None,
                         queue_periods=10_000, **kwargs)
     for index, frames in writes:
         recorder.offer(index, frames)
@@ -166,15 +167,9 @@ def test_recorder_resamples_any_card_rate_keeping_the_band_and_rejecting_aliases
     mono = np.where(t < 2.0, np.sin(2 * np.pi * 1000 * t), np.sin(2 * np.pi * 8000 * t))
     pcm = np.repeat((8000 * mono).astype("<i2"), 2).tobytes()
     period_bytes = card_rate // 50 * 4
-    store = make_store(tmp_path / "rec", ManualClock(EPOCH))
-    recorder = Recorder(store, FaultRegistry(lambda: EPOCH), card_rate,
-                        lambda n: EPOCH + n / card_rate, on_drop=lambda: None,
-                        queue_periods=10_000)
-    for offset in range(0, len(pcm), period_bytes):
-        recorder.offer(offset // 4, pcm[offset:offset + period_bytes])
-    recorder.start()
-    recorder.stop(timeout=60)
-    [segment] = store.segments()
+    writes = [(offset // 4, pcm[offset:offset + period_bytes])
+              for offset in range(0, len(pcm), period_bytes)]
+    [segment] = record(tmp_path, writes, rate=card_rate).segments()
     assert segment.samples == 4 * RATE
     audio, _ = sf.read(segment.path, dtype="float32")
     start = round((EPOCH - segment.start) * RATE)  # the filter's delay, in output samples
