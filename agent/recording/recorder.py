@@ -37,10 +37,11 @@ from drivers.thread import NamedThread
 log = logging.getLogger(__name__)
 
 SEGMENT_S = 60.0
-QUEUE_PERIODS = 250  # 2.5 s of the playout process's 10 ms periods
+QUEUE_PERIODS = 500  # 5 s of the playout process's 10 ms periods
 # The recorder takes what queued up every BATCH_S, contiguous periods as one run: each step
-# of the pipeline costs about as much for 10 ms as for 250 (bench_recording).
-BATCH_S = 0.25
+# of the pipeline costs about as much for 10 ms as for 250, so a turn a second took 0.45 to
+# 0.52 % of a core where four took 0.70 % (bench_recording).
+BATCH_S = 1.0
 _MAX_FILL_S = 5.0
 _RETRY_S = 5.0
 # The anti-alias (or, from a card slower than RATE, anti-image) filter, relative to the
