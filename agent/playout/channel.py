@@ -30,7 +30,9 @@ import socket
 import struct
 from typing import Any
 
-STATUS_INTERVAL_S = 0.1  # also how stale the counts of a process that died can be
+# The heartbeat. The agent reads the counts of a process that died from its tally
+# (agent.playout.tally), not from its last status.
+STATUS_INTERVAL_S = 0.25
 # The off-air record pipe beside the channel: each record is this header (wall time of
 # its first frame, bytes that follow) and whole frames, at most PIPE_BUF bytes in all, so
 # that one write is atomic and records never interleave.

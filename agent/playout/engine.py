@@ -78,10 +78,14 @@ class _Cue:
 
 class PlayoutEngine:
     def __init__(self, output: AudioOutput, on_event: Callable[[EngineEvent], None],
-                 buffer_s: float = 0.040, period_s: float = PERIOD_S) -> None:
+                 buffer_s: float = 0.040, period_s: float = PERIOD_S,
+                 on_period: Callable[[Voice], None] = lambda voice: None) -> None:
+        """``on_period`` is called on the engine's thread with the voice on air after
+        each period written to the output (it must not block)."""
         self.output = output
         self.rate = output.rate
         self._on_event = on_event
+        self._on_period = on_period
         self._period = int(self.rate * period_s)
         if buffer_s <= period_s:
             raise ValueError(f"a buffer of {buffer_s} s cannot hold more than one period "
@@ -183,6 +187,8 @@ class PlayoutEngine:
                     continue
                 block = self._render(first)
                 self.output.write(block, timeout=1.0)
+                if (on_air := self._current) is not None:
+                    self._on_period(on_air)
                 if self._failed:
                     self._failed = False
                     self._on_event(OutputRecovered())

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from agent.playout import channel
 from agent.playout.engine import PlayoutEngine
 from agent.playout.jitter_buffer import PcmJitterBuffer
+from agent.playout.tally import Counts, TallyWriter
 from agent.playout.voice import (
     BYTES_PER_FRAME,
     EngineEvent,
@@ -140,8 +141,10 @@ class _Ended:
 
 
 class PlayoutHost:
-    def __init__(self, output: AudioOutput, sock: socket.socket, record_fd: int) -> None:
+    def __init__(self, output: AudioOutput, sock: socket.socket, record_fd: int,
+                 tally: TallyWriter) -> None:
         self._sock = sock
+        self._tally = tally
         self._record_fd = record_fd
         if record_fd >= 0:
             os.set_blocking(record_fd, False)
@@ -149,7 +152,7 @@ class PlayoutHost:
         self._output = output
         self._burst_bytes = round(BURST_S * output.rate) * BYTES_PER_FRAME
         self.engine = PlayoutEngine(output, self._on_event, buffer_s=CARD_BUFFER_S,
-                                    period_s=PERIOD_S)
+                                    period_s=PERIOD_S, on_period=self._on_period)
         self._sources: dict[int, PipeSource] = {}
         self._ended: list[_Ended] = []
         self._lock = threading.Lock()
@@ -176,6 +179,9 @@ class PlayoutHost:
             message = {"ev": "output_recovered"}
         self._send(message)
 
+    def _on_period(self, voice: Voice) -> None:
+        self._tally.write(_voice_id(voice), _counts(voice))
+
     def _send(self, message: channel.Message) -> None:
         try:
             channel.send(self._sock, message)
@@ -201,7 +207,7 @@ class PlayoutHost:
     def _report_status(self) -> None:
         engine = self.engine
         idle = engine.idle_since_frame
-        states: dict[str, list[int]] = {}
+        states: dict[str, Counts] = {}
         for voice in engine.voices():
             states[str(_voice_id(voice))] = _counts(voice)
         underrun = self._output.underrun_frames
@@ -321,12 +327,12 @@ def _voice_id(voice: Voice) -> int:
     return voice.tag
 
 
-def _counts(voice: Voice) -> list[int]:
-    """[played, underrun, relayed, lead] frames, as agent.playout.remote reads them."""
+def _counts(voice: Voice) -> Counts:
+    """(played, underrun, relayed, lead) frames, as agent.playout.remote reads them."""
     source = voice.source
     relayed, lead = (source.relayed_frames, source.lead_frames) \
         if isinstance(source, LivePipeSource) else (0, 0)
-    return [voice.frames_played, voice.underrun_frames, relayed, lead]
+    return voice.frames_played, voice.underrun_frames, relayed, lead
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, required=True)
     parser.add_argument("--channel-fd", type=int, required=True)
     parser.add_argument("--record-fd", type=int, default=-1)
+    parser.add_argument("--tally-fd", type=int, default=-1,
+                        help="shared memory for the counts of the voice on air "
+                             "(agent.playout.tally)")
     parser.add_argument("--resume", action="store_true",
                         help="a restart: the card kept running, continue its capture")
     parser.add_argument("--log-level", default="INFO")
@@ -346,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     # Threads started later inherit the policy; the audio threads raise theirs above it.
     request_realtime(AUDIO_RT_PRIORITY - 1)
     sock = socket.socket(fileno=args.channel_fd)
-    host = PlayoutHost(open_output(args.output, args.rate), sock, args.record_fd)
+    host = PlayoutHost(open_output(args.output, args.rate), sock, args.record_fd,
+                       TallyWriter(args.tally_fd))
     return host.run(args.resume)
 
 

@@ -16,14 +16,15 @@ log = logging.getLogger(__name__)
 
 
 class HostProcess:
-    def __init__(self, output_spec: str, rate: int, *, record_fd: int | None,
+    def __init__(self, output_spec: str, rate: int, *, record_fd: int | None, tally_fd: int,
                  resume: bool, interpreter: str = sys.executable) -> None:
         """Start it with ``interpreter``; with ``resume`` it continues the card's capture
-        of the one before."""
+        of the one before. ``tally_fd``: agent.playout.tally's shared memory."""
         ours, theirs = channel.socket_pair()
-        pass_fds = [theirs.fileno()]
+        pass_fds = [theirs.fileno(), tally_fd]
         command = [interpreter, "-m", "agent.playout.host", "--output", output_spec,
                    "--rate", str(rate), "--channel-fd", str(theirs.fileno()),
+                   "--tally-fd", str(tally_fd),
                    "--log-level", logging.getLevelName(logging.getLogger().level)]
         if record_fd is not None:
             pass_fds.append(record_fd)

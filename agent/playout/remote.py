@@ -34,6 +34,7 @@ from agent.core.clock import Clock
 from agent.playout import channel
 from agent.playout.feed import Feeder, VoiceFeed, pipe_fill
 from agent.playout.host_process import HostProcess
+from agent.playout.tally import Counts, Tally
 from agent.playout.voice import (
     BYTES_PER_FRAME,
     EngineEvent,
@@ -47,7 +48,9 @@ from drivers.thread import NamedThread
 
 log = logging.getLogger(__name__)
 
-HANG_S = 0.8  # silence of the playout process (status every 0.1 s) that means it hung
+# Silence of the playout process that means it hung: three statuses missed. The agent
+# looks every STATUS_INTERVAL_S, so it knows within 0.75 s.
+HANG_S = 0.7
 STARTUP_S = 10.0  # a new process's first word: Python, numpy and the card opened
 MAX_BACKOFF_S = 10.0
 
@@ -84,6 +87,7 @@ class PlayoutProcess:
         self._current: VoiceFeed | None = None
         self._queue: list[_Cue] = []
         self._host: HostProcess | None = None
+        self._tally: Tally | None = None  # the present process's
         self._last_word = 0.0
         self._up = False
         self._stop = threading.Event()
@@ -193,8 +197,16 @@ class PlayoutProcess:
 
     # --- the process -------------------------------------------------------------------
     def _spawn(self, resume: bool) -> None:
-        self._host = HostProcess(self._spec, self.rate, record_fd=self._record_fd, resume=resume,
-                                 interpreter=self._interpreter)
+        tally = Tally()
+        try:
+            self._host = HostProcess(self._spec, self.rate, record_fd=self._record_fd,
+                                     tally_fd=tally.fd, resume=resume,
+                                     interpreter=self._interpreter)
+        except OSError:
+            tally.close()
+            raise
+        tally.close_fd()
+        self._tally = tally
         self._card_underrun_seen = 0
         self._last_word = self._clock.monotonic() + STARTUP_S - HANG_S
         log.info("playout process %d started%s", self._host.pid,
@@ -213,6 +225,8 @@ class PlayoutProcess:
                 self._on_down(f"the playout process {reason}; restarting it")
                 host.kill()
                 with self._lock:
+                    if self._tally is not None:
+                        self._took(self._tally.counts())
                     self._close_channel()
             with self._lock:
                 if self._stop.is_set():
@@ -258,7 +272,9 @@ class PlayoutProcess:
     def _close_channel(self) -> None:
         if self._host is not None:
             self._host.close_channel()
-        self._host = None
+        if self._tally is not None:
+            self._tally.close()
+        self._host = self._tally = None
 
     def _cue_again(self) -> None:
         """After a restart: what was on air goes on from the PCM it had not played, then
@@ -316,10 +332,16 @@ class PlayoutProcess:
         self.card_underrun_frames += max(0, underrun - self._card_underrun_seen)
         self._card_underrun_seen = underrun
         with self._lock:
-            for key, counts in message.get("voices", {}).items():
-                feed = self._feeds.get(int(key))
-                if feed is not None and feed.voice.end_frame is None:
-                    feed.took(*_counts(counts))
+            self._took({int(key): _counts(counts)
+                        for key, counts in message.get("voices", {}).items()})
+
+    def _took(self, counts: dict[int, Counts]) -> None:
+        """The playout process's counts of the voices it plays, from its status or, once
+        it is gone, its tally (with the lock held)."""
+        for voice_id, voice_counts in counts.items():
+            feed = self._feeds.get(voice_id)
+            if feed is not None and feed.voice.end_frame is None:
+                feed.took(*voice_counts)
 
     # --- helpers (with the lock held) --------------------------------------------------
     def _feed(self, voice: Voice) -> VoiceFeed:
@@ -358,7 +380,7 @@ class PlayoutProcess:
             self._host.send(message, fds)
 
 
-def _counts(counts: list[int]) -> tuple[int, int, int, int]:
+def _counts(counts: list[int]) -> Counts:
     """[played, underrun, relayed, lead] frames of a voice, as the host sends them."""
     played, underrun, relayed, lead = (int(n) for n in counts)
     return played, underrun, relayed, lead

@@ -79,7 +79,10 @@ def test_playout_process_failure_is_replaced_and_the_programme_goes_on(
     reports = wait_for(lambda: [r for r in source.play_reports() if r["program_id"] == "p-long"],
                        30, 0.2, what="the play report")
     assert len(reports) == 1 and reports[0]["outcome"] == "completed"
-    assert abs(reports[0]["played_s"] - sum(seconds for _, seconds in parts)) <= 0.15
+    # The frames the old process had played come from its tally (agent.playout.tally),
+    # to the period: they include what its card still held when it died (at most
+    # host.CARD_BUFFER_S). From its last status, as before the tally, this was 0.1 s short.
+    assert abs(reports[0]["played_s"] - sum(seconds for _, seconds in parts)) <= 0.03
     faults = wait_for(lambda: [r for r in source.reports()
                                if r["type"] == "fault" and r["code"] == "playout_failed"
                                and r["cleared_at"] is not None], 10, 0.2,

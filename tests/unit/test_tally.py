@@ -1,0 +1,99 @@
+"""The counts of the voice on air in shared memory (agent.playout.tally), which the agent
+reads once a playout process is gone; and the engine's call after each period that fills
+them in."""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.playout.engine import PlayoutEngine
+from agent.playout.sources import BufferSource
+from agent.playout.tally import SIZE, SLOTS, Tally, TallyWriter
+from agent.playout.voice import EngineEvent, Voice, VoiceEnded
+from drivers.audio.wav import ClockedWavSink
+
+RATE = 48_000
+PERIOD = 480
+
+
+@pytest.fixture
+def tally() -> Iterator[Tally]:
+    shared = Tally()
+    yield shared
+    shared.close()
+
+
+def test_the_last_counts_written_for_each_voice_are_read(tally: Tally) -> None:
+    writer = TallyWriter(tally.fd)
+    writer.write(7, (480, 0, 0, 0))
+    writer.write(7, (960, 12, 0, 0))
+    writer.write(8, (480, 0, 300, 40))
+    assert tally.counts() == {7: (960, 12, 0, 0), 8: (480, 0, 300, 40)}
+
+
+def test_nothing_written_reads_as_no_counts(tally: Tally) -> None:
+    assert tally.counts() == {}
+
+
+def test_a_slot_cut_off_in_its_writing_is_not_read(tally: Tally) -> None:
+    writer = TallyWriter(tally.fd)
+    writer.write(7, (480, 0, 0, 0))
+    writer.write(8, (480, 0, 0, 0))
+    # Killed while writing voice 8's next counts: the first sequence number and the id
+    # written, the rest still the last whole write's.
+    with mmap.mmap(tally.fd, SIZE) as shared:
+        struct.pack_into("<2q", shared, 7 * 8, 3, 8)
+    assert tally.counts() == {7: (480, 0, 0, 0)}
+
+
+def test_after_as_many_voices_as_slots_the_oldest_slot_is_taken_again(tally: Tally) -> None:
+    writer = TallyWriter(tally.fd)
+    for voice_id in range(1, SLOTS + 2):
+        writer.write(voice_id, (voice_id * PERIOD, 0, 0, 0))
+    counts = tally.counts()
+    assert 1 not in counts and len(counts) == SLOTS
+    assert counts[SLOTS + 1] == ((SLOTS + 1) * PERIOD, 0, 0, 0)
+
+
+def test_a_voice_on_air_again_after_another_is_read_at_its_latest(tally: Tally) -> None:
+    writer = TallyWriter(tally.fd)
+    writer.write(7, (480, 0, 0, 0))
+    writer.write(8, (480, 0, 0, 0))
+    writer.write(7, (960, 0, 0, 0))
+    assert tally.counts()[7] == (960, 0, 0, 0)
+
+
+def test_a_writer_nobody_reads_takes_the_counts_all_the_same() -> None:
+    TallyWriter(-1).write(7, (480, 0, 0, 0))
+
+
+def test_the_engine_hands_over_the_voice_on_air_after_every_period(tmp_path: Path) -> None:
+    frames = RATE // 5 + 100  # 20 whole periods, then a short one in which it ends
+    pcm = np.zeros((frames, 2), dtype="<i2").tobytes()
+    seen: list[tuple[Voice, int]] = []
+    ended = threading.Event()
+
+    def on_event(event: EngineEvent) -> None:
+        if isinstance(event, VoiceEnded):
+            ended.set()
+    engine = PlayoutEngine(ClockedWavSink(tmp_path / "card.wav", RATE), on_event,
+                           buffer_s=0.025, period_s=PERIOD / RATE,
+                           on_period=lambda voice: seen.append((voice, voice.frames_played)))
+    engine.start()
+    try:
+        voice = Voice("tone", BufferSource(pcm), 1.0)
+        engine.play([voice])
+        assert ended.wait(10)
+    finally:
+        engine.stop()
+    assert {v for v, _ in seen} == {voice}
+    # The period in which it ends is told by its VoiceEnded, which has the last count.
+    assert [played for _, played in seen] == [PERIOD * n for n in range(1, frames // PERIOD + 1)]
+    assert voice.frames_played == frames
