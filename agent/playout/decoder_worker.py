@@ -25,10 +25,12 @@ from drivers.thread import NamedThread
 HEARTBEAT_S = 0.5
 FILE_CACHING_MS = 3000
 # libvlc hands over one MP3 frame (about 26 ms) per callback. The PCM goes out in frames of
-# this much audio, so that the agent's reader wakes a quarter as often. The first
+# up to this much audio, so that the agent's reader wakes less often: a file is decoded
+# seconds ahead of the card (FILE_CACHING_MS), a stream only its caching ahead. The first
 # callback's goes out at once (a start waits for nothing); a callback finding the last
 # frame sent this long ago sends what is held, and so do a state change and a heartbeat.
-PCM_BATCH_S = 0.1
+FILE_PCM_BATCH_S = 0.25
+STREAM_PCM_BATCH_S = 0.1
 
 
 class Worker:
@@ -37,6 +39,7 @@ class Worker:
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._pcm = bytearray()  # PCM not yet sent
+        self._pcm_batch_s = STREAM_PCM_BATCH_S  # set by run() from the job's media
         self._pcm_batch = 0  # bytes; set by run() from the job's rate
         self._pcm_sent_at: float | None = None  # monotonic; None: no PCM sent yet
         # soxr: libvlc's default choice for 22.05/44.1 -> 48 kHz repeats samples audibly;
@@ -79,7 +82,7 @@ class Worker:
             self._pcm += ctypes.string_at(samples, count * 4)
             sent_at = self._pcm_sent_at
             if sent_at is None or len(self._pcm) >= self._pcm_batch \
-                    or time.monotonic() - sent_at >= PCM_BATCH_S:
+                    or time.monotonic() - sent_at >= self._pcm_batch_s:
                 self._send_pcm_locked()
 
     def _on_playing(self, _event: Any) -> None:
@@ -96,7 +99,8 @@ class Worker:
     def run(self, job: dict[str, Any]) -> int:
         rate = int(job.get("rate", 48000))
         self.player.audio_set_format("S16N", rate, 2)
-        self._pcm_batch = round(rate * PCM_BATCH_S) * 4
+        self._pcm_batch_s = pcm_batch_s(job["mrl"])
+        self._pcm_batch = round(rate * self._pcm_batch_s) * 4
         media = self.instance.media_new(job["mrl"])
         caching = int(job.get("caching_ms", 300))
         # libvlc hands PCM to the callback in step with its clock, only as far ahead of
@@ -115,6 +119,11 @@ class Worker:
         while not self._done.wait(HEARTBEAT_S):
             self.send(HEARTBEAT, b"")
         return 0
+
+
+def pcm_batch_s(mrl: str) -> float:
+    """The most audio a frame of PCM from the worker holds for media ``mrl``."""
+    return FILE_PCM_BATCH_S if mrl.startswith("file:") else STREAM_PCM_BATCH_S
 
 
 def _exit_when_stdin_closes(stdin: BinaryIO) -> None:

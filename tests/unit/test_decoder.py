@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from agent.playout.decoder import DecodedStream, DecoderPool
-from agent.playout.decoder_worker import PCM_BATCH_S
+from agent.playout.decoder_worker import FILE_PCM_BATCH_S, STREAM_PCM_BATCH_S, pcm_batch_s
 from agent.playout.framing import PCM, STATE, read_frame
 from tests.support.media import read_wav, to_mp3, tones
 
@@ -56,9 +56,9 @@ def test_a_missing_file_fails_cleanly(tmp_path: Path, decoder_pool: DecoderPool)
     assert stream.state == "error" and len(pcm) == 0
 
 
-def test_the_worker_sends_its_pcm_in_frames_of_a_tenth_of_a_second(tmp_path: Path) -> None:
+def test_the_worker_sends_a_files_pcm_in_frames_of_a_quarter_second(tmp_path: Path) -> None:
     """One frame per libvlc callback (an MP3 frame, 26 ms) woke the agent's reader about
-    40 times a second; frames of PCM_BATCH_S carry the same samples, in order."""
+    40 times a second; frames of FILE_PCM_BATCH_S carry the same samples, in order."""
     wav = tones(tmp_path / "c.wav", [(600, 1.0), (800, 1.0)])
     mp3 = to_mp3(wav, tmp_path / "c.mp3", 128)
     worker = subprocess.Popen([sys.executable, "-m", "agent.playout.decoder_worker"],
@@ -75,6 +75,13 @@ def test_the_worker_sends_its_pcm_in_frames_of_a_tenth_of_a_second(tmp_path: Pat
     states = [json.loads(payload)["state"] for kind, payload in frames if kind == STATE]
     assert states[-1] == "ended"
     assert abs(sum(map(len, pcm)) - 2 * 48000 * 4) < 0.1 * 48000 * 4  # the MP3's 2 s
-    batch_bytes = PCM_BATCH_S * 48000 * 4
-    assert len(pcm) <= 2.0 / PCM_BATCH_S + 2
+    batch_bytes = FILE_PCM_BATCH_S * 48000 * 4
+    assert len(pcm) <= 2.0 / FILE_PCM_BATCH_S + 2
     assert sorted(map(len, pcm))[len(pcm) // 2] >= 0.8 * batch_bytes
+
+
+def test_a_stream_decoded_only_its_caching_ahead_goes_out_in_shorter_frames() -> None:
+    assert pcm_batch_s("file:///var/lib/broadcast-agent/media/m-1.mp3") == FILE_PCM_BATCH_S
+    for mrl in ("http://radio.example/live.mp3", "https://radio.example/live",
+                "rtsp://radio.example/live"):
+        assert pcm_batch_s(mrl) == STREAM_PCM_BATCH_S < FILE_PCM_BATCH_S
