@@ -122,8 +122,10 @@ class Worker:
 
 
 def pcm_batch_s(mrl: str) -> float:
-    """The most audio a frame of PCM from the worker holds for media ``mrl``."""
-    return FILE_PCM_BATCH_S if mrl.startswith("file:") else STREAM_PCM_BATCH_S
+    """The most audio a frame of PCM from the worker holds for media ``mrl``: a local file
+    is a path (the media cache's) or a file: URI."""
+    local = "://" not in mrl or mrl.startswith("file:")
+    return FILE_PCM_BATCH_S if local else STREAM_PCM_BATCH_S
 
 
 def _exit_when_stdin_closes(stdin: BinaryIO) -> None:

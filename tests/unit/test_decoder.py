@@ -81,7 +81,9 @@ def test_the_worker_sends_a_files_pcm_in_frames_of_a_quarter_second(tmp_path: Pa
 
 
 def test_a_stream_decoded_only_its_caching_ahead_goes_out_in_shorter_frames() -> None:
-    assert pcm_batch_s("file:///var/lib/broadcast-agent/media/m-1.mp3") == FILE_PCM_BATCH_S
+    for local in ("/var/lib/broadcast-agent/media/3f9a.mp3",
+                  "file:///var/lib/broadcast-agent/media/3f9a.mp3"):
+        assert pcm_batch_s(local) == FILE_PCM_BATCH_S
     for mrl in ("http://radio.example/live.mp3", "https://radio.example/live",
                 "rtsp://radio.example/live"):
         assert pcm_batch_s(mrl) == STREAM_PCM_BATCH_S < FILE_PCM_BATCH_S
