@@ -79,13 +79,16 @@ class _Cue:
 class PlayoutEngine:
     def __init__(self, output: AudioOutput, on_event: Callable[[EngineEvent], None],
                  buffer_s: float = 0.040, period_s: float = PERIOD_S,
-                 on_period: Callable[[Voice], None] = lambda voice: None) -> None:
+                 on_period: Callable[[Voice], None] = lambda voice: None,
+                 on_period_every: int = 1) -> None:
         """``on_period`` is called on the engine's thread with the voice on air after
-        each period written to the output (it must not block)."""
+        every ``on_period_every`` periods written to the output (it must not block)."""
         self.output = output
         self.rate = output.rate
         self._on_event = on_event
         self._on_period = on_period
+        self._on_period_every = on_period_every
+        self._periods_written = 0
         self._period = int(self.rate * period_s)
         if buffer_s <= period_s:
             raise ValueError(f"a buffer of {buffer_s} s cannot hold more than one period "
@@ -187,7 +190,9 @@ class PlayoutEngine:
                     continue
                 block = self._render(first)
                 self.output.write(block, timeout=1.0)
-                if (on_air := self._current) is not None:
+                self._periods_written += 1
+                if self._periods_written % self._on_period_every == 0 \
+                        and (on_air := self._current) is not None:
                     self._on_period(on_air)
                 if self._failed:
                     self._failed = False

@@ -4,8 +4,9 @@ the agent shares.
 The playout process tells the agent each voice's counts (played, underrun, relayed and
 lead frames) in its status every STATUS_INTERVAL_S and when a voice ends. Between two
 statuses they live only in that process, and it can die or hang at any instant. So its
-engine also writes the counts of the voice on air here after every period, and when the
-process is gone the agent reads how far that voice had played to the period.
+engine also writes the counts of the voice on air here every few periods
+(host.TALLY_EVERY_PERIODS: 50 ms), and when the process is gone the agent reads how far
+that voice had played from here.
 
 One page from ``memfd_create`` per playout process: the agent makes it and passes the
 descriptor at the start. SLOTS slots, each (sequence, voice id, four counts, sequence

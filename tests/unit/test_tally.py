@@ -8,6 +8,7 @@ import mmap
 import struct
 import threading
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,9 @@ def test_a_writer_nobody_reads_takes_the_counts_all_the_same() -> None:
     TallyWriter(-1).write(7, (480, 0, 0, 0))
 
 
-def test_the_engine_hands_over_the_voice_on_air_after_every_period(tmp_path: Path) -> None:
+@pytest.mark.parametrize("every", [1, 3])
+def test_the_engine_hands_over_the_voice_on_air_after_every_few_periods(
+        tmp_path: Path, every: int) -> None:
     frames = RATE // 5 + 100  # 20 whole periods, then a short one in which it ends
     pcm = np.zeros((frames, 2), dtype="<i2").tobytes()
     seen: list[tuple[Voice, int]] = []
@@ -85,7 +88,8 @@ def test_the_engine_hands_over_the_voice_on_air_after_every_period(tmp_path: Pat
             ended.set()
     engine = PlayoutEngine(ClockedWavSink(tmp_path / "card.wav", RATE), on_event,
                            buffer_s=0.025, period_s=PERIOD / RATE,
-                           on_period=lambda voice: seen.append((voice, voice.frames_played)))
+                           on_period=lambda voice: seen.append((voice, voice.frames_played)),
+                           on_period_every=every)
     engine.start()
     try:
         voice = Voice("tone", BufferSource(pcm), 1.0)
@@ -94,6 +98,11 @@ def test_the_engine_hands_over_the_voice_on_air_after_every_period(tmp_path: Pat
     finally:
         engine.stop()
     assert {v for v, _ in seen} == {voice}
-    # The period in which it ends is told by its VoiceEnded, which has the last count.
-    assert [played for _, played in seen] == [PERIOD * n for n in range(1, frames // PERIOD + 1)]
+    # Counted from the engine's start, idle periods too: the first call falls in any of
+    # the voice's first ``every`` periods. The period in which it ends is told by its
+    # VoiceEnded, which has the last count.
+    played = [played for _, played in seen]
+    assert PERIOD <= played[0] <= every * PERIOD
+    assert all(later - earlier == every * PERIOD for earlier, later in pairwise(played))
+    assert frames - (every + 1) * PERIOD < played[-1] < frames
     assert voice.frames_played == frames
