@@ -110,7 +110,12 @@ class VoiceFeed:
                    round(LOW_WATER_S * rate) * BYTES_PER_FRAME)
 
     def took(self, played: int, underrun: int, relayed: int, lead: int) -> None:
-        """What the playout process reports of this voice (since it started it)."""
+        """What the playout process reports of this voice (since it started it). Counts
+        from before the last ones taken change nothing: a dead process's tally, written
+        every 50 ms, can be older than its last status."""
+        if self.played_base + played + self.underrun_base + underrun \
+                < self.voice.frames_played + self.voice.underrun_frames:
+            return
         self.voice.frames_played = self.played_base + played
         self.voice.underrun_frames = self.underrun_base + underrun
         if self.live is not None:
