@@ -55,9 +55,15 @@ class StreamingResampler:
         padded = np.zeros(self._phase_len * up, dtype=np.float32)
         padded[:len(taps)] = taps
         self._phases = padded.reshape(self._phase_len, up).T[:, ::-1].copy()
+        self._channels = channels
+        self.restart()
+
+    def restart(self) -> None:
+        """Begin a new stream: the next input is its first, with silence before it."""
         self._next_output = 0  # absolute index of the next output sample
         self._buffer_start = self._history_start()  # absolute input index of _buffer[0]
-        shape = (-self._buffer_start,) if channels == 1 else (-self._buffer_start, channels)
+        shape = (-self._buffer_start,) if self._channels == 1 \
+            else (-self._buffer_start, self._channels)
         self._buffer = np.zeros(shape, dtype=np.float32)
 
     def _history_start(self) -> int:

@@ -84,13 +84,17 @@ def _lowpass(rate: int, up: int) -> Samples:
     return scaled
 
 
+def _resampler(rate: int) -> StreamingResampler:
+    """The filter and resampler from a card at ``rate`` to RATE."""
+    ratio = resampling_ratio(rate)
+    return StreamingResampler(_lowpass(rate, ratio.numerator), ratio.numerator,
+                              ratio.denominator)
+
+
 def filter_delay_s(rate: int) -> float:
     """How long before the first frame of a run its first recorded sample is centred: half
     the filter's length."""
-    ratio = resampling_ratio(rate)
-    resampler = StreamingResampler(_lowpass(rate, ratio.numerator), ratio.numerator,
-                                   ratio.denominator)
-    return -resampler.input_position(0) / rate
+    return -_resampler(rate).input_position(0) / rate
 
 
 class Recorder:
@@ -111,16 +115,14 @@ class Recorder:
         self._segment_samples = round(segment_s * RATE)
         self._max_fill = round(_MAX_FILL_S * rate)
         ratio = resampling_ratio(rate)
-        self._up, self._down = ratio.numerator, ratio.denominator
-        self._taps = _lowpass(rate, self._up)
-        self._step = self._down / self._up  # input frames per output sample
+        self._step = ratio.denominator / ratio.numerator  # input frames per output sample
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.dropped = 0  # periods the queue had no room for (incremented by the writer)
         # --- owned by the recorder thread ---
         self._expected: int | None = None  # index of the next frame, None: no run yet
         self._run_start = 0  # index of the run's first frame
-        self._resampler = StreamingResampler(self._taps, self._up, self._down)
+        self._resampler = _resampler(rate)  # restarted at each run's first frame
         self._encoder: sf.SoundFile | None = None
         self._open_start: float | None = None
         self._open_samples = 0
@@ -210,7 +212,7 @@ class Recorder:
                 self._expected = None
         if self._expected is None:
             self._expected = self._run_start = index
-            self._resampler = StreamingResampler(self._taps, self._up, self._down)
+            self._resampler.restart()
         pcm = np.frombuffer(frames, dtype="<i2", count=count * 2).reshape(-1, 2)
         mono = np.add(pcm[:, 0], pcm[:, 1], dtype=np.float32)
         mono *= np.float32(0.5 / 32768)

@@ -27,6 +27,21 @@ def test_streaming_resampler_matches_one_shot_filtering(up: int, down: int, chan
     np.testing.assert_allclose(blockwise, whole, atol=1e-5)
 
 
+@pytest.mark.parametrize(("up", "down", "channels"), [(1, 4, 1), (40, 147, 1), (2, 3, 2)])
+def test_a_restarted_resampler_is_a_new_one(up: int, down: int, channels: int) -> None:
+    rng = np.random.default_rng(7)
+    taps = signal.firwin(61, 0.8 / max(up, down)).astype(np.float32)
+    shape = (3001,) if channels == 1 else (3001, channels)
+    first, second = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    restarted = StreamingResampler(taps, up, down, channels)
+    restarted.process(first)
+    restarted.restart()
+    assert restarted.next_output == 0
+    fresh = StreamingResampler(taps, up, down, channels)
+    np.testing.assert_array_equal(restarted.process(second), fresh.process(second))
+    assert restarted.input_position(0) == fresh.input_position(0)
+
+
 @pytest.mark.parametrize(("up", "down"), [(1, 4), (40, 147), (3, 2)])
 def test_an_output_is_placed_where_its_taps_centre_on_the_input(up: int, down: int) -> None:
     taps = kaiser_lowpass(48_000 * up, 4_000, 8_000, 50.0) * np.float32(up)
