@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from agent.playout import channel
 from agent.playout.engine import PlayoutEngine
-from agent.playout.jitter_buffer import PcmJitterBuffer
+from agent.playout.pipes import LivePipeSource, PcmPipe, PipeSource
 from agent.playout.tally import Counts, TallyWriter
 from agent.playout.voice import (
     BYTES_PER_FRAME,
@@ -59,88 +59,9 @@ TALLY_EVERY_PERIODS = 5
 BURST_S = 0.010  # room above a relay's jitter capacity for the feeder's bursts
 
 
-class PipeSource:
-    """A voice's PCM pipe (read end, non-blocking), as the engine's PcmSource."""
-
-    def __init__(self, fd: int) -> None:
-        os.set_blocking(fd, False)
-        self._fd = fd
-        self._lock = threading.Lock()
-        self._eof = False
-
-    def read(self, max_bytes: int) -> bytes:
-        with self._lock:
-            if self._fd < 0 or self._eof:
-                return b""
-            data = self._read(max_bytes)
-            if len(data) < max_bytes and not self._eof:
-                # Short: at the end of the pipe this says so now, not one period later.
-                data += self._read(max_bytes - len(data))
-            return data
-
-    def _read(self, max_bytes: int) -> bytes:
-        try:
-            data = os.read(self._fd, max_bytes)
-        except BlockingIOError:
-            return b""
-        if not data:
-            self._eof = True
-        return data
-
-    @property
-    def finished(self) -> bool:
-        return self._eof
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-
-
-class LivePipeSource(PipeSource):
-    """A relay's pipe: the agent sends what was received as it arrives; this side keeps
-    the jitter buffer (prefill, silence while short, oldest dropped on overflow), as the
-    agent's relay would in one process, and counts what of the relay itself it played."""
-
-    def __init__(self, fd: int, capacity_bytes: int, prefill_bytes: int,
-                 burst_bytes: int) -> None:
-        super().__init__(fd)
-        # The relay's PCM crosses the agent's feeder, which passes it on in bursts (every
-        # FEED_INTERVAL_S, or late after a stall of the agent's interpreter): room for
-        # them above the relay's own capacity, or a burst would be dropped as overflow.
-        self._jitter = PcmJitterBuffer(capacity_bytes + burst_bytes, prefill_bytes)
-        self.lead_frames = 0  # asked for before the relay's first audio
-        self._partial = b""
-
-    def read(self, max_bytes: int) -> bytes:
-        while data := super().read(64 * 1024):
-            # A read may end inside a frame (a write larger than PIPE_BUF is not atomic):
-            # the jitter buffer takes whole frames only, or its padding and dropping would
-            # shift every later sample by a byte or two.
-            data = self._partial + data
-            whole = len(data) - len(data) % BYTES_PER_FRAME
-            self._partial = data[whole:]
-            self._jitter.write(data[:whole])
-        if super().finished:  # the relay ended: what is left plays out, unpadded
-            return self._jitter.take(max_bytes)
-        chunk = self._jitter.read(max_bytes)
-        if self._jitter.delivered_bytes == 0:
-            self.lead_frames += max_bytes // BYTES_PER_FRAME
-        return chunk
-
-    @property
-    def relayed_frames(self) -> int:
-        return self._jitter.delivered_bytes // BYTES_PER_FRAME
-
-    @property
-    def finished(self) -> bool:
-        return super().finished and self._jitter.queued_bytes == 0
-
-
 @dataclass
 class _Ended:
-    source: PipeSource
+    source: PcmPipe
     close_at: float  # wall time
 
 
@@ -158,7 +79,7 @@ class PlayoutHost:
         self.engine = PlayoutEngine(output, self._on_event, buffer_s=CARD_BUFFER_S,
                                     period_s=PERIOD_S, on_period=self._on_period,
                                     on_period_every=TALLY_EVERY_PERIODS)
-        self._sources: dict[int, PipeSource] = {}
+        self._sources: dict[int, PcmPipe] = {}
         self._ended: list[_Ended] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -235,7 +156,7 @@ class PlayoutHost:
     # --- from the agent ----------------------------------------------------------------
     def _voice(self, spec: channel.Message, fd: int) -> Voice:
         jitter = spec.get("jitter")
-        source = PipeSource(fd) if jitter is None \
+        source: PcmPipe = PipeSource(fd) if jitter is None \
             else LivePipeSource(fd, int(jitter[0]), int(jitter[1]), self._burst_bytes)
         voice_id = int(spec["id"])
         with self._lock:

@@ -11,7 +11,7 @@ from agent.playout.decoder import Decoded
 
 
 class BufferSource:
-    """PCM held in memory (the chime, test tones)."""
+    """PCM held in memory (the chime, test tones), a PeekableSource."""
 
     def __init__(self, pcm: bytes) -> None:
         self._pcm = pcm
@@ -21,6 +21,9 @@ class BufferSource:
         chunk = self._pcm[self._pos:self._pos + max_bytes]
         self._pos += len(chunk)
         return chunk
+
+    def peek(self, max_bytes: int) -> bytes:
+        return self._pcm[self._pos:self._pos + max_bytes]
 
     @property
     def finished(self) -> bool:

@@ -5,7 +5,7 @@ the mixing (agent.playout.engine) runs in the playout process."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 BYTES_PER_FRAME = 4  # interleaved s16le stereo
 
@@ -20,12 +20,25 @@ class PcmSource(Protocol):
         """No more PCM will come and everything was read."""
 
 
+@runtime_checkable
+class PeekableSource(PcmSource, Protocol):
+    """A source whose next bytes can be seen before they are read (a file's pipe, PCM in
+    memory): the engine scales a voice playing from one several periods at a time."""
+
+    def peek(self, max_bytes: int) -> bytes:
+        """What ``read`` would return next, up to ``max_bytes``; fewer when the source
+        holds less. Never blocks."""
+
+
 class Voice:
     """One thing to play, and what happened to it (filled in by the engine)."""
 
     def __init__(self, name: str, source: PcmSource, gain: float, tag: object = None) -> None:
         self.name = name
         self.source = source
+        # The source again when it is a PeekableSource (an isinstance of a protocol costs
+        # some 15 us: not for every period).
+        self.peekable = source if isinstance(source, PeekableSource) else None
         self.gain = gain  # target linear gain; changes are ramped over one period
         self.tag = tag
         self.first_frame: int | None = None
@@ -38,7 +51,11 @@ class Voice:
         self.fade_in_left = 0
         self.fade_out_left = 0
         self.fade_out_total = 0
-        self.carry = b""
+        self.carry = b""  # read from the source, not yet a whole frame
+        # Peeked at and scaled by applied_gain, aired a period at a time: the next bytes
+        # of the source from ``ahead_at`` on (engine.PlayoutEngine._scale_ahead).
+        self.ahead = b""
+        self.ahead_at = 0
 
     def __repr__(self) -> str:
         return f"Voice({self.name})"

@@ -1,78 +1,179 @@
 """The playout engine's mixing, sample for sample, on the clocked WAV sink: a voice on air
-at a steady gain takes the short path (agent.playout.engine._render_steady), whose samples
-must be the general path's, up to and across the period in which its source runs out."""
+at a steady gain takes the short path (agent.playout.engine._render_steady), scaled up to
+STEADY_AHEAD_S ahead when its source can be peeked at. Its samples must be the general
+path's, and every frame must air once and in order, across the period in which its source
+runs out, a gain change and a cue that cuts it."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
+import pytest
 
-from agent.playout.engine import FADE_IN_S, PlayoutEngine
+from agent.playout.engine import FADE_IN_S, FADE_OUT_S, PlayoutEngine
 from agent.playout.sources import BufferSource
-from agent.playout.voice import EngineEvent, Voice, VoiceEnded, VoiceStarted
+from agent.playout.voice import BYTES_PER_FRAME, EngineEvent, Voice, VoiceEnded, VoiceStarted
 from drivers.audio.wav import ClockedWavSink
 from tests.support.agentproc import wait_for
 from tests.support.wavfile import read_capture
 
 RATE = 48_000
 PERIOD_S = 0.010
+PERIOD = round(RATE * PERIOD_S)
+FADE_IN = round(RATE * FADE_IN_S)
+FADE_OUT = round(RATE * FADE_OUT_S)
 GAIN = 0.7
-
-
+NEW_GAIN = 0.4
 # The card underran (a late writer, its gap padded with silence) in this many runs at most:
 # under a parallel suite, other processes' real-time audio threads can hold both CPUs
 # longer than the card's 25 ms. Such a run says nothing about the arithmetic.
 ATTEMPTS = 3
 
+Pcm = npt.NDArray[np.int16]
+# Done to the engine while the voice plays with PCM scaled ahead and not yet aired.
+Action = Callable[[PlayoutEngine, Voice], None]
 
-def test_a_steady_voice_is_its_samples_times_its_gain_truncated(tmp_path: Path) -> None:
+
+@dataclass
+class Run:
+    events: list[EngineEvent]
+    voice: Voice
+    aired: Pcm  # the capture from the voice's first frame on
+    start: int  # the voice's first frame in the capture
+
+
+class Unpeekable:
+    """PCM in memory, without BufferSource.peek: scaled a period at a time."""
+
+    def __init__(self, pcm: bytes) -> None:
+        self._buffer = BufferSource(pcm)
+
+    def read(self, max_bytes: int) -> bytes:
+        return self._buffer.read(max_bytes)
+
+    @property
+    def finished(self) -> bool:
+        return self._buffer.finished
+
+
+@pytest.mark.parametrize("peekable", [False, True])
+def test_a_steady_voice_is_its_samples_times_its_gain_truncated(tmp_path: Path,
+                                                                 peekable: bool) -> None:
     frames = RATE // 2 + 7  # the source runs out 7 frames into a period
-    pcm = np.random.default_rng(7).integers(-32768, 32767, (frames, 2)).astype("<i2")
-    underruns = []
-    for attempt in range(ATTEMPTS):
-        capture = tmp_path / f"out-{attempt}.wav"
-        events, voice, underrun = play(capture, pcm)
-        underruns.append(underrun)
-        if underrun == 0:
-            break
-    assert underruns[-1] == 0, f"the card underran in every run: {underruns} frames"
-    [started, finished] = events
+    pcm = noise(frames)
+    run = play_clean(tmp_path, pcm, peekable)
+    [started, finished] = run.events
     assert isinstance(started, VoiceStarted) and isinstance(finished, VoiceEnded)
     assert finished.frame == started.frame + frames and not finished.cut
-    assert voice.frames_played == frames and voice.underrun_frames == 0
+    assert run.voice.frames_played == frames and run.voice.underrun_frames == 0
 
-    aired = read_capture(capture).samples[started.frame:finished.frame]
-    # The general path's arithmetic: float32 samples times the float32 gain, truncated.
-    expected = (pcm.astype(np.float32) * np.float32(GAIN)).astype("<i2")
-    fade_in = round(RATE * FADE_IN_S)
-    assert np.array_equal(aired[fade_in:], expected[fade_in:])
-    assert np.all(np.abs(aired[:fade_in].astype(int)) <= np.abs(expected[:fade_in].astype(int)))
+    aired, expected = run.aired[:frames], scaled(pcm, GAIN)
+    assert np.array_equal(aired[FADE_IN:], expected[FADE_IN:])
+    assert np.all(np.abs(aired[:FADE_IN].astype(int)) <= np.abs(expected[:FADE_IN].astype(int)))
 
 
-def play(capture: Path, pcm: np.ndarray) -> tuple[list[EngineEvent], Voice, int]:
-    """``pcm`` played once at GAIN into a clocked WAV sink at ``capture``: the engine's
-    events, the voice, and the frames the card underran."""
+def test_a_gain_change_drops_what_was_scaled_ahead(tmp_path: Path) -> None:
+    """Every frame airs once, in order: at the old gain, ramped over one period, at the new
+    one; none of what was scaled ahead at the old gain airs after the change."""
+    frames = RATE
+    pcm = noise(frames)
+    run = play_clean(tmp_path, pcm, True, lambda engine, voice: engine.set_gain(voice, NEW_GAIN))
+    assert run.voice.frames_played == frames
+    aired = run.aired[:frames]
+    old, new = scaled(pcm, GAIN), scaled(pcm, NEW_GAIN)
+    change = FADE_IN + int(np.flatnonzero(np.any(aired[FADE_IN:] != old[FADE_IN:], axis=1))[0])
+    assert change < frames - PERIOD, "the new gain never aired"
+    ramp_end = change + PERIOD
+    assert np.array_equal(aired[ramp_end:], new[ramp_end:])
+    ramp = np.abs(aired[change:ramp_end].astype(int))
+    assert np.all(ramp <= np.abs(old[change:ramp_end].astype(int)) + 1)
+    assert np.all(ramp >= np.abs(new[change:ramp_end].astype(int)) - 1)
+
+
+def test_a_cue_fades_out_the_frames_after_the_last_aired(tmp_path: Path) -> None:
+    """A voice cued mid-period cuts the one on air while it is scaled ahead: it fades out
+    from the frame after the last one aired, none skipped."""
+    pcm = noise(RATE)
+
+    def cue_silence(engine: PlayoutEngine, voice: Voice) -> None:
+        assert voice.first_frame is not None
+        at = voice.first_frame + voice.frames_played + PERIOD + 7  # inside what is ahead
+        engine.play([Voice("silence", BufferSource(bytes(RATE // 4 * BYTES_PER_FRAME)), GAIN)],
+                    at_frame=at)
+    run = play_clean(tmp_path, pcm, True, cue_silence)
+    cut = next(e.frame for e in run.events
+               if isinstance(e, VoiceStarted) and e.voice is not run.voice)
+    [end] = [e for e in run.events if isinstance(e, VoiceEnded) and e.voice is run.voice]
+    assert end.cut and end.frame == cut + FADE_OUT
+    played = cut - run.start
+    assert run.voice.frames_played == played
+
+    expected = scaled(pcm, GAIN)
+    assert np.array_equal(run.aired[FADE_IN:played], expected[FADE_IN:played])
+    ramp = 1.0 - (np.arange(FADE_OUT, dtype=np.float32) + 1) / FADE_OUT
+    faded = pcm[played:played + FADE_OUT].astype(np.float32) * (ramp * GAIN)[:, None]
+    assert np.array_equal(run.aired[played:played + FADE_OUT], faded.astype("<i2"))
+
+
+def noise(frames: int) -> Pcm:
+    return np.random.default_rng(7).integers(-32768, 32767, (frames, 2)).astype("<i2")
+
+
+def scaled(pcm: Pcm, gain: float) -> Pcm:
+    """The general path's arithmetic: float32 samples times the float32 gain, truncated."""
+    result: Pcm = (pcm.astype(np.float32) * np.float32(gain)).astype("<i2")
+    return result
+
+
+def play_clean(tmp_path: Path, pcm: Pcm, peekable: bool, during: Action | None = None) -> Run:
+    """``play``, again while the card underran, ATTEMPTS times at most."""
+    underruns = []
+    for attempt in range(ATTEMPTS):
+        run, underrun = play(tmp_path / f"out-{attempt}.wav", pcm, peekable, during)
+        underruns.append(underrun)
+        if underrun == 0:
+            return run
+    raise AssertionError(f"the card underran in every run: {underruns} frames")
+
+
+def play(capture: Path, pcm: Pcm, peekable: bool, during: Action | None
+         ) -> tuple[Run, int]:
+    """``pcm`` played once at GAIN into a clocked WAV sink at ``capture``, from a source
+    that can be peeked at or not, ``during`` done 0.2 s in, at a moment the engine holds
+    three periods or more scaled ahead: the run, and the frames the card underran."""
     events: list[EngineEvent] = []
     ended = threading.Event()
+    source = BufferSource(pcm.tobytes()) if peekable else Unpeekable(pcm.tobytes())
+    voice = Voice("noise", source, GAIN)
 
     def on_event(event: EngineEvent) -> None:
         events.append(event)
-        if isinstance(event, VoiceEnded):
+        if isinstance(event, VoiceEnded) and event.voice is voice:
             ended.set()
     sink = ClockedWavSink(capture, RATE)
     engine = PlayoutEngine(sink, on_event, buffer_s=0.025, period_s=PERIOD_S)
     engine.start()
     try:
-        voice = Voice("noise", BufferSource(pcm.tobytes()), GAIN)
         engine.play([voice])
+        if during is not None:
+            held = 3 * PERIOD * BYTES_PER_FRAME
+            wait_for(lambda: voice.frames_played >= RATE // 5
+                     and len(voice.ahead) - voice.ahead_at >= held, 10, interval=0.001,
+                     what="three periods scaled ahead")
+            during(engine, voice)
         assert ended.wait(10)
         # Its last frame is rendered ahead of the card: stop once the card played it.
-        end = next(e.frame for e in events if isinstance(e, VoiceEnded))
+        end = next(e.frame for e in events if isinstance(e, VoiceEnded) and e.voice is voice)
         wait_for(lambda: sink.next_frame_index() - sink.buffered_frames() >= end, 10,
                  what="the card past the voice's end")
         underrun = sink.underrun_frames
     finally:
         engine.stop()
-    return events, voice, underrun
+    assert voice.first_frame is not None
+    samples = read_capture(capture).samples
+    return Run(events, voice, samples[voice.first_frame:], voice.first_frame), underrun
