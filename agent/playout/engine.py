@@ -39,8 +39,8 @@ MIN_SLEEP_S = 0.002  # a period less than this early is rendered at once
 PERIOD_S = 0.020  # each period costs fixed Python work: fewer, longer ones use less CPU
 # A voice from a PeekableSource that plays steady is scaled this much at a time and aired a
 # period at a time from there: a thread woken every period pays some 10 us for each numpy
-# call, and three of them once in ten periods instead of every period save about a quarter
-# of a period's work. Each period is still read from the source as it airs: a playout
+# call, and three of them once in 100 ms instead of every 10 ms period saved about a
+# quarter of its work. Each period is still read from the source as it airs: a playout
 # process that dies has taken no more of it than it played.
 STEADY_AHEAD_S = 0.100
 

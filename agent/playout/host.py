@@ -46,16 +46,18 @@ OPEN_RETRY_S = 0.3  # below the agent's hang limit: the failure reports are the 
 CLOSE_AFTER_END_S = 0.5  # an ended voice may still fade out; its pipe is closed after
 # Alone in its interpreter at real-time priority, the engine keeps less in the card than
 # inside the agent (engine.PlayoutEngine's default: 40 ms in 20 ms periods), so a cue is
-# heard sooner: each 10 ms period is rendered when the card holds 8 ms not yet due by its
-# clock. Going by the card's count alone, as the engine did before, it rendered with 4.5
-# to 14 ms not yet due (8 on average) on the virtual card, which counts in 10 ms steps:
-# the same latency on average, now with never less than 7 ms in hand.
-CARD_BUFFER_S = 0.018
-PERIOD_S = 0.010
+# heard sooner: each 15 ms period is rendered when the card holds 8 ms not yet due by its
+# clock, so it holds 8 to 23 ms (15.5 on average) ahead of what is heard. Every wake of
+# the engine's thread costs some 85 us here before it does anything (a bare Python
+# sleep loop, measured): periods of 10 ms cost 0.5 % of a core more for 2.5 ms less on
+# average; 20 ms would save as much again but put the line input's latency within 2 ms
+# of its 50 ms bound.
+CARD_BUFFER_S = 0.023
+PERIOD_S = 0.015
 # A call on the engine's thread costs some 20 µs more than it does warm (27 µs just after a
-# 10 ms sleep, 0.8 µs in a loop): written every fifth period, the tally costs a fifth of
-# that and is at most 50 ms behind.
-TALLY_EVERY_PERIODS = 5
+# 10 ms sleep, 0.8 µs in a loop): written every third period, the tally costs a third of
+# that and is at most 45 ms behind.
+TALLY_EVERY_PERIODS = 3
 BURST_S = 0.010  # room above a relay's jitter capacity for the feeder's bursts
 
 

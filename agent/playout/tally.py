@@ -5,7 +5,7 @@ The playout process tells the agent each voice's counts (played, underrun, relay
 lead frames) in its status every STATUS_INTERVAL_S and when a voice ends. Between two
 statuses they live only in that process, and it can die or hang at any instant. So its
 engine also writes the counts of the voice on air here every few periods
-(host.TALLY_EVERY_PERIODS: 50 ms), and when the process is gone the agent reads how far
+(host.TALLY_EVERY_PERIODS: 45 ms), and when the process is gone the agent reads how far
 that voice had played from here.
 
 One page from ``memfd_create`` per playout process: the agent makes it and passes the

@@ -80,7 +80,7 @@ def test_playout_process_failure_is_replaced_and_the_programme_goes_on(
                        30, 0.2, what="the play report")
     assert len(reports) == 1 and reports[0]["outcome"] == "completed"
     # The frames the old process had played come from its tally (agent.playout.tally),
-    # written every 50 ms, with what its card still held when it died (at most
+    # written every 45 ms, with what its card still held when it died (at most
     # host.CARD_BUFFER_S). From its last status, as before the tally, this was up to
     # 0.1 s short.
     assert abs(reports[0]["played_s"] - sum(seconds for _, seconds in parts)) <= 0.07
