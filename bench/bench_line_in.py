@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.playout.host import CARD_BUFFER_S, PERIOD_S, RELAY_PERIOD_S
 from bench.common import (
     BenchRun,
     fmt,
@@ -123,7 +124,7 @@ def vox_delays(tmp: Path) -> tuple[list[float], list[float]]:
     frames = np.zeros((round((LEAD_S + VOX_TRIALS * VOX_EVERY_S + 2) * RATE), 1))
     stretches = []
     for k in range(VOX_TRIALS):
-        offset_s = generator.uniform(0, 0.02)  # one engine period
+        offset_s = generator.uniform(0, 0.02)  # more than an engine period
         begin = round((LEAD_S + k * VOX_EVERY_S + offset_s) * RATE) // BLOCK * BLOCK
         frames[begin:begin + round(VOX_LOUD_S * RATE), 0] = generator.normal(
             0, 5000, round(VOX_LOUD_S * RATE))
@@ -167,11 +168,12 @@ def main() -> str:
         rows.append([name, len(ms), fmt(percentile(ms, 50)), fmt(percentile(ms, 90)),
                      fmt(percentile(ms, 99)), fmt(max(ms))])
     over = sum(1000 * v > TARGET_MS for v in latencies + vox_latencies)
+    lead_ms = round((CARD_BUFFER_S - PERIOD_S) * 1000)
     body = [
         f"A scheduled `line_in` program relays {RELAY_S:g} s of the virtual capture card "
         f"(hil.md) into the clocked WAV sink at volume 100: {BURST_S * 1000:g} ms noise "
         f"bursts every {BURST_EVERY_S * 1000:g}-{BURST_EVERY_S * 1000 + 50:g} ms (not in step "
-        "with the 5 ms capture blocks or the 20 ms engine periods), digital silence between "
+        "with the 5 ms capture blocks or the engine's periods), digital silence between "
         "them; one sample per burst: when its first sample left the card minus when it was "
         f"captured (both sidecars). VOX: {VOX_TRIALS} loud noise stretches about "
         f"{VOX_EVERY_S:g} s apart, `on_after_s` {VOX_ON_AFTER_S:g}; the delay counts from the "
@@ -193,15 +195,18 @@ def main() -> str:
         "25 ms (prefill), dropping the backlog the feeder passes on after the stall, or it "
         "overflows and drops the oldest audio back to the prefill. Either way the relay is "
         "no later than before; where it lands depends on the phase of the 5 ms capture "
-        "blocks against the playout process's 10 ms periods. A real card pair drifts, so "
+        f"blocks against the playout process's {RELAY_PERIOD_S * 1000:g} ms relay periods. A "
+        "real card pair drifts, so "
         "its relays wander within the same bounds.",
         "",
         "By design (agent/playout/line_in.py): one 5 ms capture block; the block crosses to "
         "the playout process at once (the capture wakes the feeder); the jitter buffer keeps "
-        "the input 25 ms (prefill) behind the capture; the playout process's card buffer of "
-        "15-27 ms (a 10 ms period rendered when 15 ms remain, or up to 2 ms before). VOX "
-        "to air: the decision, the control loop's fact, then the next period (15-27 ms "
-        "ahead of the card)."]
+        "the input 25 ms (prefill) behind the capture; the playout process renders a relay's "
+        f"{RELAY_PERIOD_S * 1000:g} ms period when the card holds {lead_ms:g} ms not yet due "
+        f"(so {lead_ms:g}-{lead_ms + RELAY_PERIOD_S * 1000:g} ms). VOX to air: the decision, "
+        "the control loop's fact, then the next period, rendered while nothing is relayed in "
+        f"{PERIOD_S * 1000:g} ms periods ({lead_ms:g}-{CARD_BUFFER_S * 1000:g} ms ahead of "
+        "the card)."]
     return run.section("\n".join(body))
 
 

@@ -88,10 +88,15 @@ class _Cue:
 class PlayoutEngine:
     def __init__(self, output: AudioOutput, on_event: Callable[[EngineEvent], None],
                  buffer_s: float = 0.040, period_s: float = PERIOD_S,
+                 relay_period_s: float | None = None,
                  on_period: Callable[[Voice], None] = lambda voice: None,
                  on_period_every: int = 1) -> None:
-        """``on_period`` is called on the engine's thread with the voice on air after
-        every ``on_period_every`` periods written to the output (it must not block)."""
+        """Each period is rendered when the card holds ``buffer_s - period_s`` not yet
+        due. While a voice whose source cannot be peeked at (a relay's, fed as it
+        arrives) is on air or next, periods are ``relay_period_s`` long (at most
+        ``period_s``), so that it reaches the card sooner. ``on_period`` is called on the
+        engine's thread with the voice on air after every ``on_period_every`` periods
+        written to the output (it must not block)."""
         self.output = output
         self.rate = output.rate
         self._on_event = on_event
@@ -105,6 +110,12 @@ class PlayoutEngine:
         self._target_buffer = int(self.rate * buffer_s)
         self._min_sleep = int(self.rate * MIN_SLEEP_S)
         self._silence = bytes(self._period * BYTES_PER_FRAME)
+        self._relay_period = self._period if relay_period_s is None \
+            else int(self.rate * relay_period_s)
+        if not 0 < self._relay_period <= self._period:
+            raise ValueError(f"a relay period of {relay_period_s} s is not within the "
+                             f"period of {period_s} s")
+        self._relay_silence = bytes(self._relay_period * BYTES_PER_FRAME)
         self._ahead_periods = max(1, round(STEADY_AHEAD_S / period_s))
         self._steady_out = np.zeros(self._ahead_periods * self._period * 2, dtype=S16LE)
         self._lock = threading.Lock()
@@ -218,15 +229,15 @@ class PlayoutEngine:
                 self._stop.wait(0.05)
 
     def _render(self, first: int) -> bytes:
-        n = self._period
         with self._lock:
             if self._current is None and not self._fading and not self._queue:
                 if self.idle_since_frame is None:
                     self.idle_since_frame = first
                 return self._silence  # idle: no mixing work at all
+            n, silence = self._period_now()
             steady = self._render_steady(first, n)
         if steady is not None:
-            if steady != self._silence:
+            if steady != silence:
                 self.last_sound_frame = first + n
             return steady
         mix = np.zeros((n, 2), dtype=np.float32)
@@ -253,6 +264,16 @@ class PlayoutEngine:
         if pcm.any():
             self.last_sound_frame = first + n
         return pcm.tobytes()
+
+    def _period_now(self) -> tuple[int, bytes]:
+        """The frames of the period to render and their digital silence: a relay's
+        shorter period while one is on air, or next when nothing is."""
+        voice = self._current
+        if voice is None and self._queue:
+            voice = self._queue[0].voice
+        if voice is not None and voice.peekable is None:
+            return self._relay_period, self._relay_silence
+        return self._period, self._silence
 
     def _render_steady(self, first: int, n: int) -> bytes | None:
         """The period when it is one voice on air at a steady gain of at most 1, with

@@ -48,12 +48,14 @@ CLOSE_AFTER_END_S = 0.5  # an ended voice may still fade out; its pipe is closed
 # inside the agent (engine.PlayoutEngine's default: 40 ms in 20 ms periods), so a cue is
 # heard sooner: each 15 ms period is rendered when the card holds 8 ms not yet due by its
 # clock, so it holds 8 to 23 ms (15.5 on average) ahead of what is heard. Every wake of
-# the engine's thread costs some 85 us here before it does anything (a bare Python
-# sleep loop, measured): periods of 10 ms cost 0.5 % of a core more for 2.5 ms less on
-# average; 20 ms would save as much again but put the line input's latency within 2 ms
-# of its 50 ms bound.
+# the engine's thread costs some 85 us here before it does anything (a bare Python sleep
+# loop, measured): 10 ms periods cost 0.5 % of a core more for 2.5 ms less on average.
+# A relay (line input, tuner) plays in 10 ms periods: its jitter buffer's 25 ms prefill
+# and the line input's 50 ms from capture to card were sized for them (15 ms periods
+# measured 45.8 ms where 10 ms gave 38.4).
 CARD_BUFFER_S = 0.023
 PERIOD_S = 0.015
+RELAY_PERIOD_S = 0.010
 # A call on the engine's thread costs some 20 µs more than it does warm (27 µs just after a
 # 10 ms sleep, 0.8 µs in a loop): written every third period, the tally costs a third of
 # that and is at most 45 ms behind.
@@ -79,7 +81,8 @@ class PlayoutHost:
         self._output = output
         self._burst_bytes = round(BURST_S * output.rate) * BYTES_PER_FRAME
         self.engine = PlayoutEngine(output, self._on_event, buffer_s=CARD_BUFFER_S,
-                                    period_s=PERIOD_S, on_period=self._on_period,
+                                    period_s=PERIOD_S, relay_period_s=RELAY_PERIOD_S,
+                                    on_period=self._on_period,
                                     on_period_every=TALLY_EVERY_PERIODS)
         self._sources: dict[int, PcmPipe] = {}
         self._ended: list[_Ended] = []

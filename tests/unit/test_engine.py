@@ -18,6 +18,7 @@ import pytest
 from agent.playout.engine import FADE_IN_S, FADE_OUT_S, PlayoutEngine
 from agent.playout.sources import BufferSource
 from agent.playout.voice import BYTES_PER_FRAME, EngineEvent, Voice, VoiceEnded, VoiceStarted
+from agent.recording.tap import RecordingTap
 from drivers.audio.wav import ClockedWavSink
 from tests.support.agentproc import wait_for
 from tests.support.wavfile import read_capture
@@ -177,3 +178,39 @@ def play(capture: Path, pcm: Pcm, peekable: bool, during: Action | None
     assert voice.first_frame is not None
     samples = read_capture(capture).samples
     return Run(events, voice, samples[voice.first_frame:], voice.first_frame), underrun
+
+
+def test_a_relay_plays_in_its_shorter_periods(tmp_path: Path) -> None:
+    """A voice whose source cannot be peeked at (a relay, fed as it arrives) is written to
+    the card in the relay period; one that can, and the silence, in the full period."""
+    period, relay_period = round(RATE * 0.015), round(RATE * 0.010)
+    writes: list[tuple[int, int]] = []  # (first frame, frames) of each write the card took
+    ended = threading.Event()
+
+    def on_event(event: EngineEvent) -> None:
+        if isinstance(event, VoiceEnded) and not event.cut:
+            ended.set()
+    card = RecordingTap(ClockedWavSink(tmp_path / "card.wav", RATE),
+                        lambda index, frames: writes.append((index, len(frames) // 4)))
+    engine = PlayoutEngine(card, on_event, buffer_s=0.023, period_s=0.015,
+                           relay_period_s=0.010)
+    engine.start()
+    try:
+        relay = Voice("relay", Unpeekable(noise(RATE // 5).tobytes()), GAIN)
+        engine.play([relay])
+        assert ended.wait(5)
+        ended.clear()
+        track = Voice("track", BufferSource(noise(RATE // 5).tobytes()), GAIN)
+        engine.play([track])
+        assert ended.wait(5)
+    finally:
+        engine.stop()
+    assert relay.first_frame is not None and relay.end_frame is not None
+    assert track.first_frame is not None and track.end_frame is not None
+
+    def sizes(start: int, end: int) -> set[int]:
+        """Sizes of the writes wholly within [start, end)."""
+        return {n for first, n in writes if start <= first and first + n <= end}
+    assert sizes(relay.first_frame, relay.end_frame) == {relay_period}
+    assert sizes(track.first_frame, track.end_frame) == {period}
+    assert sizes(0, relay.first_frame) == {period}  # silence before anything played
