@@ -81,7 +81,7 @@ def test_a_steady_voice_is_its_samples_times_its_gain_truncated(tmp_path: Path,
 def test_a_gain_change_drops_what_was_scaled_ahead(tmp_path: Path) -> None:
     """Every frame airs once, in order: at the old gain, ramped over one period, at the new
     one; none of what was scaled ahead at the old gain airs after the change."""
-    frames = RATE
+    frames = 2 * RATE  # long past the moment the change is made, should the test be slow
     pcm = noise(frames)
     run = play_clean(tmp_path, pcm, True, lambda engine, voice: engine.set_gain(voice, NEW_GAIN))
     assert run.voice.frames_played == frames
@@ -99,7 +99,7 @@ def test_a_gain_change_drops_what_was_scaled_ahead(tmp_path: Path) -> None:
 def test_a_cue_fades_out_the_frames_after_the_last_aired(tmp_path: Path) -> None:
     """A voice cued mid-period cuts the one on air while it is scaled ahead: it fades out
     from the frame after the last one aired, none skipped."""
-    pcm = noise(RATE)
+    pcm = noise(2 * RATE)  # long past the cue, should the test be slow
 
     def cue_silence(engine: PlayoutEngine, voice: Voice) -> None:
         assert voice.first_frame is not None
@@ -196,6 +196,7 @@ def test_a_relay_plays_in_its_shorter_periods(tmp_path: Path) -> None:
                            relay_period_s=0.010)
     engine.start()
     try:
+        wait_for(lambda: writes, 5, interval=0.005, what="a first period of silence")
         relay = Voice("relay", Unpeekable(noise(RATE // 5).tobytes()), GAIN)
         engine.play([relay])
         assert ended.wait(5)
