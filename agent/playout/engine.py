@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
+from agent.playout.reading import S16LE, Block, SteadyReader, pull
 from agent.playout.voice import (
     BYTES_PER_FRAME,
     EngineEvent,
@@ -37,34 +37,6 @@ FADE_IN_S = 0.005
 FADE_OUT_S = 0.020
 MIN_SLEEP_S = 0.002  # a period less than this early is rendered at once
 PERIOD_S = 0.020  # each period costs fixed Python work: fewer, longer ones use less CPU
-# A voice from a PeekableSource that plays steady is scaled this much at a time and aired a
-# period at a time from there: a thread woken every period pays some 10 us for each numpy
-# call, and three of them once in 100 ms instead of every 10 ms period saved about a
-# quarter of its work. Each period is still read from the source as it airs: a playout
-# process that dies has taken no more of it than it played.
-STEADY_AHEAD_S = 0.100
-
-Block = npt.NDArray[np.float32]
-S16LE = np.dtype("<i2")  # built once: a dtype given as a string is parsed on every call
-
-
-def _read(voice: Voice, frames: int) -> bytes:
-    """Up to ``frames`` whole frames of ``voice``; fewer when its source is short. What the
-    steady path scaled ahead no longer follows what is left to read."""
-    voice.ahead = b""
-    voice.ahead_at = 0
-    want = frames * BYTES_PER_FRAME - len(voice.carry)
-    data = voice.carry + (voice.source.read(want) if want > 0 else b"")
-    usable = len(data) - len(data) % BYTES_PER_FRAME
-    voice.carry = data[usable:]
-    return data[:usable]
-
-
-def _pull(voice: Voice, frames: int) -> Block:
-    """Up to ``frames`` frames of ``voice`` as float32 (n, 2); fewer when its source is
-    short."""
-    pcm = np.frombuffer(_read(voice, frames), dtype=S16LE).astype(np.float32)
-    return pcm.reshape(-1, 2)
 
 
 def frames_ahead(queued: int, ahead_by_clock: int, period: int) -> int:
@@ -116,8 +88,7 @@ class PlayoutEngine:
             raise ValueError(f"a relay period of {relay_period_s} s is not within the "
                              f"period of {period_s} s")
         self._relay_silence = bytes(self._relay_period * BYTES_PER_FRAME)
-        self._ahead_periods = max(1, round(STEADY_AHEAD_S / period_s))
-        self._steady_out = np.zeros(self._ahead_periods * self._period * 2, dtype=S16LE)
+        self._steady = SteadyReader(self._period, period_s)
         self._lock = threading.Lock()
         self._current: Voice | None = None
         self._fading: list[Voice] = []
@@ -278,50 +249,16 @@ class PlayoutEngine:
     def _render_steady(self, first: int, n: int) -> bytes | None:
         """The period when it is one voice on air at a steady gain of at most 1, with
         nothing fading and no cue due in it: most periods, the same samples as the general
-        path, scaled ahead (_scale_ahead) or for this period alone. None: the general
-        path, with the voice's PCM left unread."""
+        path (reading.SteadyReader). None: the general path, with the voice's PCM left
+        unread."""
         voice = self._current
         if voice is None or self._fading or voice.fade_in_left or voice.gain > 1.0 \
                 or voice.applied_gain != voice.gain or self._limit(first, 0, n) < n \
                 or (self._queue and self._due(self._queue[0], first)):
             return None
-        size = n * BYTES_PER_FRAME
-        if voice.ahead_at + size <= len(voice.ahead) or self._scale_ahead(voice, size):
-            data = voice.source.read(size)
-            if len(data) < size:  # closed under it: the general path tells what became of it
-                voice.carry, voice.ahead, voice.ahead_at = data, b"", 0
-                return None
-            at = voice.ahead_at
-            voice.ahead_at = at + size
-            return self._aired(voice, n, voice.ahead[at:at + size])
-        data = _read(voice, n)
-        if len(data) < size:  # short or ending: events to tell
-            voice.carry = data + voice.carry
+        block = self._steady.next_period(voice, n)
+        if block is None:
             return None
-        return self._aired(voice, n, self._scaled(data, voice.applied_gain))
-
-    def _scale_ahead(self, voice: Voice, size: int) -> bool:
-        """Peeks at the next STEADY_AHEAD_S of the voice's source, whole periods of
-        ``size`` bytes, into Voice.ahead, scaled. False: the source cannot be peeked at,
-        or holds less than a period."""
-        if voice.carry or voice.peekable is None:
-            return False
-        data = voice.peekable.peek(self._ahead_periods * size)
-        whole = len(data) - len(data) % size
-        if not whole:
-            return False
-        voice.ahead, voice.ahead_at = self._scaled(data[:whole], voice.applied_gain), 0
-        return True
-
-    def _scaled(self, data: bytes, gain: float) -> bytes:
-        """``data`` times ``gain`` (at most 1), in three numpy calls: computed in float32
-        and truncated into int16, as the general path does."""
-        scaled = self._steady_out[:len(data) // S16LE.itemsize]
-        np.multiply(np.frombuffer(data, dtype=S16LE), np.float32(gain), out=scaled,
-                    casting="unsafe")
-        return scaled.tobytes()
-
-    def _aired(self, voice: Voice, n: int, block: bytes) -> bytes:
         voice.frames_played += n
         self.idle_since_frame = None
         return block
@@ -360,7 +297,7 @@ class PlayoutEngine:
 
     def _mix_fade(self, voice: Voice, mix: Block, offset: int) -> None:
         take = min(voice.fade_out_left, len(mix) - offset)
-        pcm = _pull(voice, take)
+        pcm = pull(voice, take)
         got = len(pcm)
         if got:
             done = voice.fade_out_total - voice.fade_out_left
@@ -376,7 +313,7 @@ class PlayoutEngine:
         voice = self._current
         assert voice is not None
         want = limit - pos
-        pcm = _pull(voice, want)
+        pcm = pull(voice, want)
         got = len(pcm)
         if got:
             mix[pos:pos + got] += pcm * self._gain_curve(voice, got)[:, None]

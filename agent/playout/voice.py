@@ -53,7 +53,7 @@ class Voice:
         self.fade_out_total = 0
         self.carry = b""  # read from the source, not yet a whole frame
         # Peeked at and scaled by applied_gain, aired a period at a time: the next bytes
-        # of the source from ``ahead_at`` on (engine.PlayoutEngine._scale_ahead).
+        # of the source from ``ahead_at`` on (reading.SteadyReader).
         self.ahead = b""
         self.ahead_at = 0
 

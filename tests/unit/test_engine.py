@@ -1,5 +1,5 @@
 """The playout engine's mixing, sample for sample, on the clocked WAV sink: a voice on air
-at a steady gain takes the short path (agent.playout.engine._render_steady), scaled up to
+at a steady gain takes the short path (agent.playout.reading.SteadyReader), scaled up to
 STEADY_AHEAD_S ahead when its source can be peeked at. Its samples must be the general
 path's, and every frame must air once and in order, across the period in which its source
 runs out, a gain change and a cue that cuts it."""
