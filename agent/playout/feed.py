@@ -112,7 +112,7 @@ class VoiceFeed:
     def took(self, played: int, underrun: int, relayed: int, lead: int) -> None:
         """What the playout process reports of this voice (since it started it). Counts
         from before the last ones taken change nothing: a dead process's tally, written
-        every 50 ms, can be older than its last status."""
+        every few periods (host.TALLY_EVERY_PERIODS), can be older than its last status."""
         if self.played_base + played + self.underrun_base + underrun \
                 < self.voice.frames_played + self.voice.underrun_frames:
             return
