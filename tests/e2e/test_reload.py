@@ -1,4 +1,9 @@
-"""Live reconfiguration: SIGHUP and changed conf.d files, while a program plays."""
+"""Live reconfiguration: SIGHUP and changed conf.d files, while a program plays.
+
+Marked ``alone``: each test holds that the reload leaves no 5 ms of silence in the audio,
+and beside four other workers on two cores the card itself runs dry now and then (a
+fresh-clone run found 8.2 ms at a program's start, while the agents of three other tests
+logged underruns at the same instants), which says nothing about the reload."""
 
 from __future__ import annotations
 
@@ -7,12 +12,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from drivers.mixer.curve import volume_to_db
 from tests.conftest import AgentFactory, Source, capture_until, program, wait_ready, whole_second
 from tests.support.agentproc import wait_for
 from tests.support.media import tone
 from tests.support.wavfile import rms_dbfs
+
+pytestmark = pytest.mark.alone
 
 
 def _longest_silence_s(samples: np.ndarray, rate: int, threshold: int = 32) -> float:
