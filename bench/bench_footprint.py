@@ -164,6 +164,8 @@ def library_rss_kb() -> list[tuple[str, int]]:
     fresh Python (the first entry is Python itself)."""
     probe = subprocess.run(
         [sys.executable, "-c", "import importlib, sys\n"
+         "from agent.service.lean_imports import without_charset_detection\n"
+         "without_charset_detection()  # as the daemon does\n"
          "def rss():\n"
          "    return int(open('/proc/self/statm').read().split()[1]) * 4\n"
          "print('python', rss())\n"

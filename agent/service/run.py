@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from agent.config.loader import ConfigError, load_config
+from agent.service.lean_imports import without_charset_detection
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -17,6 +18,7 @@ def run_command(args: argparse.Namespace) -> int:
         for line in exc.errors:
             print(line, file=sys.stderr)
         return 2
+    without_charset_detection()
     from agent.service.daemon import Daemon
     from agent.service.logs import configure_logging
 

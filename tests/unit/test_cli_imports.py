@@ -1,5 +1,6 @@
 """`broadcast-agent --help` and `validate` import none of the daemon's heavy libraries (their
-time is measured in bench/bench_footprint.py)."""
+time is measured in bench/bench_footprint.py), and the daemon imports no character set
+detector for requests (its RSS is measured there too)."""
 
 import json
 import subprocess
@@ -30,3 +31,27 @@ def test_help_and_validate_import_no_heavy_library(tmp_path: Path, argv: list[st
     code, imported = json.loads(done.stderr.strip().splitlines()[-1])
     assert code == 0, done.stderr
     assert imported == []
+
+
+DAEMON_PROBE = """\
+import json, sys
+from agent.service.lean_imports import without_charset_detection
+without_charset_detection()
+import agent.service.daemon
+import requests
+reply = requests.Response()
+reply._content = json.dumps({"title": "Đài truyền thanh"}, ensure_ascii=False).encode()
+print(json.dumps([sorted(m for m in ("charset_normalizer", "chardet") if sys.modules.get(m)),
+                  reply.encoding, reply.text, reply.json()]))
+"""
+
+
+def test_the_daemon_imports_no_charset_detector_and_reads_utf8() -> None:
+    done = subprocess.run([sys.executable, "-W", "error", "-c", DAEMON_PROBE],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    detectors, declared, text, doc = json.loads(done.stdout)
+    assert detectors == []
+    assert declared is None  # nothing declared: requests falls back to UTF-8 for the text
+    assert text == '{"title": "Đài truyền thanh"}'
+    assert doc == {"title": "Đài truyền thanh"}
