@@ -16,7 +16,8 @@ it. Sampled every second: ``playout_buffered_seconds``,
 the tone's PCM waiting in its pipe to the playout process (the ring between decoder and
 card): how much of the margin a stall of the agent ate; and, to tell whose stall a gap
 was, the time the engine and the virtual card's DAC thread waited for a CPU, and the
-hypervisor's steal (on a virtual machine every thread stalls then, whatever its priority).
+hypervisor's steal (on a virtual machine every thread stalls then, whatever its priority);
+bench_rt_latency measures how late the machine wakes a real-time thread with no agent.
 
 Run: ``.venv/bin/python -m bench.bench_load`` (``BENCH_LOAD_MINUTES`` to shorten it)
 """
