@@ -16,8 +16,9 @@ it. Sampled every second: ``playout_buffered_seconds``,
 the tone's PCM waiting in its pipe to the playout process (the ring between decoder and
 card): how much of the margin a stall of the agent ate; and, to tell whose stall a gap
 was, the time the engine and the virtual card's DAC thread waited for a CPU, and the
-hypervisor's steal (on a virtual machine every thread stalls then, whatever its priority);
-bench_rt_latency measures how late the machine wakes a real-time thread with no agent.
+hypervisor's steal (on a virtual machine every thread stalls then, whatever its priority),
+and how late a real-time thread of the benchmark's own, outside the agent, woke
+(bench_rt_latency's probe, every 5 ms): a gap it shares is the machine's.
 
 Run: ``.venv/bin/python -m bench.bench_load`` (``BENCH_LOAD_MINUTES`` to shorten it)
 """
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
+from bench.bench_rt_latency import MIN_LEAD_S, WakeProbe
 from bench.common import (
     BenchRun,
     fmt,
@@ -73,6 +75,7 @@ RESUME_BACKOFF_S = 2
 BUFFERED_BINS_S = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 6.0)
 CARD_RATE = 48_000  # audio.rate, as shipped (its default)
 GAP_MIN_FRAMES = CARD_RATE // 1000  # 1 ms
+PROBE_SLEEP_S = 0.005  # a wake costs the probe's thread some 85 us: 1.7 % of a core
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class LoadRun:
     underrun_s: float  # card_underrun_seconds at the end
     buffered_s: list[float]  # playout_buffered_seconds, once a second
     stalls: StallSampler  # once a second, during the tone
+    probe: WakeProbe  # the benchmark's own real-time thread, during the tone
     bursts: int
     downloads: int
     schedules: int
@@ -144,7 +148,8 @@ def under_load(tmp: Path, tone_s: float) -> LoadRun:
         buffered: list[float] = []
         underrun_before_s: float | None = None
         with Central(broker, DEVICE, KEY, tls=True) as central, CpuHogs(), \
-                Republisher(lambda: source.publish(programs)) as republisher:
+                Republisher(lambda: source.publish(programs)) as republisher, \
+                WakeProbe(PROBE_SLEEP_S) as probe:
             central.wait_online()
             assert agent.process is not None
             stalls = StallSampler(agent.process.pid)
@@ -173,7 +178,7 @@ def under_load(tmp: Path, tone_s: float) -> LoadRun:
         silent = silent_windows(capture, start + 0.01, tone_s - 0.02)
         gaps = zero_runs(capture, start + 0.01, tone_s - 0.02, GAP_MIN_FRAMES)
         return LoadRun(silent, start, gaps, underrun_before_s or 0.0, underrun_s, buffered,
-                       stalls, bursts, downloads, republisher.published)
+                       stalls, probe, bursts, downloads, republisher.published)
     finally:
         agent.stop()
         agent.kill()
@@ -192,12 +197,21 @@ def stall_rows(seconds: list[Second]) -> list[list[object]]:
         ["… the virtual card's DAC thread", ms([s.dac_waited_s for s in seconds])]]
 
 
-def stalled(second: Second | None) -> str:
+def probe_row(probe: WakeProbe) -> list[object]:
+    ms = [1000 * v for v in probe.late_s]
+    policy = "" if probe.realtime else " (not permitted SCHED_FIFO: normal priority)"
+    return [f"the benchmark's real-time thread, outside the agent{policy}: late p99 / max "
+            f"ms, wakes later than {MIN_LEAD_S * 1000:.0f} ms",
+            f"{fmt(percentile(ms, 99), 2)} / {fmt(max(ms), 1)}, {len(probe.stalls)}"]
+
+
+def stalled(second: Second | None, probe: WakeProbe, wall: float) -> str:
     if second is None:
         return ""
     return (f" (that second: steal {second.steal_s * 1000:.0f} ms, the engine waited "
             f"{second.engine_waited_s * 1000:.1f} ms, the DAC "
-            f"{second.dac_waited_s * 1000:.1f} ms)")
+            f"{second.dac_waited_s * 1000:.1f} ms; within 1 s of it the benchmark's own "
+            f"real-time thread woke up to {probe.worst_near(wall) * 1000:.1f} ms late)")
 
 
 def main() -> str:
@@ -216,6 +230,7 @@ def main() -> str:
          " / ".join(fmt(v, 2) for v in (min(levels), *(percentile(levels, q)
                                                           for q in (1, 50, 99))))],
         *stall_rows(measured.stalls.seconds),
+        probe_row(measured.probe),
         ["schedules republished (1,500 programs each)", measured.schedules],
         ["command bursts (500 signed commands, 100 sync_now)", measured.bursts],
         ["48 MB downloads, cut halfway at every request", measured.downloads]]
@@ -224,7 +239,7 @@ def main() -> str:
     silent = measured.silent
     first = ", ".join(f"{t - silent[0]:.3f}" for t in silent[:10]) if silent else "none"
     gaps = ", ".join(f"{frames * 1000 / CARD_RATE:.1f} ms at {t - measured.start:.3f} s"
-                     f"{stalled(measured.stalls.around(t))}"
+                     f"{stalled(measured.stalls.around(t), measured.probe, t)}"
                      for t, frames in measured.gaps[:10]) if measured.gaps else "none"
     in_tone_s = measured.underrun_s - measured.underrun_before_s
     body = [
