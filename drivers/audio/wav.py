@@ -8,6 +8,8 @@ the first write, a new capture's opening silence is no underrun) and the numberi
 on. Every consumed frame lands at its own
 index in the WAV file, whose data chunk is the last chunk so that a reader can take the
 data up to the end of the file; the header is rewritten twice a second and on close.
+Where the card padded an underrun is appended to ``<path>.underruns``, a line of "first
+frame, frames" for each, so that a test can tell the card's silence from the writer's.
 
 The file is written by a second thread ("wav-disk"): a DAC never waits for a disk, and a
 write held up by another process's fsync (a download, the state store) would otherwise
@@ -84,6 +86,7 @@ class ClockedWavSink(AudioOutput):
         super().__init__(rate)
         self.path = path
         self.sidecar_path = path.with_name(path.name + ".json")
+        self.underruns_path = path.with_name(path.name + ".underruns")
         self._clock: Clock = clock or SystemClock()
         self._frame_bytes = self.channels * self.sample_width
         self._capacity_frames = max(1, round(buffer_s * rate))
@@ -95,6 +98,7 @@ class ClockedWavSink(AudioOutput):
         self._underrun_frames = 0
         self._fed = False  # the writer has begun: from now on, padding is an underrun
         self._to_disk = bytearray()  # consumed, not yet written (under _cond)
+        self._spans_to_disk: list[tuple[int, int]] = []  # underruns, not yet written (same)
         self._file_frames = 0  # frames on disk; touched by the wav-disk thread only while it runs
         self._failure: str | None = None
         self._fd = -1
@@ -128,6 +132,7 @@ class ClockedWavSink(AudioOutput):
                 "start_epoch": start_epoch, "rate": self.rate,
                 "channels": self.channels, "format": "s16le",
             })
+            self.underruns_path.write_bytes(b"")
         except OSError as error:
             self._close_fd()
             raise AudioOutputError(
@@ -175,6 +180,8 @@ class ClockedWavSink(AudioOutput):
             self._to_disk.clear()
             self._consumed = frame
             self._underrun_frames = silent_frames
+            self._spans_to_disk = [(frame - silent_frames, silent_frames)] if silent_frames \
+                else []
             self._failure = None
             self._file_frames = frame
             self._start_epoch = start_epoch
@@ -308,6 +315,8 @@ class ClockedWavSink(AudioOutput):
                         self._to_disk += bytes(padding)
                         if self._fed:
                             self._underrun_frames += padding // self._frame_bytes
+                            self._spans_to_disk.append((due - padding // self._frame_bytes,
+                                                        padding // self._frame_bytes))
                     self._consumed = due
                     self._cond.notify_all()
             self._stop.wait(self._tick_s)
@@ -320,10 +329,14 @@ class ClockedWavSink(AudioOutput):
                 if not self._to_disk and not self._stop.is_set():
                     self._cond.wait(self._header_interval_s)
                 chunk, self._to_disk = self._to_disk, bytearray()
+                spans, self._spans_to_disk = self._spans_to_disk, []
                 stopping = self._stop.is_set()
             if chunk:
                 _write_all(self._fd, chunk)
                 self._file_frames += len(chunk) // self._frame_bytes
+            if spans:
+                with self.underruns_path.open("a", encoding="ascii") as lines:
+                    lines.writelines(f"{first} {frames}\n" for first, frames in spans)
             now = self._clock.monotonic()
             if now >= next_header:
                 self._rewrite_header()

@@ -71,14 +71,16 @@ def first_sound(capture: Capture, after: float) -> float:
 def silent_gaps(capture: Capture, start: float, seconds: float,
                 min_gap_s: float) -> list[tuple[float, float]]:
     """(offset from ``start``, length) in seconds of each run of silent frames longer than
-    ``min_gap_s`` in the window."""
-    begin = capture.index_at(start)
-    quiet = np.abs(capture.samples[begin:begin + round(seconds * capture.rate)]
+    ``min_gap_s`` in the window, in what the agent wrote (Capture.as_written: the card's
+    own underruns are the machine's, not the schedule's)."""
+    written = capture.as_written()
+    begin = written.index_at(start)
+    quiet = np.abs(written.samples[begin:written.index_at(start + seconds)]
                    .astype(np.int32)).max(axis=1) < SILENCE
     edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
-    runs = edges.reshape(-1, 2)
-    return [(a / capture.rate, (b - a) / capture.rate) for a, b in runs
-            if (b - a) / capture.rate > min_gap_s]
+    runs = [(written.time_of(begin + a), written.time_of(begin + b))
+            for a, b in edges.reshape(-1, 2)]
+    return [(first - start, end - first) for first, end in runs if end - first > min_gap_s]
 
 
 def assert_tone(capture: Capture, start: float, seconds: float, frequency: float) -> None:

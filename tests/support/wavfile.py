@@ -22,11 +22,21 @@ T = TypeVar("T")
 FULL_SCALE = 32768.0
 
 
+# A stall of the machine the card ran dry in (a virtual machine holds every thread off its
+# CPUs for up to some 50 ms now and then: bench_rt_latency, bench_load's wake probe) is
+# shorter than this; a playout process that died or hung leaves a longer one.
+MACHINE_STALL_S = 0.1
+
+Span = tuple[int, int]  # (first frame, frames), in the card's numbering
+
+
 @dataclass(frozen=True)
 class Capture:
     samples: Samples  # shape (frames, 2), int16
     rate: int
     start_epoch: float  # wall time at which frame 0 left the card
+    underruns: tuple[Span, ...] = ()  # where the card padded silence, its writer late
+    removed: tuple[Span, ...] = ()  # taken out of ``samples`` (as_written), sorted
 
     @property
     def frames(self) -> int:
@@ -34,11 +44,20 @@ class Capture:
 
     def time_of(self, index: int) -> float:
         """Wall time at which frame ``index`` left the card."""
-        return self.start_epoch + index / self.rate
+        card = index
+        for first, frames in self.removed:
+            if first > card:
+                break
+            card += frames
+        return self.start_epoch + card / self.rate
 
     def index_at(self, epoch: float) -> int:
-        """The frame that left the card at wall time ``epoch`` (nearest)."""
-        return round((epoch - self.start_epoch) * self.rate)
+        """The frame that left the card at wall time ``epoch`` (nearest; in a span taken
+        out, the frame after it)."""
+        card = round((epoch - self.start_epoch) * self.rate)
+        before = sum(min(frames, card - first) for first, frames in self.removed
+                     if first < card)
+        return card - before
 
     def segment(self, start_epoch: float, duration_s: float) -> Samples:
         begin = max(0, self.index_at(start_epoch))
@@ -50,6 +69,22 @@ class Capture:
         loud = np.abs(self.samples[begin:].astype(np.int32)).max(axis=1) >= threshold
         hits = np.flatnonzero(loud)
         return begin + int(hits[0]) if hits.size else None
+
+    def as_written(self, max_stall_s: float = MACHINE_STALL_S) -> Capture:
+        """What the agent wrote: the card's padding of underruns shorter than
+        ``max_stall_s`` taken out, times still mapped to where each frame left the card.
+        For the tests of what the agent plays (no gap between items, a ramped
+        preemption); the tests of how it plays in real time (tests/e2e/test_load.py,
+        test_reload.py, test_playout_process.py) read the card as it is."""
+        if self.removed:
+            raise ValueError("padding already taken out")
+        short = tuple(span for span in self.underruns if span[1] < max_stall_s * self.rate)
+        if not short:
+            return self
+        keep = np.ones(self.frames, dtype=bool)
+        for first, frames in short:
+            keep[first:first + frames] = False
+        return Capture(self.samples[keep], self.rate, self.start_epoch, self.underruns, short)
 
 
 def _parse_wav(blob: bytes, path: Path) -> tuple[int, Samples]:
@@ -79,7 +114,25 @@ def read_capture(path: Path) -> Capture:
     rate, samples = _parse_wav(path.read_bytes(), path)
     if sidecar["rate"] != rate:
         raise ValueError(f"{path}: sidecar rate {sidecar['rate']} != WAV rate {rate}")
-    return Capture(samples=samples, rate=rate, start_epoch=float(sidecar["start_epoch"]))
+    return Capture(samples=samples, rate=rate, start_epoch=float(sidecar["start_epoch"]),
+                   underruns=_underruns(path.with_name(path.name + ".underruns")))
+
+
+def _underruns(path: Path) -> tuple[Span, ...]:
+    """The spans of ``<capture>.underruns`` (drivers/audio/wav.py), those that touch joined:
+    the card pads an underrun a tick at a time."""
+    spans: list[Span] = []
+    try:
+        lines = path.read_text(encoding="ascii").splitlines()
+    except FileNotFoundError:  # not the clocked WAV sink's capture (a HIL rig's)
+        return ()
+    for first, frames in sorted(tuple(map(int, line.split())) for line in lines):
+        if spans and spans[-1][0] + spans[-1][1] >= first:
+            last_first, last_frames = spans[-1]
+            spans[-1] = (last_first, max(last_frames, first + frames - last_first))
+        else:
+            spans.append((first, frames))
+    return tuple(spans)
 
 
 def rms_dbfs(segment: Samples) -> float:

@@ -117,6 +117,33 @@ def test_underrun_pads_silence_and_numbering_moves_on(
     assert sink.underrun_frames == (resumed - first - 480) + (RATE // 20 - 480)
 
 
+def test_underruns_are_listed_beside_the_capture_and_taken_out_as_written(
+        manual_sink: tuple[ClockedWavSink, ManualClock]) -> None:
+    sink, clock = manual_sink
+    clock.advance(0.01)  # the opening silence, before the first write: no underrun
+    wait_for(lambda: sink.next_frame_index() >= 480, 5, what="opening silence")
+    first = sink.next_frame_index()
+    sink.write(frames_of(tone(1000, 960)), timeout=1)
+    clock.advance(0.06)  # 40 ms late, padded a tick at a time
+    wait_for(lambda: consumed_through(sink, first + 2880), 5, what="DAC caught up")
+    resumed = sink.next_frame_index()
+    sink.write(frames_of(tone(1000, 960)), timeout=1)
+    clock.advance(0.02)
+    wait_for(lambda: file_frames(sink.path) >= resumed + 960, 5, what="second burst consumed")
+    capture = read_capture(sink.path)
+    assert capture.underruns[0] == (first + 960, resumed - first - 960)
+    assert sum(frames for _, frames in capture.underruns) == sink.underrun_frames
+
+    written = capture.as_written()
+    assert np.array_equal(written.segment(capture.time_of(first), 0.04),
+                          np.vstack([tone(1000, 960), tone(1000, 960)]))
+    for card_index in (0, first, first + 959, resumed, resumed + 10):
+        at = capture.time_of(card_index)
+        assert written.time_of(written.index_at(at)) == pytest.approx(at)
+    assert written.index_at(capture.time_of(first + 1000)) == first + 960  # in the span: after
+    assert capture.as_written(max_stall_s=0.01) is capture  # 40 ms: longer, kept
+
+
 def test_write_blocks_while_full_then_times_out(
         manual_sink: tuple[ClockedWavSink, ManualClock]) -> None:
     sink, _clock = manual_sink
