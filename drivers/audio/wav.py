@@ -84,9 +84,7 @@ class ClockedWavSink(AudioOutput):
         header_interval_s: float = 0.5,
     ) -> None:
         super().__init__(rate)
-        self.path = path
-        self.sidecar_path = path.with_name(path.name + ".json")
-        self.underruns_path = path.with_name(path.name + ".underruns")
+        self.path, self.sidecar_path, self.underruns_path = self.files_of(path)
         self._clock: Clock = clock or SystemClock()
         self._frame_bytes = self.channels * self.sample_width
         self._capacity_frames = max(1, round(buffer_s * rate))
@@ -107,6 +105,12 @@ class ClockedWavSink(AudioOutput):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._disk_thread: threading.Thread | None = None
+
+    @staticmethod
+    def files_of(path: Path) -> tuple[Path, Path, Path]:
+        """The capture at ``path`` and the two files beside it: its sidecar and its list of
+        underruns."""
+        return path, path.with_name(path.name + ".json"), path.with_name(path.name + ".underruns")
 
     @property
     def underrun_frames(self) -> int:

@@ -16,6 +16,8 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from drivers.audio.wav import ClockedWavSink
+
 Samples = npt.NDArray[np.int16]
 T = TypeVar("T")
 
@@ -110,12 +112,13 @@ def _parse_wav(blob: bytes, path: Path) -> tuple[int, Samples]:
 
 def read_capture(path: Path) -> Capture:
     """The WAV written so far and its sidecar ``<path>.json``."""
-    sidecar = json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8"))
+    _, sidecar_path, underruns_path = ClockedWavSink.files_of(path)
+    sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
     rate, samples = _parse_wav(path.read_bytes(), path)
     if sidecar["rate"] != rate:
         raise ValueError(f"{path}: sidecar rate {sidecar['rate']} != WAV rate {rate}")
     return Capture(samples=samples, rate=rate, start_epoch=float(sidecar["start_epoch"]),
-                   underruns=_underruns(path.with_name(path.name + ".underruns")))
+                   underruns=_underruns(underruns_path))
 
 
 def _underruns(path: Path) -> tuple[Span, ...]:

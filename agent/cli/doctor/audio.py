@@ -15,6 +15,7 @@ from agent.config.model import Config
 
 def check_audio(cfg: Config) -> list[CheckResult]:
     from drivers.audio import AudioOutputError, open_output
+    from drivers.audio.wav import ClockedWavSink
 
     output = cfg.audio.output
     if cfg.audio.output_kind == "wav":
@@ -43,7 +44,7 @@ def check_audio(cfg: Config) -> list[CheckResult]:
                                     error=error), hint)]
     finally:
         if scratch is not None:
-            for leftover in (scratch, scratch.with_name(scratch.name + ".json")):
+            for leftover in ClockedWavSink.files_of(scratch):
                 leftover.unlink(missing_ok=True)
     return [passed("audio", msg("{output} opens at {rate} Hz", output=output,
                                 rate=cfg.audio.rate))]
