@@ -36,9 +36,8 @@ $(VENV)/.stamp: setup.cfg pyproject.toml
 demo: install
 	$(PY) -m tests.support.demo
 
-# Then the tests marked 'alone' (tests/e2e/test_load.py, test_flood.py, test_reload.py), on their
-# own: they load the whole machine, or hold that the audio has no gap, and what they measure
-# is the agent's.
+# Then the tests marked 'alone' (tests/e2e/test_load.py, test_flood.py), on their own: they
+# load the whole machine, and what they measure is the agent's.
 test: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not alone" tests
 	$(PY) -m pytest -m alone tests

@@ -77,7 +77,7 @@ class Capture:
         ``max_stall_s`` taken out, times still mapped to where each frame left the card.
         For the tests of what the agent plays (no gap between items, a ramped
         preemption); the tests of how it plays in real time (tests/e2e/test_load.py,
-        test_reload.py, test_playout_process.py) read the card as it is."""
+        test_playout_process.py) read the card as it is."""
         if self.removed:
             raise ValueError("padding already taken out")
         short = tuple(span for span in self.underruns if span[1] < max_stall_s * self.rate)
