@@ -18,7 +18,7 @@ card): how much of the margin a stall of the agent ate; and, to tell whose stall
 was, the time the engine and the virtual card's DAC thread waited for a CPU, and the
 hypervisor's steal (on a virtual machine every thread stalls then, whatever its priority),
 and how late a real-time thread of the benchmark's own, outside the agent, woke
-(bench_rt_latency's probe, every 5 ms): a gap it shares is the machine's.
+(tests/support/wake_probe.py, every 5 ms): a gap it shares is the machine's.
 
 Run: ``.venv/bin/python -m bench.bench_load`` (``BENCH_LOAD_MINUTES`` to shorten it)
 """
@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
-from bench.bench_rt_latency import MIN_LEAD_S, WakeProbe
 from bench.common import (
     BenchRun,
     fmt,
@@ -66,6 +65,7 @@ from tests.support.load import (
 )
 from tests.support.mosquitto import Mosquitto
 from tests.support.shipped import test_box_config
+from tests.support.wake_probe import MIN_LEAD_S, WakeProbe
 
 LOAD_MINUTES = float(os.environ.get("BENCH_LOAD_MINUTES", "10"))
 BURST_EVERY_S = 60.0

@@ -2,7 +2,12 @@
 normal priority, a 1,500-program schedule published anew every poll and parsed, a burst
 of signed MQTT commands (each ``sync_now`` fetches and parses that schedule again), and a
 large download cut again and again, so that each resume hashes the part kept. The
-clocked WAV sink must hold no 5 ms window of silence inside the tone.
+clocked WAV sink must hold no 5 ms window of silence inside the tone that the machine did
+not make: this virtual machine now and then holds every thread off its CPUs for some
+20-50 ms, whatever its priority (docs/benchmarks.md, bench_rt_latency and bench_load), so
+a real-time thread of the test's own, outside the agent (tests/support/wake_probe.py),
+runs beside it. A silent window within a second of that thread waking later than the
+card's minimum lead is the machine's, and is reported; any other fails the test.
 
 Marked ``alone``: its hogs would starve the real-time tests beside it, so the Makefile runs
 it on its own after the rest of the suite (``pytest -m alone``)."""
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +35,7 @@ from tests.support.load import (
     silent_windows,
 )
 from tests.support.mosquitto import Mosquitto, TestClient
+from tests.support.wake_probe import MIN_LEAD_S, WakeProbe
 
 pytestmark = pytest.mark.alone
 
@@ -39,6 +46,7 @@ pytestmark = pytest.mark.alone
 CUT_S = 31.0
 TONE_S = 44.0
 DOWNLOAD_BYTES = 48 * 1024 * 1024
+PROBE_SLEEP_S = 0.005
 
 
 @pytest.fixture
@@ -61,7 +69,8 @@ def test_a_tone_under_load_holds_no_5_ms_of_silence(
     start = whole_second(8)
     programs = [program("p-tone", ["m-tone"], start), *big_schedule(tone["id"])]
     source.publish(programs)
-    with Republisher(lambda: source.publish(programs)) as republisher:
+    with Republisher(lambda: source.publish(programs)) as republisher, \
+            WakeProbe(PROBE_SLEEP_S) as probe:
         time.sleep(max(0.0, start + 2 - time.time()))
         burst = command_burst(central)
         raw_client.publish_many(f"{central.base}/commands", [canonical_json(c) for c in burst])
@@ -70,8 +79,19 @@ def test_a_tone_under_load_holds_no_5_ms_of_silence(
         capture = capture_until(agent, start + TONE_S)
 
     silent = silent_windows(capture, start + 0.01, TONE_S - 0.02)
-    assert silent == [], f"{len(silent)} silent 5 ms windows, the first at " \
-        f"{[round(t - start, 3) for t in silent[:10]]} s into the tone"
+    # Without real-time priority the probe's lateness says nothing of the machine.
+    machine = [t for t in silent if probe.realtime and probe.worst_near(t) > 0]
+    agent_made = [round(t - start, 3) for t in silent if t not in machine]
+    assert agent_made == [], f"{len(agent_made)} silent 5 ms windows the machine did not " \
+        f"make (its real-time thread was on time), the first at {agent_made[:10]} s into " \
+        "the tone"
+    if machine:
+        warnings.warn(f"{len(machine)} silent 5 ms windows where the machine stalled a "
+                      f"real-time thread outside the agent by "
+                      f"{max(probe.worst_near(t) for t in machine) * 1000:.1f} ms (more than "
+                      f"the card's {MIN_LEAD_S * 1000:.0f} ms minimum lead), at "
+                      f"{[round(t - start, 3) for t in machine[:10]]} s into the tone",
+                      stacklevel=1)
     requests = source.stats()["requests"]
     print(f"under load: {republisher.published} schedules published, "
           f"{requests.get('schedule_200', 0)} fetched whole, {requests.get('media', 0)} "
