@@ -25,7 +25,7 @@ MIN_LEAD_S = CARD_BUFFER_S - PERIOD_S  # what the engine leaves in the card at t
 
 
 class WakeProbe:
-    """A process of its own (one interpreter, one busy thread: no other thread's GIL to wait
+    """A process of its own (an interpreter with one waking thread: no other thread's GIL to wait
     for) whose thread at the engine's SCHED_FIFO priority sleeps ``sleep_s`` over and over
     for the time of a ``with``: the lateness of every wake, and the wall time of each later
     than MIN_LEAD_S. Outside the agent, it tells whether the machine stalled a real-time
