@@ -160,6 +160,12 @@ def play(capture: Path, pcm: Pcm, peekable: bool, during: Action | None
     engine = PlayoutEngine(sink, on_event, buffer_s=0.025, period_s=PERIOD_S)
     engine.start()
     try:
+        # Played once the card has taken silence: a card not yet written to pads without
+        # counting an underrun (as ALSA's starts with the first write), so a first write
+        # held up under a parallel suite would land later than the frame its voice was
+        # started on, and nothing would tell (a fresh clone found the end 487 frames late).
+        wait_for(lambda: sink.buffered_frames() > 0, 5, interval=0.001,
+                 what="a first period of silence")
         engine.play([voice])
         if during is not None:
             held = 3 * PERIOD * BYTES_PER_FRAME
