@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.playout.host import CARD_BUFFER_S, PERIOD_S, RELAY_PERIOD_S
+from agent.playout.host import CARD_BUFFER_S, MIN_LEAD_S, PERIOD_S, RELAY_PERIOD_S
 from bench.common import (
     BenchRun,
     fmt,
@@ -168,7 +168,7 @@ def main() -> str:
         rows.append([name, len(ms), fmt(percentile(ms, 50)), fmt(percentile(ms, 90)),
                      fmt(percentile(ms, 99)), fmt(max(ms))])
     over = sum(1000 * v > TARGET_MS for v in latencies + vox_latencies)
-    lead_ms = round((CARD_BUFFER_S - PERIOD_S) * 1000)
+    lead_ms = round(MIN_LEAD_S * 1000)
     body = [
         f"A scheduled `line_in` program relays {RELAY_S:g} s of the virtual capture card "
         f"(hil.md) into the clocked WAV sink at volume 100: {BURST_S * 1000:g} ms noise "

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
+from agent.playout.host import MIN_LEAD_S
 from bench.common import (
     BenchRun,
     fmt,
@@ -65,7 +66,7 @@ from tests.support.load import (
 )
 from tests.support.mosquitto import Mosquitto
 from tests.support.shipped import test_box_config
-from tests.support.wake_probe import MIN_LEAD_S, WakeProbe
+from tests.support.wake_probe import WakeProbe
 
 LOAD_MINUTES = float(os.environ.get("BENCH_LOAD_MINUTES", "10"))
 BURST_EVERY_S = 60.0

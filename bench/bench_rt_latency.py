@@ -16,10 +16,10 @@ from __future__ import annotations
 import time
 from contextlib import AbstractContextManager, nullcontext
 
-from agent.playout.host import CARD_BUFFER_S, PERIOD_S
+from agent.playout.host import CARD_BUFFER_S, MIN_LEAD_S, PERIOD_S
 from bench.common import BenchRun, fmt, markdown_table, percentile, steal_s
 from tests.support.load import CpuHogs
-from tests.support.wake_probe import MIN_LEAD_S, WakeProbe
+from tests.support.wake_probe import WakeProbe
 
 PHASE_S = 60.0
 

@@ -56,6 +56,7 @@ CLOSE_AFTER_END_S = 0.5  # an ended voice may still fade out; its pipe is closed
 CARD_BUFFER_S = 0.023
 PERIOD_S = 0.015
 RELAY_PERIOD_S = 0.010
+MIN_LEAD_S = CARD_BUFFER_S - PERIOD_S  # the least the card holds when a period is rendered
 # A call on the engine's thread costs some 20 µs more than it does warm (27 µs just after a
 # 10 ms sleep, 0.8 µs in a loop): written every third period, the tally costs a third of
 # that and is at most 45 ms behind.

@@ -318,9 +318,9 @@ class ClockedWavSink(AudioOutput):
                     if padding:
                         self._to_disk += bytes(padding)
                         if self._fed:
-                            self._underrun_frames += padding // self._frame_bytes
-                            self._spans_to_disk.append((due - padding // self._frame_bytes,
-                                                        padding // self._frame_bytes))
+                            silent = padding // self._frame_bytes
+                            self._underrun_frames += silent
+                            self._spans_to_disk.append((due - silent, silent))
                     self._consumed = due
                     self._cond.notify_all()
             self._stop.wait(self._tick_s)

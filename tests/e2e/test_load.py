@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from agent.core.signing import canonical_json
+from agent.playout.host import MIN_LEAD_S
 from tests.conftest import AgentFactory, Source, capture_until, program, wait_ready, whole_second
 from tests.support import media
 from tests.support.agentproc import AgentProcess, wait_for
@@ -35,7 +36,7 @@ from tests.support.load import (
     silent_windows,
 )
 from tests.support.mosquitto import Mosquitto, TestClient
-from tests.support.wake_probe import MIN_LEAD_S, WakeProbe
+from tests.support.wake_probe import WakeProbe
 
 pytestmark = pytest.mark.alone
 

@@ -13,15 +13,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Self
 
-from agent.playout.host import CARD_BUFFER_S, PERIOD_S
+from agent.playout.host import MIN_LEAD_S
 from drivers.audio.base import AUDIO_RT_PRIORITY, request_realtime
 from drivers.thread import NamedThread
-
-REPO = Path(__file__).resolve().parents[2]
-MIN_LEAD_S = CARD_BUFFER_S - PERIOD_S  # what the engine leaves in the card at the least
+from tests.support.agentproc import REPO
 
 
 class WakeProbe:
