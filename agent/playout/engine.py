@@ -180,8 +180,12 @@ class PlayoutEngine:
                 if excess > self._min_sleep:
                     time.sleep(min(excess / self.rate, 0.05))
                     continue
-                block = self._render(first)
-                self.output.write(block, timeout=1.0)
+                block, events = self._render(first)
+                landed = first
+                try:
+                    landed = self.output.write(block, timeout=1.0)
+                finally:  # a failed write leaves the voices where the render put them
+                    self._emit(events, first, landed)
                 self._periods_written += 1
                 if self._periods_written % self._on_period_every == 0 \
                         and (on_air := self._current) is not None:
@@ -199,18 +203,39 @@ class PlayoutEngine:
                 log.exception("playout period failed")
                 self._stop.wait(0.05)
 
-    def _render(self, first: int) -> bytes:
+    def _emit(self, events: list[EngineEvent], rendered_for: int, landed: int) -> None:
+        """Tell what the period did, at the frames it landed on: later than those it was
+        rendered for when the card ran dry in between (it played silence, and its
+        numbering moved on)."""
+        if late := landed - rendered_for:
+            events = [self._landed_late(event, late) for event in events]
+            if self.last_sound_frame > rendered_for:  # this period sounded
+                self.last_sound_frame += late
+        for event in events:
+            self._on_event(event)
+
+    @staticmethod
+    def _landed_late(event: EngineEvent, late: int) -> EngineEvent:
+        if isinstance(event, VoiceStarted):
+            event.voice.first_frame = event.frame + late
+            return VoiceStarted(event.voice, event.frame + late)
+        if isinstance(event, VoiceEnded):
+            event.voice.end_frame = event.frame + late
+            return VoiceEnded(event.voice, event.frame + late, event.cut)
+        return event
+
+    def _render(self, first: int) -> tuple[bytes, list[EngineEvent]]:
         with self._lock:
             if self._current is None and not self._fading and not self._queue:
                 if self.idle_since_frame is None:
                     self.idle_since_frame = first
-                return self._silence  # idle: no mixing work at all
+                return self._silence, []  # idle: no mixing work at all
             n, silence = self._period_now()
             steady = self._render_steady(first, n)
         if steady is not None:
             if steady != silence:
                 self.last_sound_frame = first + n
-            return steady
+            return steady, []
         mix = np.zeros((n, 2), dtype=np.float32)
         events: list[EngineEvent] = []
         with self._lock:
@@ -229,12 +254,10 @@ class PlayoutEngine:
                 self.idle_since_frame = None
             elif self.idle_since_frame is None:
                 self.idle_since_frame = first
-        for event in events:
-            self._on_event(event)
         pcm = np.clip(mix, -32768, 32767).astype(S16LE)
         if pcm.any():
             self.last_sound_frame = first + n
-        return pcm.tobytes()
+        return pcm.tobytes(), events
 
     def _period_now(self) -> tuple[int, bytes]:
         """The frames of the period to render and their digital silence: a relay's

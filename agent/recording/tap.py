@@ -31,12 +31,12 @@ class RecordingTap(AudioOutput):
     def resume(self) -> None:
         self.inner.resume()
 
-    def write(self, frames: bytes, timeout: float) -> None:
-        index = self.inner.next_frame_index()
-        self.inner.write(frames, timeout)
+    def write(self, frames: bytes, timeout: float) -> int:
+        index = self.inner.write(frames, timeout)
         # bytes are immutable: the recorder may keep them as they are; anything else
         # could be reused by the writer, so it is copied.
         self._offer(index, frames if isinstance(frames, bytes) else bytes(frames))
+        return index
 
     def next_frame_index(self) -> int:
         return self.inner.next_frame_index()

@@ -97,12 +97,13 @@ class AlsaOutput(AudioOutput):
             raise AudioOutputError(f"{self._name()} is not open")
         return self._pcm
 
-    def write(self, frames: bytes, timeout: float) -> None:
+    def write(self, frames: bytes, timeout: float) -> int:
         if len(frames) % self._frame_bytes:
             raise ValueError(f"{len(frames)} bytes is not a whole number of s16le stereo frames")
         pcm = self._open_pcm()
         data = memoryview(frames)
         deadline = time.monotonic() + timeout
+        first: int | None = None
         while data:
             started_at = self._clock.now()
             try:
@@ -113,7 +114,8 @@ class AlsaOutput(AudioOutput):
                 self._count_underrun()
                 continue
             if result > 0:
-                self._advance(result, started_at)
+                landed = self._advance(result, started_at)
+                first = landed if first is None else first
                 data = data[result * self._frame_bytes:]
                 continue
             remaining = deadline - time.monotonic()
@@ -123,6 +125,7 @@ class AlsaOutput(AudioOutput):
                 )
             self._wait_writable(pcm, min(remaining, self._period_frames / self.rate))
         self._refresh_anchor(pcm)
+        return self.next_frame_index() if first is None else first
 
     def _wait_writable(self, pcm: alsaaudio.PCM, seconds: float) -> None:
         poller = select.poll()
@@ -130,11 +133,14 @@ class AlsaOutput(AudioOutput):
             poller.register(fd, events)
         poller.poll(max(1, round(seconds * 1000)))
 
-    def _advance(self, written: int, started_at: float) -> None:
+    def _advance(self, written: int, started_at: float) -> int:
+        """Count ``written`` frames; returns the index of the first."""
         with self._lock:
             if self._anchor is None:
                 self._anchor = (self._next_index, started_at)
+            first = self._next_index
             self._next_index += written
+            return first
 
     @property
     def underrun_frames(self) -> int:

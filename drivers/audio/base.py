@@ -60,9 +60,11 @@ class AudioOutput(ABC):
         self.open()
 
     @abstractmethod
-    def write(self, frames: bytes, timeout: float) -> None:
+    def write(self, frames: bytes, timeout: float) -> int:
         """Queue interleaved s16le frames; blocks (up to ``timeout`` s) while the device
-        buffer is full. Raises AudioOutputError on device failure."""
+        buffer is full. Returns the index its first frame got: :meth:`next_frame_index`
+        as it was just before, unless the device ran dry since (then later by the silence
+        it played). Raises AudioOutputError on device failure."""
 
     @abstractmethod
     def next_frame_index(self) -> int:

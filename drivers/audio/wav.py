@@ -196,16 +196,19 @@ class ClockedWavSink(AudioOutput):
         self._thread.start()
         self._disk_thread.start()
 
-    def write(self, frames: bytes, timeout: float) -> None:
+    def write(self, frames: bytes, timeout: float) -> int:
         if len(frames) % self._frame_bytes:
             raise ValueError(f"{len(frames)} bytes is not a whole number of s16le stereo frames")
         data = memoryview(frames)
         deadline = time.monotonic() + timeout
+        first: int | None = None
         with self._cond:
             while data:
                 self._check_alive()
                 free_bytes = self._capacity_frames * self._frame_bytes - len(self._pending)
                 if free_bytes > 0:
+                    if first is None:
+                        first = self._next_index_locked()
                     self._fed = True
                     self._pending += data[:free_bytes]
                     data = data[free_bytes:]
@@ -217,10 +220,14 @@ class ClockedWavSink(AudioOutput):
                         "(the wav-dac thread is not consuming)"
                     )
                 self._cond.wait(remaining)
+        return self._next_index_locked() if first is None else first
 
     def next_frame_index(self) -> int:
         with self._cond:
-            return self._consumed + len(self._pending) // self._frame_bytes
+            return self._next_index_locked()
+
+    def _next_index_locked(self) -> int:
+        return self._consumed + len(self._pending) // self._frame_bytes
 
     def frame_time(self, index: int) -> float:
         if self._start_epoch is None:

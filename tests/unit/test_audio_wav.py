@@ -100,12 +100,13 @@ def test_underrun_pads_silence_and_numbering_moves_on(
         manual_sink: tuple[ClockedWavSink, ManualClock]) -> None:
     sink, clock = manual_sink
     first = sink.next_frame_index()
-    sink.write(frames_of(tone(1000, 480)), timeout=1)
-    clock.advance(0.2)  # the writer is 190 ms late
+    assert sink.write(frames_of(tone(1000, 480)), timeout=1) == first
+    planned = sink.next_frame_index()  # the writer's next period is for this frame...
+    clock.advance(0.2)  # ...and it is written 190 ms late
     wait_for(lambda: consumed_through(sink, first + RATE // 5), 5, what="DAC caught up")
     resumed = sink.next_frame_index()
     assert resumed >= first + RATE // 5
-    sink.write(frames_of(tone(1000, 480)), timeout=1)
+    assert sink.write(frames_of(tone(1000, 480)), timeout=1) == resumed > planned
     clock.advance(0.05)
     wait_for(lambda: file_frames(sink.path) >= resumed + 480, 5, what="second burst consumed")
     capture = read_capture(sink.path)
@@ -292,7 +293,8 @@ def test_alsa_output_numbers_frames_on_the_null_pcm() -> None:
     try:
         assert output.next_frame_index() == 0
         assert output.playhead() == 0  # not started: nothing plays
-        output.write(frames_of(tone(440, 4800)), timeout=1)
+        assert output.write(frames_of(tone(440, 2400)), timeout=1) == 0
+        assert output.write(frames_of(tone(440, 2400)), timeout=1) == 2400
         assert output.next_frame_index() == 4800
         assert 0 <= output.playhead() <= 4800  # by the first write's anchor
         assert output.frame_time(4800) - output.frame_time(0) == pytest.approx(0.1)

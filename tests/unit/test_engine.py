@@ -7,6 +7,7 @@ runs out, a gain change and a cue that cuts it."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,14 @@ import pytest
 
 from agent.playout.engine import FADE_IN_S, FADE_OUT_S, PlayoutEngine
 from agent.playout.sources import BufferSource
-from agent.playout.voice import BYTES_PER_FRAME, EngineEvent, Voice, VoiceEnded, VoiceStarted
+from agent.playout.voice import (
+    BYTES_PER_FRAME,
+    EngineEvent,
+    PcmSource,
+    Voice,
+    VoiceEnded,
+    VoiceStarted,
+)
 from agent.recording.tap import RecordingTap
 from drivers.audio.wav import ClockedWavSink
 from tests.support.agentproc import wait_for
@@ -121,6 +129,36 @@ def test_a_cue_fades_out_the_frames_after_the_last_aired(tmp_path: Path) -> None
     assert np.array_equal(run.aired[played:played + FADE_OUT], faded.astype("<i2"))
 
 
+class StallingSource(Unpeekable):
+    """PCM in memory whose first read holds the engine's thread for ``stall_s``."""
+
+    def __init__(self, pcm: bytes, stall_s: float) -> None:
+        super().__init__(pcm)
+        self._stall_s = stall_s
+
+    def read(self, max_bytes: int) -> bytes:
+        time.sleep(self._stall_s)
+        self._stall_s = 0.0
+        return super().read(max_bytes)
+
+
+def test_a_voice_whose_period_reached_the_card_late_is_reported_where_it_aired(
+        tmp_path: Path) -> None:
+    """The card runs dry while the period that starts a voice is rendered (its first read
+    stalls): the voice's start and end are told at the frames it aired on, not those the
+    period was rendered for."""
+    frames = RATE // 10
+    run, underrun = play(tmp_path / "out.wav", StallingSource(noise(frames).tobytes(), 0.1),
+                         None)
+    assert underrun >= RATE // 20  # 100 ms stalled, against the card's 25
+    [started, finished] = run.events
+    assert isinstance(started, VoiceStarted) and isinstance(finished, VoiceEnded)
+    assert started.frame == run.start and finished.frame == started.frame + frames
+    capture = read_capture(tmp_path / "out.wav")
+    assert capture.first_non_silent(threshold=1) == started.frame
+    assert not capture.samples[finished.frame:].any() and capture.samples[finished.frame - 1].any()
+
+
 def noise(frames: int) -> Pcm:
     return np.random.default_rng(7).integers(-32768, 32767, (frames, 2)).astype("<i2")
 
@@ -135,21 +173,20 @@ def play_clean(tmp_path: Path, pcm: Pcm, peekable: bool, during: Action | None =
     """``play``, again while the card underran, ATTEMPTS times at most."""
     underruns = []
     for attempt in range(ATTEMPTS):
-        run, underrun = play(tmp_path / f"out-{attempt}.wav", pcm, peekable, during)
+        source = BufferSource(pcm.tobytes()) if peekable else Unpeekable(pcm.tobytes())
+        run, underrun = play(tmp_path / f"out-{attempt}.wav", source, during)
         underruns.append(underrun)
         if underrun == 0:
             return run
     raise AssertionError(f"the card underran in every run: {underruns} frames")
 
 
-def play(capture: Path, pcm: Pcm, peekable: bool, during: Action | None
-         ) -> tuple[Run, int]:
-    """``pcm`` played once at GAIN into a clocked WAV sink at ``capture``, from a source
-    that can be peeked at or not, ``during`` done 0.2 s in, at a moment the engine holds
-    three periods or more scaled ahead: the run, and the frames the card underran."""
+def play(capture: Path, source: PcmSource, during: Action | None) -> tuple[Run, int]:
+    """``source`` played once at GAIN into a clocked WAV sink at ``capture``, ``during``
+    done 0.2 s in, at a moment the engine holds three periods or more scaled ahead: the
+    run, and the frames the card underran."""
     events: list[EngineEvent] = []
     ended = threading.Event()
-    source = BufferSource(pcm.tobytes()) if peekable else Unpeekable(pcm.tobytes())
     voice = Voice("noise", source, GAIN)
 
     def on_event(event: EngineEvent) -> None:

@@ -48,9 +48,10 @@ class ListOutput(AudioOutput):
     def open(self) -> None:
         self.next_index = 0
 
-    def write(self, frames: bytes, timeout: float) -> None:
+    def write(self, frames: bytes, timeout: float) -> int:
         self.writes.append(frames)
         self.next_index += len(frames) // 4
+        return self.next_index - len(frames) // 4
 
     def next_frame_index(self) -> int:
         return self.next_index
