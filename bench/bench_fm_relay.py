@@ -31,7 +31,7 @@ from bench.common import (
 from tests.support.agentproc import AgentProcess, wait_for
 from tests.support.fake_rtl_tcp import FakeRtlTcpServer, FakeStation
 from tests.support.mosquitto import Mosquitto, TestClient
-from tests.support.wavfile import read_capture
+from tests.support.wavfile import SILENCE, read_capture
 
 DEVICE_ID = "xa-test-01"
 TRIALS = 20
@@ -39,7 +39,6 @@ RELAY_S = 1.0
 PAUSE_S = 0.5  # between the end of one relay and the next command
 CPU_RELAY_S = 12.0
 CPU_SAMPLE_S = 10.0
-SILENCE = 64
 BASE = f"tt/devices/{DEVICE_ID}"
 
 

@@ -23,11 +23,11 @@ from tests.support.central_checks import (
     KEY,
     CheckedCentral,
     assert_no_gap,
-    assert_starts_on_time,
     mqtt_config,
 )
 from tests.support.filesystems import write_json_atomically
 from tests.support.mosquitto import Mosquitto
+from tests.support.wavfile import assert_starts_on_time
 
 BEHIND_S = 6 * 3600
 TONE_HZ = 880

@@ -26,9 +26,8 @@ from tests.conftest import (
 from tests.support import media
 from tests.support.agentproc import AgentProcess, wait_for
 from tests.support.schemas import validate
-from tests.support.wavfile import tone_frequency
+from tests.support.wavfile import assert_starts_on_time
 
-SILENCE = 64
 FAULTS_SHOW_S = 8.0  # a restarted agent polls at once; backoff is capped at 2 s
 
 
@@ -45,12 +44,7 @@ def assert_fault_shown(source: Source, agent: AgentProcess, code: str,
 def assert_plays(agent: AgentProcess, start: float, frequency: float,
                  tolerance_s: float = 0.005) -> None:
     capture = capture_until(agent, start + tolerance_s + 0.8)
-    index = capture.first_non_silent(SILENCE, after_epoch=start - 0.5)
-    assert index is not None, f"nothing played at {start}"
-    sounded = capture.time_of(index)
-    assert abs(sounded - start) <= tolerance_s
-    found = tone_frequency(capture.segment(sounded + 0.1, 0.6), capture.rate)
-    assert abs(found - frequency) < frequency * 0.01, f"{found} Hz, expected {frequency} Hz"
+    assert_starts_on_time(capture, start, frequency, tolerance_s)
 
 
 def restart_with(agent: AgentProcess, change: Any) -> None:

@@ -30,15 +30,13 @@ from tests.support.central_checks import (
     GROUP,
     KEY,
     CheckedCentral,
-    assert_starts_on_time,
     mqtt_config,
     start_online,
 )
 from tests.support.mosquitto import PREFIX, Mosquitto
 from tests.support.streams import PacedStream
-from tests.support.wavfile import tone_frequency
+from tests.support.wavfile import SILENCE, assert_starts_on_time, tone_frequency
 
-SILENCE = 64
 GROUP_AGENTS = ("xa-test-01", "xa-test-05", "xa-test-06")
 SAME_INSTANT_S = 0.002  # neighbouring clusters sound as one
 

@@ -37,7 +37,7 @@ from tests.support.fake_rtl_tcp import (
 )
 from tests.support.mosquitto import Mosquitto
 from tests.support.schemas import validate
-from tests.support.wavfile import Capture, rms_dbfs, tone_frequency
+from tests.support.wavfile import SILENCE, Capture, rms_dbfs, tone_frequency
 
 # The fake SDR server makes IQ in real time with numpy: tests that use it share one
 # worker, or on 2 cores they starve each other and the starved fake drops samples.
@@ -46,7 +46,6 @@ pytestmark = pytest.mark.xdist_group("sdr")
 STATION = FakeStation(100.0e6, 1000.0)
 POLL_S = 5.0  # the agent's schedule poll (the config's minimum)
 MIN_LEFT_S = 1.5  # what must remain before the start once the agent is ready (pre-roll)
-SILENCE = 64  # sample magnitude below which a frame counts as silent
 WINDOW_S = 0.1  # the WAV is judged in windows this long
 TONE_MIN_DBFS = -20.0  # a window this loud at 1 kHz carries the station
 START_WITHIN_S = 0.05  # pre-cued relay: its first sample at the program's start

@@ -27,13 +27,13 @@ from tests.support.central_checks import (
     CheckedCentral,
     assert_no_gap,
     assert_play_pairs_in_order,
-    assert_starts_on_time,
     epoch,
     mqtt_config,
     start_online,
 )
 from tests.support.mosquitto import Mosquitto
 from tests.support.schemas import validate
+from tests.support.wavfile import assert_starts_on_time
 
 # --- birth, heartbeat, Status on change ---------------------------------------------------
 

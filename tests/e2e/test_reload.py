@@ -12,22 +12,13 @@ import signal
 import time
 from pathlib import Path
 
-import numpy as np
-
 from drivers.mixer.curve import volume_to_db
 from tests.conftest import AgentFactory, Source, capture_until, program, wait_ready, whole_second
 from tests.support.agentproc import wait_for
 from tests.support.media import tone
-from tests.support.wavfile import rms_dbfs
+from tests.support.wavfile import rms_dbfs, silent_runs
 
-
-def _longest_silence_s(samples: np.ndarray, rate: int, threshold: int = 32) -> float:
-    quiet = np.abs(samples[:, 0].astype(np.int32)) < threshold
-    longest = run = 0
-    for q in quiet:
-        run = run + 1 if q else 0
-        longest = max(longest, run)
-    return longest / rate
+RELOAD_GAP_S = 0.005  # the longest silence a reload may leave
 
 
 def test_valid_change_applies_without_a_gap(tmp_path: Path, source: Source,
@@ -44,9 +35,8 @@ def test_valid_change_applies_without_a_gap(tmp_path: Path, source: Source,
     changed_at = time.time()
     wait_for(lambda: agent.status()["volume"] == 50, 5, what="volume 50 applied")
     capture = capture_until(agent, start + 7.5).as_written()
-    window = capture.segment(start + 0.1, 7.3)
-    rate = capture.rate
-    assert _longest_silence_s(window, rate) < 0.005, "the reload left a gap in the audio"
+    assert silent_runs(capture, start + 0.1, 7.3, RELOAD_GAP_S, threshold=32) == [], \
+        "the reload left a gap in the audio"
     before = rms_dbfs(capture.segment(start + 1, 1.5))
     after = rms_dbfs(capture.segment(changed_at + 3.0, 1.0))
     expected_drop = volume_to_db(100) - volume_to_db(50)
@@ -73,7 +63,7 @@ def test_invalid_change_is_refused_and_playing_goes_on(tmp_path: Path, source: S
     assert "default_volum" in faults["message"] and "60-broken.yaml" in faults["message"]
     assert agent.status()["playing"]["program_id"] == "p-1"
     capture = capture_until(agent, start + 5.5).as_written()
-    assert _longest_silence_s(capture.segment(start + 0.1, 5.3), capture.rate) < 0.005
+    assert silent_runs(capture, start + 0.1, 5.3, RELOAD_GAP_S, threshold=32) == []
     (conf_d / "60-broken.yaml").unlink()
     wait_for(lambda: "config_invalid" not in agent.fault_codes(), 5,
              what="config_invalid cleared once the bad file is gone")

@@ -10,7 +10,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from agent.playout.sources import builtin_chime
@@ -26,13 +25,19 @@ from tests.conftest import (
 from tests.support import media
 from tests.support.agentproc import AgentProcess, wait_for
 from tests.support.schemas import validate
-from tests.support.wavfile import Capture, rms_dbfs, tone_frequency
+from tests.support.wavfile import (
+    SILENCE,
+    START_TOLERANCE_S,
+    Capture,
+    first_sound,
+    rms_dbfs,
+    silent_runs,
+    tone_frequency,
+)
 
 LEAD_S = 7.0  # programs start this long after they are published
 MIN_LEFT_S = 2.0  # what must remain before the start once the agent is ready (pre-roll)
-START_TOLERANCE_S = 0.005
 REPORT_TOLERANCE_S = START_TOLERANCE_S + 0.001  # report times are cut to milliseconds
-SILENCE = 64  # sample magnitude below which a frame counts as silent
 WARMUP_S = 0.5
 IDLE_OFF_S = 1.0
 AGENT_CONFIG: dict[str, Any] = {"amplifier": {"warmup_s": WARMUP_S, "idle_off_s": IDLE_OFF_S}}
@@ -62,25 +67,11 @@ def play_reports(source: Source, count: int, by: float) -> list[dict[str, Any]]:
     return sorted(reports, key=lambda r: epoch(r["started_at"]))
 
 
-def first_sound(capture: Capture, after: float) -> float:
-    index = capture.first_non_silent(SILENCE, after_epoch=after)
-    assert index is not None, "nothing was played"
-    return capture.time_of(index)
-
-
 def silent_gaps(capture: Capture, start: float, seconds: float,
                 min_gap_s: float) -> list[tuple[float, float]]:
-    """(offset from ``start``, length) in seconds of each run of silent frames longer than
-    ``min_gap_s`` in the window, in what the agent wrote (Capture.as_written: the card's
-    own underruns are the machine's, not the schedule's)."""
-    written = capture.as_written()
-    begin = written.index_at(start)
-    quiet = np.abs(written.samples[begin:written.index_at(start + seconds)]
-                   .astype(np.int32)).max(axis=1) < SILENCE
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
-    runs = [(written.time_of(begin + a), written.time_of(begin + b))
-            for a, b in edges.reshape(-1, 2)]
-    return [(first - start, end - first) for first, end in runs if end - first > min_gap_s]
+    """wavfile.silent_runs in what the agent wrote (Capture.as_written: the card's own
+    underruns are the machine's, not the schedule's)."""
+    return silent_runs(capture.as_written(), start, seconds, min_gap_s)
 
 
 def assert_tone(capture: Capture, start: float, seconds: float, frequency: float) -> None:

@@ -26,10 +26,10 @@ from tests.support.central_checks import (
     DEVICE,
     KEY,
     CheckedCentral,
-    assert_starts_on_time,
     mqtt_config,
 )
 from tests.support.supervisor import Supervisor
+from tests.support.wavfile import assert_starts_on_time
 
 pytestmark = pytest.mark.xdist_group("update")
 

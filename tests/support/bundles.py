@@ -25,8 +25,8 @@ from typing import Any
 from agent.update.bundle import Bundle, write_bundle
 from agent.update.state import UpdateState, save_state, update_root
 from agent.update.store import VersionStore
+from tests.support.agentproc import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 LOCK = REPO / "firmware-image" / "deb" / "requirements.lock"
 SOURCES = ("agent", "drivers", "setup.cfg", "pyproject.toml", "README.md", "LICENSE")
 

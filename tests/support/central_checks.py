@@ -16,7 +16,7 @@ from tests.support.agentproc import AgentProcess
 from tests.support.central import Central, agent_mqtt_config
 from tests.support.mosquitto import PREFIX, Mosquitto
 from tests.support.schemas import validate
-from tests.support.wavfile import Capture, rms_dbfs, tone_frequency
+from tests.support.wavfile import Capture, rms_dbfs
 
 DEVICE = "xa-test-01"
 OTHER_DEVICE = "xa-test-02"
@@ -26,8 +26,6 @@ KEEPALIVE_S = 5.0
 HEARTBEAT_S = 5.0
 STATE_TOPIC = f"{PREFIX}/devices/{DEVICE}/state"
 SCHEMA_OF_LEAF = {"state": "state", "events": "event", "acks": "ack"}
-SILENCE = 64
-START_TOLERANCE_S = 0.005
 STATUS_COALESCE_S = 1.0  # mqtt.STATUS_MIN_INTERVAL_S
 
 
@@ -91,15 +89,6 @@ def start_online(agent_factory: AgentFactory, broker: Mosquitto, central: Checke
     agent = agent_factory(**mqtt_config(broker), **overrides)
     central.wait_online()
     return agent
-
-
-def assert_starts_on_time(capture: Capture, start: float, frequency: float) -> None:
-    index = capture.first_non_silent(SILENCE, after_epoch=start - 0.5)
-    assert index is not None, f"nothing played at {start}"
-    assert abs(capture.time_of(index) - start) <= START_TOLERANCE_S, \
-        f"started at {capture.time_of(index):.4f}, scheduled {start}"
-    found = tone_frequency(capture.segment(start + 0.1, 0.5), capture.rate)
-    assert abs(found - frequency) < frequency * 0.01, f"{found} Hz, expected {frequency} Hz"
 
 
 def assert_no_gap(capture: Capture, start: float, seconds: float, level_dbfs: float) -> None:

@@ -22,6 +22,8 @@ Samples = npt.NDArray[np.int16]
 T = TypeVar("T")
 
 FULL_SCALE = 32768.0
+SILENCE = 64  # sample magnitude below which a frame counts as silent
+START_TOLERANCE_S = 0.005  # the contract: a programme's first sample within 5 ms
 
 
 # A stall of the machine the card ran dry in (a virtual machine holds every thread off its
@@ -65,7 +67,8 @@ class Capture:
         begin = max(0, self.index_at(start_epoch))
         return self.samples[begin:begin + round(duration_s * self.rate)]
 
-    def first_non_silent(self, threshold: int = 64, after_epoch: float | None = None) -> int | None:
+    def first_non_silent(self, threshold: int = SILENCE,
+                         after_epoch: float | None = None) -> int | None:
         """Index of the first frame with a sample of magnitude ≥ ``threshold``."""
         begin = 0 if after_epoch is None else max(0, self.index_at(after_epoch))
         loud = np.abs(self.samples[begin:].astype(np.int32)).max(axis=1) >= threshold
@@ -136,6 +139,35 @@ def _underruns(path: Path) -> tuple[Span, ...]:
         else:
             spans.append((first, frames))
     return tuple(spans)
+
+
+def first_sound(capture: Capture, after: float) -> float:
+    """Wall time of the first frame that is not silent after ``after``."""
+    index = capture.first_non_silent(after_epoch=after)
+    assert index is not None, f"nothing played after {after}"
+    return capture.time_of(index)
+
+
+def assert_starts_on_time(capture: Capture, start: float, frequency: float,
+                          tolerance_s: float = START_TOLERANCE_S) -> None:
+    """A tone of ``frequency`` sounds from ``start``, give or take ``tolerance_s``."""
+    sounded = first_sound(capture, start - 0.5)
+    assert abs(sounded - start) <= tolerance_s, f"started at {sounded:.4f}, scheduled {start}"
+    found = tone_frequency(capture.segment(sounded + 0.1, 0.5), capture.rate)
+    assert abs(found - frequency) < frequency * 0.01, f"{found} Hz, expected {frequency} Hz"
+
+
+def silent_runs(capture: Capture, start: float, seconds: float, longer_than_s: float,
+                threshold: int = SILENCE) -> list[tuple[float, float]]:
+    """(offset from ``start``, length) in seconds of each run of silent frames longer than
+    ``longer_than_s`` in the window."""
+    begin = capture.index_at(start)
+    quiet = np.abs(capture.samples[begin:capture.index_at(start + seconds)]
+                   .astype(np.int32)).max(axis=1) < threshold
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
+    runs = [(capture.time_of(begin + a), capture.time_of(begin + b))
+            for a, b in edges.reshape(-1, 2)]
+    return [(first - start, end - first) for first, end in runs if end - first > longer_than_s]
 
 
 def rms_dbfs(segment: Samples) -> float:

@@ -35,8 +35,8 @@ from agent.config.model import (
 )
 from agent.config.schema import schema
 from agent.config.validation import Section
+from tests.support.agentproc import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 MINIMAL = "device_id: d1\nsource:\n  url: http://127.0.0.1:9/api\n"
 
 

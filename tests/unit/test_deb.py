@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.agentproc import REPO
+
 BUILD_DEB = REPO / "firmware-image/deb/build-deb.sh"
 MAINTAINER = "Test Maintainer <test@example.org>"
 

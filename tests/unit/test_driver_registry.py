@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -21,8 +20,8 @@ from drivers.mixer.base import Mixer
 from drivers.power.base import MainsSensor
 from drivers.registry import Backends, backend_class
 from drivers.sdr.base import FmReceiver
+from tests.support.agentproc import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 KINDS: list[tuple[Backends, type]] = [
     (drivers.amplifier.BACKENDS, Amplifier),
     (drivers.audio.BACKENDS, AudioOutput),

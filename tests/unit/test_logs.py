@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.service.logs import JournalPriorityFormatter, stderr_is_journal
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.agentproc import REPO
 
 
 def record(level: int, message: str, exc_info: bool = False) -> logging.LogRecord:
