@@ -92,6 +92,7 @@ class PlayoutEngine:
         self._lock = threading.Lock()
         self._current: Voice | None = None
         self._fading: list[Voice] = []
+        self._cut: list[Voice] = []  # taken off the air; the next period begins its fade
         self._queue: list[_Cue] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -144,7 +145,7 @@ class PlayoutEngine:
         """Fade out ``voice`` if it plays, or drop it from the queue."""
         with self._lock:
             if self._current is voice:
-                self._fade_out_now(voice)
+                self._cut.append(voice)
                 self._current = None
             self._queue = [cue for cue in self._queue if cue.voice is not voice]
         voice.cut = True
@@ -156,13 +157,7 @@ class PlayoutEngine:
         """Every voice the engine still holds: on air, fading out, queued."""
         with self._lock:
             current = [] if self._current is None else [self._current]
-            return current + self._fading + [cue.voice for cue in self._queue]
-
-    def _fade_out_now(self, voice: Voice) -> None:
-        """Begin a fade from the next period the engine renders."""
-        self._begin_fade_out(voice)
-        voice.end_frame = self.output.next_frame_index() + voice.fade_out_left
-        self._on_event(VoiceEnded(voice, voice.end_frame, cut=True))
+            return current + self._cut + self._fading + [cue.voice for cue in self._queue]
 
     @property
     def alive(self) -> bool:
@@ -226,18 +221,20 @@ class PlayoutEngine:
 
     def _render(self, first: int) -> tuple[bytes, list[EngineEvent]]:
         with self._lock:
+            cut: list[EngineEvent] = [self._fade_out_from(voice, first) for voice in self._cut]
+            self._cut.clear()
             if self._current is None and not self._fading and not self._queue:
                 if self.idle_since_frame is None:
                     self.idle_since_frame = first
-                return self._silence, []  # idle: no mixing work at all
+                return self._silence, cut  # idle: no mixing work at all
             n, silence = self._period_now()
             steady = self._render_steady(first, n)
         if steady is not None:
             if steady != silence:
                 self.last_sound_frame = first + n
-            return steady, []
+            return steady, cut
         mix = np.zeros((n, 2), dtype=np.float32)
-        events: list[EngineEvent] = []
+        events = cut
         with self._lock:
             for voice in list(self._fading):
                 self._mix_fade(voice, mix, 0)
@@ -312,6 +309,12 @@ class PlayoutEngine:
         voice.applied_gain = voice.gain
         self._current = voice
         events.append(VoiceStarted(voice, first + pos))
+
+    def _fade_out_from(self, voice: Voice, first: int) -> VoiceEnded:
+        """A voice cut off the air fades out from this period's first frame."""
+        self._begin_fade_out(voice)
+        voice.end_frame = first + voice.fade_out_left
+        return VoiceEnded(voice, voice.end_frame, cut=True)
 
     def _begin_fade_out(self, voice: Voice) -> None:
         voice.cut = True

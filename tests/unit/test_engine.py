@@ -130,15 +130,16 @@ def test_a_cue_fades_out_the_frames_after_the_last_aired(tmp_path: Path) -> None
 
 
 class StallingSource(Unpeekable):
-    """PCM in memory whose first read holds the engine's thread for ``stall_s``."""
+    """PCM in memory whose next read holds the engine's thread for ``stall_s`` (set at any
+    time): the card runs dry while that period is rendered."""
 
-    def __init__(self, pcm: bytes, stall_s: float) -> None:
+    def __init__(self, pcm: bytes, stall_s: float = 0.0) -> None:
         super().__init__(pcm)
-        self._stall_s = stall_s
+        self.stall_s = stall_s
 
     def read(self, max_bytes: int) -> bytes:
-        time.sleep(self._stall_s)
-        self._stall_s = 0.0
+        stall_s, self.stall_s = self.stall_s, 0.0
+        time.sleep(stall_s)
         return super().read(max_bytes)
 
 
@@ -157,6 +158,24 @@ def test_a_voice_whose_period_reached_the_card_late_is_reported_where_it_aired(
     capture = read_capture(tmp_path / "out.wav")
     assert capture.first_non_silent(threshold=1) == started.frame
     assert not capture.samples[finished.frame:].any() and capture.samples[finished.frame - 1].any()
+
+
+def test_a_voice_cut_while_the_card_ran_dry_is_reported_ended_where_its_fade_aired(
+        tmp_path: Path) -> None:
+    """Its fade is rendered in the period after the cut, which reaches the card late: the
+    end is told where the fade ended on the card."""
+    source = StallingSource(noise(2 * RATE).tobytes())
+
+    def cut_during_a_stall(engine: PlayoutEngine, voice: Voice) -> None:
+        source.stall_s = 0.1
+        engine.cancel(voice)
+    run, underrun = play(tmp_path / "out.wav", source, cut_during_a_stall)
+    [_, finished] = run.events
+    assert isinstance(finished, VoiceEnded) and finished.cut
+    capture = read_capture(tmp_path / "out.wav")
+    assert not capture.samples[finished.frame:].any()
+    assert capture.samples[finished.frame - FADE_OUT:finished.frame - FADE_OUT // 2].any()
+    assert underrun >= RATE // 20  # 100 ms stalled, against the card's 25
 
 
 def noise(frames: int) -> Pcm:
@@ -183,8 +202,8 @@ def play_clean(tmp_path: Path, pcm: Pcm, peekable: bool, during: Action | None =
 
 def play(capture: Path, source: PcmSource, during: Action | None) -> tuple[Run, int]:
     """``source`` played once at GAIN into a clocked WAV sink at ``capture``, ``during``
-    done 0.2 s in, at a moment the engine holds three periods or more scaled ahead: the
-    run, and the frames the card underran."""
+    done 0.2 s in, at a moment the engine holds three periods or more scaled ahead (of a
+    source it can peek at): the run, and the frames the card underran."""
     events: list[EngineEvent] = []
     ended = threading.Event()
     voice = Voice("noise", source, GAIN)
@@ -207,8 +226,8 @@ def play(capture: Path, source: PcmSource, during: Action | None) -> tuple[Run, 
         if during is not None:
             held = 3 * PERIOD * BYTES_PER_FRAME
             wait_for(lambda: voice.frames_played >= RATE // 5
-                     and len(voice.ahead) - voice.ahead_at >= held, 10, interval=0.001,
-                     what="three periods scaled ahead")
+                     and (voice.peekable is None or len(voice.ahead) - voice.ahead_at >= held),
+                     10, interval=0.001, what="three periods scaled ahead")
             during(engine, voice)
         assert ended.wait(10)
         # Its last frame is rendered ahead of the card: stop once the card played it.
