@@ -180,8 +180,11 @@ def play_reports_of(source: Source, program_id: str, timeout: float = 10) -> lis
 
 def assert_relayed_station(capture: Capture, start: float, seconds: float,
                            volume: int) -> None:
-    """The station's tone at its level through the gain curve, with a clean spectrum."""
-    measured = measure_tone(capture.segment(start, seconds).tobytes(), STATION.tone_hz)
+    """The station's tone at its level through the gain curve, with a clean spectrum, in
+    what the agent wrote (Capture.as_written: a stall of the machine that ran the card dry
+    splatters the spectrum, and says nothing of the demodulator)."""
+    measured = measure_tone(capture.as_written().segment(start, seconds).tobytes(),
+                            STATION.tone_hz)
     expected_db = 20 * math.log10(expected_amplitude(STATION)) + volume_to_db(volume)
     print(f"relayed tone {20 * math.log10(measured.amplitude):.2f} dBFS peak "
           f"(expected {expected_db:.2f}), SNR {measured.snr_db:.1f} dB")
@@ -376,8 +379,10 @@ def two_bands() -> Iterator[FakeRtlTcpServer]:
 
 
 def relayed(capture: Capture, start: float, seconds: float, station: FakeStation) -> float:
-    """SNR (dB) of ``station``'s tone in the capture over that span."""
-    measured = measure_tone(capture.segment(start, seconds).tobytes(), station.tone_hz)
+    """SNR (dB) of ``station``'s tone over that span of what the agent wrote (as in
+    assert_relayed_station)."""
+    measured = measure_tone(capture.as_written().segment(start, seconds).tobytes(),
+                            station.tone_hz)
     print(f"{station.frequency_hz / 1e6:g} MHz from {start:.1f}: tone "
           f"{20 * math.log10(max(measured.amplitude, 1e-9)):.1f} dBFS, SNR "
           f"{measured.snr_db:.1f} dB")
