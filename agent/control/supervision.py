@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from agent.control.dropouts import DropoutWatch
 from agent.control.executor import Executor
 from agent.control.playback import Playback, line_in_fields
 from agent.control.preparation import FmTunerLike, Preparer
@@ -55,6 +56,7 @@ class Supervisor:
         self._faults = faults
         self._refresh_snapshot = refresh_snapshot
         self._last_stream_retry = 0.0
+        self._dropouts = DropoutWatch()
 
     def on_engine_event(self, event: EngineEvent) -> None:
         if isinstance(event, OutputFailed):
@@ -142,7 +144,16 @@ class Supervisor:
 
     def supervise(self, now: float) -> None:
         self._check_dead_air(now)
+        self._check_dropouts(now)
         self._supervise_decoders(now)
+
+    def _check_dropouts(self, now: float) -> None:
+        underrun_s = self._engine.card_underrun_frames / self._state.settings.rate
+        message = self._dropouts.update(now, underrun_s)
+        if message is None:
+            self._faults.clear("audio_dropouts")
+        else:
+            self._faults.raise_("audio_dropouts", message)
 
     def _check_dead_air(self, now: float) -> None:
         """Something is on air for the arbiter, yet the card has received only digital

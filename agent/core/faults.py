@@ -38,6 +38,7 @@ FAULT_SEVERITY: dict[str, Severity] = {
     "decoder_crashed": "warning",
     "audio_output": "error",
     "playout_failed": "error",
+    "audio_dropouts": "warning",
     "amplifier": "error",
     "stream_unavailable": "warning",
     "play_failed": "warning",

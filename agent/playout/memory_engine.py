@@ -52,6 +52,7 @@ class MemoryEngine:
         self._queue: list[_Cue] = []
         self.idle_since_frame: int | None = 0
         self.last_sound_frame = 0
+        self.card_underrun_frames = 0  # a card in memory is never late
         self.history: list[Sounded] = []
 
     @property

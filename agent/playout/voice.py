@@ -97,6 +97,7 @@ class Engine(Protocol):
 
     idle_since_frame: int | None  # the first frame of the current silence; None: sounding
     last_sound_frame: int
+    card_underrun_frames: int  # silence the card played for want of audio, since the start
 
     def frame_at(self, wall_time: float) -> int: ...
 

@@ -69,6 +69,11 @@ def test_playout_process_failure_is_replaced_and_the_programme_goes_on(
     # new process's 5 ms fade-in: up to 30 ms and the fraction of a block (a fresh-clone
     # run measured 32 ms apart).
     assert metric(agent, "card_underrun_seconds") == pytest.approx(silent_s, abs=0.04)
+    # ... and the operators see it as a warning: the listeners heard a gap.
+    dropouts = wait_for(lambda: next((f for f in agent.status()["faults"]
+                                      if f["code"] == "audio_dropouts"), None),
+                        5, what="fault audio_dropouts")
+    assert dropouts["severity"] == "warning" and "ran dry" in dropouts["message"]
     switch_at = next(t for t in np.arange(start + 2.0, failed_at + 8, 0.05)
                      if abs(tone_frequency(capture.segment(t, 0.05), capture.rate) - 880) < 30)
     played = capture.samples[capture.index_at(start):capture.index_at(switch_at)]
