@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from tests.support.central import Central
-from tests.support.wavfile import Capture
+from tests.support.wavfile import Capture, quiet_runs
 
 WINDOW = 240  # 5 ms at 48 kHz
 SILENT_PEAK = 64  # a 5 ms window of a -6 dBFS tone peaks far above this
@@ -42,11 +42,8 @@ def zero_runs(capture: Capture, start: float, seconds: float,
     an underrun with, which a tone never holds for even two frames."""
     first = capture.index_at(start)
     span = capture.samples[first:first + round(seconds * capture.rate)]
-    zero = np.concatenate(([False], ~span.any(axis=1), [False]))
-    edges = np.flatnonzero(np.diff(zero.astype(np.int8)))
-    return [(capture.time_of(first + int(begin)), int(end - begin))
-            for begin, end in zip(edges[::2], edges[1::2], strict=True)
-            if end - begin >= min_frames]
+    return [(capture.time_of(first + offset), frames)
+            for offset, frames in quiet_runs(span, 1) if frames >= min_frames]
 
 
 class CpuHogs:

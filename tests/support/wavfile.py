@@ -157,16 +157,22 @@ def assert_starts_on_time(capture: Capture, start: float, frequency: float,
     assert abs(found - frequency) < frequency * 0.01, f"{found} Hz, expected {frequency} Hz"
 
 
+def quiet_runs(samples: Samples, threshold: int) -> list[tuple[int, int]]:
+    """(offset, frames) of each run of frames whose samples are all of magnitude below
+    ``threshold`` (1: exact digital zero)."""
+    quiet = np.abs(samples.astype(np.int32)).max(axis=1) < threshold
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
+    return [(int(begin), int(end - begin)) for begin, end in edges.reshape(-1, 2)]
+
+
 def silent_runs(capture: Capture, start: float, seconds: float, longer_than_s: float,
                 threshold: int = SILENCE) -> list[tuple[float, float]]:
     """(offset from ``start``, length) in seconds of each run of silent frames longer than
     ``longer_than_s`` in the window."""
     begin = capture.index_at(start)
-    quiet = np.abs(capture.samples[begin:capture.index_at(start + seconds)]
-                   .astype(np.int32)).max(axis=1) < threshold
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
-    runs = [(capture.time_of(begin + a), capture.time_of(begin + b))
-            for a, b in edges.reshape(-1, 2)]
+    runs = [(capture.time_of(begin + offset), capture.time_of(begin + offset + frames))
+            for offset, frames in quiet_runs(
+                capture.samples[begin:capture.index_at(start + seconds)], threshold)]
     return [(first - start, end - first) for first, end in runs if end - first > longer_than_s]
 
 
