@@ -11,14 +11,16 @@ clicks. The engine decides nothing: the control loop tells it what to play.
 from __future__ import annotations
 
 import logging
+import os
+import select
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from agent.playout.reading import S16LE, Block, SteadyReader, pull
+from agent.playout.aired import UnreadPeriods
+from agent.playout.reading import S16LE, Block, SteadyReader, gain_curve, pull
 from agent.playout.voice import (
     BYTES_PER_FRAME,
     EngineEvent,
@@ -27,6 +29,7 @@ from agent.playout.voice import (
     Voice,
     VoiceEnded,
     VoiceStarted,
+    landed_late,
 )
 from drivers.audio.base import AudioOutput, AudioOutputError, request_realtime
 from drivers.thread import NamedThread
@@ -62,13 +65,17 @@ class PlayoutEngine:
                  buffer_s: float = 0.040, period_s: float = PERIOD_S,
                  relay_period_s: float | None = None,
                  on_period: Callable[[Voice], None] = lambda voice: None,
-                 on_period_every: int = 1) -> None:
+                 on_period_every: int = 1, deep_buffer_s: float | None = None) -> None:
         """Each period is rendered when the card holds ``buffer_s - period_s`` not yet
         due. While a voice whose source cannot be peeked at (a relay's, fed as it
         arrives) is on air or next, periods are ``relay_period_s`` long (at most
-        ``period_s``), so that it reaches the card sooner. ``on_period`` is called on the
-        engine's thread with the voice on air after every ``on_period_every`` periods
-        written to the output (it must not block)."""
+        ``period_s``), so that it reaches the card sooner. ``deep_buffer_s``: while a
+        voice plays steady from a source the engine can peek at, and the output can take
+        back what it holds (AudioOutput.rewind), the card is kept that deep instead, safe
+        from longer stalls of the machine; a cue, a cut or a gain change takes back what
+        lies beyond ``buffer_s - period_s`` and is heard as soon. ``on_period`` is called
+        on the engine's thread with the voice on air after every ``on_period_every``
+        periods written to the output (it must not block)."""
         self.output = output
         self.rate = output.rate
         self._on_event = on_event
@@ -80,7 +87,12 @@ class PlayoutEngine:
             raise ValueError(f"a buffer of {buffer_s} s cannot hold more than one period "
                              f"of {period_s} s")
         self._target_buffer = int(self.rate * buffer_s)
+        self._min_lead = self._target_buffer - self._period
+        self._deep_buffer = self._target_buffer
+        if deep_buffer_s is not None and output.can_rewind:
+            self._deep_buffer = max(int(self.rate * deep_buffer_s), self._target_buffer)
         self._min_sleep = int(self.rate * MIN_SLEEP_S)
+        self._fade_in = int(self.rate * FADE_IN_S)
         self._silence = bytes(self._period * BYTES_PER_FRAME)
         self._relay_period = self._period if relay_period_s is None \
             else int(self.rate * relay_period_s)
@@ -89,6 +101,10 @@ class PlayoutEngine:
                              f"period of {period_s} s")
         self._relay_silence = bytes(self._relay_period * BYTES_PER_FRAME)
         self._steady = SteadyReader(self._period, period_s)
+        self._unread = UnreadPeriods()  # the engine thread's
+        # Written by the control side to wake the engine's thread for a cue, a cut or a
+        # gain change: it takes back from a deep card what it must replace.
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._lock = threading.Lock()
         self._current: Voice | None = None
         self._fading: list[Voice] = []
@@ -113,9 +129,17 @@ class PlayoutEngine:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
+        self._wake()
         if self._thread is not None:
             self._thread.join(timeout)
         self.output.close()
+        if self._thread is None or not self._thread.is_alive():
+            fd, self._wake_fd = self._wake_fd, -1
+            os.close(fd)
+
+    def _wake(self) -> None:
+        if self._wake_fd >= 0:
+            os.eventfd_write(self._wake_fd, 1)
 
     def frame_at(self, wall_time: float) -> int:
         return round((wall_time - self.output.frame_time(0)) * self.rate)
@@ -132,6 +156,7 @@ class PlayoutEngine:
             self._queue = [_Cue(v, at_frame if i == 0 else None) for i, v in enumerate(voices)]
             if at_frame is None and voices:
                 self._queue[0].at_frame = -1  # "now", also replacing the current voice
+        self._wake()
         for voice in dropped:
             voice.cut = True
         return dropped
@@ -149,9 +174,11 @@ class PlayoutEngine:
                 self._current = None
             self._queue = [cue for cue in self._queue if cue.voice is not voice]
         voice.cut = True
+        self._wake()
 
     def set_gain(self, voice: Voice, gain: float) -> None:
         voice.gain = gain
+        self._wake()
 
     def voices(self) -> list[Voice]:
         """Every voice the engine still holds: on air, fading out, queued."""
@@ -169,16 +196,21 @@ class PlayoutEngine:
         while not self._stop.is_set():
             try:
                 first = self.output.next_frame_index()
-                ahead = frames_ahead(self.output.buffered_frames(),
-                                     first - self.output.playhead(), self._period)
-                excess = ahead - (self._target_buffer - self._period)
+                playhead = self.output.playhead()
+                self._unread.settle(playhead)
+                target = self._deep_buffer if self._unread else self._target_buffer
+                excess = frames_ahead(self.output.buffered_frames(), first - playhead,
+                                      self._period) - (target - self._period)
                 if excess > self._min_sleep:
-                    time.sleep(min(excess / self.rate, 0.05))
+                    self._sleep(min(excess / self.rate, 0.05))
                     continue
                 block, events = self._render(first)
                 landed = first
                 try:
                     landed = self.output.write(block, timeout=1.0)
+                except AudioOutputError:
+                    self._unread.forget_from(first)
+                    raise
                 finally:  # a failed write leaves the voices where the render put them
                     self._emit(events, first, landed)
                 self._periods_written += 1
@@ -198,46 +230,59 @@ class PlayoutEngine:
                 log.exception("playout period failed")
                 self._stop.wait(0.05)
 
+    def _sleep(self, seconds: float) -> None:
+        """Up to ``seconds``; woken by the control side, it takes back from the card what
+        it must render again."""
+        if select.select((self._wake_fd,), (), (), seconds)[0]:
+            os.eventfd_read(self._wake_fd)
+            self._take_back()
+
+    def _take_back(self) -> None:
+        """The card gives back the steady periods it holds beyond the least lead, for a
+        cue, a cut or a gain change to be heard as soon as in a shallow card."""
+        if not self._unread:
+            return
+        output = self.output
+        next_index = output.next_frame_index()
+        floor = max(output.playhead() + self._min_lead, next_index - output.rewindable())
+        start = self._unread.first_at_or_after(floor)
+        if start is not None and output.rewind(next_index - start):
+            self._unread.forget_from(start)
+            self.last_sound_frame = min(self.last_sound_frame, start)
+
     def _emit(self, events: list[EngineEvent], rendered_for: int, landed: int) -> None:
         """Tell what the period did, at the frames it landed on: later than those it was
         rendered for when the card ran dry in between (it played silence, and its
         numbering moved on)."""
         if late := landed - rendered_for:
-            events = [self._landed_late(event, late) for event in events]
+            self._unread.landed_late(rendered_for, late)
+            events = [landed_late(event, late) for event in events]
             if self.last_sound_frame > rendered_for:  # this period sounded
                 self.last_sound_frame += late
         for event in events:
             self._on_event(event)
 
-    @staticmethod
-    def _landed_late(event: EngineEvent, late: int) -> EngineEvent:
-        if isinstance(event, VoiceStarted):
-            event.voice.first_frame = event.frame + late
-            return VoiceStarted(event.voice, event.frame + late)
-        if isinstance(event, VoiceEnded):
-            event.voice.end_frame = event.frame + late
-            return VoiceEnded(event.voice, event.frame + late, event.cut)
-        return event
-
     def _render(self, first: int) -> tuple[bytes, list[EngineEvent]]:
         with self._lock:
-            cut: list[EngineEvent] = [self._fade_out_from(voice, first) for voice in self._cut]
+            for voice in self._cut:  # they fade out from this period's first frame
+                self._begin_fade_out(voice)
             self._cut.clear()
             if self._current is None and not self._fading and not self._queue:
                 if self.idle_since_frame is None:
                     self.idle_since_frame = first
-                return self._silence, cut  # idle: no mixing work at all
+                return self._silence, []  # idle: no mixing work at all
             n, silence = self._period_now()
             steady = self._render_steady(first, n)
         if steady is not None:
             if steady != silence:
                 self.last_sound_frame = first + n
-            return steady, cut
+            return steady, []
         mix = np.zeros((n, 2), dtype=np.float32)
-        events = cut
+        events: list[EngineEvent] = []
         with self._lock:
+            self._unread.take_all()
             for voice in list(self._fading):
-                self._mix_fade(voice, mix, 0)
+                self._mix_fade(voice, mix, first, 0, events)
             pos = 0
             while pos < n:
                 if self._queue and self._due(self._queue[0], first + pos):
@@ -269,18 +314,23 @@ class PlayoutEngine:
     def _render_steady(self, first: int, n: int) -> bytes | None:
         """The period when it is one voice on air at a steady gain of at most 1, with
         nothing fading and no cue due in it: most periods, the same samples as the general
-        path (reading.SteadyReader). None: the general path, with the voice's PCM left
+        path (reading.SteadyReader). Peeked at, it stays in the source until the card has
+        played it (UnreadPeriods). None: the general path, with the voice's PCM left
         unread."""
         voice = self._current
         if voice is None or self._fading or voice.fade_in_left or voice.gain > 1.0 \
                 or voice.applied_gain != voice.gain or self._limit(first, 0, n) < n \
                 or (self._queue and self._due(self._queue[0], first)):
             return None
-        block = self._steady.next_period(voice, n)
-        if block is None:
-            return None
-        voice.frames_played += n
         self.idle_since_frame = None
+        if self._unread.voice() in (None, voice) \
+                and (block := self._steady.peek_period(voice, n, self._unread.bytes)):
+            self._unread.add(voice, first, n)
+            return block
+        self._unread.take_all()
+        block = self._steady.read_period(voice, n)
+        if block is not None:
+            voice.frames_played += n
         return block
 
     def _due(self, cue: _Cue, frame: int) -> bool:
@@ -301,27 +351,22 @@ class PlayoutEngine:
         if self._current is not None:
             old = self._current
             self._begin_fade_out(old)
-            old.end_frame = first + pos + old.fade_out_left
-            events.append(VoiceEnded(old, old.end_frame, cut=True))
-            self._mix_fade(old, mix, pos)
+            self._mix_fade(old, mix, first, pos, events)
         voice.first_frame = first + pos
-        voice.fade_in_left = int(self.rate * FADE_IN_S)
+        voice.fade_in_left = self._fade_in
         voice.applied_gain = voice.gain
         self._current = voice
         events.append(VoiceStarted(voice, first + pos))
-
-    def _fade_out_from(self, voice: Voice, first: int) -> VoiceEnded:
-        """A voice cut off the air fades out from this period's first frame."""
-        self._begin_fade_out(voice)
-        voice.end_frame = first + voice.fade_out_left
-        return VoiceEnded(voice, voice.end_frame, cut=True)
 
     def _begin_fade_out(self, voice: Voice) -> None:
         voice.cut = True
         voice.fade_out_total = voice.fade_out_left = int(self.rate * FADE_OUT_S)
         self._fading.append(voice)
 
-    def _mix_fade(self, voice: Voice, mix: Block, offset: int) -> None:
+    def _mix_fade(self, voice: Voice, mix: Block, first: int, offset: int,
+                  events: list[EngineEvent]) -> None:
+        """The voice's fade out, from ``offset`` in the period; ended in the period whose
+        frames reach the card with its last (told then, where they landed)."""
         take = min(voice.fade_out_left, len(mix) - offset)
         pcm = pull(voice, take)
         got = len(pcm)
@@ -333,6 +378,8 @@ class PlayoutEngine:
         voice.fade_out_left -= take
         if voice.fade_out_left <= 0 or (got < take and voice.source.finished):
             self._fading.remove(voice)
+            voice.end_frame = first + offset + (take if voice.fade_out_left <= 0 else got)
+            events.append(VoiceEnded(voice, voice.end_frame, cut=True))
 
     def _mix_current(self, mix: Block, first: int, pos: int, limit: int,
                      events: list[EngineEvent]) -> int:
@@ -342,7 +389,7 @@ class PlayoutEngine:
         pcm = pull(voice, want)
         got = len(pcm)
         if got:
-            mix[pos:pos + got] += pcm * self._gain_curve(voice, got)[:, None]
+            mix[pos:pos + got] += pcm * gain_curve(voice, got, self._fade_in)[:, None]
             voice.frames_played += got
         if got == want:
             return limit
@@ -353,19 +400,3 @@ class PlayoutEngine:
             return pos + got
         voice.underrun_frames += want - got
         return limit
-
-    def _gain_curve(self, voice: Voice, frames: int) -> Block:
-        start, target = voice.applied_gain, voice.gain
-        if start == target:
-            gains = np.full(frames, target, dtype=np.float32)
-        else:
-            gains = np.linspace(start, target, frames, dtype=np.float32)
-            voice.applied_gain = target
-        if voice.fade_in_left > 0:
-            total = int(self.rate * FADE_IN_S)
-            done = total - voice.fade_in_left
-            ramp = np.minimum((np.arange(done, done + frames, dtype=np.float32) + 1) / total,
-                              1.0)
-            gains *= ramp
-            voice.fade_in_left = max(voice.fade_in_left - frames, 0)
-        return gains

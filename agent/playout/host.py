@@ -57,6 +57,12 @@ CARD_BUFFER_S = 0.023
 PERIOD_S = 0.015
 RELAY_PERIOD_S = 0.010
 MIN_LEAD_S = CARD_BUFFER_S - PERIOD_S  # the least the card holds when a period is rendered
+# While a file, a stream or the chime plays steady, a card that can give back what it has
+# not played (AudioOutput.rewind) is kept this deep: a stall of the whole machine up to
+# some 135 ms is not heard (this virtual machine stalls every thread for 16 to 70 ms a
+# few times in ten minutes), and a cue takes back what lies beyond MIN_LEAD_S, so it is
+# heard as soon as in the shallow card (docs/design.md "The card's lead").
+DEEP_BUFFER_S = 0.150
 # A call on the engine's thread costs some 20 µs more than it does warm (27 µs just after a
 # 10 ms sleep, 0.8 µs in a loop): written every third period, the tally costs a third of
 # that and is at most 45 ms behind.
@@ -84,7 +90,8 @@ class PlayoutHost:
         self.engine = PlayoutEngine(output, self._on_event, buffer_s=CARD_BUFFER_S,
                                     period_s=PERIOD_S, relay_period_s=RELAY_PERIOD_S,
                                     on_period=self._on_period,
-                                    on_period_every=TALLY_EVERY_PERIODS)
+                                    on_period_every=TALLY_EVERY_PERIODS,
+                                    deep_buffer_s=DEEP_BUFFER_S)
         self._sources: dict[int, PcmPipe] = {}
         self._ended: list[_Ended] = []
         self._lock = threading.Lock()
@@ -186,7 +193,7 @@ class PlayoutHost:
         elif op == "gain":
             voice = self._find(int(message["id"]))
             if voice is not None:
-                voice.gain = float(message["gain"])
+                self.engine.set_gain(voice, float(message["gain"]))
         elif op == "stop":
             self._stop.set()
         else:

@@ -91,6 +91,18 @@ class OutputRecovered:
 EngineEvent = VoiceStarted | VoiceEnded | OutputFailed | OutputRecovered
 
 
+def landed_late(event: EngineEvent, late: int) -> EngineEvent:
+    """The event, and its voice's frame, ``late`` frames later: its period reached the
+    card after the card ran dry."""
+    if isinstance(event, VoiceStarted):
+        event.voice.first_frame = event.frame + late
+        return VoiceStarted(event.voice, event.frame + late)
+    if isinstance(event, VoiceEnded):
+        event.voice.end_frame = event.frame + late
+        return VoiceEnded(event.voice, event.frame + late, event.cut)
+    return event
+
+
 class Engine(Protocol):
     """What the control loop drives: the real-time :class:`PlayoutEngine`, or the
     in-memory one of the simulation (``agent/playout/memory_engine.py``)."""

@@ -1,8 +1,11 @@
-"""A tee on the sound card's feed: every write goes to the real output unchanged, then
-the same frames, with the index of their first frame, go to the recorder."""
+"""A tee on the sound card's feed: every write goes to the real output unchanged, and
+the same frames, with the index of their first frame, go to the recorder once the card has
+played them: until then the card may give them back (AudioOutput.rewind) and they never
+air."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Self
 
@@ -19,7 +22,9 @@ class RecordingTap(AudioOutput):
         self.inner = inner
         self.channels = inner.channels
         self.sample_width = inner.sample_width
+        self.can_rewind = inner.can_rewind
         self._offer = offer
+        self._held: deque[tuple[int, bytes]] = deque()  # written, not yet played
 
     @classmethod
     def from_target(cls, target: str, rate: int) -> Self:
@@ -35,8 +40,29 @@ class RecordingTap(AudioOutput):
         index = self.inner.write(frames, timeout)
         # bytes are immutable: the recorder may keep them as they are; anything else
         # could be reused by the writer, so it is copied.
-        self._offer(index, frames if isinstance(frames, bytes) else bytes(frames))
+        self._held.append((index, frames if isinstance(frames, bytes) else bytes(frames)))
+        self._offer_played()
         return index
+
+    def _offer_played(self) -> None:
+        playhead = self.inner.playhead()
+        held = self._held
+        frame_bytes = self.channels * self.sample_width
+        while held and held[0][0] + len(held[0][1]) // frame_bytes <= playhead:
+            self._offer(*held.popleft())
+
+    def rewindable(self) -> int:
+        return self.inner.rewindable()
+
+    def rewind(self, frames: int) -> bool:
+        if not self.inner.rewind(frames):
+            return False
+        end, frame_bytes = self.inner.next_frame_index(), self.channels * self.sample_width
+        while self._held and (last := self._held[-1])[0] + len(last[1]) // frame_bytes > end:
+            self._held.pop()
+            if last[0] < end:
+                self._held.append((last[0], last[1][:(end - last[0]) * frame_bytes]))
+        return True
 
     def next_frame_index(self) -> int:
         return self.inner.next_frame_index()
@@ -55,4 +81,6 @@ class RecordingTap(AudioOutput):
         return self.inner.underrun_frames
 
     def close(self) -> None:
+        self._offer_played()
+        self._held.clear()  # the card drops what it has not played
         self.inner.close()

@@ -1,56 +1,60 @@
-"""`alsa:<pcm name>`: a real sound card through pyalsaaudio (0.11).
+"""`alsa:<pcm name>`: a real sound card, through alsa-lib (drivers.audio.libasound).
 
 Frames are numbered from 0 at open. Which frame leaves the card when is estimated, not
 measured at the DAC:
 
 - the stream starts on the first write (ALSA's default start threshold is one frame), so
   frame 0 is anchored at the wall time of the first write;
-- about once a second the anchor is refreshed from ``PCM.htimestamp()``: the kernel's
+- about once a second the anchor is refreshed from ``snd_pcm_htimestamp``: the kernel's
   timestamp of the last hardware-pointer update and the frames still queued at that
   instant (``buffer_size - avail``), which tracks the card's crystal against the system
   clock. Codec and amplifier latency after the DMA buffer (well under a millisecond on the
   usual I2S and USB codecs) is not included;
-- after an underrun (``write`` returns ``-EPIPE``; pyalsaaudio has already re-prepared the
-  stream) the frames the card would have played since it ran dry count as lost and the
-  numbering moves on by that much, so ``next_frame_index`` still maps to wall time.
+- after an underrun (``write`` returns ``-EPIPE``; the stream is prepared again) the
+  frames the card would have played since it ran dry count as lost and the numbering
+  moves on by that much, so ``next_frame_index`` still maps to wall time.
 
 The PCM is opened non-blocking, so ``write`` can honour its timeout by polling the PCM's
-descriptors instead of sleeping inside ``snd_pcm_writei``.
+descriptors instead of sleeping inside ``snd_pcm_writei``. Its buffer holds BUFFER_S, room
+for the engine's deep lead, of which it gives back what the card has not begun to play
+(``snd_pcm_rewind``, AudioOutput.rewind).
 """
 
 from __future__ import annotations
 
 import errno
-import select
 import threading
 import time
 from typing import Self
 
-import alsaaudio
-
 from drivers.audio.base import AudioOutput, AudioOutputError
+from drivers.audio.libasound import AlsaError, PlaybackPcm
 from drivers.clock import Clock, SystemClock
 
 HTIMESTAMP_INTERVAL_S = 1.0
+PERIOD_FRAMES = 480
+BUFFER_S = 0.200
 
 
 class AlsaOutput(AudioOutput):
+    can_rewind = True
+
     def __init__(
         self,
         pcm_name: str,
         rate: int,
         *,
-        period_frames: int = 480,
-        periods: int = 4,
+        period_frames: int = PERIOD_FRAMES,
+        buffer_s: float = BUFFER_S,
         clock: Clock | None = None,
     ) -> None:
         super().__init__(rate)
         self.pcm_name = pcm_name
         self._period_frames = period_frames
-        self._periods = periods
+        self._asked_buffer_frames = round(buffer_s * rate)
         self._clock: Clock = clock or SystemClock()
         self._frame_bytes = self.channels * self.sample_width
-        self._pcm: alsaaudio.PCM | None = None
+        self._pcm: PlaybackPcm | None = None
         self._buffer_frames = 0
         self._lock = threading.Lock()
         self._next_index = 0
@@ -67,32 +71,28 @@ class AlsaOutput(AudioOutput):
 
     def open(self) -> None:
         try:
-            pcm = alsaaudio.PCM(
-                type=alsaaudio.PCM_PLAYBACK, mode=alsaaudio.PCM_NONBLOCK, device=self.pcm_name,
-                channels=self.channels, rate=self.rate, format=alsaaudio.PCM_FORMAT_S16_LE,
-                periodsize=self._period_frames, periods=self._periods,
-            )
-        except alsaaudio.ALSAAudioError as error:
+            pcm = PlaybackPcm(self.pcm_name, self.rate, self.channels, self._period_frames,
+                              self._asked_buffer_frames)
+        except AlsaError as error:
+            hint = "List the sound cards with `aplay -l` and the PCM names with `aplay -L`."
+            if "Hz" in str(error) or "channels" in str(error) or "s16le" in str(error):
+                hint = (f"The device cannot play {self.rate} Hz stereo s16le as it is: use a "
+                        "plug: PCM or set audio.rate.")
             raise AudioOutputError(
                 f"{self._name()}: cannot open the playback device {self.pcm_name!r}: {error}. "
-                "List the sound cards with `aplay -l` and the PCM names with `aplay -L`."
-            ) from error
-        info = pcm.info()
-        if info["rate"] != self.rate or info["channels"] != self.channels:
+                + hint) from error
+        try:
+            self._buffer_frames = pcm.buffer_frames()
+        except AlsaError as error:
             pcm.close()
-            raise AudioOutputError(
-                f"{self._name()}: the device runs at {info['rate']} Hz, {info['channels']} "
-                f"channels, not {self.rate} Hz stereo; use a plug: PCM or set audio.rate"
-            )
-        pcm.set_tstamp_mode(alsaaudio.PCM_TSTAMP_ENABLE)
-        self._buffer_frames = int(info["buffer_size"])
+            raise AudioOutputError(f"{self._name()}: {error}") from error
         with self._lock:
             self._pcm = pcm
             self._next_index = 0
             self._anchor = None
             self._underrun_frames = 0
 
-    def _open_pcm(self) -> alsaaudio.PCM:
+    def _open_pcm(self) -> PlaybackPcm:
         if self._pcm is None:
             raise AudioOutputError(f"{self._name()} is not open")
         return self._pcm
@@ -108,7 +108,7 @@ class AlsaOutput(AudioOutput):
             started_at = self._clock.now()
             try:
                 result = pcm.write(data)
-            except alsaaudio.ALSAAudioError as error:
+            except AlsaError as error:
                 raise AudioOutputError(f"{self._name()}: write failed: {error}") from error
             if result == -errno.EPIPE:
                 self._count_underrun()
@@ -123,15 +123,9 @@ class AlsaOutput(AudioOutput):
                 raise AudioOutputError(
                     f"{self._name()}: the device accepted nothing for {timeout:.3f} s"
                 )
-            self._wait_writable(pcm, min(remaining, self._period_frames / self.rate))
+            pcm.wait_writable(min(remaining, self._period_frames / self.rate))
         self._refresh_anchor(pcm)
         return self.next_frame_index() if first is None else first
-
-    def _wait_writable(self, pcm: alsaaudio.PCM, seconds: float) -> None:
-        poller = select.poll()
-        for fd, events in pcm.polldescriptors():
-            poller.register(fd, events)
-        poller.poll(max(1, round(seconds * 1000)))
 
     def _advance(self, written: int, started_at: float) -> int:
         """Count ``written`` frames; returns the index of the first."""
@@ -158,16 +152,19 @@ class AlsaOutput(AudioOutput):
                 self._underrun_frames += lost
             self._anchor = None
 
-    def _refresh_anchor(self, pcm: alsaaudio.PCM) -> None:
+    def _refresh_anchor(self, pcm: PlaybackPcm) -> None:
         if time.monotonic() < self._next_refresh:
             return
         self._next_refresh = time.monotonic() + HTIMESTAMP_INTERVAL_S
-        seconds, nanoseconds, available = pcm.htimestamp()
-        if seconds == 0 and nanoseconds == 0:
+        try:
+            stamp, available = pcm.htimestamp()
+        except AlsaError:
+            return  # keep the anchor; the next write tells whether the card failed
+        if stamp == 0.0:
             return  # the driver gives no timestamps; keep the first-write anchor
         queued = max(0, self._buffer_frames - available)
         with self._lock:
-            self._anchor = (self._next_index - queued, seconds + nanoseconds / 1e9)
+            self._anchor = (self._next_index - queued, stamp)
 
     def next_frame_index(self) -> int:
         with self._lock:
@@ -193,10 +190,33 @@ class AlsaOutput(AudioOutput):
             return anchor_index + int((self._clock.now() - anchor_time) * self.rate)
 
     def buffered_frames(self) -> int:
-        available = int(self._open_pcm().avail())
+        try:
+            available = self._open_pcm().avail()
+        except AlsaError as error:
+            raise AudioOutputError(f"{self._name()}: {error}") from error
         if available < 0:  # -EPIPE: ran dry
             return 0
         return max(0, self._buffer_frames - available)
+
+    def rewindable(self) -> int:
+        """What the card says it can give back, never more than was written after its
+        playhead (alsa-lib's null PCM, which plays nothing, would give back its whole
+        buffer)."""
+        try:
+            return max(0, min(self._open_pcm().rewindable(),
+                              self.next_frame_index() - self.playhead()))
+        except AlsaError as error:
+            raise AudioOutputError(f"{self._name()}: {error}") from error
+
+    def rewind(self, frames: int) -> bool:
+        if frames > self.rewindable():
+            return False
+        pcm = self._open_pcm()
+        with self._lock:
+            if frames <= 0 or not pcm.rewind(frames):
+                return frames == 0
+            self._next_index -= frames
+            return True
 
     def close(self) -> None:
         with self._lock:

@@ -40,6 +40,7 @@ class AudioOutput(ABC):
 
     channels = 2
     sample_width = 2
+    can_rewind = False  # whether :meth:`rewind` may take anything back
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
@@ -65,6 +66,16 @@ class AudioOutput(ABC):
         buffer is full. Returns the index its first frame got: :meth:`next_frame_index`
         as it was just before, unless the device ran dry since (then later by the silence
         it played). Raises AudioOutputError on device failure."""
+
+    def rewindable(self) -> int:
+        """Frames written and not yet played that :meth:`rewind` could take back now."""
+        return 0
+
+    def rewind(self, frames: int) -> bool:
+        """Take back the last ``frames`` written, not yet played: the next write
+        replaces them, its first frame getting the index the first of them had. All of
+        them, or (False) none."""
+        return False
 
     @abstractmethod
     def next_frame_index(self) -> int:

@@ -38,6 +38,8 @@ HEADER_BYTES = 44
 _RIFF_SIZE_OFFSET = 4
 _DATA_SIZE_OFFSET = 40
 _MAX_CHUNK_SIZE = 0xFFFF_FFFF  # a WAV size field is 32 bits: about 6.2 h of 48 kHz stereo
+# What the card can hold, as an ALSA card's buffer: room for the engine's deep lead.
+CAPACITY_S = 0.250
 
 
 def wav_header(rate: int, channels: int, sample_width: int, data_bytes: int) -> bytes:
@@ -69,6 +71,8 @@ def _write_sidecar(path: Path, document: dict[str, object]) -> None:
 class ClockedWavSink(AudioOutput):
     """Consumes frames in real time into ``path``; see the module docstring and hil.md."""
 
+    can_rewind = True
+
     @classmethod
     def from_target(cls, target: str, rate: int) -> Self:
         return cls(Path(target), rate)
@@ -79,7 +83,7 @@ class ClockedWavSink(AudioOutput):
         rate: int,
         clock: Clock | None = None,
         *,
-        buffer_s: float = 0.040,
+        buffer_s: float = CAPACITY_S,
         tick_s: float = 0.010,
         header_interval_s: float = 0.5,
     ) -> None:
@@ -221,6 +225,19 @@ class ClockedWavSink(AudioOutput):
                     )
                 self._cond.wait(remaining)
         return self._next_index_locked() if first is None else first
+
+    def rewindable(self) -> int:
+        """All it holds: the wav-dac thread has not taken it."""
+        with self._cond:
+            return len(self._pending) // self._frame_bytes
+
+    def rewind(self, frames: int) -> bool:
+        size = frames * self._frame_bytes
+        with self._cond:
+            if not 0 <= size <= len(self._pending):
+                return False
+            del self._pending[len(self._pending) - size:]
+            return True
 
     def next_frame_index(self) -> int:
         with self._cond:

@@ -118,8 +118,10 @@ def test_a_gain_change_reaches_a_voice_whose_last_pcm_is_already_in_the_pipe(
         assert voice.source.finished, "the tone was not yet all in the pipe"
         voice.gain = 0.25
         changed_at = time.time()
-        wait_for(lambda: any(isinstance(e, VoiceEnded) for e in events), 5,
-                 what="the tone ended")
+        ended = wait_for(lambda: next((e for e in events if isinstance(e, VoiceEnded)), None),
+                         5, what="the tone ended")
+        # Told when rendered, up to the card's lead before it airs.
+        time.sleep(max(0.0, engine.time_of(ended.frame) - time.time() + 0.05))
     finally:
         engine.stop()
     capture = read_capture(capture_path)

@@ -16,7 +16,7 @@ from agent.core.clock import ManualClock
 from drivers.audio import open_output
 from drivers.audio.alsa import AlsaOutput
 from drivers.audio.base import AudioOutputError
-from drivers.audio.wav import ClockedWavSink
+from drivers.audio.wav import CAPACITY_S, ClockedWavSink
 from tests.support.agentproc import wait_for
 from tests.support.wavfile import max_step, read_capture, rms_dbfs, tone_frequency
 
@@ -149,8 +149,27 @@ def test_write_blocks_while_full_then_times_out(
         manual_sink: tuple[ClockedWavSink, ManualClock]) -> None:
     sink, _clock = manual_sink
     with pytest.raises(AudioOutputError, match="buffer still full"):
-        sink.write(bytes(4 * RATE // 10), timeout=0.05)
-    assert sink.buffered_frames() == round(0.040 * RATE)
+        sink.write(bytes(4 * RATE // 2), timeout=0.05)
+    assert sink.buffered_frames() == round(CAPACITY_S * RATE)
+
+
+def test_rewind_takes_back_what_was_not_yet_played_all_or_nothing(
+        manual_sink: tuple[ClockedWavSink, ManualClock]) -> None:
+    """What the clock has not consumed can be taken back; the next write gets the index
+    the first frame taken back had, and the capture holds the frames written after."""
+    sink, clock = manual_sink
+    first = sink.write(tone(1000, 480).tobytes() + tone(500, 960).tobytes(), timeout=1.0)
+    assert sink.rewindable() == 1440
+    assert not sink.rewind(1441) and sink.next_frame_index() == first + 1440
+    assert sink.rewind(960) and sink.next_frame_index() == first + 480
+    assert sink.write(tone(2000, 960).tobytes(), timeout=1.0) == first + 480
+    clock.advance(0.1)
+    wait_for(lambda: sink.buffered_frames() == 0, 5, interval=0.001, what="played out")
+    assert sink.rewindable() == 0 and not sink.rewind(1)
+    sink.close()
+    samples = read_capture(sink.path).samples
+    assert np.array_equal(samples[first:first + 1440],
+                          np.vstack([tone(1000, 480), tone(2000, 960)]))
 
 
 def test_write_rejects_partial_frames_and_closed_sink(tmp_path: Path) -> None:
@@ -298,7 +317,13 @@ def test_alsa_output_numbers_frames_on_the_null_pcm() -> None:
         assert output.next_frame_index() == 4800
         assert 0 <= output.playhead() <= 4800  # by the first write's anchor
         assert output.frame_time(4800) - output.frame_time(0) == pytest.approx(0.1)
-        assert 0 <= output.buffered_frames() <= 1920
+        assert 0 <= output.buffered_frames() <= 4800
+        # It gives back what it has not played, all that is asked or nothing.
+        assert output.rewindable() >= 960
+        assert not output.rewind(output.rewindable() + 480)
+        assert output.next_frame_index() == 4800
+        assert output.rewind(960) and output.next_frame_index() == 3840
+        assert output.write(frames_of(tone(440, 480)), timeout=1) == 3840
         with pytest.raises(ValueError, match="whole number"):
             output.write(b"\x00", timeout=1)
     finally:

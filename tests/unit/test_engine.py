@@ -42,6 +42,8 @@ NEW_GAIN = 0.4
 # under a parallel suite, other processes' real-time audio threads can hold both CPUs
 # longer than the card's 25 ms. Such a run says nothing about the arithmetic.
 ATTEMPTS = 3
+DEEP_S = 0.200  # the card's lead while a voice plays steady, in the tests that keep one
+DEEP_HELD_S = 0.150  # what it holds, at least, when the cue comes
 
 Pcm = npt.NDArray[np.int16]
 # Done to the engine while the voice plays with PCM scaled ahead and not yet aired.
@@ -86,17 +88,27 @@ def test_a_steady_voice_is_its_samples_times_its_gain_truncated(tmp_path: Path,
     assert np.all(np.abs(aired[:FADE_IN].astype(int)) <= np.abs(expected[:FADE_IN].astype(int)))
 
 
-def test_a_gain_change_drops_what_was_scaled_ahead(tmp_path: Path) -> None:
+@pytest.mark.parametrize("deep_s", [None, DEEP_S], ids=["shallow", "deep"])
+def test_a_gain_change_drops_what_was_scaled_ahead(tmp_path: Path,
+                                                   deep_s: float | None) -> None:
     """Every frame airs once, in order: at the old gain, ramped over one period, at the new
-    one; none of what was scaled ahead at the old gain airs after the change."""
+    one; none of what was scaled ahead at the old gain airs after the change, nor, in a
+    deep card, what the card held beyond its shallow lead."""
     frames = 2 * RATE  # long past the moment the change is made, should the test be slow
     pcm = noise(frames)
-    run = play_clean(tmp_path, pcm, True, lambda engine, voice: engine.set_gain(voice, NEW_GAIN))
+    changed_before: list[int] = []
+
+    def change_gain(engine: PlayoutEngine, voice: Voice) -> None:
+        changed_before.append(engine.output.next_frame_index())
+        engine.set_gain(voice, NEW_GAIN)
+    run = play_clean(tmp_path, pcm, True, change_gain, deep_s)
     assert run.voice.frames_played == frames
     aired = run.aired[:frames]
     old, new = scaled(pcm, GAIN), scaled(pcm, NEW_GAIN)
     change = FADE_IN + int(np.flatnonzero(np.any(aired[FADE_IN:] != old[FADE_IN:], axis=1))[0])
     assert change < frames - PERIOD, "the new gain never aired"
+    if deep_s is not None:  # heard before the end of what the card held: taken back
+        assert run.start + change < changed_before[-1]
     ramp_end = change + PERIOD
     assert np.array_equal(aired[ramp_end:], new[ramp_end:])
     ramp = np.abs(aired[change:ramp_end].astype(int))
@@ -104,21 +116,28 @@ def test_a_gain_change_drops_what_was_scaled_ahead(tmp_path: Path) -> None:
     assert np.all(ramp >= np.abs(new[change:ramp_end].astype(int)) - 1)
 
 
-def test_a_cue_fades_out_the_frames_after_the_last_aired(tmp_path: Path) -> None:
-    """A voice cued mid-period cuts the one on air while it is scaled ahead: it fades out
-    from the frame after the last one aired, none skipped."""
+@pytest.mark.parametrize("deep_s", [None, DEEP_S], ids=["shallow", "deep"])
+def test_a_cue_fades_out_the_frames_after_the_last_aired(tmp_path: Path,
+                                                         deep_s: float | None) -> None:
+    """A voice cued mid-period cuts the one on air while it is scaled ahead (and, in a deep
+    card, while the card holds much of it): it fades out from the frame after the last
+    one aired, none skipped."""
     pcm = noise(2 * RATE)  # long past the cue, should the test be slow
+    cued_before: list[int] = []
 
     def cue_silence(engine: PlayoutEngine, voice: Voice) -> None:
         assert voice.first_frame is not None
-        at = voice.first_frame + voice.frames_played + PERIOD + 7  # inside what is ahead
+        cued_before.append(engine.output.next_frame_index())
+        at = engine.output.playhead() + PERIOD + 7  # inside what is ahead
         engine.play([Voice("silence", BufferSource(bytes(RATE // 4 * BYTES_PER_FRAME)), GAIN)],
                     at_frame=at)
-    run = play_clean(tmp_path, pcm, True, cue_silence)
+    run = play_clean(tmp_path, pcm, True, cue_silence, deep_s)
     cut = next(e.frame for e in run.events
                if isinstance(e, VoiceStarted) and e.voice is not run.voice)
     [end] = [e for e in run.events if isinstance(e, VoiceEnded) and e.voice is run.voice]
     assert end.cut and end.frame == cut + FADE_OUT
+    if deep_s is not None:  # heard before the end of what the card held: taken back
+        assert cut < cued_before[-1]
     played = cut - run.start
     assert run.voice.frames_played == played
 
@@ -188,22 +207,25 @@ def scaled(pcm: Pcm, gain: float) -> Pcm:
     return result
 
 
-def play_clean(tmp_path: Path, pcm: Pcm, peekable: bool, during: Action | None = None) -> Run:
+def play_clean(tmp_path: Path, pcm: Pcm, peekable: bool, during: Action | None = None,
+               deep_s: float | None = None) -> Run:
     """``play``, again while the card underran, ATTEMPTS times at most."""
     underruns = []
     for attempt in range(ATTEMPTS):
         source = BufferSource(pcm.tobytes()) if peekable else Unpeekable(pcm.tobytes())
-        run, underrun = play(tmp_path / f"out-{attempt}.wav", source, during)
+        run, underrun = play(tmp_path / f"out-{attempt}.wav", source, during, deep_s)
         underruns.append(underrun)
         if underrun == 0:
             return run
     raise AssertionError(f"the card underran in every run: {underruns} frames")
 
 
-def play(capture: Path, source: PcmSource, during: Action | None) -> tuple[Run, int]:
+def play(capture: Path, source: PcmSource, during: Action | None,
+         deep_s: float | None = None) -> tuple[Run, int]:
     """``source`` played once at GAIN into a clocked WAV sink at ``capture``, ``during``
     done 0.2 s in, at a moment the engine holds three periods or more scaled ahead (of a
-    source it can peek at): the run, and the frames the card underran."""
+    source it can peek at) and, with ``deep_s``, the card holds DEEP_HELD_S or more: the
+    run, and the frames the card underran."""
     events: list[EngineEvent] = []
     ended = threading.Event()
     voice = Voice("noise", source, GAIN)
@@ -213,7 +235,8 @@ def play(capture: Path, source: PcmSource, during: Action | None) -> tuple[Run, 
         if isinstance(event, VoiceEnded) and event.voice is voice:
             ended.set()
     sink = ClockedWavSink(capture, RATE)
-    engine = PlayoutEngine(sink, on_event, buffer_s=0.025, period_s=PERIOD_S)
+    engine = PlayoutEngine(sink, on_event, buffer_s=0.025, period_s=PERIOD_S,
+                           deep_buffer_s=deep_s)
     engine.start()
     try:
         # Played once the card has taken silence: a card not yet written to pads without
@@ -228,6 +251,9 @@ def play(capture: Path, source: PcmSource, during: Action | None) -> tuple[Run, 
             wait_for(lambda: voice.frames_played >= RATE // 5
                      and (voice.peekable is None or len(voice.ahead) - voice.ahead_at >= held),
                      10, interval=0.001, what="three periods scaled ahead")
+            if deep_s is not None:
+                wait_for(lambda: sink.buffered_frames() >= DEEP_HELD_S * RATE, 10,
+                         interval=0.001, what="a deep card")
             during(engine, voice)
         assert ended.wait(10)
         # Its last frame is rendered ahead of the card: stop once the card played it.

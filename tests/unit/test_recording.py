@@ -25,6 +25,8 @@ from agent.recording.store import SegmentStore, open_encoder
 from agent.recording.tap import RecordingTap
 from agent.recording.upload import RecordingUploader
 from drivers.audio.base import AudioOutput
+from drivers.audio.wav import ClockedWavSink
+from tests.support.agentproc import wait_for
 from tests.support.recordings import write_segment
 from tests.support.source_sim import source_rig
 
@@ -114,6 +116,30 @@ def test_tap_forwards_every_write_unchanged_and_never_blocks_on_a_full_queue(
     assert recorder.dropped == 17 == len(dropped)
     assert tap.next_frame_index() == 20 * PERIOD
     assert tap.frame_time(PERIOD) == inner.frame_time(PERIOD)
+
+
+def test_tap_hands_over_only_what_the_card_played_not_what_it_gave_back(
+        tmp_path: Path) -> None:
+    clock = ManualClock(EPOCH)
+    card = ClockedWavSink(tmp_path / "card.wav", OUT_RATE, clock, tick_s=0.001)
+    offered: list[tuple[int, bytes]] = []
+    tap = RecordingTap(card, lambda index, frames: offered.append((index, frames)))
+    assert tap.can_rewind
+    tap.open()
+    try:
+        a, b, c, d = (tone_period(i * PERIOD) for i in range(4))
+        first = tap.write(a, timeout=1.0)
+        for block in (b, c):
+            tap.write(block, timeout=1.0)
+        assert offered == []  # none played yet
+        assert tap.rewindable() == 3 * PERIOD and tap.rewind(PERIOD + PERIOD // 2)
+        assert tap.write(d, timeout=1.0) == first + PERIOD + PERIOD // 2
+        clock.advance(3 * PERIOD / OUT_RATE)
+        wait_for(lambda: card.buffered_frames() == 0, 5, interval=0.001, what="played out")
+    finally:
+        tap.close()
+    assert offered == [(first, a), (first + PERIOD, b[:PERIOD // 2 * 4]),
+                       (first + PERIOD + PERIOD // 2, d)]
 
 
 # --- the recorder --------------------------------------------------------------------------

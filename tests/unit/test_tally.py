@@ -8,7 +8,6 @@ import mmap
 import struct
 import threading
 from collections.abc import Iterator
-from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,8 @@ from drivers.audio.wav import ClockedWavSink
 
 RATE = 48_000
 PERIOD = 480
+BUFFER = 1200  # the card's shallow buffer
+DEEP_S = 0.100  # the card's lead while the voice plays steady
 
 
 @pytest.fixture
@@ -78,18 +79,24 @@ def test_a_writer_nobody_reads_takes_the_counts_all_the_same() -> None:
 @pytest.mark.parametrize("every", [1, 3])
 def test_the_engine_hands_over_the_voice_on_air_after_every_few_periods(
         tmp_path: Path, every: int) -> None:
+    """With what the card has played of it: a voice's frames count once the playhead has
+    passed them (agent.playout.aired), so a playout process that dies has told no more
+    than was heard."""
     frames = RATE // 5 + 100  # 20 whole periods, then a short one in which it ends
     pcm = np.zeros((frames, 2), dtype="<i2").tobytes()
-    seen: list[tuple[Voice, int]] = []
+    seen: list[tuple[Voice, int, int]] = []  # the voice, its count, what the card played
     ended = threading.Event()
+    card = ClockedWavSink(tmp_path / "card.wav", RATE)
+
+    def on_period(voice: Voice) -> None:
+        assert voice.first_frame is not None
+        seen.append((voice, voice.frames_played, card.playhead() - voice.first_frame))
 
     def on_event(event: EngineEvent) -> None:
         if isinstance(event, VoiceEnded):
             ended.set()
-    engine = PlayoutEngine(ClockedWavSink(tmp_path / "card.wav", RATE), on_event,
-                           buffer_s=0.025, period_s=PERIOD / RATE,
-                           on_period=lambda voice: seen.append((voice, voice.frames_played)),
-                           on_period_every=every)
+    engine = PlayoutEngine(card, on_event, buffer_s=BUFFER / RATE, period_s=PERIOD / RATE,
+                           on_period=on_period, on_period_every=every, deep_buffer_s=DEEP_S)
     engine.start()
     try:
         voice = Voice("tone", BufferSource(pcm), 1.0)
@@ -97,12 +104,12 @@ def test_the_engine_hands_over_the_voice_on_air_after_every_few_periods(
         assert ended.wait(10)
     finally:
         engine.stop()
-    assert {v for v, _ in seen} == {voice}
-    # Counted from the engine's start, idle periods too: the first call falls in any of
-    # the voice's first ``every`` periods. The period in which it ends is told by its
-    # VoiceEnded, which has the last count.
-    played = [played for _, played in seen]
-    assert PERIOD <= played[0] <= every * PERIOD
-    assert all(later - earlier == every * PERIOD for earlier, later in pairwise(played))
-    assert frames - (every + 1) * PERIOD < played[-1] < frames
+    assert {v for v, _, _ in seen} == {voice}
+    assert len(seen) >= 20 // every - 2
+    counts = [played for _, played, _ in seen]
+    assert counts == sorted(counts) and counts[-1] > 0
+    # The general path (the voice's fade-in, its end) counts what it reads, up to the
+    # card's shallow buffer ahead; the steady periods between, kept DEEP_S ahead, count
+    # only once played.
+    assert all(played <= heard + BUFFER for _, played, heard in seen)
     assert voice.frames_played == frames
