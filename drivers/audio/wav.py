@@ -10,6 +10,8 @@ index in the WAV file, whose data chunk is the last chunk so that a reader can t
 data up to the end of the file; the header is rewritten twice a second and on close.
 Where the card padded an underrun is appended to ``<path>.underruns``, a line of "first
 frame, frames" for each, so that a test can tell the card's silence from the writer's.
+What the wav-dac thread has not consumed yet the card gives back on ``rewind``, as an ALSA
+card gives back what its DMA has not reached.
 
 The file is written by a second thread ("wav-disk"): a DAC never waits for a disk, and a
 write held up by another process's fsync (a download, the state store) would otherwise
