@@ -244,11 +244,16 @@ class PlayoutEngine:
             return
         output = self.output
         next_index = output.next_frame_index()
-        floor = max(output.playhead() + self._min_lead, next_index - output.rewindable())
-        start = self._unread.first_at_or_after(floor)
+        due = output.playhead() + self._min_lead
+        start = self._unread.first_at_or_after(max(due, next_index - output.rewindable()))
         if start is not None and output.rewind(next_index - start):
             self._unread.forget_from(start)
             self.last_sound_frame = min(self.last_sound_frame, start)
+        elif self._deep_buffer > self._target_buffer \
+                and self._unread.first_at_or_after(due) is not None:
+            log.warning("the card gave back nothing of what it held ahead: it is kept "
+                        "shallow from now on, or every cue would wait for it")
+            self._deep_buffer = self._target_buffer
 
     def _emit(self, events: list[EngineEvent], rendered_for: int, landed: int) -> None:
         """Tell what the period did, at the frames it landed on: later than those it was

@@ -303,3 +303,32 @@ def test_a_relay_plays_in_its_shorter_periods(tmp_path: Path) -> None:
     assert sizes(relay.first_frame, relay.end_frame) == {relay_period}
     assert sizes(track.first_frame, track.end_frame) == {period}
     assert sizes(0, relay.first_frame) == {period}  # silence before anything played
+
+
+class GivesNothingBack(ClockedWavSink):
+    """A card that says it can rewind, then gives nothing back (as an ALSA plugin that
+    answers snd_pcm_rewindable with 0)."""
+
+    def rewindable(self) -> int:
+        return 0
+
+
+def test_a_card_that_gives_nothing_back_is_kept_shallow(tmp_path: Path) -> None:
+    card = GivesNothingBack(tmp_path / "card.wav", RATE)
+    engine = PlayoutEngine(card, lambda _event: None, buffer_s=0.025, period_s=PERIOD_S,
+                           deep_buffer_s=DEEP_S)
+    engine.start()
+    try:
+        voice = Voice("noise", BufferSource(noise(5 * RATE).tobytes()), GAIN)
+        engine.play([voice])
+        wait_for(lambda: card.buffered_frames() >= DEEP_HELD_S * RATE, 10, interval=0.001,
+                 what="a deep card")
+        engine.set_gain(voice, NEW_GAIN)
+        # What it holds drains to the shallow lead (plus the DAC's 10 ms tick).
+        wait_for(lambda: card.buffered_frames() <= round(0.035 * RATE), 5, interval=0.001,
+                 what="a shallow card")
+        engine.set_gain(voice, GAIN)  # and stays so
+        time.sleep(0.3)
+        assert card.buffered_frames() <= round(0.035 * RATE)
+    finally:
+        engine.stop()
