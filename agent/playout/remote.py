@@ -112,6 +112,8 @@ class PlayoutProcess:
                 self._queue[0].mode, self._queue[0].at = ("now", None) if at is None \
                     else ("at", at)
                 feeds[0].opens(at)
+                if at is None:  # its first PCM in the pipe before the engine wakes for it
+                    self._prime(feeds[0])
             self._send_play(feeds, at)
             for feed in dropped:
                 self._let_go(feed)
@@ -348,6 +350,14 @@ class PlayoutProcess:
         feed = VoiceFeed.open(next(self._ids), voice, self.rate)
         self._feeds[feed.voice_id] = feed
         return feed
+
+    def _prime(self, feed: VoiceFeed) -> None:
+        """Moves what the voice has now into its pipe (never blocks); the feeder does the
+        rest, as for any voice."""
+        try:
+            feed.pump(self._clock.now())
+        except Exception:  # the feeder meets it again and ends the voice
+            log.exception("feeding %s failed", feed.voice)
 
     def _let_go(self, feed: VoiceFeed) -> None:
         self._feeds.pop(feed.voice_id, None)
