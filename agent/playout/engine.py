@@ -102,6 +102,9 @@ class PlayoutEngine:
         self._relay_silence = bytes(self._relay_period * BYTES_PER_FRAME)
         self._steady = SteadyReader(self._period, period_s)
         self._unread = UnreadPeriods()  # the engine thread's
+        # Woken for a cue: the next period comes at the shallow card's pace, so that a cut
+        # and the cue a moment after it share a period (a fade rendered at once delays it).
+        self._woken = False
         # Written by the control side to wake the engine's thread for a cue, a cut or a
         # gain change: it takes back from a deep card what it must replace.
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -198,7 +201,8 @@ class PlayoutEngine:
                 first = self.output.next_frame_index()
                 playhead = self.output.playhead()
                 self._unread.settle(playhead)
-                target = self._deep_buffer if self._unread else self._target_buffer
+                target = self._deep_buffer if self._unread and not self._woken \
+                    else self._target_buffer
                 excess = frames_ahead(self.output.buffered_frames(), first - playhead,
                                       self._period) - (target - self._period)
                 if excess > self._min_sleep:
@@ -213,6 +217,7 @@ class PlayoutEngine:
                     raise
                 finally:  # a failed write leaves the voices where the render put them
                     self._emit(events, first, landed)
+                self._woken = False
                 self._periods_written += 1
                 if self._periods_written % self._on_period_every == 0 \
                         and (on_air := self._current) is not None:
@@ -235,6 +240,7 @@ class PlayoutEngine:
         it must render again."""
         if select.select((self._wake_fd,), (), (), seconds)[0]:
             os.eventfd_read(self._wake_fd)
+            self._woken = True
             self._take_back()
 
     def _take_back(self) -> None:
