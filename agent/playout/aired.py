@@ -30,30 +30,30 @@ class UnreadPeriods:
     """The engine thread's own: no lock."""
 
     def __init__(self) -> None:
-        self._periods: deque[_Period] = deque()
+        self.periods: deque[_Period] = deque()  # oldest first
         self.bytes = 0  # their PCM, the first bytes of their voice's source
 
     def __bool__(self) -> bool:
-        return bool(self._periods)
+        return bool(self.periods)
 
     def voice(self) -> Voice | None:
-        return self._periods[0].voice if self._periods else None
+        return self.periods[0].voice if self.periods else None
 
     def add(self, voice: Voice, first: int, frames: int) -> None:
-        self._periods.append(_Period(voice, first, frames))
+        self.periods.append(_Period(voice, first, frames))
         self.bytes += frames * BYTES_PER_FRAME
 
     def settle(self, playhead: int) -> None:
         """Take from their sources the periods the card has played."""
-        periods = self._periods
+        periods = self.periods
         while periods and periods[0].first + periods[0].frames <= playhead:
             self._take(periods.popleft())
 
     def take_all(self) -> None:
         """Take every period from its source: the engine is about to read on after them
         (the general path), and they can no longer be taken back."""
-        while self._periods:
-            self._take(self._periods.popleft())
+        while self.periods:
+            self._take(self.periods.popleft())
 
     def _take(self, period: _Period) -> None:
         size = period.frames * BYTES_PER_FRAME
@@ -66,17 +66,17 @@ class UnreadPeriods:
     def landed_late(self, rendered_for: int, late: int) -> None:
         """The period rendered for ``rendered_for`` reached the card ``late`` frames
         later (it ran dry in between)."""
-        if self._periods and (last := self._periods[-1]).first == rendered_for:
-            self._periods[-1] = _Period(last.voice, rendered_for + late, last.frames)
+        if self.periods and (last := self.periods[-1]).first == rendered_for:
+            self.periods[-1] = _Period(last.voice, rendered_for + late, last.frames)
 
     def first_at_or_after(self, frame: int) -> int | None:
         """The first frame of the earliest period that begins at ``frame`` or later."""
-        return next((p.first for p in self._periods if p.first >= frame), None)
+        return next((p.first for p in self.periods if p.first >= frame), None)
 
     def forget_from(self, frame: int) -> None:
         """The card gave back everything from ``frame`` on, where a period begins: those
         periods never aired, and their PCM is read again from the source."""
-        periods = self._periods
+        periods = self.periods
         while periods and periods[-1].first >= frame:
             period = periods.pop()
             self.bytes -= period.frames * BYTES_PER_FRAME

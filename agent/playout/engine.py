@@ -200,8 +200,9 @@ class PlayoutEngine:
             try:
                 first = self.output.next_frame_index()
                 playhead = self.output.playhead()
-                self._unread.settle(playhead)
-                target = self._deep_buffer if self._unread and not self._woken \
+                if unread := self._unread.periods:  # attribute, not call: most periods
+                    self._unread.settle(playhead)
+                target = self._deep_buffer if unread and not self._woken \
                     else self._target_buffer
                 excess = frames_ahead(self.output.buffered_frames(), first - playhead,
                                       self._period) - (target - self._period)

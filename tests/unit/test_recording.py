@@ -112,6 +112,7 @@ def test_tap_forwards_every_write_unchanged_and_never_blocks_on_a_full_queue(
     writer.start()
     writer.join(30)
     assert not writer.is_alive()
+    tap.close()  # hands over what the card played since the tap's last offer
     assert inner.writes == blocks
     assert recorder.dropped == 17 == len(dropped)
     assert tap.next_frame_index() == 20 * PERIOD
