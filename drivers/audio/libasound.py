@@ -13,6 +13,8 @@ import ctypes
 import ctypes.util
 import errno
 import select
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 
 STREAM_PLAYBACK = 0
@@ -120,12 +122,21 @@ class PlaybackPcm:
         for fd in fds:
             self._poller.register(fd.fd, fd.events)
 
+    @contextmanager
+    def _params(self, kind: str) -> Iterator[ctypes.c_void_p]:
+        """A ``snd_pcm_<kind>_params_t`` (``hw`` or ``sw``), freed after."""
+        params = ctypes.c_void_p()
+        _check(getattr(self._lib, f"snd_pcm_{kind}_params_malloc")(ctypes.byref(params)),
+               f"{kind} params")
+        try:
+            yield params
+        finally:
+            getattr(self._lib, f"snd_pcm_{kind}_params_free")(params)
+
     def _configure(self, rate: int, channels: int, period_frames: int,
                    buffer_frames: int) -> None:
         lib, handle = self._lib, self._handle
-        hw = ctypes.c_void_p()
-        _check(lib.snd_pcm_hw_params_malloc(ctypes.byref(hw)), "hw params")
-        try:
+        with self._params("hw") as hw:
             _check(lib.snd_pcm_hw_params_any(handle, hw), "hw params")
             _check(lib.snd_pcm_hw_params_set_access(handle, hw, ACCESS_RW_INTERLEAVED),
                    "interleaved access")
@@ -139,17 +150,11 @@ class PlaybackPcm:
             _check(lib.snd_pcm_hw_params_set_buffer_size_near(handle, hw, ctypes.byref(buffer)),
                    "buffer size")
             _check(lib.snd_pcm_hw_params(handle, hw), "hw params")
-        finally:
-            lib.snd_pcm_hw_params_free(hw)
-        sw = ctypes.c_void_p()
-        _check(lib.snd_pcm_sw_params_malloc(ctypes.byref(sw)), "sw params")
-        try:
+        with self._params("sw") as sw:
             _check(lib.snd_pcm_sw_params_current(handle, sw), "sw params")
             _check(lib.snd_pcm_sw_params_set_tstamp_mode(handle, sw, TSTAMP_ENABLE),
                    "timestamps")
             _check(lib.snd_pcm_sw_params(handle, sw), "sw params")
-        finally:
-            lib.snd_pcm_sw_params_free(sw)
 
     def buffer_frames(self) -> int:
         buffer, period = _uframes(), _uframes()
