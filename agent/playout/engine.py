@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.playout.aired import UnreadPeriods
+from agent.playout.aired import UnreadPeriods, frames_ahead
 from agent.playout.reading import S16LE, Block, SteadyReader, gain_curve, pull
 from agent.playout.voice import (
     BYTES_PER_FRAME,
@@ -40,18 +40,6 @@ FADE_IN_S = 0.005
 FADE_OUT_S = 0.020
 MIN_SLEEP_S = 0.002  # a period less than this early is rendered at once
 PERIOD_S = 0.020  # each period costs fixed Python work: fewer, longer ones use less CPU
-
-
-def frames_ahead(queued: int, ahead_by_clock: int, period: int) -> int:
-    """What the card holds that is not yet due, for pacing the engine: ``queued``, its
-    count, or ``ahead_by_clock``, the frames written after its playhead
-    (AudioOutput.playhead). A card that drains in ticks (the virtual one, or a driver that
-    moves its pointer once per hardware period) counts up to a tick more between them:
-    going by its count, the engine would wake, find it unchanged and sleep again, twice a
-    period. The clock is believed down to one ``period`` below the count, so that a clock
-    gone wrong (an ALSA anchor across a step of the wall clock, until it is renewed)
-    leaves the count in charge."""
-    return min(queued, max(ahead_by_clock, queued - period))
 
 
 @dataclass
@@ -247,14 +235,10 @@ class PlayoutEngine:
     def _take_back(self) -> None:
         """The card gives back the steady periods it holds beyond the least lead, for a
         cue, a cut or a gain change to be heard as soon as in a shallow card."""
-        if not self._unread:
+        if not self._unread.periods:
             return
-        output = self.output
-        next_index = output.next_frame_index()
-        due = output.playhead() + self._min_lead
-        start = self._unread.first_at_or_after(max(due, next_index - output.rewindable()))
-        if start is not None and output.rewind(next_index - start):
-            self._unread.forget_from(start)
+        due = self.output.playhead() + self._min_lead
+        if (start := self._unread.take_back(self.output, due)) is not None:
             self.last_sound_frame = min(self.last_sound_frame, start)
         elif self._deep_buffer > self._target_buffer \
                 and self._unread.first_at_or_after(due) is not None:

@@ -1,5 +1,5 @@
 """How much the engine believes the card holds, which decides when it renders the next
-period (agent.playout.engine.frames_ahead)."""
+period (agent.playout.aired.frames_ahead)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.playout.engine import PlayoutEngine, frames_ahead
+from agent.playout.aired import frames_ahead
+from agent.playout.engine import PlayoutEngine
 from drivers.audio.wav import ClockedWavSink
 
 PERIOD = 480  # 10 ms at 48 kHz
