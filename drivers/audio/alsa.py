@@ -28,7 +28,7 @@ import time
 from typing import Self
 
 from drivers.audio.base import AudioOutput, AudioOutputError
-from drivers.audio.libasound import AlsaError, PlaybackPcm
+from drivers.audio.libasound import AlsaError, FormatRefused, PlaybackPcm
 from drivers.clock import Clock, SystemClock
 
 HTIMESTAMP_INTERVAL_S = 1.0
@@ -74,10 +74,9 @@ class AlsaOutput(AudioOutput):
             pcm = PlaybackPcm(self.pcm_name, self.rate, self.channels, self._period_frames,
                               self._asked_buffer_frames)
         except AlsaError as error:
-            hint = "List the sound cards with `aplay -l` and the PCM names with `aplay -L`."
-            if "Hz" in str(error) or "channels" in str(error) or "s16le" in str(error):
-                hint = (f"The device cannot play {self.rate} Hz stereo s16le as it is: use a "
-                        "plug: PCM or set audio.rate.")
+            hint = (f"The device cannot play {self.rate} Hz stereo s16le as it is: use a "
+                    "plug: PCM or set audio.rate.") if isinstance(error, FormatRefused) \
+                else "List the sound cards with `aplay -l` and the PCM names with `aplay -L`."
             raise AudioOutputError(
                 f"{self._name()}: cannot open the playback device {self.pcm_name!r}: {error}. "
                 + hint) from error

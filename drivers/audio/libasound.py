@@ -32,6 +32,10 @@ class AlsaError(OSError):
     """A call into alsa-lib failed; ``errno`` is its error number."""
 
 
+class FormatRefused(AlsaError):
+    """The device cannot play the sample format, channels or rate asked for as it is."""
+
+
 class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
@@ -92,10 +96,10 @@ def _library() -> ctypes.CDLL:
     return lib
 
 
-def _check(result: int, what: str) -> int:
+def _check(result: int, what: str, error: type[AlsaError] = AlsaError) -> int:
     if result < 0:
         message = _library().snd_strerror(result).decode(errors="replace")
-        raise AlsaError(-result, f"{what}: {message}")
+        raise error(-result, f"{what}: {message}")
     return result
 
 
@@ -139,11 +143,13 @@ class PlaybackPcm:
         with self._params("hw") as hw:
             _check(lib.snd_pcm_hw_params_any(handle, hw), "hw params")
             _check(lib.snd_pcm_hw_params_set_access(handle, hw, ACCESS_RW_INTERLEAVED),
-                   "interleaved access")
-            _check(lib.snd_pcm_hw_params_set_format(handle, hw, FORMAT_S16_LE), "s16le")
+                   "interleaved access", FormatRefused)
+            _check(lib.snd_pcm_hw_params_set_format(handle, hw, FORMAT_S16_LE), "s16le",
+                   FormatRefused)
             _check(lib.snd_pcm_hw_params_set_channels(handle, hw, channels),
-                   f"{channels} channels")
-            _check(lib.snd_pcm_hw_params_set_rate(handle, hw, rate, 0), f"{rate} Hz")
+                   f"{channels} channels", FormatRefused)
+            _check(lib.snd_pcm_hw_params_set_rate(handle, hw, rate, 0), f"{rate} Hz",
+                   FormatRefused)
             period, buffer = _uframes(period_frames), _uframes(buffer_frames)
             _check(lib.snd_pcm_hw_params_set_period_size_near(handle, hw, ctypes.byref(period),
                                                               None), "period size")
