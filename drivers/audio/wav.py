@@ -230,8 +230,7 @@ class ClockedWavSink(AudioOutput):
 
     def rewindable(self) -> int:
         """All it holds: the wav-dac thread has not taken it."""
-        with self._cond:
-            return len(self._pending) // self._frame_bytes
+        return self.buffered_frames()
 
     def rewind(self, frames: int) -> bool:
         size = frames * self._frame_bytes
