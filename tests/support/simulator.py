@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 import ssl
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -70,6 +71,14 @@ class _Stats:
         return {"requests": dict(self.requests), "media_bytes": dict(self.media_bytes)}
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet when the agent hung up mid-answer (it was stopped, or refused a body
+        part-way, as the tests mean it to); the traceback otherwise."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class SourceSimulator:
     def __init__(self, directory: Path, device_id: str, token: str | None,
                  host: str = "127.0.0.1", port: int = 0, base_path: str = "/api/v1",
@@ -87,7 +96,7 @@ class SourceSimulator:
         self._recordings: list[dict[str, Any]] = []
         self._stats = _Stats()
         self._stopping = threading.Event()
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._server = _Server((host, port), _make_handler(self))
         self._scheme = "http"
         if tls_context is not None:
             self._server.socket = tls_context.wrap_socket(self._server.socket, server_side=True)
