@@ -305,25 +305,28 @@ def test_alsa_output_on_a_missing_card_fails_naming_the_device() -> None:
 
 
 def test_alsa_output_numbers_frames_on_the_null_pcm() -> None:
-    """ALSA's own `null` PCM: the real library and plugin chain, without a card."""
-    output = open_output("alsa:null", RATE)
-    assert isinstance(output, AlsaOutput)
+    """ALSA's own `null` PCM: the real library and plugin chain, without a card. It plays
+    nothing and takes every write at once, so its playhead runs on the wall clock from
+    the first write's anchor. A buffer of a second, half of it written after that anchor,
+    keeps a rewind of 20 ms possible for 480 ms: a slow machine cannot fail the test."""
+    assert isinstance(open_output("alsa:null", RATE), AlsaOutput)
+    output = AlsaOutput("null", RATE, buffer_s=1.0)
     output.open()
     try:
         assert output.next_frame_index() == 0
         assert output.playhead() == 0  # not started: nothing plays
-        assert output.write(frames_of(tone(440, 2400)), timeout=1) == 0
-        assert output.write(frames_of(tone(440, 2400)), timeout=1) == 2400
-        assert output.next_frame_index() == 4800
-        assert 0 <= output.playhead() <= 4800  # by the first write's anchor
-        assert output.frame_time(4800) - output.frame_time(0) == pytest.approx(0.1)
-        assert 0 <= output.buffered_frames() <= 4800
+        assert output.write(frames_of(tone(440, 480)), timeout=1) == 0
+        assert output.write(frames_of(tone(440, 24_000)), timeout=1) == 480
+        assert output.next_frame_index() == 24_480
+        assert 0 <= output.playhead() <= 24_480  # by the first write's anchor
+        assert output.frame_time(24_480) - output.frame_time(0) == pytest.approx(0.51)
+        assert 0 <= output.buffered_frames() <= 24_480
         # It gives back what it has not played, all that is asked or nothing.
         assert output.rewindable() >= 960
         assert not output.rewind(output.rewindable() + 480)
-        assert output.next_frame_index() == 4800
-        assert output.rewind(960) and output.next_frame_index() == 3840
-        assert output.write(frames_of(tone(440, 480)), timeout=1) == 3840
+        assert output.next_frame_index() == 24_480
+        assert output.rewind(960) and output.next_frame_index() == 23_520
+        assert output.write(frames_of(tone(440, 480)), timeout=1) == 23_520
         with pytest.raises(ValueError, match="whole number"):
             output.write(b"\x00", timeout=1)
     finally:
