@@ -4,6 +4,7 @@ engine cannot render ends its stream in ``error`` for the control loop to report
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -84,9 +85,14 @@ def test_closing_speech_while_it_renders_closes_its_decoder_when_it_comes(
     engine, gate, _ = gated_engine(tmp_path)
     renderer = TtsRenderer(tmp_path / "tts", "vi", str(engine))
     decoders: list[Decoded] = []
+    # A decoder that cannot end by itself (its input never comes), nor hand over PCM
+    # before it is closed, however late the tts thread closes it on a loaded machine.
+    endless = tmp_path / "endless"
+    os.mkfifo(endless)
 
     def open_file(path: Path) -> Decoded:
-        decoders.append(decoder_pool.open(str(path), 0.0, 0))
+        assert path.exists()
+        decoders.append(decoder_pool.open(str(endless), 0.0, 0))
         return decoders[-1]
 
     spoken = renderer.speak("đóng", None, open_file)
