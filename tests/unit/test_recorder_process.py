@@ -185,6 +185,10 @@ def test_a_recorder_process_that_hangs_is_killed_a_fault_and_started_again(
     recorder.start()
     try:
         frozen = wait_for(lambda: recorder.pid, 10, 0.05, "the recorder process")
+        # Its imports done (a loaded machine can take longer than the 3 s allowed here,
+        # and the watch rightly kills a recorder silent from its start): it makes the
+        # store's directory, then its recorder thread reports each turn.
+        wait_for((tmp_path / "rec").is_dir, 30, 0.05, "the recorder's start")
         time.sleep(1.5)  # alive, reporting so every second: no fault
         assert faults.active() == []
         os.kill(frozen, signal.SIGSTOP)
