@@ -27,6 +27,7 @@ class RecordingTap(AudioOutput):
         self.channels = inner.channels
         self.sample_width = inner.sample_width
         self.can_rewind = inner.can_rewind
+        self._frame_bytes = self.channels * self.sample_width
         self._offer = offer
         self._held: deque[tuple[int, bytes]] = deque()  # written, not yet played
         self._writes = 0
@@ -54,8 +55,7 @@ class RecordingTap(AudioOutput):
     def _offer_played(self) -> None:
         playhead = self.inner.playhead()
         held = self._held
-        frame_bytes = self.channels * self.sample_width
-        while held and held[0][0] + len(held[0][1]) // frame_bytes <= playhead:
+        while held and held[0][0] + len(held[0][1]) // self._frame_bytes <= playhead:
             self._offer(*held.popleft())
 
     def rewindable(self) -> int:
@@ -64,7 +64,7 @@ class RecordingTap(AudioOutput):
     def rewind(self, frames: int) -> bool:
         if not self.inner.rewind(frames):
             return False
-        end, frame_bytes = self.inner.next_frame_index(), self.channels * self.sample_width
+        end, frame_bytes = self.inner.next_frame_index(), self._frame_bytes
         while self._held and (last := self._held[-1])[0] + len(last[1]) // frame_bytes > end:
             self._held.pop()
             if last[0] < end:
